@@ -1,0 +1,377 @@
+//! A handler: what it subscribes to, when it runs, how it is called, and the
+//! validation every change to one goes through.
+
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+
+use crate::FieldErrors;
+use crate::catalog::EventPattern;
+use crate::signing::SigningSecret;
+use crate::wire_enum;
+
+wire_enum! {
+    /// When a handler runs relative to the business action.
+    Stage { After = "after", Before = "before" }
+}
+
+wire_enum! {
+    /// Whether a handler runs. Archived handlers are kept for their history and
+    /// hidden from the default lists.
+    Status { Enabled = "enabled", Disabled = "disabled", Archived = "archived" }
+}
+
+wire_enum! {
+    /// How a handler is called.
+    HandlerKind { Http = "http", Script = "script" }
+}
+
+wire_enum! {
+    /// What a failed before-stage call means for the action.
+    OnFailure { Forbid = "forbid", Allow = "allow" }
+}
+
+pub const MAX_NAME_LEN: usize = 200;
+pub const MAX_TARGET_LEN: usize = 2048;
+pub const MAX_HEADERS: usize = 32;
+pub const MAX_ARGS: usize = 32;
+pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<i64> = 100..=300_000;
+pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<i64> = 1..=50;
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = -1_000_000..=1_000_000;
+
+/// Headers provisio sets itself on every call; a handler may not override them,
+/// or signatures and framing would lie.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "user-agent",
+    "transfer-encoding",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// Defaults applied where a create request leaves a field out.
+pub mod defaults {
+    use super::*;
+    pub const STAGE: Stage = Stage::After;
+    pub const STATUS: Status = Status::Enabled;
+    pub const PRIORITY: i64 = 100;
+    pub const KIND: HandlerKind = HandlerKind::Http;
+    pub const MAX_ATTEMPTS: i64 = 10;
+    pub const ORDERED: bool = true;
+    pub const ON_FAILURE: OnFailure = OnFailure::Forbid;
+
+    /// After-stage calls may take their time; a before-stage call holds up the
+    /// business action, so it gets less.
+    pub fn timeout_ms(stage: Stage) -> i64 {
+        match stage {
+            Stage::After => 10_000,
+            Stage::Before => 5_000,
+        }
+    }
+}
+
+/// Every setting of a handler, typed but not yet checked: what the API and the
+/// web section build from their input before calling [`HandlerDraft::validate`].
+#[derive(Debug, Clone)]
+pub struct HandlerDraft {
+    pub name: String,
+    pub events_id: String,
+    pub stage: Stage,
+    pub status: Status,
+    pub priority: i64,
+    pub kind: HandlerKind,
+    pub target: String,
+    pub args: Vec<String>,
+    pub headers: BTreeMap<String, String>,
+    pub timeout_ms: i64,
+    pub max_attempts: i64,
+    pub ordered: bool,
+    pub on_failure: OnFailure,
+}
+
+/// A handler's settings once validated: the only form storage accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerSpec {
+    pub name: String,
+    pub events_id: EventPattern,
+    pub stage: Stage,
+    pub status: Status,
+    pub priority: i32,
+    pub kind: HandlerKind,
+    /// An `http(s)` URL, or a script path relative to the scripts directory.
+    pub target: String,
+    /// Arguments passed to a script handler; empty for HTTP.
+    pub args: Vec<String>,
+    /// Extra request headers for an HTTP handler.
+    pub headers: BTreeMap<String, String>,
+    pub timeout_ms: u32,
+    pub max_attempts: u32,
+    pub ordered: bool,
+    pub on_failure: OnFailure,
+}
+
+/// A stored handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handler {
+    pub id: i64,
+    pub spec: HandlerSpec,
+    pub secret: SigningSecret,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// What validation needs to know about the world outside the draft.
+pub struct ValidationContext<'a> {
+    /// Every event type id in the catalog.
+    pub event_types: &'a [String],
+    /// Checks a script target against the scripts directory (exists, inside it,
+    /// executable); the file system is the engine's business, not the domain's.
+    pub check_script: &'a dyn Fn(&str) -> Result<(), String>,
+}
+
+impl HandlerDraft {
+    /// Checks every field and reports every problem at once, keyed by field.
+    pub fn validate(self, ctx: &ValidationContext<'_>) -> Result<HandlerSpec, FieldErrors> {
+        let mut errors = FieldErrors::new();
+
+        let name = self.name.trim().to_owned();
+        if name.is_empty() {
+            errors.add("name", "must not be empty");
+        } else if name.chars().count() > MAX_NAME_LEN {
+            errors.add("name", format!("must be at most {MAX_NAME_LEN} characters"));
+        }
+
+        let events_id = match EventPattern::parse(self.events_id.trim()) {
+            Ok(pattern) => {
+                if let Err(e) = pattern.check_against(ctx.event_types.iter().map(String::as_str)) {
+                    errors.add("events_id", e);
+                }
+                Some(pattern)
+            }
+            Err(e) => {
+                errors.add("events_id", e);
+                None
+            }
+        };
+
+        if !PRIORITY_RANGE.contains(&self.priority) {
+            errors.add("priority", range_message(&PRIORITY_RANGE));
+        }
+        if !TIMEOUT_MS_RANGE.contains(&self.timeout_ms) {
+            errors.add("timeout_ms", range_message(&TIMEOUT_MS_RANGE));
+        }
+        if !MAX_ATTEMPTS_RANGE.contains(&self.max_attempts) {
+            errors.add("max_attempts", range_message(&MAX_ATTEMPTS_RANGE));
+        }
+
+        let target = self.target.trim().to_owned();
+        match self.kind {
+            HandlerKind::Http => {
+                if let Err(e) = validate_http_target(&target) {
+                    errors.add("target", e);
+                }
+                if !self.args.is_empty() {
+                    errors.add("args", "only script handlers take arguments");
+                }
+            }
+            HandlerKind::Script => {
+                if let Err(e) =
+                    validate_script_target(&target).and_then(|()| (ctx.check_script)(&target))
+                {
+                    errors.add("target", e);
+                }
+                if self.args.len() > MAX_ARGS {
+                    errors.add("args", format!("at most {MAX_ARGS} arguments"));
+                } else if self.args.iter().any(|a| a.contains('\0')) {
+                    errors.add("args", "arguments must not contain NUL characters");
+                }
+                if !self.headers.is_empty() {
+                    errors.add("headers", "only HTTP handlers take headers");
+                }
+            }
+        }
+
+        if let Err(e) = validate_headers(&self.headers) {
+            errors.add("headers", e);
+        }
+
+        errors.into_result()?;
+        Ok(HandlerSpec {
+            name,
+            events_id: events_id.expect("checked above"),
+            stage: self.stage,
+            status: self.status,
+            priority: self.priority as i32,
+            kind: self.kind,
+            target,
+            args: self.args,
+            headers: self.headers,
+            timeout_ms: self.timeout_ms as u32,
+            max_attempts: self.max_attempts as u32,
+            ordered: self.ordered,
+            on_failure: self.on_failure,
+        })
+    }
+}
+
+impl From<&HandlerSpec> for HandlerDraft {
+    /// The starting point of a partial update: the stored settings, to be
+    /// overwritten field by field and validated again as a whole.
+    fn from(spec: &HandlerSpec) -> Self {
+        Self {
+            name: spec.name.clone(),
+            events_id: spec.events_id.to_string(),
+            stage: spec.stage,
+            status: spec.status,
+            priority: spec.priority.into(),
+            kind: spec.kind,
+            target: spec.target.clone(),
+            args: spec.args.clone(),
+            headers: spec.headers.clone(),
+            timeout_ms: spec.timeout_ms.into(),
+            max_attempts: spec.max_attempts.into(),
+            ordered: spec.ordered,
+            on_failure: spec.on_failure,
+        }
+    }
+}
+
+fn range_message(range: &std::ops::RangeInclusive<i64>) -> String {
+    format!(
+        "must be an integer from {} to {}",
+        range.start(),
+        range.end()
+    )
+}
+
+fn validate_http_target(target: &str) -> Result<(), String> {
+    if target.len() > MAX_TARGET_LEN {
+        return Err(format!("must be at most {MAX_TARGET_LEN} characters"));
+    }
+    let url = url::Url::parse(target).map_err(|e| format!("must be an http or https URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "must be an http or https URL, not {}",
+            url.scheme()
+        ));
+    }
+    if url.host().is_none() {
+        return Err("must name a host".into());
+    }
+    Ok(())
+}
+
+/// The syntactic half of the script check: a relative path that stays inside the
+/// directory on its face. The engine then resolves symlinks and checks the file.
+pub fn validate_script_target(target: &str) -> Result<(), String> {
+    if target.is_empty() {
+        return Err("must name a script inside the scripts directory".into());
+    }
+    if target.len() > MAX_TARGET_LEN {
+        return Err(format!("must be at most {MAX_TARGET_LEN} characters"));
+    }
+    let path = std::path::Path::new(target);
+    if path.is_absolute() {
+        return Err("must be a path relative to the scripts directory".into());
+    }
+    if path.components().any(|c| {
+        !matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    }) {
+        return Err("must stay inside the scripts directory (no ..)".into());
+    }
+    Ok(())
+}
+
+fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
+    if headers.len() > MAX_HEADERS {
+        return Err(format!("at most {MAX_HEADERS} headers"));
+    }
+    for (name, value) in headers {
+        let parsed = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("{name:?} is not a valid header name"))?;
+        if RESERVED_HEADERS.contains(&parsed.as_str()) {
+            return Err(format!(
+                "{name} is set by provisio and cannot be overridden"
+            ));
+        }
+        http::HeaderValue::from_str(value)
+            .map_err(|_| format!("the value of {name} is not a valid header value"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft() -> HandlerDraft {
+        HandlerDraft {
+            name: "Softswitch sync".into(),
+            events_id: "clients.create".into(),
+            stage: Stage::After,
+            status: Status::Enabled,
+            priority: 10,
+            kind: HandlerKind::Http,
+            target: "https://switch.example.net/hooks".into(),
+            args: vec![],
+            headers: BTreeMap::new(),
+            timeout_ms: 10_000,
+            max_attempts: 10,
+            ordered: true,
+            on_failure: OnFailure::Forbid,
+        }
+    }
+
+    fn validate(d: HandlerDraft) -> Result<HandlerSpec, FieldErrors> {
+        let types = vec!["clients.create".to_string()];
+        let no_scripts = |_: &str| Err("no scripts here".to_string());
+        d.validate(&ValidationContext {
+            event_types: &types,
+            check_script: &no_scripts,
+        })
+    }
+
+    #[test]
+    fn a_good_draft_validates() {
+        let spec = validate(draft()).unwrap();
+        assert_eq!(spec.events_id.to_string(), "clients.create");
+        assert_eq!(spec.priority, 10);
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let mut d = draft();
+        d.name = "  ".into();
+        d.events_id = "clients.nope".into();
+        d.target = "ftp://x".into();
+        d.timeout_ms = 0;
+        d.max_attempts = 0;
+        d.headers.insert("Webhook-Signature".into(), "x".into());
+        let e = validate(d).unwrap_err();
+        for field in [
+            "name",
+            "events_id",
+            "target",
+            "timeout_ms",
+            "max_attempts",
+            "headers",
+        ] {
+            assert!(e.get(field).is_some(), "{field} not reported: {e:?}");
+        }
+    }
+
+    #[test]
+    fn script_paths_must_stay_inside() {
+        for bad in ["../x.sh", "/etc/passwd", "a/../../b", ""] {
+            assert!(validate_script_target(bad).is_err(), "{bad} accepted");
+        }
+        assert!(validate_script_target("hooks/sync.sh").is_ok());
+    }
+}

@@ -1,0 +1,102 @@
+//! provisio's domain, with no I/O: what an event, a handler and a delivery attempt
+//! are, and the pure rules around them.
+//!
+//! # Layout
+//!
+//! - [`catalog`]: event type ids, the built-in catalog, and handler event patterns.
+//! - [`handler`]: a handler's settings, their defaults and their validation.
+//! - [`event`]: an emitted event, its object id and the exact payload receivers get.
+//! - [`signing`]: Standard Webhooks secrets and signatures.
+//! - [`retry`]: the retry schedule and the delay before the next attempt.
+//! - [`timefmt`]: the one timestamp format provisio writes.
+//! - [`FieldErrors`]: per-field validation messages, shared by every validator.
+
+pub mod catalog;
+pub mod event;
+pub mod handler;
+pub mod retry;
+pub mod signing;
+pub mod timefmt;
+
+use std::collections::BTreeMap;
+
+/// Validation messages keyed by the field they are about, in the order a reader
+/// scans a form. Every validator in provisio reports through this type so the API
+/// and the web section show the same words next to the same fields.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FieldErrors(BTreeMap<String, String>);
+
+impl FieldErrors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the first message for `field`; later ones for the same field are
+    /// dropped because one clear message per field reads better than a list.
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.entry(field.into()).or_insert_with(|| message.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.0.get(field).map(String::as_str)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn into_result(self) -> Result<(), FieldErrors> {
+        if self.is_empty() { Ok(()) } else { Err(self) }
+    }
+
+    /// A one-line summary such as `name: must not be empty; priority: …`.
+    pub fn summary(&self) -> String {
+        self.iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Declares a string-valued enum used on the wire and in storage, with the one
+/// spelling both use.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "must be one of: {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use wire_enum;

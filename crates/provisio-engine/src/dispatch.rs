@@ -1,0 +1,329 @@
+//! The delivery loop. The dispatcher leases due deliveries from storage in
+//! batches and starts one attempt task per delivery; attempt results flow to the
+//! recorder, which commits them in batches and wakes the dispatcher for whatever
+//! became due (a retry, an ordered successor). Nothing polls: the dispatcher
+//! sleeps until woken or until the next delivery's due time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use provisio_core::event::ExecutionStatus;
+use provisio_core::handler::{Handler, HandlerKind, Stage, Status};
+use provisio_core::timefmt::{from_millis, to_millis};
+use provisio_store::{AttemptResult, Claim, ClaimedDelivery, DeliveryNext, ExecutionRecord};
+use time::OffsetDateTime;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::Engine;
+use crate::outcome::CallOutcome;
+
+pub(crate) const RESULT_QUEUE_DEPTH: usize = 8192;
+/// The most deliveries one claim leases.
+const CLAIM_BATCH: u32 = 256;
+/// The most results one transaction records.
+const RECORD_BATCH: usize = 1024;
+/// How long past the longest handler timeout a lease lasts.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+
+/// Attempts in flight per handler, for the per-handler limit.
+#[derive(Default)]
+struct InFlight(Mutex<HashMap<i64, usize>>);
+
+impl InFlight {
+    fn saturated(&self, cap: usize) -> Vec<i64> {
+        let map = self.0.lock().expect("in-flight lock poisoned");
+        map.iter()
+            .filter(|(_, n)| **n >= cap)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn add(&self, handler_id: i64) {
+        *self
+            .0
+            .lock()
+            .expect("in-flight lock poisoned")
+            .entry(handler_id)
+            .or_default() += 1;
+    }
+
+    fn remove(&self, handler_id: i64) {
+        let mut map = self.0.lock().expect("in-flight lock poisoned");
+        if let Some(n) = map.get_mut(&handler_id) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&handler_id);
+            }
+        }
+    }
+}
+
+/// Everything an attempt task needs besides its delivery.
+struct AttemptContext {
+    engine: Engine,
+    results: mpsc::Sender<AttemptResult>,
+    in_flight: Arc<InFlight>,
+    /// Cancelled when the drain timeout runs out: attempts still running are
+    /// abandoned unrecorded, and their leases bring them back after restart.
+    abort: CancellationToken,
+}
+
+pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<AttemptResult>) {
+    let shared = &engine.0;
+    let slots = Arc::new(Semaphore::new(shared.config.max_in_flight));
+    let ctx = Arc::new(AttemptContext {
+        engine: engine.clone(),
+        results,
+        in_flight: Arc::new(InFlight::default()),
+        abort: CancellationToken::new(),
+    });
+    let per_handler = shared.config.max_in_flight_per_handler;
+
+    while !shared.shutdown.is_cancelled() {
+        let free = slots.available_permits();
+        let mut wait_until = None;
+        if free > 0 {
+            let skip = ctx.in_flight.saturated(per_handler);
+            let routes = engine.routes();
+            let now = to_millis(OffsetDateTime::now_utc());
+            let lease = routes.max_timeout() + LEASE_MARGIN;
+            let limit = (free as u32).min(CLAIM_BATCH);
+            let claim = Claim {
+                now_ms: now,
+                lease_until_ms: now + lease.as_millis() as i64,
+                limit,
+                skip_handlers: &skip,
+            };
+            match shared.store.claim_due(&claim).await {
+                Ok(claimed) => {
+                    let full = claimed.len() as u32 == limit;
+                    for delivery in claimed {
+                        let permit = slots
+                            .clone()
+                            .try_acquire_owned()
+                            .expect("claimed no more than the free slots");
+                        let handler = routes.get(delivery.handler_id).cloned();
+                        ctx.in_flight.add(delivery.handler_id);
+                        tokio::spawn(attempt(ctx.clone(), delivery, handler, permit));
+                    }
+                    if full {
+                        continue;
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "could not claim deliveries; retrying in 1 s");
+                    wait_until = Some(now + 1000);
+                }
+            }
+            if wait_until.is_none() {
+                match shared.store.next_due_ms().await {
+                    // A due time in the past belongs to a handler at its limit:
+                    // a finishing attempt will wake us.
+                    Ok(Some(due)) if due > now => wait_until = Some(due),
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::error!(error = %err, "could not read the next due time; retrying in 1 s");
+                        wait_until = Some(now + 1000);
+                    }
+                }
+            }
+        }
+        let sleep = async {
+            match wait_until {
+                Some(at) => {
+                    let wait = at - to_millis(OffsetDateTime::now_utc());
+                    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shared.wake.notified() => {}
+            () = sleep => {}
+            () = shared.shutdown.cancelled() => {}
+        }
+    }
+
+    // Drain: let attempts in flight finish, up to the drain timeout.
+    let all = shared.config.max_in_flight as u32;
+    if tokio::time::timeout(shared.config.drain_timeout, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "attempts still in flight at the drain timeout are abandoned; they run again after restart"
+        );
+        ctx.abort.cancel();
+    }
+}
+
+async fn attempt(
+    ctx: Arc<AttemptContext>,
+    delivery: ClaimedDelivery,
+    handler: Option<Arc<Handler>>,
+    permit: OwnedSemaphorePermit,
+) {
+    let handler_id = delivery.handler_id;
+    let result = tokio::select! {
+        result = run_attempt(&ctx.engine, delivery, handler) => Some(result),
+        () = ctx.abort.cancelled() => None,
+    };
+    if let Some(result) = result {
+        // The recorder only stops after every sender is gone, so this fails
+        // only if it crashed; the lease then brings the delivery back.
+        let _ = ctx.results.send(result).await;
+    }
+    ctx.in_flight.remove(handler_id);
+    drop(permit);
+    ctx.engine.0.wake.notify_one();
+}
+
+async fn run_attempt(
+    engine: &Engine,
+    delivery: ClaimedDelivery,
+    handler: Option<Arc<Handler>>,
+) -> AttemptResult {
+    let object_key = delivery.event.object_id.key();
+    let attempts = delivery.attempts + 1;
+    let handler = match handler {
+        Some(h) if h.spec.status == Status::Enabled && h.spec.stage == Stage::After => h,
+        other => {
+            let why = match other {
+                None => "the handler was deleted".to_owned(),
+                Some(h) if h.spec.stage != Stage::After => {
+                    "the handler was moved to the before stage".to_owned()
+                }
+                Some(h) => format!("the handler is {}", h.spec.status),
+            };
+            return AttemptResult {
+                delivery_seq: delivery.seq,
+                handler_id: delivery.handler_id,
+                object_key,
+                attempts: delivery.attempts,
+                next: DeliveryNext::Failed,
+                finished_at_ms: to_millis(OffsetDateTime::now_utc()),
+                last_error: Some(format!("not sent: {why}")),
+                execution: None,
+            };
+        }
+    };
+
+    let started_at = OffsetDateTime::now_utc();
+    let timeout = Duration::from_millis(handler.spec.timeout_ms.into());
+    let payload = delivery.event.payload();
+    let outcome = match handler.spec.kind {
+        HandlerKind::Http => {
+            engine
+                .0
+                .http
+                .call(&handler, &delivery.id, payload, timeout)
+                .await
+        }
+        HandlerKind::Script => {
+            let mut outcome = CallOutcome::new(provisio_store::RequestRecord {
+                target: handler.spec.target.clone(),
+                body: payload,
+                ..Default::default()
+            });
+            outcome.error = Some("script handlers are not supported by this version".into());
+            outcome
+        }
+    };
+    let finished_at = started_at + outcome.duration;
+
+    let round = attempts.saturating_sub(delivery.round_start);
+    let next = if outcome.succeeded() {
+        DeliveryNext::Succeeded
+    } else if round >= handler.spec.max_attempts {
+        DeliveryNext::Failed
+    } else {
+        let delay = engine
+            .0
+            .config
+            .retry_schedule
+            .delay(round, outcome.retry_after);
+        DeliveryNext::RetryAt {
+            at_ms: to_millis(finished_at) + delay.as_millis() as i64,
+        }
+    };
+
+    let handler_label = handler.id.to_string();
+    metrics::histogram!("provisio_attempt_duration_seconds", "handler" => handler_label.clone())
+        .record(outcome.duration.as_secs_f64());
+    if !matches!(next, DeliveryNext::RetryAt { .. }) {
+        let label = if next == DeliveryNext::Succeeded {
+            "success"
+        } else {
+            "failed"
+        };
+        metrics::counter!("provisio_deliveries_finished_total", "handler" => handler_label, "outcome" => label)
+            .increment(1);
+    }
+
+    let execution = ExecutionRecord {
+        id: 0,
+        delivery_id: Some(delivery.id.clone()),
+        handler_id: handler.id,
+        handler_name: handler.spec.name.clone(),
+        event_id: Some(delivery.event.id.clone()),
+        events_id: delivery.event.events_id.clone(),
+        object_id: delivery.event.object_id.clone(),
+        stage: Stage::After,
+        attempt: attempts,
+        status: if outcome.succeeded() {
+            ExecutionStatus::Success
+        } else {
+            ExecutionStatus::Fail
+        },
+        started_at,
+        duration_ms: outcome.duration.as_millis().min(u32::MAX.into()) as u32,
+        response_status: outcome.status,
+        response_body: outcome.body,
+        response_truncated: outcome.truncated,
+        error: outcome.error.clone(),
+        next_attempt_at: match next {
+            DeliveryNext::RetryAt { at_ms } => Some(from_millis(at_ms)),
+            _ => None,
+        },
+        request: outcome.request,
+    };
+    AttemptResult {
+        delivery_seq: delivery.seq,
+        handler_id: handler.id,
+        object_key,
+        attempts,
+        next,
+        finished_at_ms: to_millis(finished_at),
+        last_error: outcome.error,
+        execution: Some(execution),
+    }
+}
+
+/// The recorder task: commits attempt results in batches until every attempt
+/// has reported, then stops.
+pub(crate) async fn run_recorder(engine: Engine, mut rx: mpsc::Receiver<AttemptResult>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let mut tries = 0;
+        loop {
+            match engine.0.store.record_attempts(&batch).await {
+                Ok(_) => break,
+                Err(err) if tries < 10 => {
+                    tries += 1;
+                    tracing::error!(error = %err, results = batch.len(), "could not record attempt results; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                }
+                Err(err) => {
+                    // The deliveries stay leased; when the leases lapse they are
+                    // attempted again (at-least-once), so nothing is lost.
+                    tracing::error!(error = %err, results = batch.len(), "giving up recording attempt results");
+                    break;
+                }
+            }
+        }
+        batch.clear();
+        engine.0.wake.notify_one();
+    }
+}

@@ -1,0 +1,167 @@
+//! The emit path: an accepted event and its deliveries are committed before the
+//! caller hears 202. Emits are funnelled to one writer task that commits whatever
+//! has queued up in one transaction (group commit), so under load the cost of a
+//! commit is shared by many events while a lone emit still commits at once.
+
+use provisio_core::event::{Event, ObjectId, new_event_id};
+use provisio_core::handler::Stage;
+use provisio_core::timefmt::to_millis;
+use provisio_store::{EmitOutcome, Idempotency, NewDelivery, NewEvent};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Engine, EngineError};
+
+/// Emits queued for the writer before callers wait for room.
+pub(crate) const QUEUE_DEPTH: usize = 8192;
+/// The most events one transaction commits.
+const MAX_BATCH: usize = 1024;
+
+/// A validated emit request.
+#[derive(Debug, Clone)]
+pub struct EmitInput {
+    pub events_id: String,
+    pub object_id: ObjectId,
+    /// When the action happened; now if not given.
+    pub dt: Option<OffsetDateTime>,
+    /// Compact JSON object text.
+    pub data: String,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// The answer to an emit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmitReceipt {
+    pub event_id: String,
+    pub deliveries: u32,
+    /// True when the idempotency key had been seen: nothing new was stored.
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    #[error("unknown event type {0}; add it to the catalog first")]
+    UnknownEventType(String),
+    #[error("this Idempotency-Key was used with a different body")]
+    KeyReused,
+    #[error("the event could not be stored: {0}")]
+    NotStored(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+pub(crate) struct Pending {
+    event: NewEvent,
+    reply: oneshot::Sender<Result<EmitOutcome, String>>,
+}
+
+impl Engine {
+    /// Stores the event with one delivery per matching enabled after-stage
+    /// handler, in priority order, and returns once that is committed.
+    pub async fn emit(&self, input: EmitInput) -> Result<EmitReceipt, EmitError> {
+        let routes = self.routes();
+        if routes.event_type(&input.events_id).is_none() {
+            return Err(EmitError::UnknownEventType(input.events_id));
+        }
+        let deliveries: Vec<NewDelivery> = routes
+            .matching(Stage::After, &input.events_id)
+            .map(|handler| NewDelivery {
+                id: ulid::Ulid::new().to_string(),
+                handler_id: handler.id,
+                ordered: handler.spec.ordered,
+            })
+            .collect();
+        drop(routes);
+        let now = OffsetDateTime::now_utc();
+        let event_id = new_event_id();
+        let count = deliveries.len() as u32;
+        let event = NewEvent {
+            event: Event {
+                id: event_id.clone(),
+                events_id: input.events_id,
+                object_id: input.object_id,
+                dt: input.dt.unwrap_or(now),
+                data: input.data,
+            },
+            idempotency: input.idempotency,
+            deliveries,
+            created_at_ms: to_millis(now),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.0
+            .emits
+            .send(Pending { event, reply })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        let outcome = answer.await.map_err(|_| EngineError::ShuttingDown)?;
+        match outcome.map_err(EmitError::NotStored)? {
+            EmitOutcome::Stored => {
+                metrics::counter!("provisio_events_emitted_total", "stage" => "after").increment(1);
+                Ok(EmitReceipt {
+                    event_id,
+                    deliveries: count,
+                    replayed: false,
+                })
+            }
+            EmitOutcome::Replayed {
+                event_id,
+                deliveries,
+            } => Ok(EmitReceipt {
+                event_id,
+                deliveries,
+                replayed: true,
+            }),
+            EmitOutcome::KeyReused => Err(EmitError::KeyReused),
+        }
+    }
+}
+
+/// The writer task: commits queued emits in batches until shutdown, then
+/// commits what is still queued and stops.
+pub(crate) async fn run_writer(engine: Engine, mut rx: mpsc::Receiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    let mut events: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let received = tokio::select! {
+            n = rx.recv_many(&mut batch, MAX_BATCH) => n,
+            () = engine.0.shutdown.cancelled() => {
+                rx.close();
+                rx.recv_many(&mut batch, MAX_BATCH).await
+            }
+        };
+        if received == 0 {
+            return;
+        }
+        let started = std::time::Instant::now();
+        events.clear();
+        let replies: Vec<_> = batch
+            .drain(..)
+            .map(|p| {
+                events.push(p.event);
+                p.reply
+            })
+            .collect();
+        match engine.0.store.insert_events(&events).await {
+            Ok(outcomes) => {
+                let new_work = outcomes
+                    .iter()
+                    .zip(&events)
+                    .any(|(o, e)| *o == EmitOutcome::Stored && !e.deliveries.is_empty());
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+                if new_work {
+                    engine.0.wake.notify_one();
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, events = events.len(), "could not store emitted events");
+                for reply in replies {
+                    let _ = reply.send(Err(err.to_string()));
+                }
+            }
+        }
+        metrics::histogram!("provisio_emit_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("provisio_emit_batch_size").record(events.len() as f64);
+    }
+}

@@ -1,0 +1,210 @@
+//! The HTTP executor: one POST of the payload to a handler's URL, with the
+//! Standard Webhooks headers, the handler's own headers and its timeout.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use provisio_core::handler::Handler;
+use provisio_store::RequestRecord;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+
+use crate::netguard::{DenyList, GuardedResolver};
+use crate::outcome::{CallOutcome, capped_text, mask_header};
+
+/// How many idle connections to keep per receiver host: enough for the
+/// per-handler concurrency, so steady traffic reuses warm connections.
+const IDLE_PER_HOST: usize = 64;
+
+#[derive(Clone)]
+pub struct HttpExecutor {
+    client: reqwest::Client,
+    deny: DenyList,
+    user_agent: HeaderValue,
+    body_cap: usize,
+}
+
+impl HttpExecutor {
+    pub fn new(deny: DenyList, body_cap: usize) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .dns_resolver(GuardedResolver { deny: deny.clone() })
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(IDLE_PER_HOST)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        let user_agent = HeaderValue::from_str(&format!("provisio/{}", env!("CARGO_PKG_VERSION")))?;
+        Ok(Self {
+            client,
+            deny,
+            user_agent,
+            body_cap,
+        })
+    }
+
+    /// POSTs `body` to the handler. `msg_id` is the delivery id (`webhook-id`),
+    /// stable across retries so receivers can drop duplicates.
+    pub async fn call(
+        &self,
+        handler: &Handler,
+        msg_id: &str,
+        body: String,
+        timeout: Duration,
+    ) -> CallOutcome {
+        let started = Instant::now();
+        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let signature = handler.secret.sign(msg_id, timestamp, body.as_bytes());
+
+        let mut headers = HeaderMap::with_capacity(8 + handler.spec.headers.len());
+        for (name, value) in &handler.spec.headers {
+            // Validated when the handler was saved.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value.as_str()),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, self.user_agent.clone());
+        headers.insert(
+            "webhook-id",
+            HeaderValue::from_str(msg_id).expect("ULIDs are valid header values"),
+        );
+        headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
+        headers.insert(
+            "webhook-signature",
+            HeaderValue::from_str(&signature).expect("base64 is a valid header value"),
+        );
+
+        let request = RequestRecord {
+            target: handler.spec.target.clone(),
+            headers: record_headers(&headers),
+            body,
+        };
+        let mut outcome = CallOutcome::new(request);
+
+        if let Err(e) = self.check_ip_literal(&handler.spec.target) {
+            outcome.error = Some(e);
+            outcome.duration = started.elapsed();
+            return outcome;
+        }
+
+        let sent = self
+            .client
+            .post(&handler.spec.target)
+            .headers(headers)
+            .body(outcome.request.body.clone())
+            .timeout(timeout)
+            .send()
+            .await;
+        match sent {
+            Ok(mut response) => {
+                let status = response.status();
+                outcome.status = Some(status.as_u16());
+                outcome.retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(parse_retry_after);
+                let mut body = Vec::new();
+                let mut truncated = false;
+                loop {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => {
+                            let room = self.body_cap.saturating_sub(body.len());
+                            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                            if chunk.len() > room {
+                                // Stop reading: the connection is dropped rather
+                                // than drained, which is cheaper than a flood.
+                                truncated = true;
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            outcome.error = Some(describe(&e, timeout));
+                            break;
+                        }
+                    }
+                }
+                outcome.body = Some(capped_text(&body));
+                outcome.truncated = truncated;
+                if outcome.error.is_none() && !status.is_success() {
+                    outcome.error = Some(format!("the receiver answered {status}"));
+                }
+            }
+            Err(e) => outcome.error = Some(describe(&e, timeout)),
+        }
+        outcome.duration = started.elapsed();
+        outcome
+    }
+
+    fn check_ip_literal(&self, target: &str) -> Result<(), String> {
+        let url = reqwest::Url::parse(target).map_err(|e| format!("invalid URL: {e}"))?;
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip),
+            Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip),
+            _ => return Ok(()),
+        };
+        if self.deny.denies(ip) {
+            return Err(format!("{ip} is in a denied network"));
+        }
+        Ok(())
+    }
+}
+
+/// The headers as recorded in the execution log, with credentials masked.
+fn record_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let value = value.to_str().unwrap_or("(binary)");
+            (name.as_str().to_owned(), mask_header(name.as_str(), value))
+        })
+        .collect()
+}
+
+/// A readable cause for a failed call, walking reqwest's error chain (its top
+/// message alone says only "error sending request").
+fn describe(err: &reqwest::Error, timeout: Duration) -> String {
+    if err.is_timeout() {
+        return format!("timed out after {} ms", timeout.as_millis());
+    }
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc2822).ok()?;
+    let wait = at - time::OffsetDateTime::now_utc();
+    Some(wait.try_into().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("120")),
+            Some(Duration::from_secs(120))
+        );
+        let past = HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT");
+        assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+}

@@ -1,0 +1,168 @@
+//! provisio's engine: routes events to handlers, keeps the durable delivery
+//! queue moving, and calls handlers.
+//!
+//! # Layout
+//!
+//! - [`Engine`] (this file): the handle the server holds; owns the background
+//!   tasks and their shutdown.
+//! - [`routes`]: the in-memory routing table, rebuilt on every handler change.
+//! - [`emit`]: the emit path: batches accepted events into one commit each.
+//! - [`dispatch`]: claims due deliveries, runs attempts with per-handler
+//!   concurrency limits, and records their results in batches.
+//! - [`http`], [`scripts`], [`outcome`]: the executors and what a call produced.
+//! - [`netguard`]: the target deny list, enforced after DNS resolution.
+
+pub mod dispatch;
+pub mod emit;
+pub mod http;
+pub mod netguard;
+pub mod outcome;
+pub mod routes;
+pub mod scripts;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use provisio_core::retry::RetrySchedule;
+use provisio_store::{Store, StoreError};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use emit::{EmitError, EmitInput, EmitReceipt};
+pub use routes::{RouteTable, Routes};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}
+
+/// The engine's settings, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub scripts_dir: PathBuf,
+    pub retry_schedule: RetrySchedule,
+    /// Attempts in flight at once, across all handlers.
+    pub max_in_flight: usize,
+    /// Attempts in flight at once to one handler, so one slow receiver can
+    /// take only its share.
+    pub max_in_flight_per_handler: usize,
+    pub deny_networks: Vec<ipnet::IpNet>,
+    /// How long shutdown waits for attempts in flight.
+    pub drain_timeout: Duration,
+}
+
+impl EngineConfig {
+    pub fn new(scripts_dir: PathBuf) -> Self {
+        Self {
+            scripts_dir,
+            retry_schedule: RetrySchedule::default(),
+            max_in_flight: 1024,
+            max_in_flight_per_handler: 128,
+            deny_networks: netguard::default_deny_list(),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A cheap-to-clone handle on the running engine.
+#[derive(Clone)]
+pub struct Engine(Arc<Shared>);
+
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) routes: Routes,
+    pub(crate) config: EngineConfig,
+    pub(crate) emits: mpsc::Sender<emit::Pending>,
+    /// Wakes the dispatcher: new deliveries were committed, a retry or an
+    /// ordered successor became due, or a concurrency slot freed up.
+    pub(crate) wake: Notify,
+    pub(crate) http: http::HttpExecutor,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Engine {
+    /// Loads the routing table, requeues work left leased by a previous run,
+    /// and starts the emit writer and the dispatcher.
+    pub async fn start(store: Arc<dyn Store>, config: EngineConfig) -> anyhow::Result<Engine> {
+        let routes = Routes::default();
+        routes.replace(RouteTable::load(store.as_ref()).await?);
+        store.release_all_leases().await?;
+        let http = http::HttpExecutor::new(
+            netguard::DenyList::new(config.deny_networks.clone()),
+            outcome::RESPONSE_BODY_CAP,
+        )?;
+        let (emits, emit_rx) = mpsc::channel(emit::QUEUE_DEPTH);
+        let engine = Engine(Arc::new(Shared {
+            store,
+            routes,
+            config,
+            emits,
+            wake: Notify::new(),
+            http,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }));
+        let (results_tx, results_rx) = mpsc::channel(dispatch::RESULT_QUEUE_DEPTH);
+        engine
+            .0
+            .tasks
+            .spawn(emit::run_writer(engine.clone(), emit_rx));
+        engine
+            .0
+            .tasks
+            .spawn(dispatch::run_recorder(engine.clone(), results_rx));
+        engine
+            .0
+            .tasks
+            .spawn(dispatch::run_dispatcher(engine.clone(), results_tx));
+        Ok(engine)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.0.store
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.0.config
+    }
+
+    /// The current routing table (handlers and the event catalog).
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.0.routes.current()
+    }
+
+    /// Rebuilds the routing table from storage. Called after every handler or
+    /// catalog change, before the API answers, so the change governs the next emit.
+    pub async fn reload(&self) -> Result<(), EngineError> {
+        self.0
+            .routes
+            .replace(RouteTable::load(self.0.store.as_ref()).await?);
+        // Deliveries of a handler that was just re-enabled may be due.
+        self.0.wake.notify_one();
+        Ok(())
+    }
+
+    /// Tells the dispatcher that deliveries may have become due (a redeliver).
+    pub fn wake(&self) {
+        self.0.wake.notify_one();
+    }
+
+    /// Checks a script target against the scripts directory.
+    pub fn check_script(&self, target: &str) -> Result<(), String> {
+        scripts::resolve(&self.0.config.scripts_dir, target).map(|_| ())
+    }
+
+    /// Stops claiming new work, lets attempts in flight finish within the drain
+    /// timeout, records their results, and returns when every task is done.
+    pub async fn shutdown(&self) {
+        self.0.shutdown.cancel();
+        self.0.tasks.close();
+        self.0.tasks.wait().await;
+    }
+}

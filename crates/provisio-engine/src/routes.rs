@@ -1,0 +1,108 @@
+//! The routing table: which handlers an event goes to. Read on every emit from
+//! memory, rebuilt from storage whenever a handler changes, so a change governs
+//! every event emitted after the API answered.
+
+use std::sync::{Arc, RwLock};
+
+use provisio_core::handler::{Handler, Stage, Status};
+
+/// An immutable snapshot of the enabled handlers, in run order.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    after: Vec<Arc<Handler>>,
+    before: Vec<Arc<Handler>>,
+    /// Every handler by id, whatever its status: workers look up the handler
+    /// of a delivery here and skip ones that are gone or no longer enabled.
+    by_id: std::collections::HashMap<i64, Arc<Handler>>,
+    /// The event catalog by id: emits of unknown types are refused.
+    event_types: std::collections::HashMap<String, provisio_core::catalog::EventType>,
+}
+
+impl RouteTable {
+    pub fn new(handlers: Vec<Handler>) -> Self {
+        let mut table = RouteTable::default();
+        for handler in handlers {
+            let handler = Arc::new(handler);
+            if handler.spec.status == Status::Enabled {
+                match handler.spec.stage {
+                    Stage::After => table.after.push(handler.clone()),
+                    Stage::Before => table.before.push(handler.clone()),
+                }
+            }
+            table.by_id.insert(handler.id, handler);
+        }
+        let order = |a: &Arc<Handler>, b: &Arc<Handler>| {
+            (a.spec.priority, a.id).cmp(&(b.spec.priority, b.id))
+        };
+        table.after.sort_by(order);
+        table.before.sort_by(order);
+        table
+    }
+
+    /// The enabled handlers of `stage` that match `events_id`, lowest priority
+    /// first, ties by id.
+    pub fn matching<'a>(
+        &'a self,
+        stage: Stage,
+        events_id: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Handler>> + 'a {
+        let list = match stage {
+            Stage::After => &self.after,
+            Stage::Before => &self.before,
+        };
+        list.iter()
+            .filter(move |h| h.spec.events_id.matches(events_id))
+    }
+
+    pub fn get(&self, id: i64) -> Option<&Arc<Handler>> {
+        self.by_id.get(&id)
+    }
+}
+
+/// The shared, swappable current table.
+#[derive(Debug, Default, Clone)]
+pub struct Routes(Arc<RwLock<Arc<RouteTable>>>);
+
+impl Routes {
+    pub fn current(&self) -> Arc<RouteTable> {
+        self.0.read().expect("routes lock poisoned").clone()
+    }
+
+    pub fn replace(&self, table: RouteTable) {
+        *self.0.write().expect("routes lock poisoned") = Arc::new(table);
+    }
+}
+
+impl RouteTable {
+    /// Reads every handler and the catalog from storage.
+    pub async fn load(
+        store: &dyn provisio_store::Store,
+    ) -> Result<Self, provisio_store::StoreError> {
+        let handlers = store.all_handlers().await?;
+        let types = store.list_event_types().await?;
+        let mut table = Self::new(handlers);
+        table.event_types = types.into_iter().map(|t| (t.id.clone(), t)).collect();
+        Ok(table)
+    }
+
+    /// The catalog entry for `id`.
+    pub fn event_type(&self, id: &str) -> Option<&provisio_core::catalog::EventType> {
+        self.event_types.get(id)
+    }
+
+    /// Every event type id, for validating handler patterns.
+    pub fn event_type_ids(&self) -> Vec<String> {
+        self.event_types.keys().cloned().collect()
+    }
+
+    /// The longest timeout of any handler: leases must outlast every attempt.
+    pub fn max_timeout(&self) -> std::time::Duration {
+        let ms = self
+            .by_id
+            .values()
+            .map(|h| h.spec.timeout_ms)
+            .max()
+            .unwrap_or(0);
+        std::time::Duration::from_millis(ms.into())
+    }
+}

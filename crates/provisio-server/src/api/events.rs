@@ -1,0 +1,205 @@
+//! `/events`: emit at the after stage, read an event with its deliveries, and
+//! `/deliveries/{id}/redeliver`.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use provisio_core::event::{DeliveryState, ObjectId};
+use provisio_core::timefmt;
+use provisio_engine::{EmitError, EmitInput};
+use provisio_store::{DeliveryRecord, Idempotency};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::ts;
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiPath, parse_json, read_body};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/events", post(emit))
+        .route("/events/{id}", get(read))
+        .route("/deliveries/{id}/redeliver", post(redeliver))
+}
+
+/// An event to emit.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmitIn {
+    /// A type from the catalog, such as `clients.create`.
+    pub events_id: String,
+    /// The object's id, a number or a string; its JSON type is kept.
+    #[schema(value_type = Object)]
+    pub object_id: serde_json::Value,
+    /// The event's data: a JSON object (`{}` when left out).
+    #[schema(value_type = Object)]
+    pub data: Option<Box<RawValue>>,
+    /// When the action happened (ISO 8601 with offset); now when left out.
+    pub dt: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmitOut {
+    /// The event's id (a ULID).
+    pub id: String,
+    /// How many after-stage handlers it was routed to.
+    pub deliveries: u32,
+}
+
+/// The longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+async fn emit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult<Response> {
+    let started = std::time::Instant::now();
+    let idempotency_key = idempotency_key(&headers)?;
+    let body = read_body(req, &state).await?;
+    let input: EmitIn = parse_json(&body)?;
+    let input = EmitInput {
+        object_id: ObjectId::from_json(input.object_id)
+            .map_err(|e| ApiError::invalid_field("object_id", e))?,
+        dt: input
+            .dt
+            .map(|dt| timefmt::parse(&dt))
+            .transpose()
+            .map_err(|e| ApiError::invalid_field("dt", e))?,
+        data: match input.data {
+            None => "{}".to_owned(),
+            Some(raw) if raw.get().starts_with('{') => raw.get().to_owned(),
+            Some(_) => return Err(ApiError::invalid_field("data", "must be a JSON object")),
+        },
+        events_id: input.events_id,
+        idempotency: idempotency_key.map(|key| Idempotency {
+            key,
+            body_hash: Sha256::digest(&body).into(),
+        }),
+    };
+    let receipt = state.engine().emit(input).await.map_err(|e| match e {
+        EmitError::UnknownEventType(_) => ApiError::invalid_field("events_id", e.to_string()),
+        EmitError::KeyReused => ApiError::conflict(e.to_string()),
+        EmitError::NotStored(_) => {
+            ApiError::unavailable("the event could not be stored; try again")
+        }
+        EmitError::Engine(e) => e.into(),
+    })?;
+    metrics::histogram!("provisio_emit_seconds").record(started.elapsed().as_secs_f64());
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(EmitOut {
+            id: receipt.event_id,
+            deliveries: receipt.deliveries,
+        }),
+    )
+        .into_response();
+    if receipt.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryOut {
+    /// The delivery's id: the `webhook-id` header of every attempt.
+    pub id: String,
+    pub event_id: String,
+    pub handler_id: i64,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+impl From<DeliveryRecord> for DeliveryOut {
+    fn from(d: DeliveryRecord) -> Self {
+        Self {
+            id: d.id,
+            event_id: d.event_id,
+            handler_id: d.handler_id,
+            state: d.state,
+            attempts: d.attempts,
+            next_attempt_at: d.next_attempt_at.map(ts),
+            last_error: d.last_error,
+            created_at: ts(d.created_at),
+            finished_at: d.finished_at.map(ts),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventOut {
+    pub id: String,
+    pub events_id: String,
+    #[schema(value_type = Object)]
+    pub object_id: ObjectId,
+    pub dt: String,
+    #[schema(value_type = Object)]
+    pub data: Box<RawValue>,
+    pub deliveries: Vec<DeliveryOut>,
+}
+
+async fn read(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<EventOut>> {
+    let (event, deliveries) = state
+        .store()
+        .get_event(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("event {id}")))?;
+    let data = RawValue::from_string(event.data).map_err(ApiError::internal)?;
+    Ok(Json(EventOut {
+        id: event.id,
+        events_id: event.events_id,
+        object_id: event.object_id,
+        dt: timefmt::format_seconds(event.dt),
+        data,
+        deliveries: deliveries.into_iter().map(Into::into).collect(),
+    }))
+}
+
+async fn redeliver(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<(StatusCode, Json<DeliveryOut>)> {
+    let now = timefmt::to_millis(time::OffsetDateTime::now_utc());
+    let delivery = state
+        .store()
+        .redeliver(&id, now)
+        .await
+        .map_err(|e| match e {
+            provisio_store::StoreError::NotFound => ApiError::not_found(format!("delivery {id}")),
+            other => other.into(),
+        })?;
+    state.engine().wake();
+    Ok((StatusCode::ACCEPTED, Json(delivery.into())))
+}

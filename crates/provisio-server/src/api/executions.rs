@@ -1,0 +1,186 @@
+//! `/executions`: the execution log, newest first, filtered.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use provisio_core::event::{ExecutionStatus, ObjectId};
+use provisio_core::handler::Stage;
+use provisio_core::timefmt;
+use provisio_store::{ExecutionFilter, ExecutionRecord};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ListOut, PageQuery, ts};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiPath, ApiQuery};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/executions", get(list))
+        .route("/executions/{id}", get(read))
+}
+
+/// What was sent to the handler.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestOut {
+    /// The URL, or the script path.
+    pub target: String,
+    /// The headers sent, with credentials masked.
+    pub headers: BTreeMap<String, String>,
+    /// The exact body sent.
+    pub body: String,
+}
+
+/// One call to a handler.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecutionOut {
+    pub id: i64,
+    pub delivery_id: Option<String>,
+    pub handler_id: i64,
+    /// The handler's name when it ran.
+    pub handler_name: String,
+    pub event_id: Option<String>,
+    pub events_id: String,
+    #[schema(value_type = Object)]
+    pub object_id: ObjectId,
+    pub stage: Stage,
+    /// 1 for the first attempt of a delivery.
+    pub attempt: u32,
+    pub status: ExecutionStatus,
+    pub started_at: String,
+    pub duration_ms: u32,
+    pub request: RequestOut,
+    pub response_status: Option<u16>,
+    /// At most 64 KiB; `response_truncated` says whether it was cut.
+    pub response_body: Option<String>,
+    pub response_truncated: bool,
+    pub error: Option<String>,
+    /// When the delivery is tried again, if it is.
+    pub next_attempt_at: Option<String>,
+}
+
+impl From<ExecutionRecord> for ExecutionOut {
+    fn from(e: ExecutionRecord) -> Self {
+        Self {
+            id: e.id,
+            delivery_id: e.delivery_id,
+            handler_id: e.handler_id,
+            handler_name: e.handler_name,
+            event_id: e.event_id,
+            events_id: e.events_id,
+            object_id: e.object_id,
+            stage: e.stage,
+            attempt: e.attempt,
+            status: e.status,
+            started_at: ts(e.started_at),
+            duration_ms: e.duration_ms,
+            request: RequestOut {
+                target: e.request.target,
+                headers: e.request.headers,
+                body: e.request.body,
+            },
+            response_status: e.response_status,
+            response_body: e.response_body,
+            response_truncated: e.response_truncated,
+            error: e.error,
+            next_attempt_at: e.next_attempt_at.map(ts),
+        }
+    }
+}
+
+/// The execution log's filters.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct ExecutionQuery {
+    pub handler_id: Option<i64>,
+    pub events_id: Option<String>,
+    pub status: Option<ExecutionStatus>,
+    pub stage: Option<Stage>,
+    pub object_id: Option<String>,
+    pub event_id: Option<String>,
+    pub delivery_id: Option<String>,
+    /// The request body contains this text.
+    pub data: Option<String>,
+    /// The error contains this text.
+    pub error: Option<String>,
+    /// From this instant (ISO 8601) or date (`2026-11-26`, from its start, UTC).
+    pub from: Option<String>,
+    /// Up to this instant or date (to its end, UTC).
+    pub to: Option<String>,
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
+}
+
+impl ExecutionQuery {
+    pub fn to_filter(&self) -> ApiResult<ExecutionFilter> {
+        let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        Ok(ExecutionFilter {
+            handler_id: self.handler_id,
+            events_id: non_empty(&self.events_id),
+            status: self.status,
+            stage: self.stage,
+            object_id: non_empty(&self.object_id),
+            delivery_id: non_empty(&self.delivery_id),
+            event_id: non_empty(&self.event_id),
+            data: non_empty(&self.data),
+            error: non_empty(&self.error),
+            from_ms: bound(&self.from, "from", false)?,
+            to_ms: bound(&self.to, "to", true)?,
+        })
+    }
+}
+
+/// Parses a `from`/`to` bound: a full instant, or a date meaning its first
+/// (or, for `to`, its last) millisecond in UTC.
+fn bound(value: &Option<String>, field: &str, end_of_day: bool) -> ApiResult<Option<i64>> {
+    let Some(text) = value.as_deref().filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(t) = timefmt::parse(text) {
+        return Ok(Some(timefmt::to_millis(t)));
+    }
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(text, date_format).map_err(|_| {
+        ApiError::invalid_field(
+            field,
+            "must be a date (2026-11-26) or an ISO 8601 date-time with offset",
+        )
+    })?;
+    let start = timefmt::to_millis(date.midnight().assume_utc());
+    Ok(Some(if end_of_day {
+        start + 86_400_000 - 1
+    } else {
+        start
+    }))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ExecutionQuery>,
+) -> ApiResult<Json<ListOut<ExecutionOut>>> {
+    let page = PageQuery {
+        page: query.page,
+        per_page: query.per_page,
+    }
+    .to_page()?;
+    let filter = query.to_filter()?;
+    let (rows, total) = state.store().list_executions(&filter, page).await?;
+    Ok(Json(ListOut {
+        items: rows.into_iter().map(Into::into).collect(),
+        total,
+    }))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<ExecutionOut>> {
+    let row = state
+        .store()
+        .get_execution(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("execution {id}")))?;
+    Ok(Json(row.into()))
+}

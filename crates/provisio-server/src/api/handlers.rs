@@ -1,0 +1,299 @@
+//! `/handlers`: create, read, update, delete and list handlers, and their
+//! signing secrets. Every change reloads the engine's routing table before the
+//! answer, so it governs the next emit.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use provisio_core::handler::{
+    Handler, HandlerDraft, HandlerKind, HandlerSpec, OnFailure, Stage, Status, ValidationContext,
+    defaults,
+};
+use provisio_store::HandlerFilter;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ListOut, PageQuery, ts};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/handlers", get(list).post(create))
+        .route("/handlers/{id}", get(read).patch(update).delete(remove))
+        .route("/handlers/{id}/secret", get(secret))
+        .route("/handlers/{id}/secret/rotate", post(rotate_secret))
+}
+
+/// A handler as the API shows it. The signing secret is never part of it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HandlerOut {
+    pub id: i64,
+    pub name: String,
+    pub events_id: String,
+    pub stage: Stage,
+    pub status: Status,
+    pub priority: i32,
+    pub kind: HandlerKind,
+    pub target: String,
+    pub args: Vec<String>,
+    pub headers: BTreeMap<String, String>,
+    pub timeout_ms: u32,
+    pub max_attempts: u32,
+    pub ordered: bool,
+    pub on_failure: OnFailure,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Handler> for HandlerOut {
+    fn from(h: &Handler) -> Self {
+        let s = &h.spec;
+        Self {
+            id: h.id,
+            name: s.name.clone(),
+            events_id: s.events_id.to_string(),
+            stage: s.stage,
+            status: s.status,
+            priority: s.priority,
+            kind: s.kind,
+            target: s.target.clone(),
+            args: s.args.clone(),
+            headers: s.headers.clone(),
+            timeout_ms: s.timeout_ms,
+            max_attempts: s.max_attempts,
+            ordered: s.ordered,
+            on_failure: s.on_failure,
+            created_at: ts(h.created_at),
+            updated_at: ts(h.updated_at),
+        }
+    }
+}
+
+/// A new handler. Left-out fields take their defaults: stage `after`, status
+/// `enabled`, priority 100, kind `http`, timeout 10 s (5 s before), 10 attempts,
+/// ordered, on_failure `forbid`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerIn {
+    pub name: String,
+    /// An event type id, `prefix.*` or `*`.
+    pub events_id: String,
+    pub stage: Option<Stage>,
+    pub status: Option<Status>,
+    pub priority: Option<i64>,
+    pub kind: Option<HandlerKind>,
+    /// An http(s) URL, or a script path relative to the scripts directory.
+    pub target: String,
+    pub args: Option<Vec<String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub timeout_ms: Option<i64>,
+    pub max_attempts: Option<i64>,
+    pub ordered: Option<bool>,
+    pub on_failure: Option<OnFailure>,
+}
+
+impl From<HandlerIn> for HandlerDraft {
+    fn from(i: HandlerIn) -> Self {
+        let stage = i.stage.unwrap_or(defaults::STAGE);
+        HandlerDraft {
+            name: i.name,
+            events_id: i.events_id,
+            stage,
+            status: i.status.unwrap_or(defaults::STATUS),
+            priority: i.priority.unwrap_or(defaults::PRIORITY),
+            kind: i.kind.unwrap_or(defaults::KIND),
+            target: i.target,
+            args: i.args.unwrap_or_default(),
+            headers: i.headers.unwrap_or_default(),
+            timeout_ms: i.timeout_ms.unwrap_or_else(|| defaults::timeout_ms(stage)),
+            max_attempts: i.max_attempts.unwrap_or(defaults::MAX_ATTEMPTS),
+            ordered: i.ordered.unwrap_or(defaults::ORDERED),
+            on_failure: i.on_failure.unwrap_or(defaults::ON_FAILURE),
+        }
+    }
+}
+
+/// A partial update: only the fields present change.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerPatch {
+    pub name: Option<String>,
+    pub events_id: Option<String>,
+    pub stage: Option<Stage>,
+    pub status: Option<Status>,
+    pub priority: Option<i64>,
+    pub kind: Option<HandlerKind>,
+    pub target: Option<String>,
+    pub args: Option<Vec<String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub timeout_ms: Option<i64>,
+    pub max_attempts: Option<i64>,
+    pub ordered: Option<bool>,
+    pub on_failure: Option<OnFailure>,
+}
+
+impl HandlerPatch {
+    pub fn apply(self, d: &mut HandlerDraft) {
+        macro_rules! set {
+            ($($field:ident),+) => { $(if let Some(v) = self.$field { d.$field = v; })+ };
+        }
+        set!(
+            name,
+            events_id,
+            stage,
+            status,
+            priority,
+            kind,
+            target,
+            args,
+            headers,
+            timeout_ms,
+            max_attempts,
+            ordered,
+            on_failure
+        );
+    }
+}
+
+/// The handler list's filters.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct HandlerQuery {
+    /// Handlers that fire for this event type, or whose pattern is this text.
+    pub events_id: Option<String>,
+    pub kind: Option<HandlerKind>,
+    pub status: Option<Status>,
+    pub stage: Option<Stage>,
+    /// Name contains (case-insensitive).
+    pub q: Option<String>,
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SecretOut {
+    /// `whsec_…`: verify `webhook-signature` with it.
+    pub secret: String,
+}
+
+/// Validates a draft against the current catalog and scripts directory.
+pub fn validate(state: &AppState, draft: HandlerDraft) -> ApiResult<HandlerSpec> {
+    let engine = state.engine();
+    let event_types = engine.routes().event_type_ids();
+    let check_script = |target: &str| engine.check_script(target);
+    draft
+        .validate(&ValidationContext {
+            event_types: &event_types,
+            check_script: &check_script,
+        })
+        .map_err(ApiError::invalid)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<HandlerIn>,
+) -> ApiResult<(StatusCode, Json<HandlerOut>)> {
+    let spec = validate(&state, input.into())?;
+    let handler = state.store().insert_handler(&spec).await?;
+    state.engine().reload().await?;
+    Ok((StatusCode::CREATED, Json((&handler).into())))
+}
+
+async fn find(state: &AppState, id: i64) -> ApiResult<Handler> {
+    state
+        .store()
+        .get_handler(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("handler {id}")))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<HandlerOut>> {
+    Ok(Json((&find(&state, id).await?).into()))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(patch): ApiJson<HandlerPatch>,
+) -> ApiResult<Json<HandlerOut>> {
+    let current = find(&state, id).await?;
+    let mut draft = HandlerDraft::from(&current.spec);
+    patch.apply(&mut draft);
+    let spec = validate(&state, draft)?;
+    let handler = state
+        .store()
+        .update_handler(id, &spec)
+        .await
+        .map_err(|e| match e {
+            provisio_store::StoreError::NotFound => ApiError::not_found(format!("handler {id}")),
+            other => other.into(),
+        })?;
+    state.engine().reload().await?;
+    Ok(Json((&handler).into()))
+}
+
+async fn remove(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<StatusCode> {
+    if !state.store().delete_handler(id).await? {
+        return Err(ApiError::not_found(format!("handler {id}")));
+    }
+    state.engine().reload().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<HandlerQuery>,
+) -> ApiResult<Json<ListOut<HandlerOut>>> {
+    let page = PageQuery {
+        page: query.page,
+        per_page: query.per_page,
+    }
+    .to_page()?;
+    let filter = HandlerFilter {
+        events_id: query.events_id.filter(|s| !s.is_empty()),
+        kind: query.kind,
+        status: query.status,
+        include_archived: true,
+        stage: query.stage,
+        q: query.q,
+    };
+    let (handlers, total) = state.store().list_handlers(&filter, page).await?;
+    Ok(Json(ListOut {
+        items: handlers.iter().map(Into::into).collect(),
+        total,
+    }))
+}
+
+async fn secret(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<SecretOut>> {
+    Ok(Json(SecretOut {
+        secret: find(&state, id).await?.secret.expose(),
+    }))
+}
+
+async fn rotate_secret(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<SecretOut>> {
+    let handler = state
+        .store()
+        .rotate_handler_secret(id)
+        .await
+        .map_err(|e| match e {
+            provisio_store::StoreError::NotFound => ApiError::not_found(format!("handler {id}")),
+            other => other.into(),
+        })?;
+    state.engine().reload().await?;
+    Ok(Json(SecretOut {
+        secret: handler.secret.expose(),
+    }))
+}

@@ -1,0 +1,63 @@
+//! API tokens: generated as `pvo_<random>`, stored as SHA-256 hashes, checked on
+//! every `/api` request.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use provisio_store::{TokenHash, TokenRecord};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+const TOKEN_PREFIX: &str = "pvo_";
+
+/// A fresh token: 256 random bits, URL-safe.
+pub fn generate_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Tokens carry 256 random bits, so a plain SHA-256 is enough: there is nothing
+/// for a slow password hash to protect against.
+pub fn hash_token(token: &str) -> TokenHash {
+    TokenHash(Sha256::digest(token.as_bytes()).into())
+}
+
+/// Middleware: lets a request through only with a live bearer token, and
+/// leaves the token's record in the request's extensions.
+pub async fn require_token(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = bearer(&req).ok_or_else(|| {
+        ApiError::unauthorized("missing bearer token: send Authorization: Bearer <token>")
+    })?;
+    let record = authenticate(&state, token).await?;
+    req.extensions_mut().insert(record);
+    Ok(next.run(req).await)
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The live token record for `token`, or 401.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<TokenRecord, ApiError> {
+    let hash = hash_token(token);
+    match state.store().find_token(&hash).await? {
+        Some(record) if record.hash.ct_eq(&hash) => Ok(record),
+        _ => Err(ApiError::unauthorized("invalid or revoked token")),
+    }
+}

@@ -1,0 +1,94 @@
+//! provisio's HTTP surface: the JSON API under `/api/v1`, health endpoints, auth
+//! and errors.
+//!
+//! # Layout
+//!
+//! - [`app`] builds the router; [`run`] serves it on a bound listener until a
+//!   shutdown signal.
+//! - [`api`]: one module per resource, each with its own `router()` and its
+//!   wire types (`…In` / `…Out`), kept apart from storage records.
+//! - [`auth`]: bearer tokens. [`error`]: the one error type. [`extract`]: body
+//!   and query parsing that maps bad input to that error.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod extract;
+mod health;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use provisio_engine::Engine;
+use provisio_store::Store;
+use tokio::net::TcpListener;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// What every request handler can reach; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+struct Shared {
+    engine: Engine,
+    config: ServerConfig,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, config: ServerConfig) -> Self {
+        Self(Arc::new(Shared { engine, config }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.0.engine
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.0.engine.store()
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.0.config
+    }
+}
+
+/// The whole application router.
+pub fn app(state: AppState) -> Router {
+    let api = api::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_token,
+    ));
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(health::router())
+        .fallback(|| async { error::ApiError::not_found("page") })
+        .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` completes, then lets
+/// requests in progress finish.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,133 @@
+//! provisio's storage: the [`Store`] trait every backend implements, the records
+//! it takes and returns, and the embedded SQLite backend.
+//!
+//! # Layout
+//!
+//! - [`Store`] and its records (this file): the whole persistence surface. The
+//!   engine and the server only ever see `Arc<dyn Store>`, so a backend is picked
+//!   once at start-up from the database URL and nothing above it changes.
+//! - [`sqlite`]: the embedded backend, with its own migrations under
+//!   `migrations/sqlite`.
+//!
+//! Batching lives above this trait (the engine collects emits and attempt
+//! results); each batch method here commits its whole slice in one transaction.
+
+mod records;
+pub mod sqlite;
+
+pub use records::*;
+
+use async_trait::async_trait;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was hit; the message names what clashed.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("not found")]
+    NotFound,
+    /// The database refused or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored value no longer parses: a bug or a hand-edited database.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Everything provisio keeps. Implementations commit each call atomically.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A cheap round trip, for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // --- API tokens -------------------------------------------------------
+
+    /// Stores a new token under a name that no live token has.
+    async fn create_token(&self, name: &str, hash: &TokenHash) -> StoreResult<TokenRecord>;
+    /// Sets the token called `name` to `hash`, replacing a live one of that name:
+    /// how `PROVISIO_ADMIN_TOKEN` is applied on every start.
+    async fn put_token(&self, name: &str, hash: &TokenHash) -> StoreResult<TokenRecord>;
+    /// The live token with this hash, if any.
+    async fn find_token(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>>;
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
+    /// Revokes the live token with this id or name; false when there is none.
+    async fn revoke_token(&self, id_or_name: &str) -> StoreResult<bool>;
+
+    // --- Event catalog ----------------------------------------------------
+
+    /// Adds the types that are missing; existing rows are left as they are.
+    async fn seed_event_types(
+        &self,
+        types: &[provisio_core::catalog::EventType],
+    ) -> StoreResult<()>;
+    async fn list_event_types(&self) -> StoreResult<Vec<provisio_core::catalog::EventType>>;
+    /// Adds one type; [`StoreError::Conflict`] when the id exists.
+    async fn insert_event_type(
+        &self,
+        event_type: &provisio_core::catalog::EventType,
+    ) -> StoreResult<()>;
+
+    // --- Handlers ---------------------------------------------------------
+
+    async fn insert_handler(
+        &self,
+        spec: &provisio_core::handler::HandlerSpec,
+    ) -> StoreResult<provisio_core::handler::Handler>;
+    async fn get_handler(&self, id: i64) -> StoreResult<Option<provisio_core::handler::Handler>>;
+    /// Replaces the settings of handler `id`; [`StoreError::NotFound`] if gone.
+    async fn update_handler(
+        &self,
+        id: i64,
+        spec: &provisio_core::handler::HandlerSpec,
+    ) -> StoreResult<provisio_core::handler::Handler>;
+    async fn rotate_handler_secret(&self, id: i64) -> StoreResult<provisio_core::handler::Handler>;
+    /// Deletes the handler and fails its unfinished deliveries (nothing would
+    /// ever send them); its executions stay. False when there was no such handler.
+    async fn delete_handler(&self, id: i64) -> StoreResult<bool>;
+    async fn list_handlers(
+        &self,
+        filter: &HandlerFilter,
+        page: Page,
+    ) -> StoreResult<(Vec<provisio_core::handler::Handler>, u64)>;
+    /// Every handler, for the engine's routing table.
+    async fn all_handlers(&self) -> StoreResult<Vec<provisio_core::handler::Handler>>;
+
+    // --- Events and deliveries ---------------------------------------------
+
+    /// Stores a batch of events with their deliveries in one transaction and
+    /// reports, per event, whether it was stored or answered from its
+    /// idempotency key.
+    async fn insert_events(&self, batch: &[NewEvent]) -> StoreResult<Vec<EmitOutcome>>;
+    /// Leases up to `limit` due deliveries (oldest due first) until
+    /// `lease_until_ms`, skipping the handlers in `skip_handlers`.
+    async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// When the next pending delivery becomes due or its lease lapses.
+    async fn next_due_ms(&self) -> StoreResult<Option<i64>>;
+    /// Drops every lease: on a single node, at start-up, nothing is in flight.
+    async fn release_all_leases(&self) -> StoreResult<()>;
+    /// Records a batch of attempt results in one transaction: execution rows,
+    /// delivery states, and the release of the next delivery of each finished
+    /// ordered (handler, object) queue. Returns how many deliveries became due.
+    async fn record_attempts(&self, batch: &[AttemptResult]) -> StoreResult<u64>;
+    async fn get_event(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<(provisio_core::event::Event, Vec<DeliveryRecord>)>>;
+    /// Queues a finished delivery for a fresh round of attempts.
+    async fn redeliver(&self, delivery_id: &str, now_ms: i64) -> StoreResult<DeliveryRecord>;
+
+    // --- Execution log ----------------------------------------------------
+
+    /// Stores executions that belong to no delivery (before-stage calls).
+    async fn insert_executions(&self, rows: &[ExecutionRecord]) -> StoreResult<()>;
+    async fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: Page,
+    ) -> StoreResult<(Vec<ExecutionRecord>, u64)>;
+    async fn get_execution(&self, id: i64) -> StoreResult<Option<ExecutionRecord>>;
+}

@@ -1,0 +1,231 @@
+//! The records the [`crate::Store`] takes and returns. They are storage's view,
+//! separate from the API's wire types, so neither format leaks into the other.
+
+use std::collections::BTreeMap;
+
+use provisio_core::event::{DeliveryState, Event, ExecutionStatus, ObjectId};
+use provisio_core::handler::{HandlerKind, Stage, Status};
+use time::OffsetDateTime;
+
+/// SHA-256 of an API token: tokens are only ever stored hashed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    /// Compares in constant time, so response timing says nothing about how
+    /// much of a guessed token matched.
+    pub fn ct_eq(&self, other: &TokenHash) -> bool {
+        let diff = self
+            .0
+            .iter()
+            .zip(&other.0)
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash(…)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub name: String,
+    pub hash: TokenHash,
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A 1-based page of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl Page {
+    pub const DEFAULT_PER_PAGE: u32 = 50;
+    pub const MAX_PER_PAGE: u32 = 500;
+
+    pub fn offset(&self) -> i64 {
+        i64::from(self.page.saturating_sub(1)) * i64::from(self.per_page)
+    }
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self {
+            page: 1,
+            per_page: Self::DEFAULT_PER_PAGE,
+        }
+    }
+}
+
+/// The handler list's filters (the web section's Advanced Search).
+#[derive(Debug, Clone, Default)]
+pub struct HandlerFilter {
+    /// Handlers that fire for this event type (exact, `prefix.*` or `*`), or whose
+    /// pattern is exactly this text (so `clients.*` finds the prefix handlers).
+    pub events_id: Option<String>,
+    pub kind: Option<HandlerKind>,
+    /// When `None`, archived handlers are included only if `include_archived`.
+    pub status: Option<Status>,
+    pub include_archived: bool,
+    pub stage: Option<Stage>,
+    /// Case-insensitive substring of the name.
+    pub q: Option<String>,
+}
+
+/// One accepted emit: the event, its deliveries, and its idempotency key.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event: Event,
+    pub idempotency: Option<Idempotency>,
+    pub deliveries: Vec<NewDelivery>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    /// SHA-256 of the request body: the same key with another body is a conflict.
+    pub body_hash: [u8; 32],
+}
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: String,
+    pub handler_id: i64,
+    pub ordered: bool,
+}
+
+/// What became of one event of an [`crate::Store::insert_events`] batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmitOutcome {
+    Stored,
+    /// The key was seen with the same body: the first answer, nothing stored.
+    Replayed {
+        event_id: String,
+        deliveries: u32,
+    },
+    /// The key was seen with another body.
+    KeyReused,
+}
+
+/// A request to lease due deliveries.
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    pub now_ms: i64,
+    pub lease_until_ms: i64,
+    pub limit: u32,
+    /// Handlers already at their concurrency limit.
+    pub skip_handlers: &'a [i64],
+}
+
+/// A leased delivery with everything needed to attempt it.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    /// Storage order; per-object ordering follows it.
+    pub seq: i64,
+    pub id: String,
+    pub handler_id: i64,
+    /// Attempts made so far, over the delivery's whole life.
+    pub attempts: u32,
+    /// `attempts` when the current round began (0, or the count at a redeliver).
+    pub round_start: u32,
+    pub event: Event,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryNext {
+    Succeeded,
+    RetryAt { at_ms: i64 },
+    Failed,
+}
+
+/// One finished attempt (or a delivery given up without one).
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub delivery_seq: i64,
+    pub handler_id: i64,
+    pub object_key: String,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+    pub next: DeliveryNext,
+    pub finished_at_ms: i64,
+    pub last_error: Option<String>,
+    /// The execution-log row; `None` when no call was made (handler gone).
+    pub execution: Option<ExecutionRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub event_id: String,
+    pub handler_id: i64,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_at: Option<OffsetDateTime>,
+    pub last_error: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// What was sent: the URL (or script path and arguments), headers and body.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestRecord {
+    pub target: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+/// One row of the execution log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionRecord {
+    /// Assigned by storage; ignored on insert.
+    pub id: i64,
+    pub delivery_id: Option<String>,
+    pub handler_id: i64,
+    /// The handler's name when it ran, kept after the handler is renamed or deleted.
+    pub handler_name: String,
+    pub event_id: Option<String>,
+    pub events_id: String,
+    pub object_id: ObjectId,
+    pub stage: Stage,
+    pub attempt: u32,
+    pub status: ExecutionStatus,
+    pub started_at: OffsetDateTime,
+    pub duration_ms: u32,
+    pub request: RequestRecord,
+    pub response_status: Option<u16>,
+    pub response_body: Option<String>,
+    /// True when the stored response body was cut at the cap.
+    pub response_truncated: bool,
+    pub error: Option<String>,
+    pub next_attempt_at: Option<OffsetDateTime>,
+}
+
+/// The execution log's filters.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub handler_id: Option<i64>,
+    pub events_id: Option<String>,
+    pub status: Option<ExecutionStatus>,
+    pub stage: Option<Stage>,
+    pub object_id: Option<String>,
+    pub delivery_id: Option<String>,
+    pub event_id: Option<String>,
+    /// Substring of the request body.
+    pub data: Option<String>,
+    /// Substring of the error text.
+    pub error: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+}

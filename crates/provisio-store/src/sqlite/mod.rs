@@ -1,0 +1,222 @@
+//! The embedded SQLite backend: one file in the data directory, WAL journal,
+//! versioned migrations applied at open.
+//!
+//! All writes go through one connection (SQLite admits one writer at a time, and
+//! a single connection avoids lock contention and `SQLITE_BUSY`); reads use a
+//! small pool of their own so the API's lists never wait behind a write batch.
+
+mod catalog;
+mod executions;
+mod handlers;
+mod queue;
+mod tokens;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use provisio_core::catalog::EventType;
+use provisio_core::event::Event;
+use provisio_core::handler::{Handler, HandlerSpec};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How hard SQLite makes each commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on every commit: survives power loss. Commits are batched, so the
+    /// cost is one fsync per batch, not per event.
+    Full,
+    /// fsync at checkpoints only: survives a process crash (kill -9) but may
+    /// lose the last commits on power loss.
+    Normal,
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// The single writer connection.
+    write: SqlitePool,
+    /// Readers for lists and lookups.
+    read: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file and applies migrations.
+    pub async fn open(path: &Path, durability: Durability) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory")
+            .statement_cache_capacity(256);
+        let write = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { write, read })
+    }
+
+    /// Opens the database at `sqlite://path` or `sqlite:path`.
+    pub async fn open_url(url: &str, durability: Durability) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?;
+        Self::open(options.get_filename(), durability).await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    async fn create_token(&self, name: &str, hash: &TokenHash) -> StoreResult<TokenRecord> {
+        tokens::create(&self.write, name, hash).await
+    }
+
+    async fn put_token(&self, name: &str, hash: &TokenHash) -> StoreResult<TokenRecord> {
+        tokens::put(&self.write, name, hash).await
+    }
+
+    async fn find_token(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
+        tokens::find(&self.read, hash).await
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        tokens::list(&self.read).await
+    }
+
+    async fn revoke_token(&self, id_or_name: &str) -> StoreResult<bool> {
+        tokens::revoke(&self.write, id_or_name).await
+    }
+
+    async fn seed_event_types(&self, types: &[EventType]) -> StoreResult<()> {
+        catalog::seed(&self.write, types).await
+    }
+
+    async fn list_event_types(&self) -> StoreResult<Vec<EventType>> {
+        catalog::list(&self.read).await
+    }
+
+    async fn insert_event_type(&self, event_type: &EventType) -> StoreResult<()> {
+        catalog::insert(&self.write, event_type).await
+    }
+
+    async fn insert_handler(&self, spec: &HandlerSpec) -> StoreResult<Handler> {
+        handlers::insert(&self.write, spec).await
+    }
+
+    async fn get_handler(&self, id: i64) -> StoreResult<Option<Handler>> {
+        handlers::get(&self.read, id).await
+    }
+
+    async fn update_handler(&self, id: i64, spec: &HandlerSpec) -> StoreResult<Handler> {
+        handlers::update(&self.write, id, spec).await
+    }
+
+    async fn rotate_handler_secret(&self, id: i64) -> StoreResult<Handler> {
+        handlers::rotate_secret(&self.write, id).await
+    }
+
+    async fn delete_handler(&self, id: i64) -> StoreResult<bool> {
+        handlers::delete(&self.write, id).await
+    }
+
+    async fn list_handlers(
+        &self,
+        filter: &HandlerFilter,
+        page: Page,
+    ) -> StoreResult<(Vec<Handler>, u64)> {
+        handlers::list(&self.read, filter, page).await
+    }
+
+    async fn all_handlers(&self) -> StoreResult<Vec<Handler>> {
+        // From the writer, so a change committed a moment ago is always seen.
+        handlers::all(&self.write).await
+    }
+
+    async fn insert_events(&self, batch: &[NewEvent]) -> StoreResult<Vec<EmitOutcome>> {
+        queue::insert_events(&self.write, batch).await
+    }
+
+    async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
+        queue::claim_due(&self.write, claim).await
+    }
+
+    async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
+        queue::next_due_ms(&self.write).await
+    }
+
+    async fn release_all_leases(&self) -> StoreResult<()> {
+        queue::release_all_leases(&self.write).await
+    }
+
+    async fn record_attempts(&self, batch: &[AttemptResult]) -> StoreResult<u64> {
+        queue::record_attempts(&self.write, batch).await
+    }
+
+    async fn get_event(&self, id: &str) -> StoreResult<Option<(Event, Vec<DeliveryRecord>)>> {
+        queue::get_event(&self.read, id).await
+    }
+
+    async fn redeliver(&self, delivery_id: &str, now_ms: i64) -> StoreResult<DeliveryRecord> {
+        queue::redeliver(&self.write, delivery_id, now_ms).await
+    }
+
+    async fn insert_executions(&self, rows: &[ExecutionRecord]) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        for row in rows {
+            executions::insert(&mut tx, row).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: Page,
+    ) -> StoreResult<(Vec<ExecutionRecord>, u64)> {
+        executions::list(&self.read, filter, page).await
+    }
+
+    async fn get_execution(&self, id: i64) -> StoreResult<Option<ExecutionRecord>> {
+        executions::get(&self.read, id).await
+    }
+}
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`] with `message`.
+fn conflict_on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
+        _ => StoreError::Database(err),
+    }
+}
+
+fn now_ms() -> i64 {
+    provisio_core::timefmt::to_millis(time::OffsetDateTime::now_utc())
+}
+
+fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {err}"))
+}

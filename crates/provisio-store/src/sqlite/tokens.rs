@@ -1,0 +1,112 @@
+//! API tokens, stored as SHA-256 hashes.
+
+use provisio_core::timefmt::from_millis;
+use sqlx::Row;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+
+use super::{conflict_on_unique, corrupt, now_ms};
+use crate::{StoreResult, TokenHash, TokenRecord};
+
+pub(super) async fn create(
+    pool: &SqlitePool,
+    name: &str,
+    hash: &TokenHash,
+) -> StoreResult<TokenRecord> {
+    let row = sqlx::query(
+        "INSERT INTO api_tokens (name, hash, created_at) VALUES (?, ?, ?)
+         RETURNING id, name, hash, created_at, revoked_at",
+    )
+    .bind(name)
+    .bind(&hash.0[..])
+    .bind(now_ms())
+    .fetch_one(pool)
+    .await
+    .map_err(|e| conflict_on_unique(e, || format!("a live token named {name} exists")))?;
+    from_row(&row)
+}
+
+pub(super) async fn put(
+    pool: &SqlitePool,
+    name: &str,
+    hash: &TokenHash,
+) -> StoreResult<TokenRecord> {
+    let mut tx = pool.begin().await?;
+    let now = now_ms();
+    let existing = sqlx::query("SELECT id, name, hash, created_at, revoked_at FROM api_tokens WHERE name = ? AND revoked_at IS NULL")
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(row) = existing {
+        let record = from_row(&row)?;
+        if record.hash.ct_eq(hash) {
+            tx.commit().await?;
+            return Ok(record);
+        }
+        sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(record.id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let row = sqlx::query(
+        "INSERT INTO api_tokens (name, hash, created_at) VALUES (?, ?, ?)
+         RETURNING id, name, hash, created_at, revoked_at",
+    )
+    .bind(name)
+    .bind(&hash.0[..])
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| {
+        conflict_on_unique(e, || {
+            "that token is already stored under another name".into()
+        })
+    })?;
+    tx.commit().await?;
+    from_row(&row)
+}
+
+pub(super) async fn find(pool: &SqlitePool, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
+    let row = sqlx::query("SELECT id, name, hash, created_at, revoked_at FROM api_tokens WHERE hash = ? AND revoked_at IS NULL")
+        .bind(&hash.0[..])
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub(super) async fn list(pool: &SqlitePool) -> StoreResult<Vec<TokenRecord>> {
+    let rows =
+        sqlx::query("SELECT id, name, hash, created_at, revoked_at FROM api_tokens ORDER BY id")
+            .fetch_all(pool)
+            .await?;
+    rows.iter().map(from_row).collect()
+}
+
+pub(super) async fn revoke(pool: &SqlitePool, id_or_name: &str) -> StoreResult<bool> {
+    let id: i64 = id_or_name.parse().unwrap_or(-1);
+    let done = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = ? WHERE revoked_at IS NULL AND (id = ? OR name = ?)",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .bind(id_or_name)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+fn from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
+    let hash: Vec<u8> = row.try_get("hash")?;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| corrupt("token hash", "not 32 bytes"))?;
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        hash: TokenHash(hash),
+        created_at: from_millis(row.try_get("created_at")?),
+        revoked_at: row
+            .try_get::<Option<i64>, _>("revoked_at")?
+            .map(from_millis),
+    })
+}

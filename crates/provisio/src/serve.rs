@@ -1,0 +1,178 @@
+//! `provisio serve`: wires storage, engine and HTTP server together.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use provisio_engine::{Engine, EngineConfig};
+use provisio_server::{AppState, ServerConfig};
+use provisio_store::Store;
+use provisio_store::sqlite::SqliteStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Database, Settings, StoreSettings};
+
+/// The name the bootstrap admin token is stored under.
+pub const ADMIN_TOKEN_NAME: &str = "admin";
+
+/// A running server: its address, and how to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The admin token generated on this start, if one was (it is printed once
+    /// and written to `<data-dir>/admin-token`).
+    pub generated_token: Option<String>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting requests, drains the engine, and waits for both.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.context("the server task panicked")?
+    }
+
+    /// Waits until the server stops (after [`Running::shutdown_token`] fires).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("the server task panicked")?
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Opens the configured database, creating the data directory if needed.
+pub async fn open_store(settings: &StoreSettings) -> anyhow::Result<Arc<dyn Store>> {
+    create_private_dir(&settings.data_dir)?;
+    match &settings.database {
+        Database::Sqlite(path) => {
+            let store = SqliteStore::open(path, settings.sqlite_synchronous)
+                .await
+                .with_context(|| format!("cannot open the database {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
+
+/// Starts everything and returns once the listener is bound and the engine runs.
+pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+    // rustls needs one process-wide crypto provider (for https handlers); ring
+    // builds without the C toolchain aws-lc wants. A second install is a no-op.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = open_store(&settings.store).await?;
+    let lock = lock_data_dir(&settings.store.data_dir)?;
+    store
+        .seed_event_types(&provisio_core::catalog::builtin())
+        .await?;
+    let generated_token = bootstrap_admin_token(store.as_ref(), &settings).await?;
+    if !settings.scripts_dir.is_dir() {
+        tracing::warn!(dir = %settings.scripts_dir.display(), "the scripts directory does not exist; script handlers cannot be created");
+    }
+
+    let mut engine_config = EngineConfig::new(settings.scripts_dir.clone());
+    engine_config.retry_schedule = settings.retry_schedule.clone();
+    engine_config.deny_networks = settings.deny_networks.clone();
+    let engine = Engine::start(store, engine_config).await?;
+
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(
+        engine.clone(),
+        ServerConfig {
+            max_body_bytes: settings.max_body_bytes,
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let served =
+            provisio_server::run(listener, state, async move { stop.cancelled().await }).await;
+        engine.shutdown().await;
+        drop(lock);
+        served.context("the HTTP server failed")
+    });
+    tracing::info!(%addr, "provisio is listening");
+    Ok(Running {
+        addr,
+        generated_token,
+        shutdown,
+        task,
+    })
+}
+
+/// Holds an exclusive lock on the data directory for the life of the server,
+/// so two servers never share one SQLite queue.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("provisio.lock");
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "another provisio server is using the data directory {}",
+            dir.display()
+        )
+    })?;
+    Ok(file)
+}
+
+/// Applies `PROVISIO_ADMIN_TOKEN`, or generates a token when none is stored.
+async fn bootstrap_admin_token(
+    store: &dyn Store,
+    settings: &Settings,
+) -> anyhow::Result<Option<String>> {
+    if let Some(token) = &settings.admin_token {
+        store
+            .put_token(
+                ADMIN_TOKEN_NAME,
+                &provisio_server::auth::hash_token(token.expose()),
+            )
+            .await?;
+        return Ok(None);
+    }
+    let live = store
+        .list_tokens()
+        .await?
+        .into_iter()
+        .any(|t| t.revoked_at.is_none());
+    if live {
+        return Ok(None);
+    }
+    let token = provisio_server::auth::generate_token();
+    store
+        .put_token(ADMIN_TOKEN_NAME, &provisio_server::auth::hash_token(&token))
+        .await?;
+    let path = settings.store.data_dir.join("admin-token");
+    write_private(&path, &format!("{token}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "provisio: generated an admin API token (shown once; also in {}):\n{token}",
+        path.display()
+    );
+    Ok(Some(token))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
