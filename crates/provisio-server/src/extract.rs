@@ -78,12 +78,11 @@ fn field_of(path: &str, message: &str) -> (String, String) {
             .map(str::to_owned)
     };
     let parent = if path == "." { "" } else { path };
-    let join = |name: String| {
-        if parent.is_empty() {
-            name
-        } else {
-            format!("{parent}.{name}")
-        }
+    // serde_path_to_error already ends the path with an unknown field's name.
+    let join = |name: String| match parent {
+        "" => name,
+        p if p == name || p.ends_with(&format!(".{name}")) => p.to_owned(),
+        p => format!("{p}.{name}"),
     };
     if let Some(name) = quoted("unknown field `") {
         return (join(name), "unknown field".into());

@@ -72,8 +72,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     // rustls needs one process-wide crypto provider (for https handlers); ring
     // builds without the C toolchain aws-lc wants. A second install is a no-op.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let store = open_store(&settings.store).await?;
     let lock = lock_data_dir(&settings.store.data_dir)?;
+    let store = open_store(&settings.store).await?;
     store
         .seed_event_types(&provisio_core::catalog::builtin())
         .await?;
@@ -118,6 +118,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
 /// Holds an exclusive lock on the data directory for the life of the server,
 /// so two servers never share one SQLite queue.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
+    create_private_dir(dir)?;
     let path = dir.join("provisio.lock");
     let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
     file.try_lock().map_err(|_| {

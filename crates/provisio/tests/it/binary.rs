@@ -1,0 +1,188 @@
+//! The real binary: token bootstrap, restarts, the token CLI, configuration
+//! errors.
+
+use std::os::unix::fs::PermissionsExt;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn get(client: &reqwest::Client, url: String, token: &str) -> (u16, Value) {
+    let resp = client.get(url).bearer_auth(token).send().await.unwrap();
+    let (status, body) = read(resp).await;
+    (status.as_u16(), body)
+}
+
+#[tokio::test]
+async fn the_first_start_generates_an_admin_token_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = http_client();
+    let server = Binary::serve(dir.path(), &[]);
+    let token_file = dir.path().join("admin-token");
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    assert!(token.starts_with("pvo_"), "{token}");
+    assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
+    server.wait_stdout(&token).await;
+    let (status, _) = get(&client, server.url("/api/v1/handlers"), &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(server.terminate().code(), Some(0), "SIGTERM is a clean exit");
+
+    let again = Binary::serve(dir.path(), &[]);
+    let (status, _) = get(&client, again.url("/api/v1/handlers"), &token).await;
+    assert_eq!(status, 200, "the token survives a restart");
+    assert!(!again.stdout().contains("pvo_"), "a second start must not print a token");
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
+    again.terminate();
+}
+
+#[tokio::test]
+async fn the_admin_token_from_the_environment_is_used_and_nothing_is_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = http_client();
+    let server = Binary::serve(dir.path(), &[("PROVISIO_ADMIN_TOKEN", "env-admin-token-abcdefgh")]);
+    let (status, _) = get(&client, server.url("/api/v1/handlers"), "env-admin-token-abcdefgh").await;
+    assert_eq!(status, 200);
+    assert!(!dir.path().join("admin-token").exists());
+    server.terminate();
+
+    // Changing the variable replaces the old admin token.
+    let server = Binary::serve(dir.path(), &[("PROVISIO_ADMIN_TOKEN", "another-admin-token-xyz")]);
+    let (status, _) = get(&client, server.url("/api/v1/handlers"), "env-admin-token-abcdefgh").await;
+    assert_eq!(status, 401);
+    let (status, _) = get(&client, server.url("/api/v1/handlers"), "another-admin-token-xyz").await;
+    assert_eq!(status, 200);
+    server.terminate();
+}
+
+#[tokio::test]
+async fn data_and_the_catalog_persist_across_restarts_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = http_client();
+    let env = [("PROVISIO_ADMIN_TOKEN", "persist-admin-token-123")];
+    let token = env[0].1;
+    let server = Binary::serve(dir.path(), &env);
+    let created = client
+        .post(server.url("/api/v1/handlers"))
+        .bearer_auth(token)
+        .json(&json!({ "name": "Kept", "events_id": "clients.*", "target": "http://127.0.0.1:1/x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let custom = client
+        .post(server.url("/api/v1/event-types"))
+        .bearer_auth(token)
+        .json(&json!({ "id": "billing.invoice_paid" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(custom.status(), 201);
+    server.terminate();
+
+    for _ in 0..2 {
+        let server = Binary::serve(dir.path(), &env);
+        let (_, handlers) = get(&client, server.url("/api/v1/handlers"), token).await;
+        assert_eq!(handlers["total"], 1);
+        assert_eq!(handlers["items"][0]["name"], "Kept");
+        let (_, types) = get(&client, server.url("/api/v1/event-types"), token).await;
+        assert_eq!(types["total"], 19, "seeding must not duplicate: {types}");
+        server.terminate();
+    }
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Binary::serve(dir.path(), &[("PROVISIO_ADMIN_TOKEN", "lock-admin-token-12345")]);
+    let data_dir = dir.path().to_str().unwrap();
+    let (ok, _, stderr) = run_cli(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("another provisio server"), "{stderr}");
+    server.terminate();
+}
+
+#[tokio::test]
+async fn tokens_are_managed_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let (ok, token, stderr) = run_cli(&["token", "create", "--name", "billing", "--data-dir", data_dir], &[]);
+    assert!(ok, "{stderr}");
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("pvo_"));
+
+    let (ok, _, stderr) = run_cli(&["token", "create", "--name", "billing", "--data-dir", data_dir], &[]);
+    assert!(!ok, "a duplicate live name is refused");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    let server = Binary::serve(dir.path(), &[]);
+    assert!(!dir.path().join("admin-token").exists(), "a stored token means nothing is generated");
+    let client = http_client();
+    let (status, _) = get(&client, server.url("/api/v1/handlers"), &token).await;
+    assert_eq!(status, 200);
+
+    let (ok, list, _) = run_cli(&["token", "list", "--data-dir", data_dir], &[]);
+    assert!(ok);
+    assert!(list.contains("billing") && list.contains("live"), "{list}");
+    assert!(!list.contains(&token), "token values are never listed");
+
+    // Revoked while the server runs: refused at once.
+    let (ok, _, stderr) = run_cli(&["token", "revoke", "billing", "--data-dir", data_dir], &[]);
+    assert!(ok, "{stderr}");
+    let (status, _) = get(&client, server.url("/api/v1/handlers"), &token).await;
+    assert_eq!(status, 401);
+    let (ok, _, stderr) = run_cli(&["token", "revoke", "billing", "--data-dir", data_dir], &[]);
+    assert!(!ok);
+    assert!(stderr.starts_with("provisio: "), "{stderr}");
+    server.terminate();
+}
+
+#[test]
+fn bad_settings_exit_non_zero_with_one_line_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let cases: [(&[&str], &[(&str, &str)], &str); 5] = [
+        (&["serve", "--listen", "nowhere"], &[], "--listen"),
+        (&["serve"], &[("PROVISIO_RETRY_SCHEDULE", "5x")], "PROVISIO_RETRY_SCHEDULE"),
+        (&["serve", "--database-url", "postgres://localhost/provisio"], &[], "--database-url"),
+        (&["serve", "--database-url", "mysql://x"], &[], "--database-url"),
+        (&["serve", "--max-body-bytes", "lots"], &[], "--max-body-bytes"),
+    ];
+    for (args, env, setting) in cases {
+        let mut args = args.to_vec();
+        args.extend(["--data-dir", data_dir]);
+        let (ok, _, stderr) = run_cli(&args, env);
+        assert!(!ok, "{args:?} should fail");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(setting), "{stderr} should name {setting}");
+    }
+
+    let config = dir.path().join("provisio.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:1\"\nretry_schedule = \"soon\"\n").unwrap();
+    let (ok, _, stderr) = run_cli(&["serve", "--config", config.to_str().unwrap(), "--data-dir", data_dir], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("retry_schedule"), "{stderr}");
+    std::fs::write(&config, "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let (ok, _, stderr) = run_cli(&["serve", "--config", config.to_str().unwrap(), "--data-dir", data_dir], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("lisen"), "{stderr}");
+}
+
+#[tokio::test]
+async fn flags_beat_the_environment_which_beats_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("provisio.toml");
+    std::fs::write(&config, "admin_token = \"file-admin-token-123456\"\nretry_schedule = \"1s\"\n").unwrap();
+    let config_path = config.to_str().unwrap();
+    let client = http_client();
+    let server = Binary::serve(dir.path(), &[("PROVISIO_CONFIG", config_path)]);
+    let (status, _) = get(&client, server.url("/api/v1/handlers"), "file-admin-token-123456").await;
+    assert_eq!(status, 200, "the file's token is used");
+    server.terminate();
+    let server = Binary::serve(
+        dir.path(),
+        &[("PROVISIO_CONFIG", config_path), ("PROVISIO_ADMIN_TOKEN", "env-wins-admin-token-1")],
+    );
+    let (status, _) = get(&client, server.url("/api/v1/handlers"), "env-wins-admin-token-1").await;
+    assert_eq!(status, 200, "the environment beats the file");
+    server.terminate();
+}

@@ -1,0 +1,396 @@
+//! The test harness: a real provisio server per test, real HTTP receivers on
+//! loopback, and a way to run the real binary.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use provisio::config::Settings;
+use provisio::serve::Running;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// How long a test waits for something that should happen quickly.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn http_client() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// A running server with its own data directory.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    running: Option<Running>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts a server after `configure` adjusts its settings. Retries are fast
+    /// (50 ms, then 100 ms) so retry tests take well under a second.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+        install_crypto();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("scripts")).unwrap();
+        let mut settings = Settings::for_data_dir(dir.path());
+        settings.admin_token = Some(secret(ADMIN_TOKEN));
+        settings.retry_schedule = provisio_core::retry::RetrySchedule::parse("50ms,100ms").unwrap();
+        configure(&mut settings);
+        let running = provisio::serve::start(settings).await.unwrap();
+        TestApp { addr: running.addr, dir, client: http_client(), running: Some(running) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn scripts_dir(&self) -> PathBuf {
+        self.dir.path().join("scripts")
+    }
+
+    /// Sends a request with the admin token and returns status and JSON body
+    /// (`Value::Null` for an empty body).
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        read(resp).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Sends raw bytes as a POST body.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        read(resp).await
+    }
+
+    /// Creates a handler (after stage, ordered, fast timeout unless given) and
+    /// returns its JSON.
+    pub async fn create_handler(&self, fields: Value) -> Value {
+        let mut body = json!({ "name": "test handler", "events_id": "clients.create", "timeout_ms": 2000 });
+        merge(&mut body, fields);
+        let (status, handler) = self.post("/api/v1/handlers", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{handler}");
+        handler
+    }
+
+    pub async fn emit(&self, events_id: &str, object_id: Value, data: Value) -> Value {
+        let (status, body) = self
+            .post("/api/v1/events", json!({ "events_id": events_id, "object_id": object_id, "data": data }))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body
+    }
+
+    /// The execution log for a query string such as `handler_id=1`.
+    pub async fn executions(&self, query: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/api/v1/executions?per_page=500&{query}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["items"].as_array().unwrap().clone()
+    }
+
+    /// Waits until `check` holds for the event's deliveries.
+    pub async fn wait_for_event(&self, event_id: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let (_, event) = self.get(&format!("/api/v1/events/{event_id}")).await;
+            if check(&event) {
+                return event;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "event never reached the expected state: {event}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.running.take().unwrap().stop().await.unwrap();
+        self.dir
+    }
+}
+
+fn secret(value: &str) -> provisio::config::Secret {
+    let mut args = provisio::config::ServeArgs::default();
+    args.admin_token = Some(value.into());
+    args.resolve().unwrap().admin_token.unwrap()
+}
+
+pub fn merge(target: &mut Value, extra: Value) {
+    if let (Value::Object(t), Value::Object(e)) = (target, extra) {
+        for (k, v) in e {
+            t.insert(k, v);
+        }
+    }
+}
+
+pub async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+    let bytes = resp.bytes().await.unwrap();
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    (status, value)
+}
+
+/// Asserts a response is the documented error shape with `code`, and returns
+/// its `fields`.
+#[track_caller]
+pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) -> Value {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    body["error"]["fields"].clone()
+}
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: String,
+    pub at: tokio::time::Instant,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+}
+
+/// What a receiver answers: a status (and optional delay) per request, by
+/// the order requests arrive in; the last entry repeats.
+#[derive(Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub delay: Duration,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self { status, delay: Duration::ZERO, body: String::new() }
+    }
+
+    pub fn delayed(status: u16, delay: Duration) -> Self {
+        Self { status, delay, body: String::new() }
+    }
+}
+
+struct ReceiverState {
+    received: Mutex<Vec<Received>>,
+    replies: Mutex<Box<dyn FnMut(&Received, usize) -> Reply + Send>>,
+    arrived: Notify,
+}
+
+/// A real HTTP receiver on a loopback port that records what it gets.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    /// Answers 200 to everything.
+    pub async fn ok() -> Receiver {
+        Self::with(|_, _| Reply::status(200)).await
+    }
+
+    /// Answers with `replies[n]` to the n-th request (the last repeats).
+    pub async fn sequence(replies: Vec<Reply>) -> Receiver {
+        Self::with(move |_, n| replies[n.min(replies.len() - 1)].clone()).await
+    }
+
+    /// Answers with whatever `reply` decides for each request and its index.
+    pub async fn with(reply: impl FnMut(&Received, usize) -> Reply + Send + 'static) -> Receiver {
+        let state = Arc::new(ReceiverState {
+            received: Mutex::new(Vec::new()),
+            replies: Mutex::new(Box::new(reply)),
+            arrived: Notify::new(),
+        });
+        let app_state = state.clone();
+        let app = axum::Router::new().fallback(move |headers: HeaderMap, body: String| {
+            let state = app_state.clone();
+            async move {
+                let received = Received { headers, body, at: tokio::time::Instant::now() };
+                let reply = {
+                    let mut list = state.received.lock().unwrap();
+                    let n = list.len();
+                    let reply = (state.replies.lock().unwrap())(&received, n);
+                    list.push(received);
+                    reply
+                };
+                state.arrived.notify_waiters();
+                if !reply.delay.is_zero() {
+                    tokio::time::sleep(reply.delay).await;
+                }
+                (StatusCode::from_u16(reply.status).unwrap(), reply.body)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived, and returns them all.
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let notified = self.state.arrived.notified();
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("expected {n} requests, got {}", self.received().len());
+            }
+        }
+    }
+}
+
+/// The real `provisio` binary, started as a child process.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    stdout: Arc<Mutex<String>>,
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_provisio");
+
+impl Binary {
+    /// Runs `provisio serve` on a random port with `data_dir` and extra
+    /// environment, and waits for its "listening" log line.
+    pub fn serve(data_dir: &Path, env: &[(&str, &str)]) -> Binary {
+        use std::io::{BufRead, BufReader, Read};
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--scripts-dir")
+            .arg(data_dir)
+            .env_remove("PROVISIO_ADMIN_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let mut out = child.stdout.take().unwrap();
+        let sink = stdout.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("provisio exited before listening").unwrap();
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
+            if let Some(addr) = entry["fields"]["addr"].as_str() {
+                break addr.parse().unwrap();
+            }
+        };
+        // Keep draining the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Binary { child, addr, stdout }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Waits until the process printed a line containing `text` on stdout.
+    pub async fn wait_stdout(&self, text: &str) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let out = self.stdout.lock().unwrap().clone();
+            if out.contains(text) {
+                return out;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "stdout never contained {text:?}: {out}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for the process to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill").arg(self.child.id().to_string()).status();
+        self.child.wait().unwrap()
+    }
+}
+
+/// Runs `provisio ARGS…` to completion: (exit success, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(args).env_remove("PROVISIO_ADMIN_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}

@@ -1,0 +1,12 @@
+//! provisio's integration tests: one binary, each test with its own server on a
+//! random port and its own data directory, driven over real HTTP.
+
+mod helpers;
+
+mod api_auth;
+mod api_event_types;
+mod api_handlers;
+mod binary;
+mod delivery;
+mod emit;
+mod executions;
