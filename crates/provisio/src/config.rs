@@ -160,6 +160,10 @@ fn invalid(name: &Name, message: impl fmt::Display) -> ConfigError {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

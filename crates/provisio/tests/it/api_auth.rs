@@ -7,7 +7,12 @@ use crate::helpers::*;
 #[tokio::test]
 async fn api_routes_refuse_a_missing_token_with_the_error_shape() {
     let app = TestApp::spawn().await;
-    let resp = app.client.get(app.url("/api/v1/handlers")).send().await.unwrap();
+    let resp = app
+        .client
+        .get(app.url("/api/v1/handlers"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["www-authenticate"], "Bearer");
     let (status, body) = read(resp).await;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
@@ -24,11 +29,23 @@ async fn a_wrong_token_is_refused_on_every_api_route() {
         (reqwest::Method::GET, "/api/v1/executions"),
         (reqwest::Method::DELETE, "/api/v1/handlers/1"),
     ] {
-        let resp = app.client.request(method, app.url(path)).bearer_auth("pvo_wrong").send().await.unwrap();
+        let resp = app
+            .client
+            .request(method, app.url(path))
+            .bearer_auth("pvo_wrong")
+            .send()
+            .await
+            .unwrap();
         let (status, body) = read(resp).await;
         assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    let resp = app.client.get(app.url("/api/v1/handlers")).header("authorization", "Basic abc").send().await.unwrap();
+    let resp = app
+        .client
+        .get(app.url("/api/v1/handlers"))
+        .header("authorization", "Basic abc")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
 }
 

@@ -16,10 +16,18 @@ async fn the_builtin_catalog_is_seeded() {
     assert_eq!(delete["group"], "Clients");
     assert_eq!(delete["empty_data"], true);
     assert_eq!(delete["builtin"], true);
-    let renew = items.iter().find(|t| t["id"] == "clients.subscriptions.renew").unwrap();
+    let renew = items
+        .iter()
+        .find(|t| t["id"] == "clients.subscriptions.renew")
+        .unwrap();
     assert_eq!(renew["group"], "Subscriptions");
     assert_eq!(renew["empty_data"], false);
-    for id in ["email_rates_manager.import", "importd.process_success", "importd.process_failed", "clients.balance_notzero"] {
+    for id in [
+        "email_rates_manager.import",
+        "importd.process_success",
+        "importd.process_failed",
+        "clients.balance_notzero",
+    ] {
         assert!(items.iter().any(|t| t["id"] == id), "{id} missing");
     }
 }
@@ -31,11 +39,18 @@ async fn a_custom_type_can_be_added_and_used_by_handlers() {
         .post("/api/v1/event-types", json!({ "id": "billing.invoice_paid", "group": "Billing", "description": "An invoice was paid" }))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body, json!({ "id": "billing.invoice_paid", "group": "Billing", "description": "An invoice was paid", "empty_data": false, "builtin": false }));
+    assert_eq!(
+        body,
+        json!({ "id": "billing.invoice_paid", "group": "Billing", "description": "An invoice was paid", "empty_data": false, "builtin": false })
+    );
     let (_, list) = app.get("/api/v1/event-types").await;
     assert_eq!(list["total"], 19);
-    app.create_handler(json!({ "events_id": "billing.invoice_paid", "target": "http://127.0.0.1:1/h" })).await;
-    app.create_handler(json!({ "events_id": "billing.*", "target": "http://127.0.0.1:1/h" })).await;
+    app.create_handler(
+        json!({ "events_id": "billing.invoice_paid", "target": "http://127.0.0.1:1/h" }),
+    )
+    .await;
+    app.create_handler(json!({ "events_id": "billing.*", "target": "http://127.0.0.1:1/h" }))
+        .await;
 }
 
 #[tokio::test]
@@ -54,7 +69,9 @@ async fn bad_and_duplicate_types_are_refused_and_change_nothing() {
         let fields = assert_error(status, &resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
         assert!(fields.get(field).is_some(), "{body} → {resp}");
     }
-    let (status, resp) = app.post("/api/v1/event-types", json!({ "id": "clients.create" })).await;
+    let (status, resp) = app
+        .post("/api/v1/event-types", json!({ "id": "clients.create" }))
+        .await;
     assert_error(status, &resp, StatusCode::CONFLICT, "conflict");
     let (status, resp) = app.post_raw("/api/v1/event-types", "{oops").await;
     assert_error(status, &resp, StatusCode::BAD_REQUEST, "malformed");

@@ -32,18 +32,28 @@ async fn a_handler_is_created_with_the_documented_defaults() {
         assert_eq!(h[field], value, "{field} in {h}");
     }
     assert!(h["created_at"].is_string() && h["updated_at"].is_string());
-    assert!(h.get("secret").is_none(), "the secret must not be in the handler: {h}");
+    assert!(
+        h.get("secret").is_none(),
+        "the secret must not be in the handler: {h}"
+    );
 
     let (_, before) = app
         .post("/api/v1/handlers", json!({ "name": "Check", "events_id": "clients.create", "stage": "before", "target": "http://127.0.0.1:1/x" }))
         .await;
-    assert_eq!(before["timeout_ms"], 5000, "before-stage handlers default to 5 s");
+    assert_eq!(
+        before["timeout_ms"], 5000,
+        "before-stage handlers default to 5 s"
+    );
 }
 
 #[tokio::test]
 async fn a_handler_can_be_read_updated_and_deleted() {
     let app = TestApp::spawn().await;
-    let h = app.create_handler(json!({ "target": "http://127.0.0.1:1/a", "headers": { "X-Api-Key": "k1" } })).await;
+    let h = app
+        .create_handler(
+            json!({ "target": "http://127.0.0.1:1/a", "headers": { "X-Api-Key": "k1" } }),
+        )
+        .await;
     let id = h["id"].as_i64().unwrap();
     let path = format!("/api/v1/handlers/{id}");
 
@@ -51,12 +61,20 @@ async fn a_handler_can_be_read_updated_and_deleted() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(read, h);
 
-    let (status, updated) = app.patch(&path, json!({ "priority": 5, "status": "disabled", "name": "Renamed" })).await;
+    let (status, updated) = app
+        .patch(
+            &path,
+            json!({ "priority": 5, "status": "disabled", "name": "Renamed" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{updated}");
     assert_eq!(updated["priority"], 5);
     assert_eq!(updated["status"], "disabled");
     assert_eq!(updated["name"], "Renamed");
-    assert_eq!(updated["target"], "http://127.0.0.1:1/a", "fields left out stay");
+    assert_eq!(
+        updated["target"], "http://127.0.0.1:1/a",
+        "fields left out stay"
+    );
     assert_eq!(updated["headers"], json!({ "X-Api-Key": "k1" }));
     assert_eq!(updated["created_at"], h["created_at"]);
 
@@ -75,23 +93,45 @@ async fn a_handler_can_be_read_updated_and_deleted() {
 async fn the_list_filters_and_paginates() {
     let app = TestApp::spawn().await;
     let mk = |name: &str, events_id: &str, extra: Value| {
-        let mut body = json!({ "name": name, "events_id": events_id, "target": "http://127.0.0.1:1/x" });
+        let mut body =
+            json!({ "name": name, "events_id": events_id, "target": "http://127.0.0.1:1/x" });
         merge(&mut body, extra);
         body
     };
     for body in [
         mk("Switch create", "clients.create", json!({ "priority": 10 })),
         mk("CRM all clients", "clients.*", json!({ "priority": 20 })),
-        mk("Audit everything", "*", json!({ "priority": 30, "status": "disabled" })),
-        mk("Balance guard", "clients.balance_zero", json!({ "stage": "before", "priority": 5 })),
-        mk("Old archive", "clients.create", json!({ "status": "archived", "priority": 40 })),
-        mk("Import watcher", "importd.process_failed", json!({ "priority": 50 })),
+        mk(
+            "Audit everything",
+            "*",
+            json!({ "priority": 30, "status": "disabled" }),
+        ),
+        mk(
+            "Balance guard",
+            "clients.balance_zero",
+            json!({ "stage": "before", "priority": 5 }),
+        ),
+        mk(
+            "Old archive",
+            "clients.create",
+            json!({ "status": "archived", "priority": 40 }),
+        ),
+        mk(
+            "Import watcher",
+            "importd.process_failed",
+            json!({ "priority": 50 }),
+        ),
     ] {
         let (status, resp) = app.post("/api/v1/handlers", body).await;
         assert_eq!(status, StatusCode::CREATED, "{resp}");
     }
     let names = |body: &Value| -> Vec<String> {
-        body["items"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap().to_owned()).collect()
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["name"].as_str().unwrap().to_owned())
+            .collect()
     };
 
     let (_, all) = app.get("/api/v1/handlers").await;
@@ -99,7 +139,15 @@ async fn the_list_filters_and_paginates() {
     assert_eq!(names(&all)[0], "Balance guard", "ordered by priority");
 
     let (_, body) = app.get("/api/v1/handlers?events_id=clients.create").await;
-    assert_eq!(names(&body), ["Switch create", "CRM all clients", "Audit everything", "Old archive"]);
+    assert_eq!(
+        names(&body),
+        [
+            "Switch create",
+            "CRM all clients",
+            "Audit everything",
+            "Old archive"
+        ]
+    );
     let (_, body) = app.get("/api/v1/handlers?events_id=clients.*").await;
     assert_eq!(names(&body), ["CRM all clients", "Audit everything"]);
     let (_, body) = app.get("/api/v1/handlers?status=disabled").await;
@@ -119,11 +167,21 @@ async fn the_list_filters_and_paginates() {
     assert_eq!(page2["total"], 6, "total counts the whole filtered set");
     assert_eq!(names(&page1).len(), 4);
     assert_eq!(names(&page2).len(), 2);
-    let (_, filtered) = app.get("/api/v1/handlers?events_id=clients.create&per_page=1&page=2").await;
+    let (_, filtered) = app
+        .get("/api/v1/handlers?events_id=clients.create&per_page=1&page=2")
+        .await;
     assert_eq!(filtered["total"], 4);
     assert_eq!(names(&filtered), ["CRM all clients"]);
 
-    for bad in ["status=sleeping", "stage=middle", "kind=ftp", "page=0", "per_page=0", "per_page=100000", "page=abc"] {
+    for bad in [
+        "status=sleeping",
+        "stage=middle",
+        "kind=ftp",
+        "page=0",
+        "per_page=0",
+        "per_page=100000",
+        "page=abc",
+    ] {
         let (status, body) = app.get(&format!("/api/v1/handlers?{bad}")).await;
         assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
     }
@@ -150,15 +208,27 @@ async fn each_invalid_field_is_a_422_naming_it_and_nothing_is_stored() {
         (json!({ "priority": 99999999999i64 }), "priority"),
         (json!({ "target": "ftp://example.net/x" }), "target"),
         (json!({ "target": "not a url" }), "target"),
-        (json!({ "kind": "script", "target": "../outside.sh" }), "target"),
-        (json!({ "kind": "script", "target": outside.path().to_str().unwrap() }), "target"),
-        (json!({ "kind": "script", "target": "missing.sh" }), "target"),
+        (
+            json!({ "kind": "script", "target": "../outside.sh" }),
+            "target",
+        ),
+        (
+            json!({ "kind": "script", "target": outside.path().to_str().unwrap() }),
+            "target",
+        ),
+        (
+            json!({ "kind": "script", "target": "missing.sh" }),
+            "target",
+        ),
         (json!({ "timeout_ms": 0 }), "timeout_ms"),
         (json!({ "timeout_ms": 10_000_000 }), "timeout_ms"),
         (json!({ "max_attempts": 0 }), "max_attempts"),
         (json!({ "max_attempts": 1000 }), "max_attempts"),
         (json!({ "on_failure": "maybe" }), "on_failure"),
-        (json!({ "headers": { "webhook-signature": "forged" } }), "headers"),
+        (
+            json!({ "headers": { "webhook-signature": "forged" } }),
+            "headers",
+        ),
         (json!({ "headers": { "bad header": "x" } }), "headers"),
         (json!({ "headers": { "X-A": 1 } }), "headers.X-A"),
         (json!({ "ordered": "yes" }), "ordered"),
@@ -166,14 +236,19 @@ async fn each_invalid_field_is_a_422_naming_it_and_nothing_is_stored() {
         (json!({ "args": ["x"] }), "args"),
     ];
     for (extra, field) in cases {
-        let mut body = json!({ "name": "h", "events_id": "clients.create", "target": "http://127.0.0.1:1/x" });
+        let mut body =
+            json!({ "name": "h", "events_id": "clients.create", "target": "http://127.0.0.1:1/x" });
         merge(&mut body, extra.clone());
         let (status, resp) = app.post("/api/v1/handlers", body).await;
         let fields = assert_error(status, &resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
-        assert!(fields.get(field).is_some(), "{extra} should be refused on {field}: {resp}");
+        assert!(
+            fields.get(field).is_some(),
+            "{extra} should be refused on {field}: {resp}"
+        );
     }
     for missing in ["name", "events_id", "target"] {
-        let mut body = json!({ "name": "h", "events_id": "clients.create", "target": "http://127.0.0.1:1/x" });
+        let mut body =
+            json!({ "name": "h", "events_id": "clients.create", "target": "http://127.0.0.1:1/x" });
         body.as_object_mut().unwrap().remove(missing);
         let (status, resp) = app.post("/api/v1/handlers", body).await;
         let fields = assert_error(status, &resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
@@ -185,7 +260,10 @@ async fn each_invalid_field_is_a_422_naming_it_and_nothing_is_stored() {
     assert_error(status, &resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
 
     let (_, list) = app.get("/api/v1/handlers").await;
-    assert_eq!(list["total"], 0, "a rejected request stored a handler: {list}");
+    assert_eq!(
+        list["total"], 0,
+        "a rejected request stored a handler: {list}"
+    );
 }
 
 #[tokio::test]
@@ -203,9 +281,16 @@ async fn several_problems_are_reported_together() {
 #[tokio::test]
 async fn a_rejected_update_changes_nothing() {
     let app = TestApp::spawn().await;
-    let h = app.create_handler(json!({ "target": "http://127.0.0.1:1/a" })).await;
+    let h = app
+        .create_handler(json!({ "target": "http://127.0.0.1:1/a" }))
+        .await;
     let path = format!("/api/v1/handlers/{}", h["id"]);
-    for patch in [json!({ "priority": "high" }), json!({ "target": "gopher://x" }), json!({ "name": "" }), json!({ "id": 99 })] {
+    for patch in [
+        json!({ "priority": "high" }),
+        json!({ "target": "gopher://x" }),
+        json!({ "name": "" }),
+        json!({ "id": 99 }),
+    ] {
         let (status, resp) = app.patch(&path, patch.clone()).await;
         assert_error(status, &resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
     }
@@ -227,7 +312,11 @@ async fn script_handlers_must_name_an_executable_inside_the_scripts_directory() 
     std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::os::unix::fs::symlink("/bin/sh", scripts.join("escape")).unwrap();
 
-    let h = app.create_handler(json!({ "kind": "script", "target": "sync.sh", "args": ["--mode", "full"] })).await;
+    let h = app
+        .create_handler(
+            json!({ "kind": "script", "target": "sync.sh", "args": ["--mode", "full"] }),
+        )
+        .await;
     assert_eq!(h["kind"], "script");
     assert_eq!(h["args"], json!(["--mode", "full"]));
     for target in ["plain.sh", "escape", "../sync.sh", "/bin/sh", "nope.sh"] {
@@ -242,19 +331,33 @@ async fn script_handlers_must_name_an_executable_inside_the_scripts_directory() 
 #[tokio::test]
 async fn each_handler_has_a_readable_and_rotatable_signing_secret() {
     let app = TestApp::spawn().await;
-    let h = app.create_handler(json!({ "target": "http://127.0.0.1:1/a" })).await;
-    let (status, first) = app.get(&format!("/api/v1/handlers/{}/secret", h["id"])).await;
+    let h = app
+        .create_handler(json!({ "target": "http://127.0.0.1:1/a" }))
+        .await;
+    let (status, first) = app
+        .get(&format!("/api/v1/handlers/{}/secret", h["id"]))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let first = first["secret"].as_str().unwrap().to_owned();
     assert!(first.starts_with("whsec_"), "{first}");
-    let (status, rotated) = app.post(&format!("/api/v1/handlers/{}/secret/rotate", h["id"]), json!({})).await;
+    let (status, rotated) = app
+        .post(
+            &format!("/api/v1/handlers/{}/secret/rotate", h["id"]),
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let rotated = rotated["secret"].as_str().unwrap();
     assert!(rotated.starts_with("whsec_") && rotated != first);
-    let (_, again) = app.get(&format!("/api/v1/handlers/{}/secret", h["id"])).await;
+    let (_, again) = app
+        .get(&format!("/api/v1/handlers/{}/secret", h["id"]))
+        .await;
     assert_eq!(again["secret"], rotated);
     let (_, list) = app.get("/api/v1/handlers").await;
-    assert!(!list.to_string().contains("whsec_"), "secrets leak into the list");
+    assert!(
+        !list.to_string().contains("whsec_"),
+        "secrets leak into the list"
+    );
     let (status, resp) = app.get("/api/v1/handlers/999/secret").await;
     assert_error(status, &resp, StatusCode::NOT_FOUND, "not_found");
 }

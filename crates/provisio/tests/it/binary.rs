@@ -19,18 +19,31 @@ async fn the_first_start_generates_an_admin_token_once() {
     let client = http_client();
     let server = Binary::serve(dir.path(), &[]);
     let token_file = dir.path().join("admin-token");
-    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
     assert!(token.starts_with("pvo_"), "{token}");
-    assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     server.wait_stdout(&token).await;
     let (status, _) = get(&client, server.url("/api/v1/handlers"), &token).await;
     assert_eq!(status, 200);
-    assert_eq!(server.terminate().code(), Some(0), "SIGTERM is a clean exit");
+    assert_eq!(
+        server.terminate().code(),
+        Some(0),
+        "SIGTERM is a clean exit"
+    );
 
     let again = Binary::serve(dir.path(), &[]);
     let (status, _) = get(&client, again.url("/api/v1/handlers"), &token).await;
     assert_eq!(status, 200, "the token survives a restart");
-    assert!(!again.stdout().contains("pvo_"), "a second start must not print a token");
+    assert!(
+        !again.stdout().contains("pvo_"),
+        "a second start must not print a token"
+    );
     assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
     again.terminate();
 }
@@ -39,17 +52,38 @@ async fn the_first_start_generates_an_admin_token_once() {
 async fn the_admin_token_from_the_environment_is_used_and_nothing_is_generated() {
     let dir = tempfile::tempdir().unwrap();
     let client = http_client();
-    let server = Binary::serve(dir.path(), &[("PROVISIO_ADMIN_TOKEN", "env-admin-token-abcdefgh")]);
-    let (status, _) = get(&client, server.url("/api/v1/handlers"), "env-admin-token-abcdefgh").await;
+    let server = Binary::serve(
+        dir.path(),
+        &[("PROVISIO_ADMIN_TOKEN", "env-admin-token-abcdefgh")],
+    );
+    let (status, _) = get(
+        &client,
+        server.url("/api/v1/handlers"),
+        "env-admin-token-abcdefgh",
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(!dir.path().join("admin-token").exists());
     server.terminate();
 
     // Changing the variable replaces the old admin token.
-    let server = Binary::serve(dir.path(), &[("PROVISIO_ADMIN_TOKEN", "another-admin-token-xyz")]);
-    let (status, _) = get(&client, server.url("/api/v1/handlers"), "env-admin-token-abcdefgh").await;
+    let server = Binary::serve(
+        dir.path(),
+        &[("PROVISIO_ADMIN_TOKEN", "another-admin-token-xyz")],
+    );
+    let (status, _) = get(
+        &client,
+        server.url("/api/v1/handlers"),
+        "env-admin-token-abcdefgh",
+    )
+    .await;
     assert_eq!(status, 401);
-    let (status, _) = get(&client, server.url("/api/v1/handlers"), "another-admin-token-xyz").await;
+    let (status, _) = get(
+        &client,
+        server.url("/api/v1/handlers"),
+        "another-admin-token-xyz",
+    )
+    .await;
     assert_eq!(status, 200);
     server.terminate();
 }
@@ -64,7 +98,9 @@ async fn data_and_the_catalog_persist_across_restarts_without_duplicates() {
     let created = client
         .post(server.url("/api/v1/handlers"))
         .bearer_auth(token)
-        .json(&json!({ "name": "Kept", "events_id": "clients.*", "target": "http://127.0.0.1:1/x" }))
+        .json(
+            &json!({ "name": "Kept", "events_id": "clients.*", "target": "http://127.0.0.1:1/x" }),
+        )
         .send()
         .await
         .unwrap();
@@ -93,9 +129,15 @@ async fn data_and_the_catalog_persist_across_restarts_without_duplicates() {
 #[tokio::test]
 async fn a_second_server_on_the_same_data_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Binary::serve(dir.path(), &[("PROVISIO_ADMIN_TOKEN", "lock-admin-token-12345")]);
+    let server = Binary::serve(
+        dir.path(),
+        &[("PROVISIO_ADMIN_TOKEN", "lock-admin-token-12345")],
+    );
     let data_dir = dir.path().to_str().unwrap();
-    let (ok, _, stderr) = run_cli(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir], &[]);
+    let (ok, _, stderr) = run_cli(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
+        &[],
+    );
     assert!(!ok);
     assert!(stderr.contains("another provisio server"), "{stderr}");
     server.terminate();
@@ -105,17 +147,40 @@ async fn a_second_server_on_the_same_data_directory_is_refused() {
 async fn tokens_are_managed_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
-    let (ok, token, stderr) = run_cli(&["token", "create", "--name", "billing", "--data-dir", data_dir], &[]);
+    let (ok, token, stderr) = run_cli(
+        &[
+            "token",
+            "create",
+            "--name",
+            "billing",
+            "--data-dir",
+            data_dir,
+        ],
+        &[],
+    );
     assert!(ok, "{stderr}");
     let token = token.trim().to_owned();
     assert!(token.starts_with("pvo_"));
 
-    let (ok, _, stderr) = run_cli(&["token", "create", "--name", "billing", "--data-dir", data_dir], &[]);
+    let (ok, _, stderr) = run_cli(
+        &[
+            "token",
+            "create",
+            "--name",
+            "billing",
+            "--data-dir",
+            data_dir,
+        ],
+        &[],
+    );
     assert!(!ok, "a duplicate live name is refused");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 
     let server = Binary::serve(dir.path(), &[]);
-    assert!(!dir.path().join("admin-token").exists(), "a stored token means nothing is generated");
+    assert!(
+        !dir.path().join("admin-token").exists(),
+        "a stored token means nothing is generated"
+    );
     let client = http_client();
     let (status, _) = get(&client, server.url("/api/v1/handlers"), &token).await;
     assert_eq!(status, 200);
@@ -140,12 +205,29 @@ async fn tokens_are_managed_from_the_command_line() {
 fn bad_settings_exit_non_zero_with_one_line_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
-    let cases: [(&[&str], &[(&str, &str)], &str); 5] = [
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(&[&str], Env, &str); 5] = [
         (&["serve", "--listen", "nowhere"], &[], "--listen"),
-        (&["serve"], &[("PROVISIO_RETRY_SCHEDULE", "5x")], "PROVISIO_RETRY_SCHEDULE"),
-        (&["serve", "--database-url", "postgres://localhost/provisio"], &[], "--database-url"),
-        (&["serve", "--database-url", "mysql://x"], &[], "--database-url"),
-        (&["serve", "--max-body-bytes", "lots"], &[], "--max-body-bytes"),
+        (
+            &["serve"],
+            &[("PROVISIO_RETRY_SCHEDULE", "5x")],
+            "PROVISIO_RETRY_SCHEDULE",
+        ),
+        (
+            &["serve", "--database-url", "postgres://localhost/provisio"],
+            &[],
+            "--database-url",
+        ),
+        (
+            &["serve", "--database-url", "mysql://x"],
+            &[],
+            "--database-url",
+        ),
+        (
+            &["serve", "--max-body-bytes", "lots"],
+            &[],
+            "--max-body-bytes",
+        ),
     ];
     for (args, env, setting) in cases {
         let mut args = args.to_vec();
@@ -157,12 +239,34 @@ fn bad_settings_exit_non_zero_with_one_line_naming_the_setting() {
     }
 
     let config = dir.path().join("provisio.toml");
-    std::fs::write(&config, "listen = \"127.0.0.1:1\"\nretry_schedule = \"soon\"\n").unwrap();
-    let (ok, _, stderr) = run_cli(&["serve", "--config", config.to_str().unwrap(), "--data-dir", data_dir], &[]);
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:1\"\nretry_schedule = \"soon\"\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = run_cli(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data_dir,
+        ],
+        &[],
+    );
     assert!(!ok);
     assert!(stderr.contains("retry_schedule"), "{stderr}");
     std::fs::write(&config, "lisen = \"127.0.0.1:1\"\n").unwrap();
-    let (ok, _, stderr) = run_cli(&["serve", "--config", config.to_str().unwrap(), "--data-dir", data_dir], &[]);
+    let (ok, _, stderr) = run_cli(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data_dir,
+        ],
+        &[],
+    );
     assert!(!ok);
     assert!(stderr.contains("lisen"), "{stderr}");
 }
@@ -171,18 +275,35 @@ fn bad_settings_exit_non_zero_with_one_line_naming_the_setting() {
 async fn flags_beat_the_environment_which_beats_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("provisio.toml");
-    std::fs::write(&config, "admin_token = \"file-admin-token-123456\"\nretry_schedule = \"1s\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "admin_token = \"file-admin-token-123456\"\nretry_schedule = \"1s\"\n",
+    )
+    .unwrap();
     let config_path = config.to_str().unwrap();
     let client = http_client();
     let server = Binary::serve(dir.path(), &[("PROVISIO_CONFIG", config_path)]);
-    let (status, _) = get(&client, server.url("/api/v1/handlers"), "file-admin-token-123456").await;
+    let (status, _) = get(
+        &client,
+        server.url("/api/v1/handlers"),
+        "file-admin-token-123456",
+    )
+    .await;
     assert_eq!(status, 200, "the file's token is used");
     server.terminate();
     let server = Binary::serve(
         dir.path(),
-        &[("PROVISIO_CONFIG", config_path), ("PROVISIO_ADMIN_TOKEN", "env-wins-admin-token-1")],
+        &[
+            ("PROVISIO_CONFIG", config_path),
+            ("PROVISIO_ADMIN_TOKEN", "env-wins-admin-token-1"),
+        ],
     );
-    let (status, _) = get(&client, server.url("/api/v1/handlers"), "env-wins-admin-token-1").await;
+    let (status, _) = get(
+        &client,
+        server.url("/api/v1/handlers"),
+        "env-wins-admin-token-1",
+    )
+    .await;
     assert_eq!(status, 200, "the environment beats the file");
     server.terminate();
 }

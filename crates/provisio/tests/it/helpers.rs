@@ -42,15 +42,29 @@ impl TestApp {
     /// Starts a server after `configure` adjusts its settings. Retries are fast
     /// (50 ms, then 100 ms) so retry tests take well under a second.
     pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-        install_crypto();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("scripts")).unwrap();
+        Self::start(dir, configure).await
+    }
+
+    /// Starts a server on the data directory a stopped one left.
+    pub async fn spawn_in(dir: tempfile::TempDir) -> TestApp {
+        Self::start(dir, |_| {}).await
+    }
+
+    async fn start(dir: tempfile::TempDir, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        install_crypto();
         let mut settings = Settings::for_data_dir(dir.path());
-        settings.admin_token = Some(secret(ADMIN_TOKEN));
+        settings.admin_token = Some(provisio::config::Secret::new(ADMIN_TOKEN));
         settings.retry_schedule = provisio_core::retry::RetrySchedule::parse("50ms,100ms").unwrap();
         configure(&mut settings);
         let running = provisio::serve::start(settings).await.unwrap();
-        TestApp { addr: running.addr, dir, client: http_client(), running: Some(running) }
+        TestApp {
+            addr: running.addr,
+            dir,
+            client: http_client(),
+            running: Some(running),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -63,8 +77,16 @@ impl TestApp {
 
     /// Sends a request with the admin token and returns status and JSON body
     /// (`Value::Null` for an empty body).
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN);
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -89,7 +111,11 @@ impl TestApp {
     }
 
     /// Sends raw bytes as a POST body.
-    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
         let resp = self
             .client
             .post(self.url(path))
@@ -105,7 +131,8 @@ impl TestApp {
     /// Creates a handler (after stage, ordered, fast timeout unless given) and
     /// returns its JSON.
     pub async fn create_handler(&self, fields: Value) -> Value {
-        let mut body = json!({ "name": "test handler", "events_id": "clients.create", "timeout_ms": 2000 });
+        let mut body =
+            json!({ "name": "test handler", "events_id": "clients.create", "timeout_ms": 2000 });
         merge(&mut body, fields);
         let (status, handler) = self.post("/api/v1/handlers", body).await;
         assert_eq!(status, StatusCode::CREATED, "{handler}");
@@ -114,7 +141,10 @@ impl TestApp {
 
     pub async fn emit(&self, events_id: &str, object_id: Value, data: Value) -> Value {
         let (status, body) = self
-            .post("/api/v1/events", json!({ "events_id": events_id, "object_id": object_id, "data": data }))
+            .post(
+                "/api/v1/events",
+                json!({ "events_id": events_id, "object_id": object_id, "data": data }),
+            )
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         body
@@ -122,9 +152,27 @@ impl TestApp {
 
     /// The execution log for a query string such as `handler_id=1`.
     pub async fn executions(&self, query: &str) -> Vec<Value> {
-        let (status, body) = self.get(&format!("/api/v1/executions?per_page=500&{query}")).await;
+        let (status, body) = self
+            .get(&format!("/api/v1/executions?per_page=500&{query}"))
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["items"].as_array().unwrap().clone()
+    }
+
+    /// Waits until the execution log holds at least `n` rows for `query`.
+    pub async fn wait_executions(&self, query: &str, n: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let rows = self.executions(query).await;
+            if rows.len() >= n {
+                return rows;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected {n} executions for {query:?}, got {rows:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until `check` holds for the event's deliveries.
@@ -135,7 +183,10 @@ impl TestApp {
             if check(&event) {
                 return event;
             }
-            assert!(tokio::time::Instant::now() < deadline, "event never reached the expected state: {event}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "event never reached the expected state: {event}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -145,12 +196,6 @@ impl TestApp {
         self.running.take().unwrap().stop().await.unwrap();
         self.dir
     }
-}
-
-fn secret(value: &str) -> provisio::config::Secret {
-    let mut args = provisio::config::ServeArgs::default();
-    args.admin_token = Some(value.into());
-    args.resolve().unwrap().admin_token.unwrap()
 }
 
 pub fn merge(target: &mut Value, extra: Value) {
@@ -167,7 +212,8 @@ pub async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
     let value = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
     };
     (status, value)
 }
@@ -178,7 +224,12 @@ pub async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
 pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) -> Value {
     assert_eq!(status, expected, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     body["error"]["fields"].clone()
 }
 
@@ -188,6 +239,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: String,
     pub at: tokio::time::Instant,
+    /// The status the receiver answered with.
+    pub status: u16,
 }
 
 impl Received {
@@ -196,7 +249,10 @@ impl Received {
     }
 
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
     }
 }
 
@@ -207,21 +263,45 @@ pub struct Reply {
     pub status: u16,
     pub delay: Duration,
     pub body: String,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self { status, delay: Duration::ZERO, body: String::new() }
+        Self {
+            status,
+            delay: Duration::ZERO,
+            body: String::new(),
+            headers: Vec::new(),
+        }
     }
 
     pub fn delayed(status: u16, delay: Duration) -> Self {
-        Self { status, delay, body: String::new() }
+        Self {
+            delay,
+            ..Self::status(status)
+        }
+    }
+
+    pub fn with_body(status: u16, body: impl Into<String>) -> Self {
+        Self {
+            body: body.into(),
+            ..Self::status(status)
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 }
 
+/// Decides the reply to the n-th request.
+type ReplyFn = Box<dyn FnMut(&Received, usize) -> Reply + Send>;
+
 struct ReceiverState {
     received: Mutex<Vec<Received>>,
-    replies: Mutex<Box<dyn FnMut(&Received, usize) -> Reply + Send>>,
+    replies: Mutex<ReplyFn>,
     arrived: Notify,
 }
 
@@ -254,11 +334,17 @@ impl Receiver {
         let app = axum::Router::new().fallback(move |headers: HeaderMap, body: String| {
             let state = app_state.clone();
             async move {
-                let received = Received { headers, body, at: tokio::time::Instant::now() };
+                let mut received = Received {
+                    headers,
+                    body,
+                    at: tokio::time::Instant::now(),
+                    status: 0,
+                };
                 let reply = {
                     let mut list = state.received.lock().unwrap();
                     let n = list.len();
                     let reply = (state.replies.lock().unwrap())(&received, n);
+                    received.status = reply.status;
                     list.push(received);
                     reply
                 };
@@ -266,7 +352,14 @@ impl Receiver {
                 if !reply.delay.is_zero() {
                     tokio::time::sleep(reply.delay).await;
                 }
-                (StatusCode::from_u16(reply.status).unwrap(), reply.body)
+                let mut response = axum::response::IntoResponse::into_response((
+                    StatusCode::from_u16(reply.status).unwrap(),
+                    reply.body,
+                ));
+                for (name, value) in reply.headers {
+                    response.headers_mut().insert(name, value.parse().unwrap());
+                }
+                response
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -335,20 +428,31 @@ impl Binary {
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let addr = loop {
-            let line = lines.next().expect("provisio exited before listening").unwrap();
-            let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
+            let line = lines
+                .next()
+                .expect("provisio exited before listening")
+                .unwrap();
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
             if let Some(addr) = entry["fields"]["addr"].as_str() {
                 break addr.parse().unwrap();
             }
         };
         // Keep draining the log so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Binary { child, addr, stdout }
+        Binary {
+            child,
+            addr,
+            stdout,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -363,7 +467,10 @@ impl Binary {
             if out.contains(text) {
                 return out;
             }
-            assert!(tokio::time::Instant::now() < deadline, "stdout never contained {text:?}: {out}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stdout never contained {text:?}: {out}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -379,7 +486,9 @@ impl Binary {
 
     /// SIGTERM, then wait for the process to exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = std::process::Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = std::process::Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         self.child.wait().unwrap()
     }
 }
@@ -392,5 +501,9 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
