@@ -76,9 +76,13 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_event ON deliveries (event_id);
 -- The queue: due pending work, oldest first.
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at, seq) WHERE state = 'pending';
--- Per-object ordering: the unfinished deliveries of one (handler, object).
-CREATE INDEX deliveries_open ON deliveries (handler_id, object_key, seq)
+-- Per-object ordering: whether a (handler, object) has unfinished deliveries,
+-- and which of its waiting ones is next. (SQLite uses a partial index only when
+-- the query repeats the index's condition, hence one index per question.)
+CREATE INDEX deliveries_open ON deliveries (handler_id, object_key)
     WHERE state IN ('pending', 'waiting');
+CREATE INDEX deliveries_waiting ON deliveries (handler_id, object_key, seq)
+    WHERE state = 'waiting';
 
 CREATE TABLE executions (
     id                 INTEGER PRIMARY KEY AUTOINCREMENT,
