@@ -170,14 +170,15 @@ async fn attempt(
         result = run_attempt(&ctx.engine, delivery, handler) => Some(result),
         () = ctx.abort.cancelled() => None,
     };
+    // Free the slot before reporting: the recorder wakes the dispatcher once
+    // the result is committed, and by then the slot must be free to reuse.
+    ctx.in_flight.remove(handler_id);
+    drop(permit);
     if let Some(result) = result {
         // The recorder only stops after every sender is gone, so this fails
         // only if it crashed; the lease then brings the delivery back.
         let _ = ctx.results.send(result).await;
     }
-    ctx.in_flight.remove(handler_id);
-    drop(permit);
-    ctx.engine.0.wake.notify_one();
 }
 
 async fn run_attempt(

@@ -1,6 +1,10 @@
 //! API tokens: generated as `pvo_<random>`, stored as SHA-256 hashes, checked on
 //! every `/api` request.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -56,8 +60,40 @@ fn bearer(req: &Request) -> Option<&str> {
 /// The live token record for `token`, or 401.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<TokenRecord, ApiError> {
     let hash = hash_token(token);
+    if let Some(record) = state.tokens().get(&hash) {
+        return Ok(record);
+    }
     match state.store().find_token(&hash).await? {
-        Some(record) if record.hash.ct_eq(&hash) => Ok(record),
+        Some(record) if record.hash.ct_eq(&hash) => {
+            state.tokens().put(record.clone());
+            Ok(record)
+        }
         _ => Err(ApiError::unauthorized("invalid or revoked token")),
+    }
+}
+
+/// Tokens recently found valid. Every API call would otherwise cost a database
+/// round trip; an entry lives [`TOKEN_CACHE_TTL`], so a token revoked from the
+/// command line stops working within that time.
+#[derive(Default)]
+pub struct TokenCache(Mutex<HashMap<[u8; 32], (TokenRecord, Instant)>>);
+
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(1);
+/// A bound on memory: the cache is emptied when it would grow past this.
+const TOKEN_CACHE_MAX: usize = 1024;
+
+impl TokenCache {
+    fn get(&self, hash: &TokenHash) -> Option<TokenRecord> {
+        let map = self.0.lock().expect("token cache poisoned");
+        let (record, at) = map.get(&hash.0)?;
+        (at.elapsed() < TOKEN_CACHE_TTL && record.hash.ct_eq(hash)).then(|| record.clone())
+    }
+
+    fn put(&self, record: TokenRecord) {
+        let mut map = self.0.lock().expect("token cache poisoned");
+        if map.len() >= TOKEN_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(record.hash.0, (record, Instant::now()));
     }
 }

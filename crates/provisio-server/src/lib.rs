@@ -46,11 +46,17 @@ pub struct AppState(Arc<Shared>);
 struct Shared {
     engine: Engine,
     config: ServerConfig,
+    /// Recently validated API tokens.
+    tokens: auth::TokenCache,
 }
 
 impl AppState {
     pub fn new(engine: Engine, config: ServerConfig) -> Self {
-        Self(Arc::new(Shared { engine, config }))
+        Self(Arc::new(Shared {
+            engine,
+            config,
+            tokens: auth::TokenCache::default(),
+        }))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -63,6 +69,10 @@ impl AppState {
 
     pub fn config(&self) -> &ServerConfig {
         &self.0.config
+    }
+
+    pub fn tokens(&self) -> &auth::TokenCache {
+        &self.0.tokens
     }
 }
 

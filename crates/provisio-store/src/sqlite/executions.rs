@@ -13,35 +13,44 @@ const SELECT: &str = "SELECT id, delivery_id, handler_id, handler_name, event_id
      attempt, status, started_at, duration_ms, request_target, request_headers, request_body, response_status, \
      response_body, response_truncated, error, next_attempt_at FROM executions";
 
-pub(super) async fn insert(conn: &mut SqliteConnection, e: &ExecutionRecord) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO executions (delivery_id, handler_id, handler_name, event_id, events_id, object_id, object_key,
-            stage, attempt, status, started_at, duration_ms, request_target, request_headers, request_body,
-            response_status, response_body, response_truncated, error, next_attempt_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&e.delivery_id)
-    .bind(e.handler_id)
-    .bind(&e.handler_name)
-    .bind(&e.event_id)
-    .bind(&e.events_id)
-    .bind(e.object_id.to_json())
-    .bind(e.object_id.key())
-    .bind(e.stage.as_str())
-    .bind(e.attempt)
-    .bind(e.status.as_str())
-    .bind(to_millis(e.started_at))
-    .bind(e.duration_ms)
-    .bind(&e.request.target)
-    .bind(serde_json::to_string(&e.request.headers).expect("a string map always serializes"))
-    .bind(&e.request.body)
-    .bind(e.response_status)
-    .bind(&e.response_body)
-    .bind(e.response_truncated)
-    .bind(&e.error)
-    .bind(e.next_attempt_at.map(to_millis))
-    .execute(conn)
-    .await?;
+/// Inserts execution rows with one statement per thousand rows.
+pub(super) async fn insert_many(
+    conn: &mut SqliteConnection,
+    rows: &[&ExecutionRecord],
+) -> StoreResult<()> {
+    for chunk in rows.chunks(1000) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO executions (delivery_id, handler_id, handler_name, event_id, events_id, object_id,
+                object_key, stage, attempt, status, started_at, duration_ms, request_target, request_headers,
+                request_body, response_status, response_body, response_truncated, error, next_attempt_at) ",
+        );
+        q.push_values(chunk, |mut row, e| {
+            row.push_bind(e.delivery_id.clone())
+                .push_bind(e.handler_id)
+                .push_bind(e.handler_name.clone())
+                .push_bind(e.event_id.clone())
+                .push_bind(e.events_id.clone())
+                .push_bind(e.object_id.to_json())
+                .push_bind(e.object_id.key())
+                .push_bind(e.stage.as_str())
+                .push_bind(e.attempt)
+                .push_bind(e.status.as_str())
+                .push_bind(to_millis(e.started_at))
+                .push_bind(e.duration_ms)
+                .push_bind(e.request.target.clone())
+                .push_bind(
+                    serde_json::to_string(&e.request.headers)
+                        .expect("a string map always serializes"),
+                )
+                .push_bind(e.request.body.clone())
+                .push_bind(e.response_status)
+                .push_bind(e.response_body.clone())
+                .push_bind(e.response_truncated)
+                .push_bind(e.error.clone())
+                .push_bind(e.next_attempt_at.map(to_millis));
+        });
+        q.build().execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

@@ -40,6 +40,8 @@ pub enum Durability {
 
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// How durable an accepted emit's commit is.
+    durability: Durability,
     /// The single writer connection.
     write: SqlitePool,
     /// Readers for lists and lookups.
@@ -53,10 +55,8 @@ impl SqliteStore {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match durability {
-                Durability::Full => SqliteSynchronous::Full,
-                Durability::Normal => SqliteSynchronous::Normal,
-            })
+            // Emit commits raise this to FULL when `durability` asks for it.
+            .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
@@ -73,7 +73,11 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { write, read })
+        Ok(Self {
+            durability,
+            write,
+            read,
+        })
     }
 
     /// Opens the database at `sqlite://path` or `sqlite:path`.
@@ -156,7 +160,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_events(&self, batch: &[NewEvent]) -> StoreResult<Vec<EmitOutcome>> {
-        queue::insert_events(&self.write, batch).await
+        queue::insert_events(&self.write, self.durability, batch).await
     }
 
     async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
@@ -185,9 +189,7 @@ impl Store for SqliteStore {
 
     async fn insert_executions(&self, rows: &[ExecutionRecord]) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
-        for row in rows {
-            executions::insert(&mut tx, row).await?;
-        }
+        executions::insert_many(&mut tx, &rows.iter().collect::<Vec<_>>()).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -10,26 +10,150 @@
 use provisio_core::event::{DeliveryState, Event, ObjectId};
 use provisio_core::timefmt::{self, from_millis};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use std::collections::{HashMap, HashSet};
 
-use super::{corrupt, executions, now_ms};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+
+use super::{Durability, corrupt, executions, now_ms};
 use crate::*;
+
+/// Rows per multi-row statement: well under SQLite's 32,766 bound parameters.
+const ROWS_PER_STATEMENT: usize = 1000;
 
 pub(super) async fn insert_events(
     pool: &SqlitePool,
+    durability: Durability,
     batch: &[NewEvent],
 ) -> StoreResult<Vec<EmitOutcome>> {
-    let mut tx = pool.begin().await?;
+    let mut conn = pool.acquire().await?;
+    // Only accepted emits must survive power loss; other writes (leases,
+    // attempt results) can be redone, so the connection runs at NORMAL and
+    // switches to FULL for this commit. One fsync of the WAL covers everything
+    // written before it.
+    if durability == Durability::Full {
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
+    }
+    let result = insert_events_tx(&mut conn, batch).await;
+    if durability == Durability::Full {
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+    }
+    result
+}
+
+async fn insert_events_tx(
+    conn: &mut SqliteConnection,
+    batch: &[NewEvent],
+) -> StoreResult<Vec<EmitOutcome>> {
+    let mut tx = conn.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut stored: Vec<&NewEvent> = Vec::with_capacity(batch.len());
+    let mut keys_in_batch: HashMap<&str, usize> = HashMap::new();
     for new in batch {
-        if let Some(key) = &new.idempotency
-            && let Some(seen) = seen_key(&mut tx, key, new.created_at_ms).await?
-        {
-            outcomes.push(seen);
-            continue;
+        if let Some(key) = &new.idempotency {
+            // The same key twice in one batch: the later one sees the earlier.
+            if let Some(&first) = keys_in_batch.get(key.key.as_str()) {
+                let earlier: &NewEvent = stored[first];
+                let same = earlier
+                    .idempotency
+                    .as_ref()
+                    .is_some_and(|k| k.body_hash == key.body_hash);
+                outcomes.push(if same {
+                    EmitOutcome::Replayed {
+                        event_id: earlier.event.id.clone(),
+                        deliveries: earlier.deliveries.len() as u32,
+                    }
+                } else {
+                    EmitOutcome::KeyReused
+                });
+                continue;
+            }
+            if let Some(seen) = seen_key(&mut tx, key, new.created_at_ms).await? {
+                outcomes.push(seen);
+                continue;
+            }
+            keys_in_batch.insert(&key.key, stored.len());
         }
-        insert_event(&mut tx, new).await?;
+        stored.push(new);
         outcomes.push(EmitOutcome::Stored);
+    }
+
+    for chunk in stored.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (id, events_id, object_id, object_key, dt, data, created_at) ",
+        );
+        q.push_values(chunk, |mut row, new| {
+            let e = &new.event;
+            row.push_bind(e.id.clone())
+                .push_bind(e.events_id.clone())
+                .push_bind(e.object_id.to_json())
+                .push_bind(e.object_id.key())
+                .push_bind(timefmt::format_seconds(e.dt))
+                .push_bind(e.data.clone())
+                .push_bind(new.created_at_ms);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+
+    // An ordered delivery waits while an earlier one for the same (handler,
+    // object) is unfinished: one already stored (the EXISTS), or one earlier in
+    // this batch (a multi-row INSERT does not see its own rows, so Rust marks those).
+    let mut open_in_batch: HashSet<(i64, String)> = HashSet::new();
+    let mut rows: Vec<(&NewEvent, &NewDelivery, String, bool)> = Vec::new();
+    for new in &stored {
+        let key = new.event.object_id.key();
+        for d in &new.deliveries {
+            let behind = d.ordered && !open_in_batch.insert((d.handler_id, key.clone()));
+            rows.push((new, d, key.clone(), behind));
+        }
+    }
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at, created_at) ",
+        );
+        q.push_values(chunk, |mut row, (new, d, key, behind)| {
+            row.push_bind(d.id.clone())
+                .push_bind(new.event.id.clone())
+                .push_bind(d.handler_id)
+                .push_bind(key.clone())
+                .push("CASE WHEN ")
+                .push_bind_unseparated(*behind)
+                .push_unseparated(" OR (")
+                .push_bind_unseparated(d.ordered)
+                .push_unseparated(" AND EXISTS (SELECT 1 FROM deliveries WHERE handler_id = ")
+                .push_bind_unseparated(d.handler_id)
+                .push_unseparated(" AND object_key = ")
+                .push_bind_unseparated(key.clone())
+                .push_unseparated(
+                    " AND state IN ('pending', 'waiting'))) THEN 'waiting' ELSE 'pending' END",
+                )
+                .push_bind(new.created_at_ms)
+                .push_bind(new.created_at_ms);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+
+    let keyed: Vec<&NewEvent> = stored
+        .iter()
+        .copied()
+        .filter(|n| n.idempotency.is_some())
+        .collect();
+    for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO idempotency_keys (key, body_hash, event_id, deliveries, created_at) ",
+        );
+        q.push_values(chunk, |mut row, new| {
+            let key = new.idempotency.as_ref().expect("filtered above");
+            row.push_bind(key.key.clone())
+                .push_bind(key.body_hash.to_vec())
+                .push_bind(new.event.id.clone())
+                .push_bind(new.deliveries.len() as i64)
+                .push_bind(new.created_at_ms);
+        });
+        q.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(outcomes)
@@ -65,52 +189,6 @@ async fn seen_key(
         event_id: row.try_get("event_id")?,
         deliveries: row.try_get("deliveries")?,
     }))
-}
-
-async fn insert_event(conn: &mut SqliteConnection, new: &NewEvent) -> StoreResult<()> {
-    let event = &new.event;
-    let object_key = event.object_id.key();
-    sqlx::query("INSERT INTO events (id, events_id, object_id, object_key, dt, data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
-        .bind(&event.id)
-        .bind(&event.events_id)
-        .bind(event.object_id.to_json())
-        .bind(&object_key)
-        .bind(timefmt::format_seconds(event.dt))
-        .bind(&event.data)
-        .bind(new.created_at_ms)
-        .execute(&mut *conn)
-        .await?;
-    for delivery in &new.deliveries {
-        // An ordered delivery waits while an earlier one for the same object
-        // is unfinished; everything else is due at once.
-        sqlx::query(
-            "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at, created_at)
-             VALUES (?1, ?2, ?3, ?4,
-                CASE WHEN ?5 AND EXISTS (SELECT 1 FROM deliveries WHERE handler_id = ?3 AND object_key = ?4
-                                         AND state IN ('pending', 'waiting'))
-                     THEN 'waiting' ELSE 'pending' END,
-                ?6, ?6)",
-        )
-        .bind(&delivery.id)
-        .bind(&event.id)
-        .bind(delivery.handler_id)
-        .bind(&object_key)
-        .bind(delivery.ordered)
-        .bind(new.created_at_ms)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if let Some(key) = &new.idempotency {
-        sqlx::query("INSERT INTO idempotency_keys (key, body_hash, event_id, deliveries, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&key.key)
-            .bind(&key.body_hash[..])
-            .bind(&event.id)
-            .bind(new.deliveries.len() as i64)
-            .bind(new.created_at_ms)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
 }
 
 pub(super) async fn claim_due(
@@ -209,61 +287,63 @@ pub(super) async fn record_attempts(
     batch: &[AttemptResult],
 ) -> StoreResult<u64> {
     let mut tx = pool.begin().await?;
+    let executions: Vec<&ExecutionRecord> =
+        batch.iter().filter_map(|r| r.execution.as_ref()).collect();
+    executions::insert_many(&mut tx, &executions).await?;
+
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "UPDATE deliveries SET state = v.column2, attempts = v.column3, next_attempt_at = v.column4,
+                lease_until = NULL, last_error = v.column5, finished_at = v.column6
+             FROM (",
+        );
+        q.push_values(chunk, |mut row, r| {
+            let (state, next_at, finished_at) = match r.next {
+                DeliveryNext::Succeeded => ("success", None, Some(r.finished_at_ms)),
+                DeliveryNext::Failed => ("failed", None, Some(r.finished_at_ms)),
+                DeliveryNext::RetryAt { at_ms } => ("pending", Some(at_ms), None),
+            };
+            row.push_bind(r.delivery_seq)
+                .push_bind(state)
+                .push_bind(r.attempts)
+                .push_bind(next_at)
+                .push_bind(r.last_error.clone())
+                .push_bind(finished_at);
+        });
+        q.push(") AS v WHERE deliveries.seq = v.column1");
+        q.build().execute(&mut *tx).await?;
+    }
+
+    // Each finished delivery lets the oldest waiting one of its (handler,
+    // object) become due.
+    let finished: Vec<&AttemptResult> = batch
+        .iter()
+        .filter(|r| !matches!(r.next, DeliveryNext::RetryAt { .. }))
+        .collect();
     let mut released = 0;
-    for result in batch {
-        if let Some(execution) = &result.execution {
-            executions::insert(&mut tx, execution).await?;
-        }
-        let (state, next_at, finished_at) = match result.next {
-            DeliveryNext::Succeeded => ("success", None, Some(result.finished_at_ms)),
-            DeliveryNext::Failed => ("failed", None, Some(result.finished_at_ms)),
-            DeliveryNext::RetryAt { at_ms } => ("pending", Some(at_ms), None),
-        };
-        sqlx::query(
-            "UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL,
-                last_error = ?, finished_at = ?
-             WHERE seq = ?",
-        )
-        .bind(state)
-        .bind(result.attempts)
-        .bind(next_at)
-        .bind(&result.last_error)
-        .bind(finished_at)
-        .bind(result.delivery_seq)
-        .execute(&mut *tx)
-        .await?;
-        if finished_at.is_some() {
-            released += release_next(
-                &mut tx,
-                result.handler_id,
-                &result.object_key,
-                result.finished_at_ms,
-            )
-            .await?;
-        }
+    for chunk in finished.chunks(ROWS_PER_STATEMENT) {
+        let now = chunk
+            .iter()
+            .map(|r| r.finished_at_ms)
+            .max()
+            .unwrap_or_default();
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = ",
+        );
+        q.push_bind(now)
+            .push(" WHERE seq IN (SELECT MIN(d.seq) FROM (");
+        q.push_values(chunk, |mut row, r| {
+            row.push_bind(r.handler_id).push_bind(r.object_key.clone());
+        });
+        q.push(
+            ") AS v JOIN deliveries d
+                ON d.handler_id = v.column1 AND d.object_key = v.column2 AND d.state = 'waiting'
+             GROUP BY d.handler_id, d.object_key)",
+        );
+        released += q.build().execute(&mut *tx).await?.rows_affected();
     }
     tx.commit().await?;
     Ok(released)
-}
-
-/// Makes the oldest waiting delivery of (handler, object) due.
-async fn release_next(
-    conn: &mut SqliteConnection,
-    handler_id: i64,
-    object_key: &str,
-    now: i64,
-) -> StoreResult<u64> {
-    let done = sqlx::query(
-        "UPDATE deliveries SET state = 'pending', next_attempt_at = ?
-         WHERE seq = (SELECT seq FROM deliveries WHERE handler_id = ? AND object_key = ? AND state = 'waiting'
-                      ORDER BY seq LIMIT 1)",
-    )
-    .bind(now)
-    .bind(handler_id)
-    .bind(object_key)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
 }
 
 const DELIVERY_COLUMNS: &str = "id, event_id, handler_id, state, attempts, next_attempt_at, lease_until, last_error, created_at, finished_at";
