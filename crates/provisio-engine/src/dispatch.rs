@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use provisio_core::event::ExecutionStatus;
-use provisio_core::handler::{Handler, HandlerKind, Stage, Status};
+use provisio_core::handler::{Handler, Stage, Status};
 use provisio_core::timefmt::{from_millis, to_millis};
 use provisio_store::{AttemptResult, Claim, ClaimedDelivery, DeliveryNext, ExecutionRecord};
 use time::OffsetDateTime;
@@ -17,13 +17,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::Engine;
-use crate::outcome::CallOutcome;
+use crate::outcome::CallContext;
+use crate::record::Recorded;
 
-pub(crate) const RESULT_QUEUE_DEPTH: usize = 8192;
 /// The most deliveries one claim leases.
 const CLAIM_BATCH: u32 = 256;
-/// The most results one transaction records.
-const RECORD_BATCH: usize = 1024;
 /// How long past the longest handler timeout a lease lasts.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
@@ -63,14 +61,14 @@ impl InFlight {
 /// Everything an attempt task needs besides its delivery.
 struct AttemptContext {
     engine: Engine,
-    results: mpsc::Sender<AttemptResult>,
+    results: mpsc::Sender<Recorded>,
     in_flight: Arc<InFlight>,
     /// Cancelled when the drain timeout runs out: attempts still running are
     /// abandoned unrecorded, and their leases bring them back after restart.
     abort: CancellationToken,
 }
 
-pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<AttemptResult>) {
+pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<Recorded>) {
     let shared = &engine.0;
     let slots = Arc::new(Semaphore::new(shared.config.max_in_flight));
     let ctx = Arc::new(AttemptContext {
@@ -177,7 +175,7 @@ async fn attempt(
     if let Some(result) = result {
         // The recorder only stops after every sender is gone, so this fails
         // only if it crashed; the lease then brings the delivery back.
-        let _ = ctx.results.send(result).await;
+        let _ = ctx.results.send(Recorded::Attempt(result)).await;
     }
 }
 
@@ -214,24 +212,15 @@ async fn run_attempt(
     let started_at = OffsetDateTime::now_utc();
     let timeout = Duration::from_millis(handler.spec.timeout_ms.into());
     let payload = delivery.event.payload();
-    let outcome = match handler.spec.kind {
-        HandlerKind::Http => {
-            engine
-                .0
-                .http
-                .call(&handler, &delivery.id, payload, timeout)
-                .await
-        }
-        HandlerKind::Script => {
-            let mut outcome = CallOutcome::new(provisio_store::RequestRecord {
-                target: handler.spec.target.clone(),
-                body: payload,
-                ..Default::default()
-            });
-            outcome.error = Some("script handlers are not supported by this version".into());
-            outcome
-        }
+    let object_key_for_call = object_key.clone();
+    let call = CallContext {
+        msg_id: &delivery.id,
+        event_id: &delivery.event.id,
+        events_id: &delivery.event.events_id,
+        object_id: &object_key_for_call,
+        stage: Stage::After,
     };
+    let outcome = engine.call(&handler, &call, payload, timeout).await;
     let finished_at = started_at + outcome.duration;
 
     let round = attempts.saturating_sub(delivery.round_start);
@@ -289,6 +278,7 @@ async fn run_attempt(
             _ => None,
         },
         request: outcome.request,
+        data_after: None,
     };
     AttemptResult {
         delivery_seq: delivery.seq,
@@ -299,32 +289,5 @@ async fn run_attempt(
         finished_at_ms: to_millis(finished_at),
         last_error: outcome.error,
         execution: Some(execution),
-    }
-}
-
-/// The recorder task: commits attempt results in batches until every attempt
-/// has reported, then stops.
-pub(crate) async fn run_recorder(engine: Engine, mut rx: mpsc::Receiver<AttemptResult>) {
-    let mut batch = Vec::with_capacity(RECORD_BATCH);
-    while rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-        let mut tries = 0;
-        loop {
-            match engine.0.store.record_attempts(&batch).await {
-                Ok(_) => break,
-                Err(err) if tries < 10 => {
-                    tries += 1;
-                    tracing::error!(error = %err, results = batch.len(), "could not record attempt results; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
-                }
-                Err(err) => {
-                    // The deliveries stay leased; when the leases lapse they are
-                    // attempted again (at-least-once), so nothing is lost.
-                    tracing::error!(error = %err, results = batch.len(), "giving up recording attempt results");
-                    break;
-                }
-            }
-        }
-        batch.clear();
-        engine.0.wake.notify_one();
     }
 }

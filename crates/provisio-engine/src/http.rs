@@ -9,7 +9,7 @@ use provisio_store::RequestRecord;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 
 use crate::netguard::{DenyList, GuardedResolver};
-use crate::outcome::{CallOutcome, capped_text, mask_header};
+use crate::outcome::{CallContext, CallOutcome, capped_text, mask_header};
 
 /// How many idle connections to keep per receiver host: enough for the
 /// per-handler concurrency, so steady traffic reuses warm connections.
@@ -48,10 +48,11 @@ impl HttpExecutor {
     pub async fn call(
         &self,
         handler: &Handler,
-        msg_id: &str,
+        call: &CallContext<'_>,
         body: String,
         timeout: Duration,
     ) -> CallOutcome {
+        let msg_id = call.msg_id;
         let started = Instant::now();
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let signature = handler.secret.sign(msg_id, timestamp, body.as_bytes());

@@ -7,16 +7,19 @@
 //!   tasks and their shutdown.
 //! - [`routes`]: the in-memory routing table, rebuilt on every handler change.
 //! - [`emit`]: the emit path: batches accepted events into one commit each.
+//! - [`before`]: the before-stage chain, run synchronously for the caller.
 //! - [`dispatch`]: claims due deliveries, runs attempts with per-handler
 //!   concurrency limits, and records their results in batches.
 //! - [`http`], [`scripts`], [`outcome`]: the executors and what a call produced.
 //! - [`netguard`]: the target deny list, enforced after DNS resolution.
 
+pub mod before;
 pub mod dispatch;
 pub mod emit;
 pub mod http;
 pub mod netguard;
 pub mod outcome;
+mod record;
 pub mod routes;
 pub mod scripts;
 
@@ -24,13 +27,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use provisio_core::handler::{Handler, HandlerKind};
 use provisio_core::retry::RetrySchedule;
 use provisio_store::{Store, StoreError};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use before::{BeforeInput, BeforeStep, BeforeVerdict, StepOutcome};
 pub use emit::{EmitError, EmitInput, EmitReceipt};
+use outcome::{CallContext, CallOutcome};
 pub use routes::{RouteTable, Routes};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +60,10 @@ pub struct EngineConfig {
     pub deny_networks: Vec<ipnet::IpNet>,
     /// How long shutdown waits for attempts in flight.
     pub drain_timeout: Duration,
+    /// Scripts running at once, across all handlers.
+    pub max_scripts: usize,
+    /// How long a whole before-stage chain may take.
+    pub before_deadline: Duration,
 }
 
 impl EngineConfig {
@@ -65,6 +75,8 @@ impl EngineConfig {
             max_in_flight_per_handler: 128,
             deny_networks: netguard::default_deny_list(),
             drain_timeout: Duration::from_secs(10),
+            max_scripts: 8,
+            before_deadline: Duration::from_secs(10),
         }
     }
 }
@@ -82,6 +94,10 @@ pub(crate) struct Shared {
     /// ordered successor became due, or a concurrency slot freed up.
     pub(crate) wake: Notify,
     pub(crate) http: http::HttpExecutor,
+    pub(crate) scripts: scripts::ScriptExecutor,
+    /// Where before-stage executions go; taken at shutdown so the recorder can
+    /// finish once the dispatcher has drained.
+    pub(crate) records: std::sync::Mutex<Option<mpsc::Sender<record::Recorded>>>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
 }
@@ -97,7 +113,9 @@ impl Engine {
             netguard::DenyList::new(config.deny_networks.clone()),
             outcome::RESPONSE_BODY_CAP,
         )?;
+        let scripts = scripts::ScriptExecutor::new(config.scripts_dir.clone(), config.max_scripts);
         let (emits, emit_rx) = mpsc::channel(emit::QUEUE_DEPTH);
+        let (records, records_rx) = mpsc::channel(record::QUEUE_DEPTH);
         let engine = Engine(Arc::new(Shared {
             store,
             routes,
@@ -105,10 +123,11 @@ impl Engine {
             emits,
             wake: Notify::new(),
             http,
+            scripts,
+            records: std::sync::Mutex::new(Some(records.clone())),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }));
-        let (results_tx, results_rx) = mpsc::channel(dispatch::RESULT_QUEUE_DEPTH);
         engine
             .0
             .tasks
@@ -116,11 +135,11 @@ impl Engine {
         engine
             .0
             .tasks
-            .spawn(dispatch::run_recorder(engine.clone(), results_rx));
+            .spawn(record::run(engine.clone(), records_rx));
         engine
             .0
             .tasks
-            .spawn(dispatch::run_dispatcher(engine.clone(), results_tx));
+            .spawn(dispatch::run_dispatcher(engine.clone(), records.clone()));
         Ok(engine)
     }
 
@@ -153,15 +172,30 @@ impl Engine {
         self.0.wake.notify_one();
     }
 
+    /// Calls a handler once, whatever its kind.
+    pub(crate) async fn call(
+        &self,
+        handler: &Handler,
+        call: &CallContext<'_>,
+        payload: String,
+        timeout: Duration,
+    ) -> CallOutcome {
+        match handler.spec.kind {
+            HandlerKind::Http => self.0.http.call(handler, call, payload, timeout).await,
+            HandlerKind::Script => self.0.scripts.run(handler, call, payload, timeout).await,
+        }
+    }
+
     /// Checks a script target against the scripts directory.
     pub fn check_script(&self, target: &str) -> Result<(), String> {
-        scripts::resolve(&self.0.config.scripts_dir, target).map(|_| ())
+        self.0.scripts.check(target)
     }
 
     /// Stops claiming new work, lets attempts in flight finish within the drain
     /// timeout, records their results, and returns when every task is done.
     pub async fn shutdown(&self) {
         self.0.shutdown.cancel();
+        self.0.records.lock().expect("records lock poisoned").take();
         self.0.tasks.close();
         self.0.tasks.wait().await;
     }

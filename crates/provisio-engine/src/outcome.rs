@@ -7,6 +7,18 @@ use provisio_store::RequestRecord;
 /// How much of a response body the execution log keeps.
 pub const RESPONSE_BODY_CAP: usize = 64 * 1024;
 
+/// Who is being called about what: the identifiers every executor passes on
+/// (HTTP as `webhook-id`, scripts as `PROVISIO_*` variables).
+#[derive(Debug, Clone, Copy)]
+pub struct CallContext<'a> {
+    /// Unique per message and stable across its retries: the `webhook-id`.
+    pub msg_id: &'a str,
+    pub event_id: &'a str,
+    pub events_id: &'a str,
+    pub object_id: &'a str,
+    pub stage: provisio_core::handler::Stage,
+}
+
 #[derive(Debug, Clone)]
 pub struct CallOutcome {
     pub request: RequestRecord,

@@ -1,9 +1,26 @@
-//! Script handlers' files: resolving a target inside the scripts directory.
+//! Script handlers: a file inside the scripts directory, run directly (never
+//! through a shell) with the payload on stdin, a cleared environment, a
+//! timeout that kills its whole process group, capped output, and a limit on
+//! how many run at once.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use provisio_core::handler::validate_script_target;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use provisio_core::handler::{Handler, validate_script_target};
+use provisio_store::RequestRecord;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio::sync::Semaphore;
+
+use crate::outcome::{CallContext, CallOutcome, RESPONSE_BODY_CAP, capped_text};
+
+/// The PATH scripts see: the system's standard directories, nothing inherited.
+const SCRIPT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Resolves `target` to an executable file inside `scripts_dir`, following
 /// symlinks and refusing any that lead outside it.
@@ -32,4 +49,204 @@ pub fn resolve(scripts_dir: &Path, target: &str) -> Result<PathBuf, String> {
         return Err(format!("{target} is not executable"));
     }
     Ok(resolved)
+}
+
+#[derive(Clone)]
+pub struct ScriptExecutor {
+    dir: PathBuf,
+    /// At most this many scripts run at once; the rest wait their turn.
+    slots: Arc<Semaphore>,
+}
+
+impl ScriptExecutor {
+    pub fn new(dir: PathBuf, max_running: usize) -> Self {
+        Self {
+            dir,
+            slots: Arc::new(Semaphore::new(max_running.max(1))),
+        }
+    }
+
+    pub fn check(&self, target: &str) -> Result<(), String> {
+        resolve(&self.dir, target).map(|_| ())
+    }
+
+    /// Runs the handler's script with `payload` on stdin. Exit 0 is success and
+    /// stdout is the reply; the exit code stands in `status`.
+    pub async fn run(
+        &self,
+        handler: &Handler,
+        call: &CallContext<'_>,
+        payload: String,
+        timeout: Duration,
+    ) -> CallOutcome {
+        let started = Instant::now();
+        let mut request = RequestRecord {
+            target: handler.spec.target.clone(),
+            body: payload,
+            ..Default::default()
+        };
+        if !handler.spec.args.is_empty() {
+            request.headers.insert(
+                "args".into(),
+                serde_json::to_string(&handler.spec.args).unwrap_or_default(),
+            );
+        }
+        let mut outcome = CallOutcome::new(request);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let permit = match tokio::time::timeout_at(deadline, self.slots.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                outcome.error = Some(format!(
+                    "timed out after {} ms waiting for a free script slot",
+                    timeout.as_millis()
+                ));
+                outcome.duration = started.elapsed();
+                return outcome;
+            }
+        };
+        metrics::gauge!("provisio_scripts_running").increment(1.0);
+        let result = self
+            .spawn_and_wait(handler, call, &outcome.request.body, deadline)
+            .await;
+        metrics::gauge!("provisio_scripts_running").decrement(1.0);
+        drop(permit);
+        match result {
+            Ok(run) => {
+                outcome.status = run
+                    .exit_code
+                    .map(|c| c.clamp(0, i32::from(u16::MAX)) as u16);
+                outcome.body = Some(capped_text(&run.stdout));
+                outcome.truncated = run.stdout_truncated;
+                outcome.error = match (run.timed_out, run.exit_code) {
+                    (true, _) => Some(format!(
+                        "timed out after {} ms; its process group was killed",
+                        timeout.as_millis()
+                    )),
+                    (false, Some(0)) => None,
+                    (false, Some(code)) => Some(with_stderr(
+                        format!("exited with status {code}"),
+                        &run.stderr,
+                    )),
+                    (false, None) => Some(with_stderr("killed by a signal".into(), &run.stderr)),
+                };
+            }
+            Err(e) => outcome.error = Some(e),
+        }
+        outcome.duration = started.elapsed();
+        outcome
+    }
+
+    async fn spawn_and_wait(
+        &self,
+        handler: &Handler,
+        call: &CallContext<'_>,
+        payload: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Finished, String> {
+        // Checked again at run time: the file may have changed since the
+        // handler was saved.
+        let path = resolve(&self.dir, &handler.spec.target)?;
+        let mut child = Command::new(&path)
+            .args(&handler.spec.args)
+            .current_dir(&self.dir)
+            .env_clear()
+            .env("PATH", SCRIPT_PATH)
+            .env("PROVISIO_EVENT_ID", call.event_id)
+            .env("PROVISIO_EVENTS_ID", call.events_id)
+            .env("PROVISIO_OBJECT_ID", call.object_id)
+            .env("PROVISIO_STAGE", call.stage.as_str())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("could not start {}: {e}", handler.spec.target))?;
+        let group = child.id().map(|id| Pid::from_raw(id as i32));
+
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let payload = payload.as_bytes().to_vec();
+        // A script that never reads stdin must not block us: write in the
+        // background and ignore a closed pipe.
+        let writer = tokio::spawn(async move {
+            let _ = stdin.write_all(&payload).await;
+            let _ = stdin.shutdown().await;
+        });
+        let stdout = tokio::spawn(read_capped(child.stdout.take().expect("stdout is piped")));
+        let stderr = tokio::spawn(read_capped(child.stderr.take().expect("stderr is piped")));
+
+        let (exit_code, timed_out) = match tokio::time::timeout_at(deadline, child.wait()).await {
+            Ok(Ok(status)) => (status.code(), false),
+            Ok(Err(e)) => return Err(format!("waiting for the script failed: {e}")),
+            Err(_) => (None, true),
+        };
+        // Whether it finished or timed out, nothing it started may outlive it.
+        if let Some(group) = group {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        if timed_out {
+            let _ = child.wait().await;
+        }
+        writer.abort();
+        // A descendant that left the group could hold the pipes open; give the
+        // readers a moment, then stop reading.
+        let (stdout, stdout_truncated) = finish_reading(stdout).await;
+        let (stderr, _) = finish_reading(stderr).await;
+        Ok(Finished {
+            exit_code,
+            timed_out,
+            stdout,
+            stdout_truncated,
+            stderr,
+        })
+    }
+}
+
+struct Finished {
+    exit_code: Option<i32>,
+    timed_out: bool,
+    stdout: Vec<u8>,
+    stdout_truncated: bool,
+    stderr: Vec<u8>,
+}
+
+/// Reads a pipe to its end, keeping the first [`RESPONSE_BODY_CAP`] bytes and
+/// discarding the rest, so a flood never blocks the child on a full pipe.
+async fn read_capped(mut pipe: impl AsyncRead + Unpin) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = RESPONSE_BODY_CAP.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                truncated |= n > room;
+            }
+        }
+    }
+    (kept, truncated)
+}
+
+async fn finish_reading(reader: tokio::task::JoinHandle<(Vec<u8>, bool)>) -> (Vec<u8>, bool) {
+    let abort = reader.abort_handle();
+    match tokio::time::timeout(Duration::from_secs(1), reader).await {
+        Ok(Ok(read)) => read,
+        _ => {
+            abort.abort();
+            (Vec::new(), false)
+        }
+    }
+}
+
+/// Appends the script's stderr (its first kilobyte) to an error message.
+fn with_stderr(message: String, stderr: &[u8]) -> String {
+    let text = capped_text(&stderr[..stderr.len().min(1024)]);
+    let text = text.trim();
+    if text.is_empty() {
+        message
+    } else {
+        format!("{message}: {text}")
+    }
 }

@@ -109,10 +109,15 @@ pub trait Store: Send + Sync + 'static {
     async fn next_due_ms(&self) -> StoreResult<Option<i64>>;
     /// Drops every lease: on a single node, at start-up, nothing is in flight.
     async fn release_all_leases(&self) -> StoreResult<()>;
-    /// Records a batch of attempt results in one transaction: execution rows,
-    /// delivery states, and the release of the next delivery of each finished
-    /// ordered (handler, object) queue. Returns how many deliveries became due.
-    async fn record_attempts(&self, batch: &[AttemptResult]) -> StoreResult<u64>;
+    /// Records a batch in one transaction: attempt results (their execution
+    /// rows, delivery states, and the release of the next delivery of each
+    /// finished ordered (handler, object) queue) and executions that belong to
+    /// no delivery (before-stage calls). Returns how many deliveries became due.
+    async fn record(
+        &self,
+        attempts: &[AttemptResult],
+        executions: &[ExecutionRecord],
+    ) -> StoreResult<u64>;
     async fn get_event(
         &self,
         id: &str,
@@ -122,8 +127,6 @@ pub trait Store: Send + Sync + 'static {
 
     // --- Execution log ----------------------------------------------------
 
-    /// Stores executions that belong to no delivery (before-stage calls).
-    async fn insert_executions(&self, rows: &[ExecutionRecord]) -> StoreResult<()>;
     async fn list_executions(
         &self,
         filter: &ExecutionFilter,

@@ -210,6 +210,8 @@ pub struct ExecutionRecord {
     pub response_truncated: bool,
     pub error: Option<String>,
     pub next_attempt_at: Option<OffsetDateTime>,
+    /// Before stage: the data as the handler left it, when it changed it.
+    pub data_after: Option<String>,
 }
 
 /// The execution log's filters.

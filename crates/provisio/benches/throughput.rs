@@ -3,7 +3,8 @@
 //!
 //! - emits/s accepted and deliveries/s completed end to end, for a burst;
 //! - emit → receiver latency p50/p99/max at a fixed offered rate;
-//! - the server's CPU time per delivered event.
+//! - the server's CPU time per delivered event;
+//! - the before-stage chain's overhead with three no-op handlers.
 //!
 //! Run with `cargo bench --bench throughput` (add `-- --events N --rate R
 //! --seconds S` to change the load). Figures depend on the machine; they are
@@ -22,6 +23,7 @@ use tokio::sync::Notify;
 const TOKEN: &str = "bench-admin-token-0123456789";
 
 struct Options {
+    chains: usize,
     events: u64,
     concurrency: usize,
     rate: u64,
@@ -30,6 +32,7 @@ struct Options {
 
 fn options() -> Options {
     let mut o = Options {
+        chains: 2_000,
         events: 20_000,
         concurrency: 64,
         rate: 1_000,
@@ -53,6 +56,9 @@ fn options() -> Options {
     }
     if let Some(v) = value("--seconds") {
         o.seconds = v;
+    }
+    if let Some(v) = value("--chains") {
+        o.chains = v as usize;
     }
     o
 }
@@ -320,16 +326,18 @@ async fn main() {
     }
     let all_arrived = wait_received(&sink, base_count + total, Duration::from_secs(120)).await;
     let cpu = server.cpu_seconds() - cpu_before;
-    let arrivals = sink.arrivals.lock().unwrap();
-    let sent_at = sent_at.lock().unwrap();
-    let mut latencies: Vec<Duration> = sent_at
-        .iter()
-        .filter_map(|(seq, sent)| {
-            arrivals
-                .get(seq)
-                .map(|arrived| arrived.saturating_duration_since(*sent))
-        })
-        .collect();
+    let mut latencies: Vec<Duration> = {
+        let arrivals = sink.arrivals.lock().unwrap();
+        let sent_at = sent_at.lock().unwrap();
+        sent_at
+            .iter()
+            .filter_map(|(seq, sent)| {
+                arrivals
+                    .get(seq)
+                    .map(|arrived| arrived.saturating_duration_since(*sent))
+            })
+            .collect()
+    };
     latencies.sort();
     println!();
     println!(
@@ -357,5 +365,93 @@ async fn main() {
     println!(
         "  server CPU per event:    {:>9.3} ms",
         cpu * 1000.0 / total as f64
+    );
+
+    before_chain(&client, &base, opts.chains).await;
+}
+
+/// Phase 3, the before-stage chain's own overhead: three no-op loopback handlers,
+/// called one request at a time, compared with the same three calls made
+/// directly by the client.
+async fn before_chain(client: &reqwest::Client, base: &str, runs: usize) {
+    let noop = axum::Router::new().fallback(|| async { "" });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let noop_url = format!("http://{}/noop", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, noop).await.unwrap() });
+
+    let before_url = format!("{base}/api/v1/events/before");
+    let body = json!({ "events_id": "clients.create", "object_id": 1, "data": { "name": "Bench client" } });
+    let time_chain = |n: usize| {
+        let (client, url, body) = (client.clone(), before_url.clone(), body.clone());
+        async move {
+            let mut took = Vec::with_capacity(n);
+            for _ in 0..n {
+                let started = Instant::now();
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(TOKEN)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.bytes().await.unwrap();
+                took.push(started.elapsed());
+            }
+            took.sort();
+            took
+        }
+    };
+
+    let empty = time_chain(runs).await;
+    for i in 0..3 {
+        let created = client
+            .post(format!("{base}/api/v1/handlers"))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "name": format!("noop {i}"), "events_id": "clients.create", "stage": "before", "target": noop_url }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    }
+    time_chain(100).await;
+    let chain = time_chain(runs).await;
+
+    let payload = json!({ "event": { "dt": "2026-11-26T10:00:00+00:00", "events_id": "clients.create", "object_id": 1 }, "data": { "name": "Bench client" } });
+    let mut direct = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        for _ in 0..3 {
+            client
+                .post(&noop_url)
+                .json(&payload)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+        }
+        direct.push(started.elapsed());
+    }
+    direct.sort();
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let row = |label: &str, sorted: &[Duration]| {
+        println!(
+            "  {label:<24} p50 {:>6.2} ms   p99 {:>6.2} ms",
+            ms(percentile(sorted, 0.5)),
+            ms(percentile(sorted, 0.99))
+        );
+    };
+    println!();
+    println!("before-stage chain, {runs} sequential calls");
+    row("no handlers:", &empty);
+    row("three no-op handlers:", &chain);
+    row("the three calls direct:", &direct);
+    println!(
+        "  chain overhead:          p50 {:>6.2} ms   p99 {:>6.2} ms   (three handlers minus the direct calls)",
+        ms(percentile(&chain, 0.5).saturating_sub(percentile(&direct, 0.5))),
+        ms(percentile(&chain, 0.99).saturating_sub(percentile(&direct, 0.99)))
     );
 }

@@ -68,6 +68,12 @@ pub struct ServeArgs {
     /// Log lines as `text` or `json`.
     #[arg(long, env = "PROVISIO_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// How long a whole before-stage chain may take, such as `10s`.
+    #[arg(long, env = "PROVISIO_BEFORE_DEADLINE", value_name = "DURATION")]
+    pub before_deadline: Option<String>,
+    /// How many script handlers may run at once.
+    #[arg(long, env = "PROVISIO_MAX_SCRIPTS", value_name = "N")]
+    pub max_scripts: Option<String>,
 }
 
 /// The settings file: every key optional, unknown keys refused.
@@ -84,6 +90,8 @@ struct FileSettings {
     deny_networks: Option<Vec<String>>,
     sqlite_synchronous: Option<String>,
     log_format: Option<String>,
+    before_deadline: Option<String>,
+    max_scripts: Option<u64>,
 }
 
 /// A setting's spellings, for error messages.
@@ -142,6 +150,16 @@ const LOG_FORMAT: Name = Name {
     key: "log_format",
     flag: "--log-format",
     env: "PROVISIO_LOG_FORMAT",
+};
+const BEFORE_DEADLINE: Name = Name {
+    key: "before_deadline",
+    flag: "--before-deadline",
+    env: "PROVISIO_BEFORE_DEADLINE",
+};
+const MAX_SCRIPTS: Name = Name {
+    key: "max_scripts",
+    flag: "--max-scripts",
+    env: "PROVISIO_MAX_SCRIPTS",
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +224,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub deny_networks: Vec<IpNet>,
     pub log_format: LogFormat,
+    pub before_deadline: std::time::Duration,
+    pub max_scripts: usize,
 }
 
 impl Settings {
@@ -225,6 +245,8 @@ impl Settings {
             max_body_bytes: 1024 * 1024,
             deny_networks: provisio_engine::netguard::default_deny_list(),
             log_format: LogFormat::Text,
+            before_deadline: std::time::Duration::from_secs(10),
+            max_scripts: 8,
         }
     }
 }
@@ -387,6 +409,29 @@ impl ServeArgs {
             }
         };
 
+        let before_deadline = match pick(&self.before_deadline, file.before_deadline.clone()) {
+            None => std::time::Duration::from_secs(10),
+            Some(s) => provisio_core::retry::parse_duration(&s)
+                .map_err(|e| invalid(&BEFORE_DEADLINE, e))?,
+        };
+        if before_deadline.is_zero() || before_deadline > std::time::Duration::from_secs(300) {
+            return Err(invalid(
+                &BEFORE_DEADLINE,
+                "must be more than 0 and at most 5m",
+            ));
+        }
+
+        let max_scripts = match (&self.max_scripts, file.max_scripts) {
+            (Some(s), _) if !s.is_empty() => s
+                .parse::<u64>()
+                .map_err(|_| invalid(&MAX_SCRIPTS, format!("{s:?} is not a number")))?,
+            (_, Some(n)) => n,
+            _ => 8,
+        };
+        if !(1..=1024).contains(&max_scripts) {
+            return Err(invalid(&MAX_SCRIPTS, "must be from 1 to 1024"));
+        }
+
         Ok(Settings {
             store,
             listen,
@@ -396,6 +441,8 @@ impl ServeArgs {
             max_body_bytes: max_body_bytes as usize,
             deny_networks,
             log_format,
+            before_deadline,
+            max_scripts: max_scripts as usize,
         })
     }
 }

@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the API, the web section and the delivery workers.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API tokens in the local database.
     #[command(subcommand)]
     Token(TokenCommand),

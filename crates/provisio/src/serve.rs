@@ -85,6 +85,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let mut engine_config = EngineConfig::new(settings.scripts_dir.clone());
     engine_config.retry_schedule = settings.retry_schedule.clone();
     engine_config.deny_networks = settings.deny_networks.clone();
+    engine_config.before_deadline = settings.before_deadline;
+    engine_config.max_scripts = settings.max_scripts;
     let engine = Engine::start(store, engine_config).await?;
 
     let listener = TcpListener::bind(settings.listen)

@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use provisio_core::event::{DeliveryState, ObjectId};
 use provisio_core::timefmt;
-use provisio_engine::{EmitError, EmitInput};
+use provisio_engine::{BeforeInput, EmitError, EmitInput};
 use provisio_store::{DeliveryRecord, Idempotency};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -18,11 +18,12 @@ use utoipa::ToSchema;
 use super::ts;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiPath, parse_json, read_body};
+use crate::extract::{ApiJson, ApiPath, parse_json, read_body};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/events", post(emit))
+        .route("/events/before", post(before))
         .route("/events/{id}", get(read))
         .route("/deliveries/{id}/redeliver", post(redeliver))
 }
@@ -51,6 +52,45 @@ pub struct EmitOut {
     pub deliveries: u32,
 }
 
+/// An emit body's fields, checked.
+struct ValidEvent {
+    events_id: String,
+    object_id: ObjectId,
+    dt: Option<time::OffsetDateTime>,
+    data: String,
+}
+
+impl EmitIn {
+    fn validate(self) -> ApiResult<ValidEvent> {
+        Ok(ValidEvent {
+            object_id: ObjectId::from_json(self.object_id)
+                .map_err(|e| ApiError::invalid_field("object_id", e))?,
+            dt: self
+                .dt
+                .map(|dt| timefmt::parse(&dt))
+                .transpose()
+                .map_err(|e| ApiError::invalid_field("dt", e))?,
+            data: match self.data {
+                None => "{}".to_owned(),
+                Some(raw) if raw.get().starts_with('{') => raw.get().to_owned(),
+                Some(_) => return Err(ApiError::invalid_field("data", "must be a JSON object")),
+            },
+            events_id: self.events_id,
+        })
+    }
+}
+
+fn emit_error(e: EmitError) -> ApiError {
+    match e {
+        EmitError::UnknownEventType(_) => ApiError::invalid_field("events_id", e.to_string()),
+        EmitError::KeyReused => ApiError::conflict(e.to_string()),
+        EmitError::NotStored(_) => {
+            ApiError::unavailable("the event could not be stored; try again")
+        }
+        EmitError::Engine(e) => e.into(),
+    }
+}
+
 /// The longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -63,33 +103,18 @@ async fn emit(
     let idempotency_key = idempotency_key(&headers)?;
     let body = read_body(req, &state).await?;
     let input: EmitIn = parse_json(&body)?;
+    let event = input.validate()?;
     let input = EmitInput {
-        object_id: ObjectId::from_json(input.object_id)
-            .map_err(|e| ApiError::invalid_field("object_id", e))?,
-        dt: input
-            .dt
-            .map(|dt| timefmt::parse(&dt))
-            .transpose()
-            .map_err(|e| ApiError::invalid_field("dt", e))?,
-        data: match input.data {
-            None => "{}".to_owned(),
-            Some(raw) if raw.get().starts_with('{') => raw.get().to_owned(),
-            Some(_) => return Err(ApiError::invalid_field("data", "must be a JSON object")),
-        },
-        events_id: input.events_id,
+        events_id: event.events_id,
+        object_id: event.object_id,
+        dt: event.dt,
+        data: event.data,
         idempotency: idempotency_key.map(|key| Idempotency {
             key,
             body_hash: Sha256::digest(&body).into(),
         }),
     };
-    let receipt = state.engine().emit(input).await.map_err(|e| match e {
-        EmitError::UnknownEventType(_) => ApiError::invalid_field("events_id", e.to_string()),
-        EmitError::KeyReused => ApiError::conflict(e.to_string()),
-        EmitError::NotStored(_) => {
-            ApiError::unavailable("the event could not be stored; try again")
-        }
-        EmitError::Engine(e) => e.into(),
-    })?;
+    let receipt = state.engine().emit(input).await.map_err(emit_error)?;
     metrics::histogram!("provisio_emit_seconds").record(started.elapsed().as_secs_f64());
     let mut response = (
         StatusCode::ACCEPTED,
@@ -123,6 +148,69 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
             )
         })?;
     Ok(Some(key.to_owned()))
+}
+
+/// One handler's part in a before-stage chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BeforeStepOut {
+    pub handler_id: i64,
+    pub handler_name: String,
+    /// `changed`, `unchanged`, `forbidden`, `failed` or `skipped` (the chain
+    /// deadline had passed).
+    pub outcome: String,
+    pub duration_ms: u32,
+    pub error: Option<String>,
+}
+
+/// The before-stage verdict.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BeforeOut {
+    /// This run's id: the `event_id` of its rows in the execution log.
+    pub id: String,
+    pub allowed: bool,
+    /// The data as the chain left it: store this, not what you sent.
+    #[schema(value_type = Object)]
+    pub data: Box<RawValue>,
+    /// Why the action was forbidden.
+    pub reason: Option<String>,
+    /// The handler that forbade it.
+    pub handler_id: Option<i64>,
+    pub executions: Vec<BeforeStepOut>,
+}
+
+async fn before(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<EmitIn>,
+) -> ApiResult<Json<BeforeOut>> {
+    let event = input.validate()?;
+    let verdict = state
+        .engine()
+        .run_before(BeforeInput {
+            events_id: event.events_id,
+            object_id: event.object_id,
+            dt: event.dt,
+            data: event.data,
+        })
+        .await
+        .map_err(emit_error)?;
+    Ok(Json(BeforeOut {
+        id: verdict.id,
+        allowed: verdict.allowed,
+        data: RawValue::from_string(verdict.data).map_err(ApiError::internal)?,
+        reason: verdict.reason,
+        handler_id: verdict.handler_id,
+        executions: verdict
+            .steps
+            .into_iter()
+            .map(|s| BeforeStepOut {
+                handler_id: s.handler_id,
+                handler_name: s.handler_name,
+                outcome: s.outcome.as_str().to_owned(),
+                duration_ms: s.duration_ms,
+                error: s.error,
+            })
+            .collect(),
+    }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

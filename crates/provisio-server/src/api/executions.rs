@@ -60,6 +60,10 @@ pub struct ExecutionOut {
     pub error: Option<String>,
     /// When the delivery is tried again, if it is.
     pub next_attempt_at: Option<String>,
+    /// Before stage: the data as this handler returned it, when it changed it
+    /// (the data it was given is in the request body).
+    #[schema(value_type = Option<Object>)]
+    pub data_after: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl From<ExecutionRecord> for ExecutionOut {
@@ -87,6 +91,9 @@ impl From<ExecutionRecord> for ExecutionOut {
             response_truncated: e.response_truncated,
             error: e.error,
             next_attempt_at: e.next_attempt_at.map(ts),
+            data_after: e
+                .data_after
+                .and_then(|d| serde_json::value::RawValue::from_string(d).ok()),
         }
     }
 }

@@ -105,7 +105,8 @@ CREATE TABLE executions (
     response_body      TEXT,
     response_truncated INTEGER NOT NULL,
     error              TEXT,
-    next_attempt_at    INTEGER
+    next_attempt_at    INTEGER,
+    data_after         TEXT     -- before stage: the data the handler returned, if it changed it
 );
 CREATE INDEX executions_handler ON executions (handler_id, id);
 CREATE INDEX executions_events_id ON executions (events_id, id);

@@ -11,7 +11,7 @@ use crate::*;
 
 const SELECT: &str = "SELECT id, delivery_id, handler_id, handler_name, event_id, events_id, object_id, stage, \
      attempt, status, started_at, duration_ms, request_target, request_headers, request_body, response_status, \
-     response_body, response_truncated, error, next_attempt_at FROM executions";
+     response_body, response_truncated, error, next_attempt_at, data_after FROM executions";
 
 /// Inserts execution rows with one statement per thousand rows.
 pub(super) async fn insert_many(
@@ -22,7 +22,8 @@ pub(super) async fn insert_many(
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO executions (delivery_id, handler_id, handler_name, event_id, events_id, object_id,
                 object_key, stage, attempt, status, started_at, duration_ms, request_target, request_headers,
-                request_body, response_status, response_body, response_truncated, error, next_attempt_at) ",
+                request_body, response_status, response_body, response_truncated, error, next_attempt_at,
+                data_after) ",
         );
         q.push_values(chunk, |mut row, e| {
             row.push_bind(e.delivery_id.clone())
@@ -47,7 +48,8 @@ pub(super) async fn insert_many(
                 .push_bind(e.response_body.clone())
                 .push_bind(e.response_truncated)
                 .push_bind(e.error.clone())
-                .push_bind(e.next_attempt_at.map(to_millis));
+                .push_bind(e.next_attempt_at.map(to_millis))
+                .push_bind(e.data_after.clone());
         });
         q.build().execute(&mut *conn).await?;
     }
@@ -154,5 +156,6 @@ fn from_row(row: &SqliteRow) -> StoreResult<ExecutionRecord> {
         next_attempt_at: row
             .try_get::<Option<i64>, _>("next_attempt_at")?
             .map(from_millis),
+        data_after: row.try_get("data_after")?,
     })
 }

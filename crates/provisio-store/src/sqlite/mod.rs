@@ -175,8 +175,12 @@ impl Store for SqliteStore {
         queue::release_all_leases(&self.write).await
     }
 
-    async fn record_attempts(&self, batch: &[AttemptResult]) -> StoreResult<u64> {
-        queue::record_attempts(&self.write, batch).await
+    async fn record(
+        &self,
+        attempts: &[AttemptResult],
+        executions: &[ExecutionRecord],
+    ) -> StoreResult<u64> {
+        queue::record(&self.write, attempts, executions).await
     }
 
     async fn get_event(&self, id: &str) -> StoreResult<Option<(Event, Vec<DeliveryRecord>)>> {
@@ -185,13 +189,6 @@ impl Store for SqliteStore {
 
     async fn redeliver(&self, delivery_id: &str, now_ms: i64) -> StoreResult<DeliveryRecord> {
         queue::redeliver(&self.write, delivery_id, now_ms).await
-    }
-
-    async fn insert_executions(&self, rows: &[ExecutionRecord]) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        executions::insert_many(&mut tx, &rows.iter().collect::<Vec<_>>()).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn list_executions(

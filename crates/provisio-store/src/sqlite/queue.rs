@@ -282,13 +282,17 @@ pub(super) async fn release_all_leases(pool: &SqlitePool) -> StoreResult<()> {
     Ok(())
 }
 
-pub(super) async fn record_attempts(
+pub(super) async fn record(
     pool: &SqlitePool,
     batch: &[AttemptResult],
+    plain: &[ExecutionRecord],
 ) -> StoreResult<u64> {
     let mut tx = pool.begin().await?;
-    let executions: Vec<&ExecutionRecord> =
-        batch.iter().filter_map(|r| r.execution.as_ref()).collect();
+    let executions: Vec<&ExecutionRecord> = batch
+        .iter()
+        .filter_map(|r| r.execution.as_ref())
+        .chain(plain)
+        .collect();
     executions::insert_many(&mut tx, &executions).await?;
 
     for chunk in batch.chunks(ROWS_PER_STATEMENT) {

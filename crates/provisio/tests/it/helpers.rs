@@ -75,6 +75,14 @@ impl TestApp {
         self.dir.path().join("scripts")
     }
 
+    /// Writes an executable script into the scripts directory.
+    pub fn write_script(&self, name: &str, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.scripts_dir().join(name);
+        std::fs::write(&path, body).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
     /// Sends a request with the admin token and returns status and JSON body
     /// (`Value::Null` for an empty body).
     pub async fn call(

@@ -1,0 +1,267 @@
+//! The before-stage chain: every enabled before-stage handler matching the
+//! event runs strictly one after another, in priority order (ties by id). Each
+//! sees the data as the previous one left it and may replace it, leave it, or
+//! forbid the action; a failed call counts as its `on_failure` says. The whole
+//! chain is bounded by a deadline.
+
+use std::time::Instant;
+
+use provisio_core::event::{ExecutionStatus, ObjectId, new_event_id, payload};
+use provisio_core::handler::{Handler, HandlerKind, OnFailure, Stage};
+use provisio_store::{ExecutionRecord, RequestRecord};
+use time::OffsetDateTime;
+
+use crate::emit::EmitError;
+use crate::outcome::{CallContext, CallOutcome};
+use crate::record::Recorded;
+use crate::{Engine, EngineError};
+
+/// A validated before-stage request.
+#[derive(Debug, Clone)]
+pub struct BeforeInput {
+    pub events_id: String,
+    pub object_id: ObjectId,
+    pub dt: Option<OffsetDateTime>,
+    /// Compact JSON object text.
+    pub data: String,
+}
+
+/// What one handler of the chain did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Replied with new `data`.
+    Changed,
+    /// Replied without new data.
+    Unchanged,
+    /// Forbade the action (`allow: false` or HTTP 403).
+    Forbidden,
+    /// The call failed; its `on_failure` decided what that means.
+    Failed,
+    /// Not called: the chain deadline had passed.
+    Skipped,
+}
+
+impl StepOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Changed => "changed",
+            Self::Unchanged => "unchanged",
+            Self::Forbidden => "forbidden",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// One handler's part in the chain.
+#[derive(Debug, Clone)]
+pub struct BeforeStep {
+    pub handler_id: i64,
+    pub handler_name: String,
+    pub outcome: StepOutcome,
+    pub duration_ms: u32,
+    pub error: Option<String>,
+}
+
+/// The chain's verdict.
+#[derive(Debug, Clone)]
+pub struct BeforeVerdict {
+    /// Identifies this run in the execution log (`event_id` of its rows).
+    pub id: String,
+    pub allowed: bool,
+    /// The data as the chain left it (compact JSON object text).
+    pub data: String,
+    /// Why the action was forbidden.
+    pub reason: Option<String>,
+    /// The handler that forbade it (or whose failure did).
+    pub handler_id: Option<i64>,
+    pub steps: Vec<BeforeStep>,
+}
+
+/// How a reply reads.
+enum Reply {
+    Changed(String),
+    Unchanged,
+    Forbidden(String),
+    Failed(String),
+}
+
+impl Engine {
+    /// Runs the before-stage chain for one event and returns the verdict.
+    pub async fn run_before(&self, input: BeforeInput) -> Result<BeforeVerdict, EmitError> {
+        let started = Instant::now();
+        let routes = self.routes();
+        if routes.event_type(&input.events_id).is_none() {
+            return Err(EmitError::UnknownEventType(input.events_id));
+        }
+        let handlers: Vec<_> = routes
+            .matching(Stage::Before, &input.events_id)
+            .cloned()
+            .collect();
+        drop(routes);
+        let records = self
+            .0
+            .records
+            .lock()
+            .expect("records lock poisoned")
+            .clone();
+        let records = records.ok_or(EngineError::ShuttingDown)?;
+
+        let id = new_event_id();
+        let dt = input.dt.unwrap_or_else(OffsetDateTime::now_utc);
+        let object_json = input.object_id.to_json();
+        let object_key = input.object_id.key();
+        let deadline = tokio::time::Instant::now() + self.0.config.before_deadline;
+        let mut verdict = BeforeVerdict {
+            id,
+            allowed: true,
+            data: input.data,
+            reason: None,
+            handler_id: None,
+            steps: Vec::new(),
+        };
+
+        for handler in handlers {
+            let started_at = OffsetDateTime::now_utc();
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let body = payload(&input.events_id, &object_json, dt, &verdict.data);
+            let (reply, outcome) = if remaining.is_zero() {
+                let mut outcome = CallOutcome::new(RequestRecord {
+                    target: handler.spec.target.clone(),
+                    body,
+                    ..Default::default()
+                });
+                outcome.error = Some("not called: the chain deadline had passed".into());
+                (None, outcome)
+            } else {
+                let msg_id = format!("{}_{}", verdict.id, handler.id);
+                let call = CallContext {
+                    msg_id: &msg_id,
+                    event_id: &verdict.id,
+                    events_id: &input.events_id,
+                    object_id: &object_key,
+                    stage: Stage::Before,
+                };
+                let timeout = remaining.min(std::time::Duration::from_millis(
+                    handler.spec.timeout_ms.into(),
+                ));
+                let outcome = self.call(&handler, &call, body, timeout).await;
+                (Some(read_reply(&handler, &outcome)), outcome)
+            };
+
+            let step_outcome = match &reply {
+                None => StepOutcome::Skipped,
+                Some(Reply::Changed(_)) => StepOutcome::Changed,
+                Some(Reply::Unchanged) => StepOutcome::Unchanged,
+                Some(Reply::Forbidden(_)) => StepOutcome::Forbidden,
+                Some(Reply::Failed(_)) => StepOutcome::Failed,
+            };
+            let error = match &reply {
+                None => outcome.error.clone(),
+                Some(Reply::Failed(e)) => Some(e.clone()),
+                _ => None,
+            };
+            let data_after = match &reply {
+                Some(Reply::Changed(data)) => Some(data.clone()),
+                _ => None,
+            };
+            verdict.steps.push(BeforeStep {
+                handler_id: handler.id,
+                handler_name: handler.spec.name.clone(),
+                outcome: step_outcome,
+                duration_ms: millis(outcome.duration),
+                error: error.clone(),
+            });
+            let _ = records
+                .send(Recorded::Execution(ExecutionRecord {
+                    id: 0,
+                    delivery_id: None,
+                    handler_id: handler.id,
+                    handler_name: handler.spec.name.clone(),
+                    event_id: Some(verdict.id.clone()),
+                    events_id: input.events_id.clone(),
+                    object_id: input.object_id.clone(),
+                    stage: Stage::Before,
+                    attempt: 1,
+                    status: if error.is_some() {
+                        ExecutionStatus::Fail
+                    } else {
+                        ExecutionStatus::Success
+                    },
+                    started_at,
+                    duration_ms: millis(outcome.duration),
+                    response_status: outcome.status,
+                    response_body: outcome.body,
+                    response_truncated: outcome.truncated,
+                    error: error.clone(),
+                    next_attempt_at: None,
+                    request: outcome.request,
+                    data_after,
+                }))
+                .await;
+
+            match reply {
+                Some(Reply::Changed(data)) => verdict.data = data,
+                Some(Reply::Unchanged) => {}
+                Some(Reply::Forbidden(reason)) => {
+                    verdict.allowed = false;
+                    verdict.reason = Some(reason);
+                    verdict.handler_id = Some(handler.id);
+                    break;
+                }
+                Some(Reply::Failed(_)) | None => {
+                    if handler.spec.on_failure == OnFailure::Forbid {
+                        verdict.allowed = false;
+                        verdict.reason = Some(format!(
+                            "{} failed and its on_failure is forbid: {}",
+                            handler.spec.name,
+                            error.unwrap_or_default()
+                        ));
+                        verdict.handler_id = Some(handler.id);
+                        break;
+                    }
+                }
+            }
+        }
+        metrics::histogram!("provisio_before_chain_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("provisio_events_emitted_total", "stage" => "before").increment(1);
+        Ok(verdict)
+    }
+}
+
+fn millis(d: std::time::Duration) -> u32 {
+    d.as_millis().min(u32::MAX.into()) as u32
+}
+
+/// Reads a reply per DESIGN §4 "Before-stage replies".
+fn read_reply(handler: &Handler, outcome: &CallOutcome) -> Reply {
+    let body = outcome.body.as_deref().unwrap_or("").trim();
+    let parsed: Option<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_str(body).ok();
+    let reason = |default: String| {
+        parsed
+            .as_ref()
+            .and_then(|o| o.get("reason"))
+            .and_then(|r| r.as_str())
+            .map(str::to_owned)
+            .unwrap_or(default)
+    };
+    if handler.spec.kind == HandlerKind::Http && outcome.status == Some(403) {
+        return Reply::Forbidden(reason(format!("forbidden by {}", handler.spec.name)));
+    }
+    if let Some(error) = &outcome.error {
+        return Reply::Failed(error.clone());
+    }
+    let Some(object) = &parsed else {
+        return Reply::Unchanged;
+    };
+    if object.get("allow") == Some(&serde_json::Value::Bool(false)) {
+        return Reply::Forbidden(reason(format!("forbidden by {}", handler.spec.name)));
+    }
+    match object.get("data") {
+        None => Reply::Unchanged,
+        Some(data @ serde_json::Value::Object(_)) => Reply::Changed(data.to_string()),
+        Some(_) => Reply::Failed("the reply's data is not a JSON object".into()),
+    }
+}
