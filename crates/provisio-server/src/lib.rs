@@ -7,6 +7,7 @@
 //!   shutdown signal.
 //! - [`api`]: one module per resource, each with its own `router()` and its
 //!   wire types (`…In` / `…Out`), kept apart from storage records.
+//! - [`web`]: the web section (Integration > Provisioning API).
 //! - [`auth`]: bearer tokens. [`error`]: the one error type. [`extract`]: body
 //!   and query parsing that maps bad input to that error.
 
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 mod health;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -29,12 +31,15 @@ use tokio::net::TcpListener;
 pub struct ServerConfig {
     /// The largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
+    /// How long a web section login lasts.
+    pub session_ttl: std::time::Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            session_ttl: std::time::Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -85,10 +90,21 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(health::router())
-        .fallback(|| async { error::ApiError::not_found("page") })
+        .merge(web::router())
+        .fallback(fallback)
         .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Unknown paths: the JSON error under `/api`, a page elsewhere.
+async fn fallback(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if uri.path().starts_with("/api/") {
+        error::ApiError::not_found("page").into_response()
+    } else {
+        web::not_found()
+    }
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` completes, then lets

@@ -133,4 +133,20 @@ pub trait Store: Send + Sync + 'static {
         page: Page,
     ) -> StoreResult<(Vec<ExecutionRecord>, u64)>;
     async fn get_execution(&self, id: i64) -> StoreResult<Option<ExecutionRecord>>;
+    /// Per handler, executions since `since_ms` counted in buckets of
+    /// `bucket_ms`, and the p95 duration.
+    async fn handler_activity(
+        &self,
+        since_ms: i64,
+        bucket_ms: i64,
+    ) -> StoreResult<Vec<HandlerActivity>>;
+
+    // --- Web sessions -----------------------------------------------------
+
+    async fn create_session(&self, id_hash: &[u8; 32], session: &SessionRecord) -> StoreResult<()>;
+    /// The session with this id whose token is still live, expired or not
+    /// (the caller tells an expired session from an unknown one).
+    async fn find_session(&self, id_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>>;
+    /// Ends a session, and drops every expired one.
+    async fn delete_session(&self, id_hash: &[u8; 32], now_ms: i64) -> StoreResult<()>;
 }

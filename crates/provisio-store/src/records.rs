@@ -231,3 +231,23 @@ pub struct ExecutionFilter {
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
 }
+
+/// A web section session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub token_id: i64,
+    /// The anti-CSRF token every form of this session carries.
+    pub csrf: String,
+    pub expires_at_ms: i64,
+}
+
+/// One handler's recent activity, for the overview.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerActivity {
+    pub handler_id: i64,
+    /// `(bucket start ms, successes, failures)`, oldest first, only buckets
+    /// with executions.
+    pub buckets: Vec<(i64, u64, u64)>,
+    /// The 95th percentile of call durations over the period.
+    pub p95_ms: Option<u32>,
+}

@@ -74,6 +74,9 @@ pub struct ServeArgs {
     /// How many script handlers may run at once.
     #[arg(long, env = "PROVISIO_MAX_SCRIPTS", value_name = "N")]
     pub max_scripts: Option<String>,
+    /// How long a web section login lasts, such as `12h`.
+    #[arg(long, env = "PROVISIO_SESSION_TTL", value_name = "DURATION")]
+    pub session_ttl: Option<String>,
 }
 
 /// The settings file: every key optional, unknown keys refused.
@@ -92,6 +95,7 @@ struct FileSettings {
     log_format: Option<String>,
     before_deadline: Option<String>,
     max_scripts: Option<u64>,
+    session_ttl: Option<String>,
 }
 
 /// A setting's spellings, for error messages.
@@ -155,6 +159,11 @@ const BEFORE_DEADLINE: Name = Name {
     key: "before_deadline",
     flag: "--before-deadline",
     env: "PROVISIO_BEFORE_DEADLINE",
+};
+const SESSION_TTL: Name = Name {
+    key: "session_ttl",
+    flag: "--session-ttl",
+    env: "PROVISIO_SESSION_TTL",
 };
 const MAX_SCRIPTS: Name = Name {
     key: "max_scripts",
@@ -226,6 +235,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub before_deadline: std::time::Duration,
     pub max_scripts: usize,
+    pub session_ttl: std::time::Duration,
 }
 
 impl Settings {
@@ -247,6 +257,7 @@ impl Settings {
             log_format: LogFormat::Text,
             before_deadline: std::time::Duration::from_secs(10),
             max_scripts: 8,
+            session_ttl: std::time::Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -432,6 +443,16 @@ impl ServeArgs {
             return Err(invalid(&MAX_SCRIPTS, "must be from 1 to 1024"));
         }
 
+        let session_ttl = match pick(&self.session_ttl, file.session_ttl.clone()) {
+            None => std::time::Duration::from_secs(12 * 3600),
+            Some(s) => {
+                provisio_core::retry::parse_duration(&s).map_err(|e| invalid(&SESSION_TTL, e))?
+            }
+        };
+        if session_ttl.is_zero() {
+            return Err(invalid(&SESSION_TTL, "must be more than 0"));
+        }
+
         Ok(Settings {
             store,
             listen,
@@ -443,6 +464,7 @@ impl ServeArgs {
             log_format,
             before_deadline,
             max_scripts: max_scripts as usize,
+            session_ttl,
         })
     }
 }

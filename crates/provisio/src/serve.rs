@@ -97,6 +97,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         engine.clone(),
         ServerConfig {
             max_body_bytes: settings.max_body_bytes,
+            session_ttl: settings.session_ttl,
         },
     );
     let shutdown = CancellationToken::new();

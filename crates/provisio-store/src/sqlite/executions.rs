@@ -159,3 +159,51 @@ fn from_row(row: &SqliteRow) -> StoreResult<ExecutionRecord> {
         data_after: row.try_get("data_after")?,
     })
 }
+
+pub(super) async fn activity(
+    pool: &SqlitePool,
+    since_ms: i64,
+    bucket_ms: i64,
+) -> StoreResult<Vec<HandlerActivity>> {
+    let rows = sqlx::query(
+        "SELECT handler_id, (started_at / ?1) * ?1 AS bucket,
+                SUM(status = 'success') AS successes, SUM(status = 'fail') AS failures
+         FROM executions WHERE started_at >= ?2
+         GROUP BY handler_id, bucket ORDER BY handler_id, bucket",
+    )
+    .bind(bucket_ms.max(1))
+    .bind(since_ms)
+    .fetch_all(pool)
+    .await?;
+    let mut out: Vec<HandlerActivity> = Vec::new();
+    for row in rows {
+        let handler_id: i64 = row.try_get("handler_id")?;
+        let bucket = (
+            row.try_get("bucket")?,
+            row.try_get::<i64, _>("successes")? as u64,
+            row.try_get::<i64, _>("failures")? as u64,
+        );
+        match out.last_mut() {
+            Some(last) if last.handler_id == handler_id => last.buckets.push(bucket),
+            _ => out.push(HandlerActivity {
+                handler_id,
+                buckets: vec![bucket],
+                p95_ms: None,
+            }),
+        }
+    }
+    for activity in &mut out {
+        let total: u64 = activity.buckets.iter().map(|(_, s, f)| s + f).sum();
+        let offset = (total as f64 * 0.95).ceil() as i64 - 1;
+        activity.p95_ms = sqlx::query_scalar(
+            "SELECT duration_ms FROM executions WHERE handler_id = ? AND started_at >= ?
+             ORDER BY duration_ms LIMIT 1 OFFSET ?",
+        )
+        .bind(activity.handler_id)
+        .bind(since_ms)
+        .bind(offset.max(0))
+        .fetch_optional(pool)
+        .await?;
+    }
+    Ok(out)
+}

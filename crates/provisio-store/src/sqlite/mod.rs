@@ -202,6 +202,55 @@ impl Store for SqliteStore {
     async fn get_execution(&self, id: i64) -> StoreResult<Option<ExecutionRecord>> {
         executions::get(&self.read, id).await
     }
+
+    async fn handler_activity(
+        &self,
+        since_ms: i64,
+        bucket_ms: i64,
+    ) -> StoreResult<Vec<HandlerActivity>> {
+        executions::activity(&self.read, since_ms, bucket_ms).await
+    }
+
+    async fn create_session(&self, id_hash: &[u8; 32], session: &SessionRecord) -> StoreResult<()> {
+        sqlx::query("INSERT INTO web_sessions (id_hash, token_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&id_hash[..])
+            .bind(session.token_id)
+            .bind(&session.csrf)
+            .bind(now_ms())
+            .bind(session.expires_at_ms)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn find_session(&self, id_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>> {
+        let row = sqlx::query(
+            "SELECT s.token_id, s.csrf, s.expires_at FROM web_sessions s
+             JOIN api_tokens t ON t.id = s.token_id AND t.revoked_at IS NULL
+             WHERE s.id_hash = ?",
+        )
+        .bind(&id_hash[..])
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|row| {
+            use sqlx::Row;
+            Ok(SessionRecord {
+                token_id: row.try_get("token_id")?,
+                csrf: row.try_get("csrf")?,
+                expires_at_ms: row.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, id_hash: &[u8; 32], now_ms: i64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM web_sessions WHERE id_hash = ? OR expires_at < ?")
+            .bind(&id_hash[..])
+            .bind(now_ms)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
 }
 
 /// Maps a unique-constraint violation to [`StoreError::Conflict`] with `message`.

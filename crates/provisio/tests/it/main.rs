@@ -13,3 +13,4 @@ mod emit;
 mod examples;
 mod executions;
 mod scripts;
+mod web;

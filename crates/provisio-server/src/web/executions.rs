@@ -1,0 +1,403 @@
+//! The Execution Logs: the filtered table (with rows that refresh on their
+//! own), one execution's details, and redeliver.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use provisio_core::timefmt::to_millis;
+use provisio_store::{ExecutionRecord, Page, StoreError};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::session::Session;
+use super::{
+    Chrome, EventGroup, error_page, event_groups, internal, render, see_other, with_query,
+};
+use crate::AppState;
+use crate::api::executions::ExecutionQuery;
+use crate::extract::ApiPath;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/executions", get(list))
+        .route("/executions/rows", get(rows))
+        .route("/executions/{id}", get(detail))
+        .route("/deliveries/{id}/redeliver", post(redeliver))
+}
+
+const PER_PAGE: u32 = 50;
+
+/// The Advanced Search fields, as typed.
+#[derive(Deserialize, Default, Clone)]
+struct Search {
+    #[serde(default)]
+    handler_id: String,
+    #[serde(default)]
+    events_id: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    stage: String,
+    #[serde(default)]
+    object_id: String,
+    #[serde(default)]
+    data: String,
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+    page: Option<u32>,
+}
+
+impl Search {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("handler_id", self.handler_id.clone()),
+            ("events_id", self.events_id.clone()),
+            ("status", self.status.clone()),
+            ("stage", self.stage.clone()),
+            ("object_id", self.object_id.clone()),
+            ("data", self.data.clone()),
+            ("error", self.error.clone()),
+            ("from", self.from.clone()),
+            ("to", self.to.clone()),
+        ]
+    }
+
+    fn url(&self, path: &str, page: Option<u32>) -> String {
+        let mut pairs = self.pairs();
+        if let Some(p) = page {
+            pairs.push(("page", p.to_string()));
+        }
+        let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        with_query(path, &refs)
+    }
+
+    /// The same filters the API takes, parsed the same way.
+    fn to_query(&self) -> ExecutionQuery {
+        let text = |s: &String| Some(s.clone()).filter(|s| !s.is_empty());
+        ExecutionQuery {
+            handler_id: self.handler_id.trim().parse().ok(),
+            events_id: text(&self.events_id),
+            status: self.status.parse().ok(),
+            stage: self.stage.parse().ok(),
+            object_id: text(&self.object_id),
+            data: text(&self.data),
+            error: text(&self.error),
+            from: text(&self.from),
+            to: text(&self.to),
+            ..ExecutionQuery::default()
+        }
+    }
+}
+
+struct Row {
+    id: i64,
+    status: &'static str,
+    date: String,
+    events_id: String,
+    stage: &'static str,
+    handler_id: i64,
+    handler_name: String,
+    object_id: String,
+    response: String,
+    duration_ms: u32,
+}
+
+fn date(t: OffsetDateTime) -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    t.to_offset(time::UtcOffset::UTC)
+        .format(f)
+        .unwrap_or_default()
+}
+
+fn row(e: &ExecutionRecord) -> Row {
+    let response = match (&e.error, e.response_status, &e.response_body) {
+        (Some(err), _, _) if e.response_status.is_none() => err.clone(),
+        (_, status, body) => {
+            let body = body.as_deref().unwrap_or("").trim();
+            let short: String = body.chars().take(80).collect();
+            let more = if body.chars().count() > 80 { "…" } else { "" };
+            match status {
+                Some(s) => format!("{s} {short}{more}"),
+                None => format!("{short}{more}"),
+            }
+        }
+    };
+    Row {
+        id: e.id,
+        status: e.status.as_str(),
+        date: date(e.started_at),
+        events_id: e.events_id.clone(),
+        stage: e.stage.as_str(),
+        handler_id: e.handler_id,
+        handler_name: e.handler_name.clone(),
+        object_id: e.object_id.key(),
+        response,
+        duration_ms: e.duration_ms,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "executions.html")]
+struct ListPage {
+    chrome: Chrome,
+    filter: Search,
+    filter_error: Option<String>,
+    handler_name: Option<String>,
+    event_groups: Vec<EventGroup>,
+    rows: Vec<Row>,
+    total: u64,
+    page: u32,
+    pages: u64,
+    prev_page: Option<String>,
+    next_page: Option<String>,
+    rows_url: String,
+}
+
+#[derive(Template)]
+#[template(path = "execution_rows.html")]
+struct RowsFragment {
+    rows: Vec<Row>,
+}
+
+/// One page of rows, or the reason the filters do not parse.
+async fn search(
+    state: &AppState,
+    search: &Search,
+    page: u32,
+) -> Result<(Vec<Row>, u64), Result<String, Response>> {
+    let filter = search
+        .to_query()
+        .to_filter()
+        .map_err(|e| Ok(e.message().to_owned()))?;
+    let (records, total) = state
+        .store()
+        .list_executions(
+            &filter,
+            Page {
+                page,
+                per_page: PER_PAGE,
+            },
+        )
+        .await
+        .map_err(|e| Err(internal(e)))?;
+    Ok((records.iter().map(row).collect(), total))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    Query(filter): Query<Search>,
+) -> Response {
+    let page = filter.page.unwrap_or(1).max(1);
+    let (rows, total, filter_error) = match search(&state, &filter, page).await {
+        Ok((rows, total)) => (rows, total, None),
+        Err(Ok(message)) => (Vec::new(), 0, Some(message)),
+        Err(Err(page)) => return page,
+    };
+    let groups = match event_groups(&state).await {
+        Ok(g) => g,
+        Err(page) => return page,
+    };
+    let handler_name = match filter.handler_id.trim().parse::<i64>() {
+        Ok(id) => state
+            .store()
+            .get_handler(id)
+            .await
+            .ok()
+            .flatten()
+            .map(|h| h.spec.name),
+        Err(_) => None,
+    };
+    let pages = total.div_ceil(u64::from(PER_PAGE)).max(1);
+    let prev_page = (page > 1).then(|| filter.url("/executions", Some(page - 1)));
+    let next_page = (u64::from(page) < pages).then(|| filter.url("/executions", Some(page + 1)));
+    let rows_url = filter.url("/executions/rows", None);
+    let chrome = Chrome::new(&session, "executions", None);
+    render(
+        StatusCode::OK,
+        &ListPage {
+            chrome,
+            filter,
+            filter_error,
+            handler_name,
+            event_groups: groups,
+            rows,
+            total,
+            page,
+            pages,
+            prev_page,
+            next_page,
+            rows_url,
+        },
+    )
+}
+
+/// The first page's rows alone, for the live refresh.
+async fn rows(
+    State(state): State<AppState>,
+    _session: Session,
+    Query(filter): Query<Search>,
+) -> Response {
+    match search(&state, &filter, 1).await {
+        Ok((rows, _)) => render(StatusCode::OK, &RowsFragment { rows }),
+        Err(Ok(_)) => render(StatusCode::OK, &RowsFragment { rows: Vec::new() }),
+        Err(Err(page)) => page,
+    }
+}
+
+struct Detail {
+    id: i64,
+    status: &'static str,
+    date: String,
+    events_id: String,
+    stage: &'static str,
+    event_id: Option<String>,
+    object_id: String,
+    handler_id: i64,
+    handler_name: String,
+    attempt: u32,
+    duration_ms: u32,
+    next_attempt_at: Option<String>,
+    delivery_id: Option<String>,
+    response_status: Option<u16>,
+    error: Option<String>,
+    target: String,
+    headers: Vec<(String, String)>,
+    request_body: String,
+    response_body: String,
+    response_truncated: bool,
+    data_after: Option<String>,
+}
+
+/// JSON shown indented; anything else as it is.
+fn pretty(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| text.to_owned())
+}
+
+#[derive(Template)]
+#[template(path = "execution.html")]
+struct DetailPage {
+    chrome: Chrome,
+    e: Detail,
+    action_error: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct DetailQuery {
+    notice: Option<String>,
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    session: Session,
+    ApiPath(id): ApiPath<i64>,
+    Query(q): Query<DetailQuery>,
+) -> Response {
+    detail_page(&state, &session, id, q.notice.as_deref(), None).await
+}
+
+async fn detail_page(
+    state: &AppState,
+    session: &Session,
+    id: i64,
+    notice: Option<&str>,
+    action_error: Option<String>,
+) -> Response {
+    let e = match state.store().get_execution(id).await {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                &session.csrf,
+                "Execution not found",
+                "There is no execution with that id.",
+            );
+        }
+        Err(err) => return internal(err),
+    };
+    let detail = Detail {
+        id: e.id,
+        status: e.status.as_str(),
+        date: date(e.started_at),
+        events_id: e.events_id.clone(),
+        stage: e.stage.as_str(),
+        event_id: e.event_id.clone(),
+        object_id: e.object_id.key(),
+        handler_id: e.handler_id,
+        handler_name: e.handler_name.clone(),
+        attempt: e.attempt,
+        duration_ms: e.duration_ms,
+        next_attempt_at: e.next_attempt_at.map(date),
+        delivery_id: e.delivery_id.clone(),
+        response_status: e.response_status,
+        error: e.error.clone(),
+        target: e.request.target.clone(),
+        headers: e.request.headers.clone().into_iter().collect(),
+        request_body: pretty(&e.request.body),
+        response_body: pretty(e.response_body.as_deref().unwrap_or("")),
+        response_truncated: e.response_truncated,
+        data_after: e.data_after.as_deref().map(pretty),
+    };
+    let chrome = Chrome::new(session, "executions", notice);
+    render(
+        StatusCode::OK,
+        &DetailPage {
+            chrome,
+            e: detail,
+            action_error,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct RedeliverForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    execution: i64,
+}
+
+async fn redeliver(
+    State(state): State<AppState>,
+    session: Session,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    Form(form): Form<RedeliverForm>,
+) -> Response {
+    if let Err(page) = session.verify_csrf(&form.csrf, &headers) {
+        return page;
+    }
+    match state
+        .store()
+        .redeliver(&id, to_millis(OffsetDateTime::now_utc()))
+        .await
+    {
+        Ok(_) => {
+            state.engine().wake();
+            see_other(&format!(
+                "/executions/{}?notice=redelivered",
+                form.execution
+            ))
+        }
+        Err(StoreError::Conflict(message)) => {
+            detail_page(&state, &session, form.execution, None, Some(message)).await
+        }
+        Err(StoreError::NotFound) => error_page(
+            StatusCode::NOT_FOUND,
+            &session.csrf,
+            "Delivery not found",
+            "There is no delivery with that id.",
+        ),
+        Err(err) => internal(err),
+    }
+}

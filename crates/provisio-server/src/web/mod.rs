@@ -1,0 +1,210 @@
+//! The web section (Integration > Provisioning API): server-rendered pages with
+//! askama templates, a little htmx (served from the binary) for live rows and
+//! boosted navigation, a session cookie, and anti-CSRF tokens on every form.
+//!
+//! - [`session`]: login, logout, the `Session` extractor and CSRF checks.
+//! - [`handlers`]: the Handlers table, Advanced Search, the handler form.
+//! - [`executions`]: the Execution Logs, details and redeliver.
+//! - [`overview`]: per-handler activity over the last 24 hours.
+
+// Page helpers return the page to show as their error: a finished `Response`,
+// off any hot path, where boxing would only add noise.
+#![allow(clippy::result_large_err)]
+
+mod executions;
+mod handlers;
+mod overview;
+pub mod session;
+
+use askama::Template;
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(session::router())
+        .merge(handlers::router())
+        .merge(executions::router())
+        .merge(overview::router())
+        .route("/assets/htmx.min.js", get(htmx))
+        .route("/assets/style.css", get(style))
+}
+
+async fn htmx() -> impl IntoResponse {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/htmx.min.js"),
+    )
+}
+
+async fn style() -> impl IntoResponse {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../../assets/style.css"),
+    )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+}
+
+/// What every page's frame needs: the session's CSRF token (empty when logged
+/// out, which hides the navigation), the current section, and a notice.
+pub struct Chrome {
+    pub csrf: String,
+    pub section: &'static str,
+    pub notice: Option<String>,
+}
+
+impl Chrome {
+    pub fn new(session: &session::Session, section: &'static str, notice: Option<&str>) -> Self {
+        Self {
+            csrf: session.csrf.clone(),
+            section,
+            notice: notice.and_then(notice_text).map(str::to_owned),
+        }
+    }
+}
+
+/// Notices are chosen by key, so a link can never put arbitrary text on a page.
+fn notice_text(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "created" => "The handler was created.",
+        "updated" => "The handler was saved.",
+        "deleted" => "The handler was deleted.",
+        "enabled" => "The handler is enabled.",
+        "disabled" => "The handler is disabled.",
+        "redelivered" => "The delivery was queued to be sent again.",
+        "logged-out" => "You are logged out.",
+        "expired" => "Your session expired; please log in again.",
+        _ => return None,
+    })
+}
+
+/// Renders a template, or a plain 500 page if it cannot be.
+pub fn render(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "template failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html("<h1>Internal error</h1>".to_owned()),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    chrome: Chrome,
+    heading: &'a str,
+    message: &'a str,
+}
+
+/// An error page, with the navigation when the caller is logged in.
+pub fn error_page(status: StatusCode, csrf: &str, heading: &str, message: &str) -> Response {
+    let chrome = Chrome {
+        csrf: csrf.to_owned(),
+        section: "",
+        notice: None,
+    };
+    render(
+        status,
+        &ErrorPage {
+            chrome,
+            heading,
+            message,
+        },
+    )
+}
+
+pub fn not_found() -> Response {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "",
+        "Page not found",
+        "There is nothing at this address.",
+    )
+}
+
+/// A failure inside a page handler: logged, shown as a page.
+pub fn internal(err: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %err, "web request failed");
+    error_page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "",
+        "Something went wrong",
+        "The server could not complete this request; see its log.",
+    )
+}
+
+/// A 303 to `location`.
+pub fn see_other(location: &str) -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, location.to_owned())],
+    )
+        .into_response()
+}
+
+/// The event catalog grouped for `<select>`s, plus the patterns it allows.
+pub struct EventGroup {
+    pub name: String,
+    pub types: Vec<String>,
+}
+
+pub async fn event_groups(state: &AppState) -> Result<Vec<EventGroup>, Response> {
+    let types = state.store().list_event_types().await.map_err(internal)?;
+    let mut groups: Vec<EventGroup> = Vec::new();
+    let mut patterns: Vec<String> = vec!["*".into()];
+    for t in &types {
+        match groups.iter_mut().find(|g| g.name == t.group) {
+            Some(g) => g.types.push(t.id.clone()),
+            None => groups.push(EventGroup {
+                name: t.group.clone(),
+                types: vec![t.id.clone()],
+            }),
+        }
+        let segments: Vec<&str> = t.id.split('.').collect();
+        for n in 1..segments.len() {
+            let pattern = format!("{}.*", segments[..n].join("."));
+            if !patterns.contains(&pattern) {
+                patterns.push(pattern);
+            }
+        }
+    }
+    for g in &mut groups {
+        g.types.sort();
+    }
+    patterns.sort();
+    groups.push(EventGroup {
+        name: "Patterns".into(),
+        types: patterns,
+    });
+    Ok(groups)
+}
+
+/// Appends `key=value` pairs to a path as a query string, skipping empty values.
+pub fn with_query(path: &str, pairs: &[(&str, &str)]) -> String {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter().filter(|(_, v)| !v.is_empty()))
+        .finish();
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
+}
