@@ -8,6 +8,7 @@ mod api_event_types;
 mod api_handlers;
 mod before;
 mod binary;
+mod browser;
 mod delivery;
 mod emit;
 mod examples;

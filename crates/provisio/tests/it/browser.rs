@@ -1,0 +1,313 @@
+//! The web section in a real headless Chromium, driven over WebDriver: the
+//! operator's whole journey, with screenshots of the main pages written to
+//! `target/screenshots/`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::helpers::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A headless Chromium session and the chromedriver behind it.
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Starts Chromium, or explains why not: in CI a missing browser fails the
+/// run; elsewhere the test is skipped with a line saying so.
+async fn browser() -> Option<Browser> {
+    if !std::path::Path::new(CHROMIUM).exists() || !std::path::Path::new(CHROMEDRIVER).exists() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "CI needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)"
+            );
+        }
+        eprintln!(
+            "skipping the browser test: {CHROMIUM} or {CHROMEDRIVER} is not installed (apt-get install chromium chromium-driver)"
+        );
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let driver = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-dev-shm-usage", "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--disable-quic", "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.path().display()),
+            ]
+        }),
+    );
+    // chromedriver takes a moment to listen; a connection refused means "not yet".
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let client = loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(client) => break client,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("could not start a Chromium session: {e}"),
+        }
+    };
+    Some(Browser {
+        client,
+        driver,
+        _profile: profile,
+    })
+}
+
+fn screenshot_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits until the page's text contains `needle`.
+async fn wait_for_text(c: &Client, needle: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let body = c
+            .find(Locator::Css("body"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap_or_default();
+        if body.contains(needle) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page never showed {needle:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn fill(c: &Client, css: &str, value: &str) {
+    let field = c.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(value).await.unwrap();
+}
+
+async fn click(c: &Client, css: &str) {
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_operator_manages_handlers_and_reads_the_logs_in_a_real_browser() {
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let c = &browser.client;
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::with(|_, _| Reply::with_body(200, r#"{"synced": true}"#)).await;
+
+    // Log in.
+    c.goto(&app.url("/handlers")).await.unwrap();
+    wait_for_text(c, "API token").await;
+    assert!(c.current_url().await.unwrap().path().starts_with("/login"));
+    screenshot(c, "login").await;
+    fill(c, "#token", ADMIN_TOKEN).await;
+    click(c, "form button[type=submit]").await;
+    wait_for_text(c, "New Handler").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/handlers");
+
+    // Create a handler; the first try has a bad URL.
+    click(c, "a[href='/handlers/new']").await;
+    wait_for_text(c, "URL or script").await;
+    fill(c, "#name", "Softswitch sync").await;
+    click(c, "#events_id option[value='clients.create']").await;
+    fill(c, "#target", "ftp://switch.example.net").await;
+    click(c, "main form button[type=submit]").await;
+    let error = text_of(c, "#target-error").await;
+    assert!(error.contains("http or https"), "{error}");
+    let kept = c
+        .find(Locator::Css("#name"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.as_deref(),
+        Some("Softswitch sync"),
+        "the input is kept"
+    );
+    screenshot(c, "handler-form-error").await;
+    fill(c, "#target", &receiver.url()).await;
+    click(c, "main form button[type=submit]").await;
+    wait_for_text(c, "The handler was created.").await;
+    let row = text_of(c, "tbody tr").await;
+    assert!(
+        row.contains("Softswitch sync")
+            && row.contains("clients.create")
+            && row.contains("enabled"),
+        "{row}"
+    );
+    let (_, list) = app.get("/api/v1/handlers").await;
+    let id = list["items"][0]["id"].as_i64().unwrap();
+
+    // Toggle the status off and on again.
+    click(c, &format!("#handler-{id} button.status")).await;
+    wait_for_text(c, "The handler is disabled.").await;
+    assert!(
+        text_of(c, &format!("#handler-{id}"))
+            .await
+            .contains("disabled")
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/handlers/{id}")).await.1["status"],
+        "disabled"
+    );
+    click(c, &format!("#handler-{id} button.status")).await;
+    wait_for_text(c, "The handler is enabled.").await;
+
+    // Advanced Search, kept in the URL.
+    click(c, "#f-status option[value='disabled']").await;
+    click(c, "fieldset.search button[type=submit]").await;
+    wait_for_text(c, "No handlers match").await;
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .query()
+            .unwrap_or("")
+            .contains("status=disabled")
+    );
+    c.goto(&app.url("/handlers?kind=http&q=softswitch"))
+        .await
+        .unwrap();
+    wait_for_text(c, "Softswitch sync").await;
+    screenshot(c, "handlers").await;
+
+    // An event emitted through the API shows in the logs, with its details.
+    app.emit("clients.create", json!(12), json!({ "name": "ACME" }))
+        .await;
+    app.wait_executions("", 1).await;
+    c.goto(&app.url("/executions")).await.unwrap();
+    wait_for_text(c, "Softswitch sync").await;
+    let first_row = text_of(c, "#execution-rows tr").await;
+    assert!(
+        first_row.contains("success")
+            && first_row.contains("clients.create")
+            && first_row.contains("12"),
+        "{first_row}"
+    );
+    screenshot(c, "executions").await;
+
+    // New executions appear without a reload.
+    app.emit("clients.create", json!(13), json!({ "name": "Globex" }))
+        .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while c
+        .find_all(Locator::Css("#execution-rows tr"))
+        .await
+        .unwrap()
+        .len()
+        < 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new execution never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    click(c, "#execution-rows tr:last-child td a").await;
+    wait_for_text(c, "Request sent").await;
+    let request = text_of(c, "#request-body").await;
+    assert!(
+        request.contains("\"name\": \"ACME\""),
+        "pretty JSON of the request: {request}"
+    );
+    assert!(text_of(c, "#response-body").await.contains("synced"));
+    screenshot(c, "execution-details").await;
+    click(c, "main form button.primary").await;
+    wait_for_text(c, "queued to be sent again").await;
+    receiver.wait_for(3).await;
+
+    // The overview draws the last 24 hours.
+    c.goto(&app.url("/")).await.unwrap();
+    wait_for_text(c, "succeeded").await;
+    assert!(
+        !c.find_all(Locator::Css(".card svg rect"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    screenshot(c, "overview").await;
+
+    // Delete, with a confirmation.
+    c.goto(&app.url("/handlers")).await.unwrap();
+    click(c, &format!("#handler-{id} a[href='/handlers/{id}/delete']")).await;
+    wait_for_text(c, "Delete handler Softswitch sync?").await;
+    click(c, "button.danger").await;
+    wait_for_text(c, "The handler was deleted.").await;
+    assert_eq!(app.get("/api/v1/handlers").await.1["total"], 0);
+
+    // Log out.
+    click(c, "header form button").await;
+    wait_for_text(c, "You are logged out.").await;
+    c.goto(&app.url("/handlers")).await.unwrap();
+    wait_for_text(c, "API token").await;
+    browser.client.clone().close().await.unwrap();
+}
