@@ -225,7 +225,7 @@ impl Engine {
         }
         metrics::histogram!("provisio_before_chain_seconds")
             .record(started.elapsed().as_secs_f64());
-        metrics::counter!("provisio_events_emitted_total", "stage" => "before").increment(1);
+        metrics::counter!("provisio_events_emitted_total", "events_id" => input.events_id.clone(), "stage" => "before").increment(1);
         Ok(verdict)
     }
 }

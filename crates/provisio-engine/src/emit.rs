@@ -75,6 +75,7 @@ impl Engine {
         let now = OffsetDateTime::now_utc();
         let event_id = new_event_id();
         let count = deliveries.len() as u32;
+        let events_id_label = input.events_id.clone();
         let event = NewEvent {
             event: Event {
                 id: event_id.clone(),
@@ -96,7 +97,7 @@ impl Engine {
         let outcome = answer.await.map_err(|_| EngineError::ShuttingDown)?;
         match outcome.map_err(EmitError::NotStored)? {
             EmitOutcome::Stored => {
-                metrics::counter!("provisio_events_emitted_total", "stage" => "after").increment(1);
+                metrics::counter!("provisio_events_emitted_total", "events_id" => events_id_label, "stage" => "after").increment(1);
                 Ok(EmitReceipt {
                     event_id,
                     deliveries: count,

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 mod health;
+pub mod telemetry;
 pub mod web;
 
 use std::sync::Arc;
@@ -57,6 +58,7 @@ struct Shared {
 
 impl AppState {
     pub fn new(engine: Engine, config: ServerConfig) -> Self {
+        telemetry::handle();
         Self(Arc::new(Shared {
             engine,
             config,
@@ -91,7 +93,9 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(health::router())
         .merge(web::router())
+        .route("/metrics", axum::routing::get(telemetry::render))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn(telemetry::time_requests))
         .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -122,6 +122,8 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &str,
     ) -> StoreResult<Option<(provisio_core::event::Event, Vec<DeliveryRecord>)>>;
+    /// How many deliveries are unfinished, and the age of the oldest.
+    async fn queue_stats(&self) -> StoreResult<QueueStats>;
     /// Queues a finished delivery for a fresh round of attempts.
     async fn redeliver(&self, delivery_id: &str, now_ms: i64) -> StoreResult<DeliveryRecord>;
 

@@ -251,3 +251,12 @@ pub struct HandlerActivity {
     /// The 95th percentile of call durations over the period.
     pub p95_ms: Option<u32>,
 }
+
+/// The queue's size, for monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Deliveries not yet finished (`pending` or `waiting`).
+    pub unfinished: u64,
+    /// When the oldest unfinished delivery was created.
+    pub oldest_created_ms: Option<i64>,
+}

@@ -72,6 +72,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     // rustls needs one process-wide crypto provider (for https handlers); ring
     // builds without the C toolchain aws-lc wants. A second install is a no-op.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    provisio_server::telemetry::handle();
     let lock = lock_data_dir(&settings.store.data_dir)?;
     let store = open_store(&settings.store).await?;
     store

@@ -187,6 +187,20 @@ impl Store for SqliteStore {
         queue::get_event(&self.read, id).await
     }
 
+    async fn queue_stats(&self) -> StoreResult<QueueStats> {
+        use sqlx::Row;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS unfinished, MIN(created_at) AS oldest FROM deliveries
+             WHERE state IN ('pending', 'waiting')",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        Ok(QueueStats {
+            unfinished: row.try_get::<i64, _>("unfinished")? as u64,
+            oldest_created_ms: row.try_get("oldest")?,
+        })
+    }
+
     async fn redeliver(&self, delivery_id: &str, now_ms: i64) -> StoreResult<DeliveryRecord> {
         queue::redeliver(&self.write, delivery_id, now_ms).await
     }

@@ -14,4 +14,5 @@ mod emit;
 mod examples;
 mod executions;
 mod scripts;
+mod telemetry;
 mod web;

@@ -1,0 +1,84 @@
+//! Telemetry: `/metrics` in the Prometheus text format, and the HTTP request timer.
+//!
+//! The `metrics` facade has one recorder per process, so the Prometheus
+//! recorder is installed once and shared by every server in the process.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use provisio_core::timefmt::to_millis;
+
+use crate::AppState;
+
+/// Seconds: from a fast loopback call to a slow receiver's timeout.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's Prometheus recorder, installed on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+            .expect("the bucket list is not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (a test harness, an
+        // embedding program); then this one only renders what it records.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Renders every metric, after refreshing the queue gauges from storage.
+pub async fn render(State(state): State<AppState>) -> Response {
+    match state.store().queue_stats().await {
+        Ok(stats) => {
+            metrics::gauge!("provisio_deliveries_unfinished").set(stats.unfinished as f64);
+            let now = to_millis(time::OffsetDateTime::now_utc());
+            let age = stats
+                .oldest_created_ms
+                .map(|t| (now - t).max(0) as f64 / 1000.0)
+                .unwrap_or(0.0);
+            metrics::gauge!("provisio_oldest_unfinished_delivery_age_seconds").set(age);
+        }
+        Err(err) => tracing::warn!(error = %err, "queue statistics unavailable for /metrics"),
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle().render(),
+    )
+        .into_response()
+}
+
+/// Middleware: times every request by its route pattern (never the raw path,
+/// which would make a time series per id).
+pub async fn time_requests(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(req).await;
+    metrics::histogram!(
+        "provisio_http_request_duration_seconds",
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_u16().to_string()
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
