@@ -11,6 +11,7 @@
 //! - [`dispatch`]: claims due deliveries, runs attempts with per-handler
 //!   concurrency limits, and records their results in batches.
 //! - [`http`], [`scripts`], [`outcome`]: the executors and what a call produced.
+//! - `retention`: prunes old history in the background.
 //! - [`netguard`]: the target deny list, enforced after DNS resolution.
 
 pub mod before;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod netguard;
 pub mod outcome;
 mod record;
+mod retention;
 pub mod routes;
 pub mod scripts;
 
@@ -64,6 +66,10 @@ pub struct EngineConfig {
     pub max_scripts: usize,
     /// How long a whole before-stage chain may take.
     pub before_deadline: Duration,
+    /// How long history is kept; `None` keeps it forever.
+    pub retention: Option<Duration>,
+    /// How often retention runs.
+    pub prune_every: Duration,
 }
 
 impl EngineConfig {
@@ -77,6 +83,8 @@ impl EngineConfig {
             drain_timeout: Duration::from_secs(10),
             max_scripts: 8,
             before_deadline: Duration::from_secs(10),
+            retention: Some(Duration::from_secs(30 * 86_400)),
+            prune_every: retention::DEFAULT_PRUNE_EVERY,
         }
     }
 }
@@ -140,6 +148,7 @@ impl Engine {
             .0
             .tasks
             .spawn(dispatch::run_dispatcher(engine.clone(), records.clone()));
+        engine.0.tasks.spawn(retention::run(engine.clone()));
         Ok(engine)
     }
 

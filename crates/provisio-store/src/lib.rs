@@ -143,6 +143,12 @@ pub trait Store: Send + Sync + 'static {
         bucket_ms: i64,
     ) -> StoreResult<Vec<HandlerActivity>>;
 
+    /// Deletes up to `batch` rows of each kind older than `before_ms`:
+    /// executions, finished deliveries, events left without deliveries,
+    /// expired idempotency keys and sessions. Unfinished work is never touched.
+    /// Returns how many rows went, so the caller can loop until nothing does.
+    async fn prune(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
+
     // --- Web sessions -----------------------------------------------------
 
     async fn create_session(&self, id_hash: &[u8; 32], session: &SessionRecord) -> StoreResult<()>;

@@ -367,6 +367,20 @@ async fn main() {
         cpu * 1000.0 / total as f64
     );
 
+    // Disk per execution: every event so far made one delivery and one execution.
+    let executions = sink.received.load(Ordering::SeqCst);
+    let bytes: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!();
+    println!(
+        "disk: {:.0} bytes per event (its event row, delivery and execution log row), ~{:.2} GB per million",
+        bytes as f64 / executions as f64,
+        bytes as f64 / executions as f64 * 1e6 / 1e9
+    );
+
     before_chain(&client, &base, opts.chains).await;
 }
 

@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// How many script handlers may run at once.
     #[arg(long, env = "PROVISIO_MAX_SCRIPTS", value_name = "N")]
     pub max_scripts: Option<String>,
+    /// How long execution logs and finished deliveries are kept, such as `30d`
+    /// (`forever` keeps them).
+    #[arg(long, env = "PROVISIO_RETENTION", value_name = "DURATION")]
+    pub retention: Option<String>,
     /// How long a web section login lasts, such as `12h`.
     #[arg(long, env = "PROVISIO_SESSION_TTL", value_name = "DURATION")]
     pub session_ttl: Option<String>,
@@ -96,6 +100,7 @@ struct FileSettings {
     before_deadline: Option<String>,
     max_scripts: Option<u64>,
     session_ttl: Option<String>,
+    retention: Option<String>,
 }
 
 /// A setting's spellings, for error messages.
@@ -159,6 +164,11 @@ const BEFORE_DEADLINE: Name = Name {
     key: "before_deadline",
     flag: "--before-deadline",
     env: "PROVISIO_BEFORE_DEADLINE",
+};
+const RETENTION: Name = Name {
+    key: "retention",
+    flag: "--retention",
+    env: "PROVISIO_RETENTION",
 };
 const SESSION_TTL: Name = Name {
     key: "session_ttl",
@@ -236,6 +246,10 @@ pub struct Settings {
     pub before_deadline: std::time::Duration,
     pub max_scripts: usize,
     pub session_ttl: std::time::Duration,
+    /// How long history is kept; `None` keeps it forever.
+    pub retention: Option<std::time::Duration>,
+    /// How often retention runs (not a user setting: tests shorten it).
+    pub prune_every: std::time::Duration,
 }
 
 impl Settings {
@@ -258,6 +272,8 @@ impl Settings {
             before_deadline: std::time::Duration::from_secs(10),
             max_scripts: 8,
             session_ttl: std::time::Duration::from_secs(12 * 3600),
+            retention: Some(std::time::Duration::from_secs(30 * 86_400)),
+            prune_every: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -453,6 +469,16 @@ impl ServeArgs {
             return Err(invalid(&SESSION_TTL, "must be more than 0"));
         }
 
+        let retention = match pick(&self.retention, file.retention.clone()).as_deref() {
+            None => Some(std::time::Duration::from_secs(30 * 86_400)),
+            Some("forever") => None,
+            Some(s) => match provisio_core::retry::parse_duration(s) {
+                Ok(d) if d >= std::time::Duration::from_secs(1) => Some(d),
+                Ok(_) => return Err(invalid(&RETENTION, "must be at least 1s, or forever")),
+                Err(e) => return Err(invalid(&RETENTION, e)),
+            },
+        };
+
         Ok(Settings {
             store,
             listen,
@@ -465,6 +491,8 @@ impl ServeArgs {
             before_deadline,
             max_scripts: max_scripts as usize,
             session_ttl,
+            retention,
+            prune_every: std::time::Duration::from_secs(600),
         })
     }
 }

@@ -88,6 +88,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     engine_config.deny_networks = settings.deny_networks.clone();
     engine_config.before_deadline = settings.before_deadline;
     engine_config.max_scripts = settings.max_scripts;
+    engine_config.retention = settings.retention;
+    engine_config.prune_every = settings.prune_every;
     let engine = Engine::start(store, engine_config).await?;
 
     let listener = TcpListener::bind(settings.listen)

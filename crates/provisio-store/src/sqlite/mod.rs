@@ -225,6 +225,10 @@ impl Store for SqliteStore {
         executions::activity(&self.read, since_ms, bucket_ms).await
     }
 
+    async fn prune(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
+        queue::prune(&self.write, before_ms, batch).await
+    }
+
     async fn create_session(&self, id_hash: &[u8; 32], session: &SessionRecord) -> StoreResult<()> {
         sqlx::query("INSERT INTO web_sessions (id_hash, token_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
             .bind(&id_hash[..])

@@ -441,3 +441,54 @@ fn delivery_from_row(row: &SqliteRow) -> StoreResult<DeliveryRecord> {
             .map(from_millis),
     })
 }
+
+pub(super) async fn prune(pool: &SqlitePool, before_ms: i64, batch: u32) -> StoreResult<u64> {
+    let mut tx = pool.begin().await?;
+    let limit = i64::from(batch);
+    let mut removed = 0;
+    removed += sqlx::query(
+        "DELETE FROM executions WHERE id IN
+            (SELECT id FROM executions WHERE started_at < ? ORDER BY started_at LIMIT ?)",
+    )
+    .bind(before_ms)
+    .bind(limit)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    removed += sqlx::query(
+        "DELETE FROM deliveries WHERE seq IN
+            (SELECT seq FROM deliveries WHERE state IN ('success', 'failed') AND finished_at < ?
+             ORDER BY finished_at LIMIT ?)",
+    )
+    .bind(before_ms)
+    .bind(limit)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    // Event ids are ULIDs, so "older than" is a range of the primary key.
+    let oldest_kept = ulid::Ulid::from_parts(before_ms.max(0) as u64, 0).to_string();
+    removed += sqlx::query(
+        "DELETE FROM events WHERE id IN
+            (SELECT e.id FROM events e WHERE e.id < ?
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
+             ORDER BY e.id LIMIT ?)",
+    )
+    .bind(oldest_kept)
+    .bind(limit)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let now = now_ms();
+    removed += sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+        .bind(now - IDEMPOTENCY_WINDOW_MS)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    removed += sqlx::query("DELETE FROM web_sessions WHERE expires_at < ?")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(removed)
+}

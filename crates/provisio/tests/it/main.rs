@@ -13,6 +13,7 @@ mod delivery;
 mod emit;
 mod examples;
 mod executions;
+mod retention;
 mod scripts;
 mod telemetry;
 mod web;
