@@ -75,6 +75,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(n.saturating_mul(unit_ms)))
 }
 
+/// Writes a duration the way [`parse_duration`] reads it, in the largest unit
+/// that divides it (`30s`, `2m`, `30d`, `1500ms`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +111,13 @@ mod tests {
         );
         for bad in ["", "5", "5x", "s", "5s,,", "-5s"] {
             assert!(RetrySchedule::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn durations_format_as_they_parse() {
+        for text in ["5s", "2m", "1h", "30d", "1500ms", "90s"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
         }
     }
 

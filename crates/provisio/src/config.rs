@@ -212,6 +212,74 @@ impl fmt::Debug for Secret {
     }
 }
 
+impl Settings {
+    /// The effective settings as `key = value` lines, secrets masked: what
+    /// `provisio config check` prints.
+    pub fn describe(&self) -> String {
+        let duration = provisio_core::retry::format_duration;
+        let database = match &self.store.database {
+            Database::Sqlite(path) => format!("sqlite://{}", path.display()),
+        };
+        let lines = [
+            ("listen", self.listen.to_string()),
+            ("data_dir", self.store.data_dir.display().to_string()),
+            ("database_url", database),
+            ("scripts_dir", self.scripts_dir.display().to_string()),
+            (
+                "retry_schedule",
+                self.retry_schedule
+                    .delays()
+                    .iter()
+                    .map(|d| duration(*d))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "admin_token",
+                if self.admin_token.is_some() {
+                    "*** (set)".into()
+                } else {
+                    "(not set)".into()
+                },
+            ),
+            ("max_body_bytes", self.max_body_bytes.to_string()),
+            (
+                "deny_networks",
+                self.deny_networks
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "sqlite_synchronous",
+                match self.store.sqlite_synchronous {
+                    Durability::Full => "full".into(),
+                    Durability::Normal => "normal".into(),
+                },
+            ),
+            (
+                "log_format",
+                if self.log_format == LogFormat::Json {
+                    "json".into()
+                } else {
+                    "text".into()
+                },
+            ),
+            ("before_deadline", duration(self.before_deadline)),
+            ("max_scripts", self.max_scripts.to_string()),
+            ("session_ttl", duration(self.session_ttl)),
+            (
+                "retention",
+                self.retention
+                    .map(duration)
+                    .unwrap_or_else(|| "forever".into()),
+            ),
+        ];
+        lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,

@@ -22,6 +22,16 @@ enum Command {
     /// Manage API tokens in the local database.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Check settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the settings (flags, environment, file) and print the
+    /// effective ones, secrets masked.
+    Check(Box<ServeArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +64,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 shutdown.cancel();
             });
             running.wait().await
+        }
+        Command::Config(ConfigCommand::Check(args)) => {
+            print!("{}", args.resolve()?.describe());
+            Ok(())
         }
         Command::Token(command) => {
             init_logging(LogFormat::Text);

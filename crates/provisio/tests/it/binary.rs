@@ -313,3 +313,36 @@ async fn flags_beat_the_environment_which_beats_the_file() {
     assert_eq!(status, 200, "the environment beats the file");
     server.terminate();
 }
+
+#[test]
+fn config_check_prints_the_effective_settings_or_names_the_bad_one() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../provisio.example.toml");
+    let (ok, out, err) = run_cli(
+        &["config", "check", "--config", example],
+        &[("PROVISIO_ADMIN_TOKEN", "a-secret-admin-token-xyz")],
+    );
+    assert!(ok, "{err}");
+    for line in [
+        "listen = 127.0.0.1:8080",
+        "retry_schedule = 5s,30s,2m,10m,30m,1h,3h,6h,12h",
+        "retention = 30d",
+        "admin_token = *** (set)",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "{line:?} missing from:\n{out}"
+        );
+    }
+    assert!(
+        !out.contains("a-secret-admin-token-xyz"),
+        "secrets are masked"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "listen = \"127.0.0.1:8080\"\nmax_scripts = 0\n").unwrap();
+    let (ok, _, err) = run_cli(&["config", "check", "--config", bad.to_str().unwrap()], &[]);
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("max_scripts"), "{err}");
+}
