@@ -7,7 +7,16 @@
 //! - [`serve`]: opens the store, seeds the catalog, bootstraps the admin token,
 //!   starts the engine and the HTTP server, and shuts them down in order.
 //! - [`tokens`]: `provisio token create|list|revoke` on the local database.
+//! - [`client`]: `provisio emit|handlers|executions|redeliver` against a running server.
 
+pub mod client;
 pub mod config;
 pub mod serve;
 pub mod tokens;
+
+/// Installs rustls's process-wide crypto provider (ring: it builds without the
+/// C toolchain aws-lc needs). HTTPS handlers and the command-line client need
+/// it; a second call does nothing.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

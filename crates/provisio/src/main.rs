@@ -1,6 +1,7 @@
 //! `provisio`: parses the command line and hands over to the library.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use provisio::client::{ClientArgs, EmitArgs, ExecutionsCommand, HandlersCommand};
 use provisio::config::{LogFormat, ServeArgs};
 use provisio::tokens::TokenCommand;
 
@@ -25,6 +26,39 @@ enum Command {
     /// Check settings.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Emit an event to a running server (or run the before chain).
+    Emit {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: EmitArgs,
+    },
+    /// Manage handlers on a running server.
+    Handlers {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: HandlersCommand,
+    },
+    /// Read the execution log of a running server.
+    Executions {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: ExecutionsCommand,
+    },
+    /// Send a finished delivery again.
+    Redeliver {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The delivery's id.
+        delivery_id: String,
+    },
+    /// Print shell completions.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,6 +70,7 @@ enum ConfigCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    provisio::install_crypto();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build();
@@ -64,6 +99,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 shutdown.cancel();
             });
             running.wait().await
+        }
+        Command::Emit { client, args } => provisio::client::emit(&client, args).await,
+        Command::Handlers { client, command } => provisio::client::handlers(&client, command).await,
+        Command::Executions { client, command } => {
+            provisio::client::executions(&client, command).await
+        }
+        Command::Redeliver {
+            client,
+            delivery_id,
+        } => provisio::client::redeliver(&client, &delivery_id).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "provisio",
+                &mut std::io::stdout(),
+            );
+            Ok(())
         }
         Command::Config(ConfigCommand::Check(args)) => {
             print!("{}", args.resolve()?.describe());

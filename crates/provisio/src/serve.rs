@@ -69,9 +69,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Starts everything and returns once the listener is bound and the engine runs.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
-    // rustls needs one process-wide crypto provider (for https handlers); ring
-    // builds without the C toolchain aws-lc wants. A second install is a no-op.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_crypto();
     provisio_server::telemetry::handle();
     let lock = lock_data_dir(&settings.store.data_dir)?;
     let store = open_store(&settings.store).await?;

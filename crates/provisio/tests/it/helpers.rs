@@ -504,7 +504,10 @@ impl Binary {
 /// Runs `provisio ARGS…` to completion: (exit success, stdout, stderr).
 pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let mut cmd = std::process::Command::new(BIN);
-    cmd.args(args).env_remove("PROVISIO_ADMIN_TOKEN");
+    cmd.args(args)
+        .env_remove("PROVISIO_ADMIN_TOKEN")
+        .env_remove("PROVISIO_TOKEN")
+        .env_remove("PROVISIO_URL");
     for (k, v) in env {
         cmd.env(k, v);
     }

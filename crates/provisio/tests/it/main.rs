@@ -9,6 +9,7 @@ mod api_handlers;
 mod before;
 mod binary;
 mod browser;
+mod cli;
 mod delivery;
 mod emit;
 mod examples;

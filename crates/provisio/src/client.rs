@@ -1,0 +1,638 @@
+//! The command-line client: `provisio emit`, `handlers`, `executions`,
+//! `redeliver`, talking to a running server over its API. Tables for people,
+//! `--json` for scripts; any error is one line and a non-zero exit.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// Where the server is and who is asking.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The server's base URL.
+    #[arg(
+        long,
+        env = "PROVISIO_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// An API token.
+    #[arg(long, env = "PROVISIO_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EmitArgs {
+    /// The event type, such as clients.create.
+    pub events_id: String,
+    /// The object's id: a number if it looks like one, else a string.
+    #[arg(long)]
+    pub object_id: String,
+    /// The event's data, a JSON object.
+    #[arg(long, conflicts_with = "data_file")]
+    pub data: Option<String>,
+    /// Read the data from this file (`-` for standard input).
+    #[arg(long)]
+    pub data_file: Option<String>,
+    /// When the action happened (ISO 8601 with offset).
+    #[arg(long)]
+    pub dt: Option<String>,
+    /// Run the before-stage chain instead of emitting at the after stage.
+    #[arg(long)]
+    pub before: bool,
+    /// Makes retrying this emit safe.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// A handler's settings as flags; all optional so `update` can use them too.
+#[derive(Debug, Args, Default)]
+pub struct HandlerFields {
+    #[arg(long)]
+    pub name: Option<String>,
+    /// An event type, `prefix.*` or `*`.
+    #[arg(long)]
+    pub events_id: Option<String>,
+    /// `after` or `before`.
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// `enabled`, `disabled` or `archived`.
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub priority: Option<i64>,
+    /// `http` or `script`.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// A URL, or a script path inside the scripts directory.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// A script argument (repeat for more).
+    #[arg(long = "arg", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// An extra header as `Name: value` (repeat for more).
+    #[arg(long = "header")]
+    pub headers: Vec<String>,
+    #[arg(long)]
+    pub timeout_ms: Option<i64>,
+    #[arg(long)]
+    pub max_attempts: Option<i64>,
+    /// `true` or `false`.
+    #[arg(long)]
+    pub ordered: Option<bool>,
+    /// `forbid` or `allow`.
+    #[arg(long)]
+    pub on_failure: Option<String>,
+}
+
+impl HandlerFields {
+    fn to_json(&self) -> anyhow::Result<Value> {
+        let mut body = serde_json::Map::new();
+        let mut put = |key: &str, value: Option<Value>| {
+            if let Some(v) = value {
+                body.insert(key.into(), v);
+            }
+        };
+        put("name", self.name.clone().map(Value::from));
+        put("events_id", self.events_id.clone().map(Value::from));
+        put("stage", self.stage.clone().map(Value::from));
+        put("status", self.status.clone().map(Value::from));
+        put("priority", self.priority.map(Value::from));
+        put("kind", self.kind.clone().map(Value::from));
+        put("target", self.target.clone().map(Value::from));
+        put("timeout_ms", self.timeout_ms.map(Value::from));
+        put("max_attempts", self.max_attempts.map(Value::from));
+        put("ordered", self.ordered.map(Value::from));
+        put("on_failure", self.on_failure.clone().map(Value::from));
+        if !self.args.is_empty() {
+            put("args", Some(json!(self.args)));
+        }
+        if !self.headers.is_empty() {
+            let mut headers = BTreeMap::new();
+            for h in &self.headers {
+                let (k, v) = h
+                    .split_once(':')
+                    .with_context(|| format!("--header {h:?} is not \"Name: value\""))?;
+                headers.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+            put("headers", Some(json!(headers)));
+        }
+        Ok(Value::Object(body))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HandlersCommand {
+    /// List handlers.
+    List {
+        #[arg(long)]
+        events_id: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        stage: Option<String>,
+        /// Name contains.
+        #[arg(long)]
+        q: Option<String>,
+        #[arg(long)]
+        page: Option<u32>,
+        #[arg(long)]
+        per_page: Option<u32>,
+    },
+    /// Show one handler.
+    Show { id: i64 },
+    /// Create a handler.
+    Create(HandlerFields),
+    /// Change some of a handler's settings.
+    Update {
+        id: i64,
+        #[command(flatten)]
+        fields: HandlerFields,
+    },
+    /// Enable a handler.
+    Enable { id: i64 },
+    /// Disable a handler.
+    Disable { id: i64 },
+    /// Archive a handler.
+    Archive { id: i64 },
+    /// Delete a handler.
+    Delete { id: i64 },
+}
+
+/// The execution log's filters.
+#[derive(Debug, Args)]
+pub struct ExecutionFilters {
+    #[arg(long)]
+    pub handler_id: Option<i64>,
+    #[arg(long)]
+    pub events_id: Option<String>,
+    /// `success` or `fail`.
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub stage: Option<String>,
+    #[arg(long)]
+    pub object_id: Option<String>,
+    /// The request body contains this text.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// The error contains this text.
+    #[arg(long)]
+    pub error: Option<String>,
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub page: Option<u32>,
+    #[arg(long)]
+    pub per_page: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExecutionsCommand {
+    /// List executions, newest first.
+    List(Box<ExecutionFilters>),
+    /// Show one execution in full.
+    Show { id: i64 },
+}
+
+/// A connection to the API.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn new(args: &ClientArgs) -> anyhow::Result<Self> {
+        let token = args
+            .token
+            .clone()
+            .context("no API token: pass --token or set PROVISIO_TOKEN")?;
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        Ok(Self {
+            http,
+            base: args.url.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Value>,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(&self.token)
+            .query(query);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            let message = value["error"]["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            bail!(
+                "{} {}: {message}",
+                status.as_u16(),
+                value["error"]["code"].as_str().unwrap_or("error")
+            );
+        }
+        Ok(value)
+    }
+}
+
+fn query(pairs: &[(&'static str, Option<String>)]) -> Vec<(&'static str, String)> {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (*k, v)))
+        .collect()
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+/// Prints rows under a header, each column as wide as its widest cell.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn handler_rows(items: &[Value]) {
+    let rows = items
+        .iter()
+        .map(|h| {
+            [
+                "id",
+                "priority",
+                "name",
+                "events_id",
+                "stage",
+                "status",
+                "kind",
+                "target",
+            ]
+            .iter()
+            .map(|k| text(&h[*k]))
+            .collect()
+        })
+        .collect();
+    table(
+        &[
+            "ID", "PRIORITY", "NAME", "EVENT", "STAGE", "STATUS", "KIND", "TARGET",
+        ],
+        rows,
+    );
+}
+
+fn object_id(text: &str) -> Value {
+    match text.parse::<i64>() {
+        Ok(n) => Value::from(n),
+        Err(_) => Value::from(text),
+    }
+}
+
+fn read_data(args: &EmitArgs) -> anyhow::Result<Value> {
+    let text = match (&args.data, &args.data_file) {
+        (Some(d), _) => d.clone(),
+        (None, Some(f)) if f == "-" => {
+            std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+        }
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {f}"))?
+        }
+        (None, None) => "{}".into(),
+    };
+    let value: Value = serde_json::from_str(&text).context("--data is not valid JSON")?;
+    if !value.is_object() {
+        bail!("--data must be a JSON object");
+    }
+    Ok(value)
+}
+
+pub async fn emit(client: &ClientArgs, args: EmitArgs) -> anyhow::Result<()> {
+    let api = Api::new(client)?;
+    let mut body = json!({ "events_id": args.events_id, "object_id": object_id(&args.object_id), "data": read_data(&args)? });
+    if let Some(dt) = &args.dt {
+        body["dt"] = Value::from(dt.clone());
+    }
+    let path = if args.before {
+        "/events/before"
+    } else {
+        "/events"
+    };
+    let headers: Vec<(&str, String)> = args
+        .idempotency_key
+        .iter()
+        .map(|k| ("idempotency-key", k.clone()))
+        .collect();
+    let answer = api
+        .send(reqwest::Method::POST, path, &[], Some(body), &headers)
+        .await?;
+    if client.json {
+        print_json(&answer);
+    } else if args.before {
+        let verdict = if answer["allowed"] == true {
+            "allowed"
+        } else {
+            "forbidden"
+        };
+        println!(
+            "{verdict}{}",
+            answer["reason"]
+                .as_str()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+        println!("data: {}", answer["data"]);
+        for step in answer["executions"].as_array().into_iter().flatten() {
+            println!(
+                "  {} {} ({} ms){}",
+                text(&step["handler_name"]),
+                text(&step["outcome"]),
+                step["duration_ms"],
+                step["error"]
+                    .as_str()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    } else {
+        println!(
+            "event {} accepted, {} deliveries",
+            text(&answer["id"]),
+            answer["deliveries"]
+        );
+    }
+    Ok(())
+}
+
+pub async fn handlers(client: &ClientArgs, command: HandlersCommand) -> anyhow::Result<()> {
+    let api = Api::new(client)?;
+    let (answer, list) = match command {
+        HandlersCommand::List {
+            events_id,
+            kind,
+            status,
+            stage,
+            q,
+            page,
+            per_page,
+        } => {
+            let q = query(&[
+                ("events_id", events_id),
+                ("kind", kind),
+                ("status", status),
+                ("stage", stage),
+                ("q", q),
+                ("page", page.map(|p| p.to_string())),
+                ("per_page", per_page.map(|p| p.to_string())),
+            ]);
+            (
+                api.send(reqwest::Method::GET, "/handlers", &q, None, &[])
+                    .await?,
+                true,
+            )
+        }
+        HandlersCommand::Show { id } => (
+            api.send(
+                reqwest::Method::GET,
+                &format!("/handlers/{id}"),
+                &[],
+                None,
+                &[],
+            )
+            .await?,
+            false,
+        ),
+        HandlersCommand::Create(fields) => (
+            api.send(
+                reqwest::Method::POST,
+                "/handlers",
+                &[],
+                Some(fields.to_json()?),
+                &[],
+            )
+            .await?,
+            false,
+        ),
+        HandlersCommand::Update { id, fields } => (
+            api.send(
+                reqwest::Method::PATCH,
+                &format!("/handlers/{id}"),
+                &[],
+                Some(fields.to_json()?),
+                &[],
+            )
+            .await?,
+            false,
+        ),
+        HandlersCommand::Enable { id } => (set_status(&api, id, "enabled").await?, false),
+        HandlersCommand::Disable { id } => (set_status(&api, id, "disabled").await?, false),
+        HandlersCommand::Archive { id } => (set_status(&api, id, "archived").await?, false),
+        HandlersCommand::Delete { id } => {
+            api.send(
+                reqwest::Method::DELETE,
+                &format!("/handlers/{id}"),
+                &[],
+                None,
+                &[],
+            )
+            .await?;
+            if client.json {
+                print_json(&json!({ "deleted": id }));
+            } else {
+                println!("deleted handler {id}");
+            }
+            return Ok(());
+        }
+    };
+    if client.json {
+        print_json(&answer);
+    } else if list {
+        handler_rows(
+            answer["items"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+        );
+        println!("({} in all)", answer["total"]);
+    } else {
+        handler_rows(std::slice::from_ref(&answer));
+    }
+    Ok(())
+}
+
+async fn set_status(api: &Api, id: i64, status: &str) -> anyhow::Result<Value> {
+    api.send(
+        reqwest::Method::PATCH,
+        &format!("/handlers/{id}"),
+        &[],
+        Some(json!({ "status": status })),
+        &[],
+    )
+    .await
+}
+
+pub async fn executions(client: &ClientArgs, command: ExecutionsCommand) -> anyhow::Result<()> {
+    let api = Api::new(client)?;
+    match command {
+        ExecutionsCommand::List(filters) => {
+            let ExecutionFilters {
+                handler_id,
+                events_id,
+                status,
+                stage,
+                object_id,
+                data,
+                error,
+                from,
+                to,
+                page,
+                per_page,
+            } = *filters;
+            let q = query(&[
+                ("handler_id", handler_id.map(|h| h.to_string())),
+                ("events_id", events_id),
+                ("status", status),
+                ("stage", stage),
+                ("object_id", object_id),
+                ("data", data),
+                ("error", error),
+                ("from", from),
+                ("to", to),
+                ("page", page.map(|p| p.to_string())),
+                ("per_page", per_page.map(|p| p.to_string())),
+            ]);
+            let answer = api
+                .send(reqwest::Method::GET, "/executions", &q, None, &[])
+                .await?;
+            if client.json {
+                print_json(&answer);
+                return Ok(());
+            }
+            let rows = answer["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    let response = match (e["response_status"].as_u64(), e["error"].as_str()) {
+                        (Some(s), _) => s.to_string(),
+                        (None, Some(err)) => err.chars().take(60).collect(),
+                        _ => String::new(),
+                    };
+                    vec![
+                        text(&e["id"]),
+                        text(&e["status"]),
+                        text(&e["started_at"]),
+                        text(&e["events_id"]),
+                        text(&e["stage"]),
+                        text(&e["handler_name"]),
+                        text(&e["object_id"]),
+                        response,
+                        format!("{} ms", e["duration_ms"]),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "ID", "STATUS", "DATE", "EVENT", "STAGE", "HANDLER", "OBJECT", "RESPONSE",
+                    "DURATION",
+                ],
+                rows,
+            );
+            println!("({} in all)", answer["total"]);
+        }
+        ExecutionsCommand::Show { id } => print_json(
+            &api.send(
+                reqwest::Method::GET,
+                &format!("/executions/{id}"),
+                &[],
+                None,
+                &[],
+            )
+            .await?,
+        ),
+    }
+    Ok(())
+}
+
+pub async fn redeliver(client: &ClientArgs, delivery_id: &str) -> anyhow::Result<()> {
+    let api = Api::new(client)?;
+    let answer = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/deliveries/{delivery_id}/redeliver"),
+            &[],
+            Some(json!({})),
+            &[],
+        )
+        .await?;
+    if client.json {
+        print_json(&answer);
+    } else {
+        println!(
+            "delivery {} queued again ({})",
+            text(&answer["id"]),
+            text(&answer["state"])
+        );
+    }
+    Ok(())
+}
