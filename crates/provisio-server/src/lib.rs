@@ -94,6 +94,12 @@ pub fn app(state: AppState) -> Router {
         .merge(health::router())
         .merge(web::router())
         .route("/metrics", axum::routing::get(telemetry::render))
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/openapi.json", {
+                use utoipa::OpenApi;
+                api::doc::ApiDoc::openapi()
+            }),
+        )
         .fallback(fallback)
         .layer(axum::middleware::from_fn(telemetry::time_requests))
         .layer(DefaultBodyLimit::max(state.config().max_body_bytes))

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::ListOut;
 use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiJson;
 
 pub fn router() -> Router<AppState> {
@@ -87,6 +87,8 @@ impl EventTypeIn {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/event-types", tag = "event types",
+    responses((status = 200, description = "The catalog", body = ListOut<EventTypeOut>), (status = 401, description = "Missing or invalid token", body = ErrorBody)))]
 async fn list(State(state): State<AppState>) -> ApiResult<Json<ListOut<EventTypeOut>>> {
     let types = state.store().list_event_types().await?;
     let total = types.len() as u64;
@@ -96,6 +98,8 @@ async fn list(State(state): State<AppState>) -> ApiResult<Json<ListOut<EventType
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/event-types", tag = "event types", request_body = EventTypeIn,
+    responses((status = 201, description = "Added", body = EventTypeOut), (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 409, description = "The id exists", body = ErrorBody), (status = 422, description = "Invalid input, per field", body = ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<EventTypeIn>,

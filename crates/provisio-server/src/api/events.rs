@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::ts;
 use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, parse_json, read_body};
 
 pub fn router() -> Router<AppState> {
@@ -94,6 +94,11 @@ fn emit_error(e: EmitError) -> ApiError {
 /// The longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
+#[utoipa::path(post, path = "/api/v1/events", tag = "events", request_body = EmitIn,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries of the same emit safe for 24 h")),
+    responses((status = 202, description = "Accepted and stored", body = EmitOut), (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used with another body", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody), (status = 422, description = "Invalid input, per field", body = ErrorBody)))]
 async fn emit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -178,6 +183,9 @@ pub struct BeforeOut {
     pub executions: Vec<BeforeStepOut>,
 }
 
+#[utoipa::path(post, path = "/api/v1/events/before", tag = "events", request_body = EmitIn,
+    responses((status = 200, description = "The chain's verdict", body = BeforeOut), (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody), (status = 422, description = "Invalid input, per field", body = ErrorBody)))]
 async fn before(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<EmitIn>,
@@ -255,6 +263,8 @@ pub struct EventOut {
     pub deliveries: Vec<DeliveryOut>,
 }
 
+#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events", params(("id" = String, Path, description = "Event id")),
+    responses((status = 200, description = "The event and its deliveries", body = EventOut), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn read(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -275,6 +285,9 @@ async fn read(
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/deliveries/{id}/redeliver", tag = "events", params(("id" = String, Path, description = "Delivery id")),
+    responses((status = 202, description = "Queued again", body = DeliveryOut), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "The delivery is still pending", body = ErrorBody)))]
 async fn redeliver(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,

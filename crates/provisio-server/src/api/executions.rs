@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use super::{ListOut, PageQuery, ts};
 use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
 
 pub fn router() -> Router<AppState> {
@@ -99,7 +99,8 @@ impl From<ExecutionRecord> for ExecutionOut {
 }
 
 /// The execution log's filters.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExecutionQuery {
     pub handler_id: Option<i64>,
     pub events_id: Option<String>,
@@ -163,6 +164,8 @@ fn bound(value: &Option<String>, field: &str, end_of_day: bool) -> ApiResult<Opt
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/executions", tag = "executions", params(ExecutionQuery),
+    responses((status = 200, description = "A page of the log, newest first", body = ListOut<ExecutionOut>), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 422, description = "Invalid input, per field", body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ExecutionQuery>,
@@ -180,6 +183,8 @@ async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/executions/{id}", tag = "executions", params(("id" = i64, Path, description = "Execution id")),
+    responses((status = 200, description = "One execution", body = ExecutionOut), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn read(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,

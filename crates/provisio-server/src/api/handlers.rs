@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 use super::{ListOut, PageQuery, ts};
 use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 
 pub fn router() -> Router<AppState> {
@@ -161,7 +161,8 @@ impl HandlerPatch {
 }
 
 /// The handler list's filters.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HandlerQuery {
     /// Handlers that fire for this event type, or whose pattern is this text.
     pub events_id: Option<String>,
@@ -193,6 +194,8 @@ pub fn validate(state: &AppState, draft: HandlerDraft) -> ApiResult<HandlerSpec>
         .map_err(ApiError::invalid)
 }
 
+#[utoipa::path(post, path = "/api/v1/handlers", tag = "handlers", request_body = HandlerIn,
+    responses((status = 201, description = "Created", body = HandlerOut), (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 422, description = "Invalid input, per field", body = ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<HandlerIn>,
@@ -211,6 +214,8 @@ async fn find(state: &AppState, id: i64) -> ApiResult<Handler> {
         .ok_or_else(|| ApiError::not_found(format!("handler {id}")))
 }
 
+#[utoipa::path(get, path = "/api/v1/handlers/{id}", tag = "handlers", params(("id" = i64, Path, description = "Handler id")),
+    responses((status = 200, description = "The handler", body = HandlerOut), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn read(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -218,6 +223,8 @@ async fn read(
     Ok(Json((&find(&state, id).await?).into()))
 }
 
+#[utoipa::path(patch, path = "/api/v1/handlers/{id}", tag = "handlers", params(("id" = i64, Path, description = "Handler id")), request_body = HandlerPatch,
+    responses((status = 200, description = "Updated", body = HandlerOut), (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Invalid input, per field", body = ErrorBody)))]
 async fn update(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -239,6 +246,8 @@ async fn update(
     Ok(Json((&handler).into()))
 }
 
+#[utoipa::path(delete, path = "/api/v1/handlers/{id}", tag = "handlers", params(("id" = i64, Path, description = "Handler id")),
+    responses((status = 204, description = "Deleted"), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn remove(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<StatusCode> {
     if !state.store().delete_handler(id).await? {
         return Err(ApiError::not_found(format!("handler {id}")));
@@ -247,6 +256,8 @@ async fn remove(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> Api
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/v1/handlers", tag = "handlers", params(HandlerQuery),
+    responses((status = 200, description = "A page of handlers", body = ListOut<HandlerOut>), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 422, description = "Invalid input, per field", body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<HandlerQuery>,
@@ -271,6 +282,8 @@ async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/handlers/{id}/secret", tag = "handlers", params(("id" = i64, Path, description = "Handler id")),
+    responses((status = 200, description = "The signing secret", body = SecretOut), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn secret(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -280,6 +293,8 @@ async fn secret(
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/handlers/{id}/secret/rotate", tag = "handlers", params(("id" = i64, Path, description = "Handler id")),
+    responses((status = 200, description = "The new signing secret", body = SecretOut), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn rotate_secret(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,

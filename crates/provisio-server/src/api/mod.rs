@@ -1,5 +1,6 @@
 //! The JSON API under `/api/v1` (DESIGN §6): one module per resource.
 
+pub mod doc;
 pub mod event_types;
 pub mod events;
 pub mod executions;

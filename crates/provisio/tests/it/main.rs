@@ -2,6 +2,7 @@
 //! random port and its own data directory, driven over real HTTP.
 
 mod helpers;
+mod openapi;
 
 mod api_auth;
 mod api_event_types;
