@@ -1,7 +1,7 @@
 //! `provisio`: parses the command line and hands over to the library.
 
 use clap::{Parser, Subcommand};
-use provisio::config::{LogFormat, ServeArgs};
+use provisio::config::{LogFormat, ServeArgs, StoreArgs};
 use provisio::tokens::TokenCommand;
 
 #[derive(Debug, Parser)]
@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run the API, the web section and the delivery workers.
     Serve(Box<ServeArgs>),
+    /// Apply the database's migrations and exit (`serve` also applies them).
+    Migrate(StoreArgs),
     /// Manage API tokens in the local database.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -54,6 +56,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 shutdown.cancel();
             });
             running.wait().await
+        }
+        Command::Migrate(args) => {
+            let settings = args.resolve()?;
+            init_logging(LogFormat::Text);
+            println!("{}", provisio::serve::migrate(&settings).await?);
+            Ok(())
         }
         Command::Token(command) => {
             init_logging(LogFormat::Text);

@@ -1,17 +1,13 @@
 //! Handlers.
 
-use provisio_core::catalog::EventPattern;
 use provisio_core::handler::{Handler, HandlerSpec};
 use provisio_core::signing::SigningSecret;
-use provisio_core::timefmt::from_millis;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::sqlite::SqlitePool;
+use sqlx::{QueryBuilder, Sqlite};
 
-use super::{corrupt, now_ms};
+use super::now_ms;
+use crate::rows::{HANDLER_SELECT as SELECT, handler as from_row, json, like_pattern};
 use crate::{HandlerFilter, Page, StoreError, StoreResult};
-
-const SELECT: &str = "SELECT id, name, events_id, stage, status, priority, kind, target, args, headers, \
-     timeout_ms, max_attempts, ordered, on_failure, secret, created_at, updated_at FROM handlers";
 
 pub(super) async fn insert(pool: &SqlitePool, spec: &HandlerSpec) -> StoreResult<Handler> {
     let now = now_ms();
@@ -168,59 +164,4 @@ fn push_where(q: &mut QueryBuilder<Sqlite>, f: &HandlerFilter) {
             .push_bind(like_pattern(text))
             .push(" ESCAPE '\\'");
     }
-}
-
-/// `%text%` with LIKE's wildcards in `text` escaped.
-pub(super) fn like_pattern(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('%');
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("plain data always serializes")
-}
-
-fn from_row(row: &SqliteRow) -> StoreResult<Handler> {
-    let text = |name: &str| -> StoreResult<String> { Ok(row.try_get::<String, _>(name)?) };
-    let parse_enum = |name: &str| -> StoreResult<String> { text(name) };
-    let spec = HandlerSpec {
-        name: text("name")?,
-        events_id: EventPattern::parse(&text("events_id")?)
-            .map_err(|e| corrupt("handler events_id", e))?,
-        stage: parse_enum("stage")?
-            .parse()
-            .map_err(|e| corrupt("handler stage", e))?,
-        status: parse_enum("status")?
-            .parse()
-            .map_err(|e| corrupt("handler status", e))?,
-        priority: row.try_get("priority")?,
-        kind: parse_enum("kind")?
-            .parse()
-            .map_err(|e| corrupt("handler kind", e))?,
-        target: text("target")?,
-        args: serde_json::from_str(&text("args")?).map_err(|e| corrupt("handler args", e))?,
-        headers: serde_json::from_str(&text("headers")?)
-            .map_err(|e| corrupt("handler headers", e))?,
-        timeout_ms: row.try_get("timeout_ms")?,
-        max_attempts: row.try_get("max_attempts")?,
-        ordered: row.try_get("ordered")?,
-        on_failure: parse_enum("on_failure")?
-            .parse()
-            .map_err(|e| corrupt("handler on_failure", e))?,
-    };
-    Ok(Handler {
-        id: row.try_get("id")?,
-        spec,
-        secret: SigningSecret::parse(&text("secret")?).map_err(|e| corrupt("handler secret", e))?,
-        created_at: from_millis(row.try_get("created_at")?),
-        updated_at: from_millis(row.try_get("updated_at")?),
-    })
 }

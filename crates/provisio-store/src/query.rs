@@ -1,0 +1,103 @@
+//! Query pieces both backends build the same way: the execution log's
+//! multi-row insert and its filters. They use only SQL the two databases share
+//! (`QueryBuilder` writes each driver's own placeholders), so one generic
+//! function serves both.
+
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use crate::rows::like_pattern;
+use crate::{ExecutionFilter, ExecutionRecord};
+
+/// Rows per multi-row statement: well under both databases' bound-parameter
+/// limits (SQLite 32,766; PostgreSQL 65,535) at 21 columns a row.
+pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
+
+/// `INSERT INTO executions … VALUES (…), (…)` for up to
+/// [`ROWS_PER_STATEMENT`] rows.
+pub(crate) fn insert_executions<DB: Database>(rows: &[&ExecutionRecord]) -> QueryBuilder<DB>
+where
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(
+        "INSERT INTO executions (delivery_id, handler_id, handler_name, event_id, events_id, object_id,
+            object_key, stage, attempt, status, started_at, duration_ms, request_target, request_headers,
+            request_body, response_status, response_body, response_truncated, error, next_attempt_at,
+            data_after) ",
+    );
+    q.push_values(rows, |mut row, e| {
+        row.push_bind(e.delivery_id.clone())
+            .push_bind(e.handler_id)
+            .push_bind(e.handler_name.clone())
+            .push_bind(e.event_id.clone())
+            .push_bind(e.events_id.clone())
+            .push_bind(e.object_id.to_json())
+            .push_bind(e.object_id.key())
+            .push_bind(e.stage.as_str())
+            .push_bind(i64::from(e.attempt))
+            .push_bind(e.status.as_str())
+            .push_bind(provisio_core::timefmt::to_millis(e.started_at))
+            .push_bind(i64::from(e.duration_ms))
+            .push_bind(e.request.target.clone())
+            .push_bind(crate::rows::json(&e.request.headers))
+            .push_bind(e.request.body.clone())
+            .push_bind(e.response_status.map(i64::from))
+            .push_bind(e.response_body.clone())
+            .push_bind(e.response_truncated)
+            .push_bind(e.error.clone())
+            .push_bind(e.next_attempt_at.map(provisio_core::timefmt::to_millis))
+            .push_bind(e.data_after.clone());
+    });
+    q
+}
+
+/// The execution log's `WHERE` clause.
+pub(crate) fn push_execution_filter<DB: Database>(q: &mut QueryBuilder<DB>, f: &ExecutionFilter)
+where
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
+{
+    q.push(" WHERE 1 = 1");
+    if let Some(v) = f.handler_id {
+        q.push(" AND handler_id = ").push_bind(v);
+    }
+    if let Some(v) = &f.events_id {
+        q.push(" AND events_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = f.status {
+        q.push(" AND status = ").push_bind(v.as_str());
+    }
+    if let Some(v) = f.stage {
+        q.push(" AND stage = ").push_bind(v.as_str());
+    }
+    if let Some(v) = &f.object_id {
+        q.push(" AND object_key = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.delivery_id {
+        q.push(" AND delivery_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.event_id {
+        q.push(" AND event_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = f.data.as_deref().filter(|v| !v.is_empty()) {
+        q.push(" AND request_body LIKE ")
+            .push_bind(like_pattern(v))
+            .push(" ESCAPE '\\'");
+    }
+    if let Some(v) = f.error.as_deref().filter(|v| !v.is_empty()) {
+        q.push(" AND error LIKE ")
+            .push_bind(like_pattern(v))
+            .push(" ESCAPE '\\'");
+    }
+    if let Some(v) = f.from_ms {
+        q.push(" AND started_at >= ").push_bind(v);
+    }
+    if let Some(v) = f.to_ms {
+        q.push(" AND started_at <= ").push_bind(v);
+    }
+}
