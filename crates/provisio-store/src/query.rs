@@ -55,9 +55,14 @@ where
     q
 }
 
-/// The execution log's `WHERE` clause.
-pub(crate) fn push_execution_filter<DB: Database>(q: &mut QueryBuilder<DB>, f: &ExecutionFilter)
-where
+/// The execution log's `WHERE` clause. `like` is the backend's
+/// case-insensitive match (SQLite's `LIKE` ignores ASCII case; PostgreSQL's
+/// `ILIKE` is the same search).
+pub(crate) fn push_execution_filter<DB: Database>(
+    q: &mut QueryBuilder<DB>,
+    f: &ExecutionFilter,
+    like: &'static str,
+) where
     for<'t> i64: Encode<'t, DB> + Type<DB>,
     for<'t> String: Encode<'t, DB> + Type<DB>,
     for<'t> &'static str: Encode<'t, DB> + Type<DB>,
@@ -85,12 +90,16 @@ where
         q.push(" AND event_id = ").push_bind(v.clone());
     }
     if let Some(v) = f.data.as_deref().filter(|v| !v.is_empty()) {
-        q.push(" AND request_body LIKE ")
+        q.push(" AND request_body ")
+            .push(like)
+            .push(" ")
             .push_bind(like_pattern(v))
             .push(" ESCAPE '\\'");
     }
     if let Some(v) = f.error.as_deref().filter(|v| !v.is_empty()) {
-        q.push(" AND error LIKE ")
+        q.push(" AND error ")
+            .push(like)
+            .push(" ")
             .push_bind(like_pattern(v))
             .push(" ESCAPE '\\'");
     }

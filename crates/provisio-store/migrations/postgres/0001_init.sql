@@ -102,7 +102,7 @@ CREATE TABLE executions (
     request_target     TEXT    NOT NULL,
     request_headers    TEXT    NOT NULL,
     request_body       TEXT    NOT NULL,
-    response_status    INTEGER,
+    response_status    BIGINT,
     response_body      TEXT,
     response_truncated BOOLEAN NOT NULL,
     error              TEXT,

@@ -27,11 +27,11 @@ pub(super) async fn list(
     page: Page,
 ) -> StoreResult<(Vec<ExecutionRecord>, u64)> {
     let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM executions");
-    push_execution_filter(&mut count, filter);
+    push_execution_filter(&mut count, filter, "LIKE");
     let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
 
     let mut q = QueryBuilder::<Sqlite>::new(EXECUTION_SELECT);
-    push_execution_filter(&mut q, filter);
+    push_execution_filter(&mut q, filter, "LIKE");
     q.push(" ORDER BY id DESC LIMIT ")
         .push_bind(i64::from(page.per_page))
         .push(" OFFSET ")
