@@ -12,4 +12,5 @@ mod delivery;
 mod emit;
 mod examples;
 mod executions;
+mod postgres;
 mod scripts;
