@@ -1,12 +1,12 @@
 //! Query pieces both backends build the same way: the execution log's
-//! multi-row insert and its filters. They use only SQL the two databases share
+//! multi-row insert and its filters, and the handler list's filters. They use only SQL the two databases share
 //! (`QueryBuilder` writes each driver's own placeholders), so one generic
 //! function serves both.
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use crate::rows::like_pattern;
-use crate::{ExecutionFilter, ExecutionRecord};
+use crate::{ExecutionFilter, ExecutionRecord, HandlerFilter};
 
 /// Rows per multi-row statement: well under both databases' bound-parameter
 /// limits (SQLite 32,766; PostgreSQL 65,535) at 21 columns a row.
@@ -108,5 +108,49 @@ pub(crate) fn push_execution_filter<DB: Database>(
     }
     if let Some(v) = f.to_ms {
         q.push(" AND started_at <= ").push_bind(v);
+    }
+}
+
+/// The handler list's `WHERE` clause; `like` as in [`push_execution_filter`].
+pub(crate) fn push_handler_filter<DB: Database>(
+    q: &mut QueryBuilder<DB>,
+    f: &HandlerFilter,
+    like: &'static str,
+) where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
+{
+    q.push(" WHERE 1 = 1");
+    if let Some(events_id) = &f.events_id {
+        // The handler's own pattern, or a pattern that fires for this type:
+        // `*`, or `prefix.*` where the type starts with `prefix.` (`.` and `*`
+        // are not LIKE wildcards).
+        q.push(" AND (events_id = ")
+            .push_bind(events_id.clone())
+            .push(" OR events_id = '*' OR (events_id LIKE '%.*' AND substr(")
+            .push_bind(events_id.clone())
+            .push(", 1, length(events_id) - 1) = substr(events_id, 1, length(events_id) - 1)))");
+    }
+    if let Some(kind) = f.kind {
+        q.push(" AND kind = ").push_bind(kind.as_str());
+    }
+    match f.status {
+        Some(status) => {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        None if !f.include_archived => {
+            q.push(" AND status <> 'archived'");
+        }
+        None => {}
+    }
+    if let Some(stage) = f.stage {
+        q.push(" AND stage = ").push_bind(stage.as_str());
+    }
+    if let Some(text) = f.q.as_deref().filter(|t| !t.is_empty()) {
+        q.push(" AND name ")
+            .push(like)
+            .push(" ")
+            .push_bind(like_pattern(text))
+            .push(" ESCAPE '\\'");
     }
 }

@@ -135,7 +135,12 @@ impl Server {
     fn start(data_dir: &std::path::Path, database_url: Option<&str>) -> Server {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_provisio"))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(database_url.map(|url| ["--database-url", url]).into_iter().flatten())
+            .args(
+                database_url
+                    .map(|url| ["--database-url", url])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("--data-dir")
             .arg(data_dir)
             .env("PROVISIO_ADMIN_TOKEN", TOKEN)
@@ -268,7 +273,10 @@ async fn main() {
 
     let backend = match &opts.database_url {
         None => "SQLite, synchronous=full".to_owned(),
-        Some(_) => format!("PostgreSQL, {} node(s), emits spread across them", opts.nodes),
+        Some(_) => format!(
+            "PostgreSQL, {} node(s), emits spread across them",
+            opts.nodes
+        ),
     };
     println!("provisio benchmark: real server ({backend}), one handler, loopback receiver");
     println!(

@@ -6,7 +6,8 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::now_ms;
-use crate::rows::{HANDLER_SELECT as SELECT, handler as from_row, json, like_pattern};
+use crate::query::push_handler_filter;
+use crate::rows::{HANDLER_SELECT as SELECT, handler as from_row, json};
 use crate::{HandlerFilter, Page, StoreError, StoreResult};
 
 pub(super) async fn insert(pool: &SqlitePool, spec: &HandlerSpec) -> StoreResult<Handler> {
@@ -113,11 +114,11 @@ pub(super) async fn list(
     page: Page,
 ) -> StoreResult<(Vec<Handler>, u64)> {
     let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM handlers");
-    push_where(&mut count, filter);
+    push_handler_filter(&mut count, filter, "LIKE");
     let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
 
     let mut q = QueryBuilder::<Sqlite>::new(SELECT);
-    push_where(&mut q, filter);
+    push_handler_filter(&mut q, filter, "LIKE");
     q.push(" ORDER BY priority, id LIMIT ")
         .push_bind(i64::from(page.per_page))
         .push(" OFFSET ")
@@ -132,36 +133,4 @@ pub(super) async fn all(pool: &SqlitePool) -> StoreResult<Vec<Handler>> {
     q.push(" ORDER BY priority, id");
     let rows = q.build().fetch_all(pool).await?;
     rows.iter().map(from_row).collect()
-}
-
-fn push_where(q: &mut QueryBuilder<Sqlite>, f: &HandlerFilter) {
-    q.push(" WHERE 1 = 1");
-    if let Some(events_id) = &f.events_id {
-        // The handler's own pattern, or a pattern that fires for this type.
-        q.push(" AND (events_id = ")
-            .push_bind(events_id.clone())
-            .push(" OR events_id = '*' OR (substr(events_id, -2) = '.*' AND substr(")
-            .push_bind(events_id.clone())
-            .push(", 1, length(events_id) - 1) = substr(events_id, 1, length(events_id) - 1)))");
-    }
-    if let Some(kind) = f.kind {
-        q.push(" AND kind = ").push_bind(kind.as_str());
-    }
-    match f.status {
-        Some(status) => {
-            q.push(" AND status = ").push_bind(status.as_str());
-        }
-        None if !f.include_archived => {
-            q.push(" AND status != 'archived'");
-        }
-        None => {}
-    }
-    if let Some(stage) = f.stage {
-        q.push(" AND stage = ").push_bind(stage.as_str());
-    }
-    if let Some(text) = f.q.as_deref().filter(|t| !t.is_empty()) {
-        q.push(" AND name LIKE ")
-            .push_bind(like_pattern(text))
-            .push(" ESCAPE '\\'");
-    }
 }

@@ -84,6 +84,15 @@ struct Emitter {
 }
 
 impl Emitter {
+    fn new(client: &reqwest::Client, nodes: &[&Node]) -> Arc<Emitter> {
+        Arc::new(Emitter {
+            client: client.clone(),
+            nodes: nodes.iter().map(|n| n.base.clone()).collect(),
+            dead: Mutex::new(HashSet::new()),
+            refusals: Mutex::new(Vec::new()),
+        })
+    }
+
     async fn emit(&self, preferred: usize, key: &str, body: &Value) {
         let deadline = tokio::time::Instant::now() + RUN_PATIENCE;
         let mut node = preferred;
@@ -212,12 +221,7 @@ async fn two_nodes_deliver_everything_in_order_when_one_is_killed() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let (objects, per_object) = (50, 40);
-    let emitter = Arc::new(Emitter {
-        client: client.clone(),
-        nodes: vec![a.base.clone(), b.base.clone()],
-        dead: Mutex::new(HashSet::new()),
-        refusals: Mutex::new(Vec::new()),
-    });
+    let emitter = Emitter::new(&client, &[&a, &b]);
     let emitting = tokio::spawn(emit_all(emitter.clone(), objects, per_object));
 
     receiver.wait_for(300).await;
@@ -305,12 +309,7 @@ async fn cutting_the_database_connections_mid_run_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let (objects, per_object) = (10, 40);
-    let emitter = Arc::new(Emitter {
-        client: client.clone(),
-        nodes: vec![a.base.clone(), b.base.clone()],
-        dead: Mutex::new(HashSet::new()),
-        refusals: Mutex::new(Vec::new()),
-    });
+    let emitter = Emitter::new(&client, &[&a, &b]);
     let emitting = tokio::spawn(emit_all(emitter.clone(), objects, per_object));
     receiver.wait_for(50).await;
     assert!(db.terminate_connections().await > 0);
