@@ -32,7 +32,7 @@ impl ScratchDatabase {
             .expect("PROVISIO_TEST_DATABASE_URL is a postgres:// URL");
         let mut conn = match PgConnection::connect_with(&admin).await {
             Ok(conn) => conn,
-            Err(err) if std::env::var_os("CI").is_none() => {
+            Err(err) if !in_ci() => {
                 println!(
                     "skipped: PostgreSQL is unreachable at {} ({err}); set PROVISIO_TEST_DATABASE_URL, or CI=true to make this a failure",
                     target(&admin)
@@ -114,6 +114,11 @@ impl Drop for ScratchDatabase {
             eprintln!("could not drop the scratch database {}", self.name);
         }
     }
+}
+
+/// `CI` set to anything but empty or `false`, as CI services set it.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
 }
 
 fn target(options: &PgConnectOptions) -> String {
