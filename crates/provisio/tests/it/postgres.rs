@@ -207,18 +207,48 @@ async fn create_handler(client: &reqwest::Client, node: &Node, target: String) -
     handler
 }
 
+/// Two nodes on a fresh database, with an ordered handler (created on node A)
+/// pointing at a receiver that answers 200.
+struct Cluster {
+    db: ScratchDatabase,
+    client: reqwest::Client,
+    receiver: Receiver,
+    a: Node,
+    b: Node,
+}
+
+impl Cluster {
+    async fn start() -> Option<Cluster> {
+        let db = ScratchDatabase::create().await?;
+        let client = http_client();
+        let receiver = Receiver::ok().await;
+        let a = Node::start(&db);
+        let b = Node::start(&db);
+        create_handler(&client, &a, receiver.url()).await;
+        // Node B learns of the handler through NOTIFY, within the promised second.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Some(Cluster {
+            db,
+            client,
+            receiver,
+            a,
+            b,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_deliver_everything_in_order_when_one_is_killed() {
-    let Some(db) = ScratchDatabase::create().await else {
+    let Some(Cluster {
+        db: _db,
+        client,
+        receiver,
+        mut a,
+        b,
+    }) = Cluster::start().await
+    else {
         return;
     };
-    let client = http_client();
-    let receiver = Receiver::ok().await;
-    let mut a = Node::start(&db);
-    let b = Node::start(&db);
-    create_handler(&client, &a, receiver.url()).await;
-    // Node B learns of the handler through NOTIFY, within the promised second.
-    tokio::time::sleep(Duration::from_secs(1)).await;
 
     let (objects, per_object) = (50, 40);
     let emitter = Emitter::new(&client, &[&a, &b]);
@@ -298,15 +328,16 @@ async fn a_handler_disabled_on_one_node_is_not_called_for_events_emitted_on_anot
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cutting_the_database_connections_mid_run_loses_nothing() {
-    let Some(db) = ScratchDatabase::create().await else {
+    let Some(Cluster {
+        db,
+        client,
+        receiver,
+        a,
+        b,
+    }) = Cluster::start().await
+    else {
         return;
     };
-    let client = http_client();
-    let receiver = Receiver::ok().await;
-    let a = Node::start(&db);
-    let b = Node::start(&db);
-    create_handler(&client, &a, receiver.url()).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
 
     let (objects, per_object) = (10, 40);
     let emitter = Emitter::new(&client, &[&a, &b]);
