@@ -22,8 +22,6 @@ use crate::record::Recorded;
 
 /// The most deliveries one claim leases.
 const CLAIM_BATCH: u32 = 256;
-/// How long past the longest handler timeout a lease lasts.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
 /// Attempts in flight per handler, for the per-handler limit.
 #[derive(Default)]
@@ -86,7 +84,7 @@ pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<Recorde
             let skip = ctx.in_flight.saturated(per_handler);
             let routes = engine.routes();
             let now = to_millis(OffsetDateTime::now_utc());
-            let lease = routes.max_timeout() + LEASE_MARGIN;
+            let lease = routes.max_timeout() + shared.config.lease_margin;
             let limit = (free as u32).min(CLAIM_BATCH);
             let claim = Claim {
                 now_ms: now,
@@ -127,6 +125,12 @@ pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<Recorde
                     }
                 }
             }
+        }
+        if engine.shared() {
+            // Other nodes' leases lapse unannounced; look again in a while.
+            let recheck = to_millis(OffsetDateTime::now_utc())
+                + shared.config.shared_recheck.as_millis() as i64;
+            wait_until = Some(wait_until.map_or(recheck, |at| at.min(recheck)));
         }
         let sleep = async {
             match wait_until {

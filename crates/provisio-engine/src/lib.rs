@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use provisio_core::handler::{Handler, HandlerKind};
 use provisio_core::retry::RetrySchedule;
-use provisio_store::{Store, StoreError};
+use provisio_store::{Store, StoreChange, StoreError};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -70,6 +70,16 @@ pub struct EngineConfig {
     pub retention: Option<Duration>,
     /// How often retention runs.
     pub prune_every: Duration,
+    /// How long past the longest handler timeout a lease lasts: the time a
+    /// node has to record an attempt's result before another node may run it
+    /// again, and so how late a dead node's work is taken over.
+    pub lease_margin: Duration,
+    /// On a database shared with other nodes, the longest the dispatcher sleeps
+    /// without looking for due work. Other nodes announce new work, but not
+    /// their leases; this bounds how long a lapsed lease of a dead node can go
+    /// unnoticed by an idle node. Unused on a single node, where every lease
+    /// and due time is this node's own.
+    pub shared_recheck: Duration,
 }
 
 impl EngineConfig {
@@ -85,6 +95,8 @@ impl EngineConfig {
             before_deadline: Duration::from_secs(10),
             retention: Some(Duration::from_secs(30 * 86_400)),
             prune_every: retention::DEFAULT_PRUNE_EVERY,
+            lease_margin: Duration::from_secs(30),
+            shared_recheck: Duration::from_secs(5),
         }
     }
 }
@@ -111,12 +123,17 @@ pub(crate) struct Shared {
 }
 
 impl Engine {
-    /// Loads the routing table, requeues work left leased by a previous run,
-    /// and starts the emit writer and the dispatcher.
+    /// Loads the routing table, requeues work left leased by a previous run
+    /// (single node only: on a shared database, other nodes' leases are live),
+    /// and starts the emit writer, the dispatcher and, on a shared database,
+    /// the task that follows other nodes' changes.
     pub async fn start(store: Arc<dyn Store>, config: EngineConfig) -> anyhow::Result<Engine> {
         let routes = Routes::default();
         routes.replace(RouteTable::load(store.as_ref()).await?);
-        store.release_all_leases().await?;
+        if store.single_node() {
+            store.release_all_leases().await?;
+        }
+        let changes = store.watch();
         let http = http::HttpExecutor::new(
             netguard::DenyList::new(config.deny_networks.clone()),
             outcome::RESPONSE_BODY_CAP,
@@ -149,6 +166,12 @@ impl Engine {
             .tasks
             .spawn(dispatch::run_dispatcher(engine.clone(), records.clone()));
         engine.0.tasks.spawn(retention::run(engine.clone()));
+        if let Some(changes) = changes {
+            engine
+                .0
+                .tasks
+                .spawn(follow_changes(engine.clone(), changes));
+        }
         Ok(engine)
     }
 
@@ -181,6 +204,11 @@ impl Engine {
         self.0.wake.notify_one();
     }
 
+    /// True when other nodes share the database (and its queue).
+    pub(crate) fn shared(&self) -> bool {
+        !self.0.store.single_node()
+    }
+
     /// Calls a handler once, whatever its kind.
     pub(crate) async fn call(
         &self,
@@ -207,5 +235,38 @@ impl Engine {
         self.0.records.lock().expect("records lock poisoned").take();
         self.0.tasks.close();
         self.0.tasks.wait().await;
+    }
+}
+
+/// Acts on changes made through other connections (other nodes, or this one):
+/// reloads the routing table when handlers or the catalog changed, wakes the
+/// dispatcher when work arrived, and does both after the feed reconnected,
+/// since changes may have been missed meanwhile. A burst of notifications is
+/// handled as one.
+async fn follow_changes(engine: Engine, mut changes: mpsc::Receiver<StoreChange>) {
+    loop {
+        let first = tokio::select! {
+            change = changes.recv() => change,
+            () = engine.0.shutdown.cancelled() => return,
+        };
+        let Some(first) = first else { return };
+        let mut reload = first != StoreChange::Work;
+        while let Ok(more) = changes.try_recv() {
+            reload |= more != StoreChange::Work;
+        }
+        if !reload {
+            engine.wake();
+            continue;
+        }
+        // Retried until it works: until then this node routes by a stale table.
+        let mut delay = Duration::from_millis(100);
+        while let Err(err) = engine.reload().await {
+            tracing::warn!(error = %err, "could not reload handlers after a change; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = engine.0.shutdown.cancelled() => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
     }
 }

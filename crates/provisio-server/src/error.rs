@@ -119,9 +119,7 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::NotFound => ApiError::not_found("resource"),
             StoreError::Conflict(message) => ApiError::conflict(message),
-            StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => {
+            err if err.is_unavailable() => {
                 tracing::error!(error = %err, "database unavailable");
                 ApiError::unavailable("the database is unavailable; try again shortly")
             }

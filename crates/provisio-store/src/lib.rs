@@ -1,5 +1,5 @@
 //! provisio's storage: the [`Store`] trait every backend implements, the records
-//! it takes and returns, and the embedded SQLite backend.
+//! it takes and returns, and the two backends: embedded SQLite and PostgreSQL.
 //!
 //! # Layout
 //!
@@ -7,12 +7,20 @@
 //!   engine and the server only ever see `Arc<dyn Store>`, so a backend is picked
 //!   once at start-up from the database URL and nothing above it changes.
 //! - [`sqlite`]: the embedded backend, with its own migrations under
-//!   `migrations/sqlite`.
+//!   `migrations/sqlite`. One node per database.
+//! - [`postgres`]: the shared backend, with its own migrations under
+//!   `migrations/postgres`. Any number of nodes per database; changes reach
+//!   every node through `LISTEN/NOTIFY` ([`Store::watch`]).
+//! - `rows` and `query`: row decoding and query pieces both backends share.
 //!
 //! Batching lives above this trait (the engine collects emits and attempt
 //! results); each batch method here commits its whole slice in one transaction.
 
+mod plan;
+pub mod postgres;
+mod query;
 mod records;
+mod rows;
 pub mod sqlite;
 
 pub use records::*;
@@ -38,11 +46,65 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// True when the database could not be reached or dropped the connection
+    /// (rather than refusing the request): worth retrying shortly, and a 503
+    /// to an API caller, not a 500.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(err) = self else {
+            return false;
+        };
+        match err {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            // PostgreSQL reports a terminated or starting-up server with an
+            // error of its own: class 08 (connection exception), 57P01-57P03
+            // (admin or crash shutdown, cannot connect now), 53300 (too many
+            // connections).
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+            }),
+            _ => false,
+        }
+    }
+}
+
+/// A change another node (or this one) made that this node must act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreChange {
+    /// Handlers or the event catalog changed: reload the routing table.
+    Routes,
+    /// New deliveries became due: wake the dispatcher.
+    Work,
+    /// The change feed was (re)connected and may have missed changes: reload
+    /// everything and look for work.
+    Resync,
+}
+
 /// Everything provisio keeps. Implementations commit each call atomically.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// True when this process is the only one using the database (SQLite,
+    /// guarded by the data directory's lock). Only then may start-up treat
+    /// every lease as abandoned ([`Store::release_all_leases`]); on a shared
+    /// database other nodes hold live leases.
+    fn single_node(&self) -> bool;
+
+    /// A feed of changes made through other connections, for backends shared
+    /// by several nodes. `None` (the default) when this process makes every
+    /// change itself and so already knows of it. The feed starts with
+    /// [`StoreChange::Resync`] and repeats it after every reconnection; it
+    /// ends when the receiver is dropped.
+    fn watch(&self) -> Option<tokio::sync::mpsc::Receiver<StoreChange>> {
+        None
+    }
 
     // --- API tokens -------------------------------------------------------
 
@@ -108,6 +170,7 @@ pub trait Store: Send + Sync + 'static {
     /// When the next pending delivery becomes due or its lease lapses.
     async fn next_due_ms(&self) -> StoreResult<Option<i64>>;
     /// Drops every lease: on a single node, at start-up, nothing is in flight.
+    /// Only called when [`Store::single_node`] says so.
     async fn release_all_leases(&self) -> StoreResult<()>;
     /// Records a batch in one transaction: attempt results (their execution
     /// rows, delivery states, and the release of the next delivery of each
@@ -157,4 +220,16 @@ pub trait Store: Send + Sync + 'static {
     async fn find_session(&self, id_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>>;
     /// Ends a session, and drops every expired one.
     async fn delete_session(&self, id_hash: &[u8; 32], now_ms: i64) -> StoreResult<()>;
+}
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`] with `message`.
+fn conflict_on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
+        _ => StoreError::Database(err),
+    }
+}
+
+fn now_ms() -> i64 {
+    provisio_core::timefmt::to_millis(time::OffsetDateTime::now_utc())
 }

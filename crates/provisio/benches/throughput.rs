@@ -1,5 +1,6 @@
-//! The end-to-end benchmark: the real `provisio serve` binary on SQLite, a fast
-//! loopback receiver and a load generator, all on this machine. Prints
+//! The end-to-end benchmark: the real `provisio serve` binary (on SQLite, or on
+//! PostgreSQL with `--database-url postgres://…`, one node or `--nodes 2`), a
+//! fast loopback receiver and a load generator, all on this machine. Prints
 //!
 //! - emits/s accepted and deliveries/s completed end to end, for a burst;
 //! - emit → receiver latency p50/p99/max at a fixed offered rate;
@@ -7,8 +8,10 @@
 //! - the before-stage chain's overhead with three no-op handlers.
 //!
 //! Run with `cargo bench --bench throughput` (add `-- --events N --rate R
-//! --seconds S` to change the load). Figures depend on the machine; they are
-//! printed, not asserted.
+//! --seconds S` to change the load; `-- --database-url URL [--nodes 2]` to run
+//! on a PostgreSQL database, which should be empty: the benchmark's handler
+//! must be the only one). With two nodes, the emits are spread across both.
+//! Figures depend on the machine; they are printed, not asserted.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -23,6 +26,10 @@ use tokio::sync::Notify;
 const TOKEN: &str = "bench-admin-token-0123456789";
 
 struct Options {
+    /// A PostgreSQL URL; SQLite in a temporary directory when absent.
+    database_url: Option<String>,
+    /// Servers sharing the database (PostgreSQL only).
+    nodes: usize,
     chains: usize,
     events: u64,
     concurrency: usize,
@@ -32,6 +39,8 @@ struct Options {
 
 fn options() -> Options {
     let mut o = Options {
+        database_url: None,
+        nodes: 1,
         chains: 2_000,
         events: 20_000,
         concurrency: 64,
@@ -60,6 +69,18 @@ fn options() -> Options {
     if let Some(v) = value("--chains") {
         o.chains = v as usize;
     }
+    if let Some(v) = value("--nodes") {
+        o.nodes = v as usize;
+    }
+    o.database_url = args
+        .iter()
+        .position(|a| a == "--database-url")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    assert!(
+        o.nodes == 1 || o.database_url.is_some(),
+        "--nodes needs --database-url: SQLite is single-node"
+    );
     o
 }
 
@@ -111,9 +132,15 @@ struct Server {
 }
 
 impl Server {
-    fn start(data_dir: &std::path::Path) -> Server {
+    fn start(data_dir: &std::path::Path, database_url: Option<&str>) -> Server {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_provisio"))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(
+                database_url
+                    .map(|url| ["--database-url", url])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("--data-dir")
             .arg(data_dir)
             .env("PROVISIO_ADMIN_TOKEN", TOKEN)
@@ -214,8 +241,14 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Arc::new(Sink::default());
     let sink_addr = start_sink(sink.clone()).await;
-    let server = Server::start(dir.path());
-    let base = format!("http://{}", server.addr);
+    let servers: Vec<Server> = (0..opts.nodes)
+        .map(|i| {
+            let node_dir = dir.path().join(format!("node{i}"));
+            Server::start(&node_dir, opts.database_url.as_deref())
+        })
+        .collect();
+    let cpu_seconds = || servers.iter().map(Server::cpu_seconds).sum::<f64>();
+    let base = format!("http://{}", servers[0].addr);
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(opts.concurrency)
@@ -230,11 +263,22 @@ async fn main() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    let emit_url = format!("{base}/api/v1/events");
+    let emit_urls: Vec<String> = servers
+        .iter()
+        .map(|s| format!("http://{}/api/v1/events", s.addr))
+        .collect();
+    let emit_url = emit_urls[0].clone();
+    // Other nodes learn of the handler through NOTIFY.
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
-    println!(
-        "provisio benchmark: real server (SQLite, synchronous=full), one handler, loopback receiver"
-    );
+    let backend = match &opts.database_url {
+        None => "SQLite, synchronous=full".to_owned(),
+        Some(_) => format!(
+            "PostgreSQL, {} node(s), emits spread across them",
+            opts.nodes
+        ),
+    };
+    println!("provisio benchmark: real server ({backend}), one handler, loopback receiver");
     println!(
         "machine: {} cores",
         std::thread::available_parallelism()
@@ -253,13 +297,13 @@ async fn main() {
 
     // 1. Burst: as fast as the generator can emit.
     let base_count = sink.received.load(Ordering::SeqCst);
-    let cpu_before = server.cpu_seconds();
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
-    for _ in 0..opts.concurrency {
-        let (client, url, next, total) =
-            (client.clone(), emit_url.clone(), next.clone(), opts.events);
+    for w in 0..opts.concurrency {
+        let url = emit_urls[w % emit_urls.len()].clone();
+        let (client, next, total) = (client.clone(), next.clone(), opts.events);
         workers.push(tokio::spawn(async move {
             loop {
                 let seq = next.fetch_add(1, Ordering::SeqCst);
@@ -277,7 +321,7 @@ async fn main() {
     let all_arrived =
         wait_received(&sink, base_count + opts.events, Duration::from_secs(300)).await;
     let delivered_in = started.elapsed();
-    let cpu = server.cpu_seconds() - cpu_before;
+    let cpu = cpu_seconds() - cpu_before;
     let delivered = sink.received.load(Ordering::SeqCst) - base_count;
     println!();
     println!(
@@ -308,14 +352,15 @@ async fn main() {
     let total = opts.rate * opts.seconds;
     let interval = Duration::from_secs_f64(1.0 / opts.rate as f64);
     let sent_at = Arc::new(Mutex::new(HashMap::with_capacity(total as usize)));
-    let cpu_before = server.cpu_seconds();
+    let cpu_before = cpu_seconds();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = Vec::with_capacity(total as usize);
     for i in 0..total {
         ticker.tick().await;
         let seq = 3_000_000_000 + i;
-        let (client, url, sent_at) = (client.clone(), emit_url.clone(), sent_at.clone());
+        let url = emit_urls[i as usize % emit_urls.len()].clone();
+        let (client, sent_at) = (client.clone(), sent_at.clone());
         tasks.push(tokio::spawn(async move {
             sent_at.lock().unwrap().insert(seq, Instant::now());
             emit(&client, &url, seq).await;
@@ -325,7 +370,7 @@ async fn main() {
         t.await.unwrap();
     }
     let all_arrived = wait_received(&sink, base_count + total, Duration::from_secs(120)).await;
-    let cpu = server.cpu_seconds() - cpu_before;
+    let cpu = cpu_seconds() - cpu_before;
     let mut latencies: Vec<Duration> = {
         let arrivals = sink.arrivals.lock().unwrap();
         let sent_at = sent_at.lock().unwrap();

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use ipnet::IpNet;
 use provisio_core::retry::RetrySchedule;
+use provisio_store::postgres::PgSettings;
 use provisio_store::sqlite::Durability;
 use serde::Deserialize;
 
@@ -19,7 +20,8 @@ pub struct StoreArgs {
     /// Where the embedded database and the admin token live.
     #[arg(long, env = "PROVISIO_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<String>,
-    /// `sqlite://PATH` (default: `<data-dir>/provisio.db`).
+    /// `sqlite://PATH` (default: `<data-dir>/provisio.db`) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`, which several nodes can share.
     #[arg(
         long,
         env = "PROVISIO_DATABASE_URL",
@@ -27,6 +29,24 @@ pub struct StoreArgs {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
+    /// PostgreSQL: pooled connections per node (default 10).
+    #[arg(long, env = "PROVISIO_DATABASE_MAX_CONNECTIONS", value_name = "N")]
+    pub database_max_connections: Option<String>,
+    /// PostgreSQL: how long a query waits for a connection, such as `5s`;
+    /// past it, API requests answer 503 (default 5s).
+    #[arg(
+        long,
+        env = "PROVISIO_DATABASE_ACQUIRE_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub database_acquire_timeout: Option<String>,
+    /// PostgreSQL: the longest any statement may run, such as `30s` (default 30s).
+    #[arg(
+        long,
+        env = "PROVISIO_DATABASE_STATEMENT_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub database_statement_timeout: Option<String>,
     /// The settings file (default: `./provisio.toml` when present).
     #[arg(long, env = "PROVISIO_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -74,6 +94,10 @@ pub struct ServeArgs {
     /// How many script handlers may run at once.
     #[arg(long, env = "PROVISIO_MAX_SCRIPTS", value_name = "N")]
     pub max_scripts: Option<String>,
+    /// How long past a handler's timeout a claimed delivery stays leased, such
+    /// as `30s`: how late another node takes over the work of one that died.
+    #[arg(long, env = "PROVISIO_LEASE_MARGIN", value_name = "DURATION")]
+    pub lease_margin: Option<String>,
     /// How long execution logs and finished deliveries are kept, such as `30d`
     /// (`forever` keeps them).
     #[arg(long, env = "PROVISIO_RETENTION", value_name = "DURATION")]
@@ -99,6 +123,10 @@ struct FileSettings {
     log_format: Option<String>,
     before_deadline: Option<String>,
     max_scripts: Option<u64>,
+    database_max_connections: Option<u64>,
+    database_acquire_timeout: Option<String>,
+    database_statement_timeout: Option<String>,
+    lease_margin: Option<String>,
     session_ttl: Option<String>,
     retention: Option<String>,
 }
@@ -165,6 +193,26 @@ const BEFORE_DEADLINE: Name = Name {
     flag: "--before-deadline",
     env: "PROVISIO_BEFORE_DEADLINE",
 };
+const DATABASE_MAX_CONNECTIONS: Name = Name {
+    key: "database_max_connections",
+    flag: "--database-max-connections",
+    env: "PROVISIO_DATABASE_MAX_CONNECTIONS",
+};
+const DATABASE_ACQUIRE_TIMEOUT: Name = Name {
+    key: "database_acquire_timeout",
+    flag: "--database-acquire-timeout",
+    env: "PROVISIO_DATABASE_ACQUIRE_TIMEOUT",
+};
+const DATABASE_STATEMENT_TIMEOUT: Name = Name {
+    key: "database_statement_timeout",
+    flag: "--database-statement-timeout",
+    env: "PROVISIO_DATABASE_STATEMENT_TIMEOUT",
+};
+const LEASE_MARGIN: Name = Name {
+    key: "lease_margin",
+    flag: "--lease-margin",
+    env: "PROVISIO_LEASE_MARGIN",
+};
 const RETENTION: Name = Name {
     key: "retention",
     flag: "--retention",
@@ -219,6 +267,20 @@ impl Settings {
         let duration = provisio_core::retry::format_duration;
         let database = match &self.store.database {
             Database::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Database::Postgres(pg) => match reqwest::Url::parse(&pg.url) {
+                Ok(mut url) => {
+                    if url.password().is_some() {
+                        let _ = url.set_password(Some("***"));
+                    }
+                    format!(
+                        "{url} (max {} connections, acquire timeout {}, statement timeout {})",
+                        pg.max_connections,
+                        duration(pg.acquire_timeout),
+                        duration(pg.statement_timeout)
+                    )
+                }
+                Err(_) => "postgres://…".into(),
+            },
         };
         let lines = [
             ("listen", self.listen.to_string()),
@@ -287,9 +349,12 @@ pub enum LogFormat {
 }
 
 /// Where the state lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Database {
+    /// A file only this process uses.
     Sqlite(PathBuf),
+    /// A server any number of nodes share.
+    Postgres(PgSettings),
 }
 
 /// Validated settings for opening the database.
@@ -313,6 +378,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub before_deadline: std::time::Duration,
     pub max_scripts: usize,
+    pub lease_margin: std::time::Duration,
     pub session_ttl: std::time::Duration,
     /// How long history is kept; `None` keeps it forever.
     pub retention: Option<std::time::Duration>,
@@ -339,6 +405,7 @@ impl Settings {
             log_format: LogFormat::Text,
             before_deadline: std::time::Duration::from_secs(10),
             max_scripts: 8,
+            lease_margin: std::time::Duration::from_secs(30),
             session_ttl: std::time::Duration::from_secs(12 * 3600),
             retention: Some(std::time::Duration::from_secs(30 * 86_400)),
             prune_every: std::time::Duration::from_secs(600),
@@ -384,10 +451,45 @@ fn resolve_store(
     let data_dir = PathBuf::from(
         pick(&args.data_dir, file.data_dir.clone()).unwrap_or_else(|| "./data".into()),
     );
-    let database = match pick(&args.database_url, file.database_url.clone()) {
+    let mut database = match pick(&args.database_url, file.database_url.clone()) {
         None => Database::Sqlite(data_dir.join("provisio.db")),
         Some(url) => parse_database_url(&url).map_err(|e| invalid(&DATABASE_URL, e))?,
     };
+    if let Database::Postgres(pg) = &mut database {
+        let max = match (
+            &args.database_max_connections,
+            file.database_max_connections,
+        ) {
+            (Some(s), _) if !s.is_empty() => s.parse::<u64>().map_err(|_| {
+                invalid(&DATABASE_MAX_CONNECTIONS, format!("{s:?} is not a number"))
+            })?,
+            (_, Some(n)) => n,
+            _ => u64::from(pg.max_connections),
+        };
+        // The change listener holds one connection; work needs at least one more.
+        if !(2..=1000).contains(&max) {
+            return Err(invalid(&DATABASE_MAX_CONNECTIONS, "must be from 2 to 1000"));
+        }
+        pg.max_connections = max as u32;
+        if let Some(t) = duration(
+            &DATABASE_ACQUIRE_TIMEOUT,
+            pick(
+                &args.database_acquire_timeout,
+                file.database_acquire_timeout.clone(),
+            ),
+        )? {
+            pg.acquire_timeout = t;
+        }
+        if let Some(t) = duration(
+            &DATABASE_STATEMENT_TIMEOUT,
+            pick(
+                &args.database_statement_timeout,
+                file.database_statement_timeout.clone(),
+            ),
+        )? {
+            pg.statement_timeout = t;
+        }
+    }
     let sqlite_synchronous = match sync.as_deref() {
         None | Some("full") => Durability::Full,
         Some("normal") => Durability::Normal,
@@ -420,12 +522,22 @@ fn parse_database_url(url: &str) -> Result<Database, String> {
         return Ok(Database::Sqlite(PathBuf::from(path)));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(
-            "PostgreSQL is not supported by this version yet; use sqlite://PATH or leave it unset"
-                .into(),
-        );
+        return PgSettings::parse(url).map(Database::Postgres);
     }
-    Err("must be a sqlite:// URL".into())
+    Err("must be a sqlite:// or postgres:// URL".into())
+}
+
+/// A duration setting, such as `5s` or `250ms`, more than zero.
+fn duration(
+    name: &Name,
+    value: Option<String>,
+) -> Result<Option<std::time::Duration>, ConfigError> {
+    let Some(value) = value else { return Ok(None) };
+    let parsed = provisio_core::retry::parse_duration(&value).map_err(|e| invalid(name, e))?;
+    if parsed.is_zero() {
+        return Err(invalid(name, "must be more than 0"));
+    }
+    Ok(Some(parsed))
 }
 
 impl ServeArgs {
@@ -527,6 +639,11 @@ impl ServeArgs {
             return Err(invalid(&MAX_SCRIPTS, "must be from 1 to 1024"));
         }
 
+        let lease_margin = duration(
+            &LEASE_MARGIN,
+            pick(&self.lease_margin, file.lease_margin.clone()),
+        )?
+        .unwrap_or(std::time::Duration::from_secs(30));
         let session_ttl = match pick(&self.session_ttl, file.session_ttl.clone()) {
             None => std::time::Duration::from_secs(12 * 3600),
             Some(s) => {
@@ -558,6 +675,7 @@ impl ServeArgs {
             log_format,
             before_deadline,
             max_scripts: max_scripts as usize,
+            lease_margin,
             session_ttl,
             retention,
             prune_every: std::time::Duration::from_secs(600),
@@ -591,9 +709,10 @@ mod tests {
         let s = serve(|_| {}).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.store.data_dir, PathBuf::from("./data"));
-        assert_eq!(
-            s.store.database,
-            Database::Sqlite(PathBuf::from("./data/provisio.db"))
+        assert!(
+            matches!(&s.store.database, Database::Sqlite(p) if p == &PathBuf::from("./data/provisio.db")),
+            "{:?}",
+            s.store.database
         );
         assert_eq!(s.scripts_dir, PathBuf::from("./scripts"));
         assert_eq!(s.retry_schedule, RetrySchedule::default());
@@ -612,13 +731,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("PROVISIO_RETRY_SCHEDULE"), "{e}");
-        let e = serve(|a| a.store.database_url = Some("postgres://localhost/x".into()))
+        let e = serve(|a| a.store.database_url = Some("mysql://localhost/x".into()))
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("--database-url") && e.contains("PostgreSQL"),
+            e.contains("--database-url") && e.contains("postgres://"),
             "{e}"
         );
+        let e = serve(|a| {
+            a.store.database_url = Some("postgres://localhost/x".into());
+            a.store.database_max_connections = Some("1".into());
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("PROVISIO_DATABASE_MAX_CONNECTIONS"), "{e}");
+        let e = serve(|a| a.lease_margin = Some("soon".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PROVISIO_LEASE_MARGIN"), "{e}");
         let e = serve(|a| a.admin_token = Some("short".into()))
             .unwrap_err()
             .to_string();
@@ -626,6 +756,26 @@ mod tests {
         assert!(
             !e.contains("short\""),
             "the token value must not be echoed: {e}"
+        );
+    }
+
+    #[test]
+    fn a_postgres_url_selects_postgres_with_its_pool_settings() {
+        let s = serve(|a| {
+            a.store.database_url = Some("postgres://app:hunter22@db.example:5433/provisio".into());
+            a.store.database_max_connections = Some("4".into());
+            a.store.database_statement_timeout = Some("2s".into());
+        })
+        .unwrap();
+        let Database::Postgres(pg) = &s.store.database else {
+            panic!("{:?}", s.store.database);
+        };
+        assert_eq!(pg.max_connections, 4);
+        assert_eq!(pg.statement_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(pg.acquire_timeout, std::time::Duration::from_secs(5));
+        assert!(
+            !format!("{s:?}").contains("hunter22"),
+            "the password must not print"
         );
     }
 

@@ -2,7 +2,7 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 use provisio::client::{ClientArgs, EmitArgs, ExecutionsCommand, HandlersCommand};
-use provisio::config::{LogFormat, ServeArgs};
+use provisio::config::{LogFormat, ServeArgs, StoreArgs};
 use provisio::tokens::TokenCommand;
 
 #[derive(Debug, Parser)]
@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run the API, the web section and the delivery workers.
     Serve(Box<ServeArgs>),
+    /// Apply the database's migrations and exit (`serve` also applies them).
+    Migrate(StoreArgs),
     /// Manage API tokens in the local database.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -120,6 +122,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config(ConfigCommand::Check(args)) => {
             print!("{}", args.resolve()?.describe());
+            Ok(())
+        }
+        Command::Migrate(args) => {
+            let settings = args.resolve()?;
+            init_logging(LogFormat::Text);
+            println!("{}", provisio::serve::migrate(&settings).await?);
             Ok(())
         }
         Command::Token(command) => {

@@ -9,6 +9,7 @@ use anyhow::Context;
 use provisio_engine::{Engine, EngineConfig};
 use provisio_server::{AppState, ServerConfig};
 use provisio_store::Store;
+use provisio_store::postgres::PgStore;
 use provisio_store::sqlite::SqliteStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +46,8 @@ impl Running {
     }
 }
 
-/// Opens the configured database, creating the data directory if needed.
+/// Opens the configured database (creating the data directory if needed) and
+/// brings its schema up to date.
 pub async fn open_store(settings: &StoreSettings) -> anyhow::Result<Arc<dyn Store>> {
     create_private_dir(&settings.data_dir)?;
     match &settings.database {
@@ -55,7 +57,28 @@ pub async fn open_store(settings: &StoreSettings) -> anyhow::Result<Arc<dyn Stor
                 .with_context(|| format!("cannot open the database {}", path.display()))?;
             Ok(Arc::new(store))
         }
+        Database::Postgres(pg) => {
+            let store = PgStore::connect(pg).await.map_err(|err| match err {
+                provisio_store::StoreError::Database(cause) => anyhow::anyhow!(
+                    "cannot connect to PostgreSQL at {}: {cause}",
+                    pg.display_target()
+                ),
+                other => anyhow::Error::new(other)
+                    .context(format!("cannot use PostgreSQL at {}", pg.display_target())),
+            })?;
+            Ok(Arc::new(store))
+        }
     }
+}
+
+/// `provisio migrate`: applies the configured database's migrations and
+/// returns, for deployments that upgrade the schema as a separate step.
+pub async fn migrate(settings: &StoreSettings) -> anyhow::Result<String> {
+    open_store(settings).await?;
+    Ok(match &settings.database {
+        Database::Sqlite(path) => format!("the database {} is up to date", path.display()),
+        Database::Postgres(pg) => format!("the database {} is up to date", pg.display_target()),
+    })
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
@@ -71,7 +94,11 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     crate::install_crypto();
     provisio_server::telemetry::handle();
-    let lock = lock_data_dir(&settings.store.data_dir)?;
+    // SQLite is one node's file; PostgreSQL is shared by design.
+    let lock = match &settings.store.database {
+        Database::Sqlite(_) => Some(lock_data_dir(&settings.store.data_dir)?),
+        Database::Postgres(_) => None,
+    };
     let store = open_store(&settings.store).await?;
     store
         .seed_event_types(&provisio_core::catalog::builtin())
@@ -88,6 +115,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     engine_config.max_scripts = settings.max_scripts;
     engine_config.retention = settings.retention;
     engine_config.prune_every = settings.prune_every;
+    engine_config.lease_margin = settings.lease_margin;
     let engine = Engine::start(store, engine_config).await?;
 
     let listener = TcpListener::bind(settings.listen)

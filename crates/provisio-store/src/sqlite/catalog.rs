@@ -1,7 +1,6 @@
 //! The event type catalog.
 
 use provisio_core::catalog::EventType;
-use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
 
 use super::{conflict_on_unique, now_ms};
@@ -35,17 +34,7 @@ pub(super) async fn list(pool: &SqlitePool) -> StoreResult<Vec<EventType>> {
     )
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(EventType {
-                id: row.try_get("id")?,
-                group: row.try_get("group_name")?,
-                description: row.try_get("description")?,
-                empty_data: row.try_get("empty_data")?,
-                builtin: row.try_get("builtin")?,
-            })
-        })
-        .collect()
+    rows.iter().map(crate::rows::event_type).collect()
 }
 
 pub(super) async fn insert(pool: &SqlitePool, t: &EventType) -> StoreResult<()> {

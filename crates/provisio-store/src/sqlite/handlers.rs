@@ -1,17 +1,14 @@
 //! Handlers.
 
-use provisio_core::catalog::EventPattern;
 use provisio_core::handler::{Handler, HandlerSpec};
 use provisio_core::signing::SigningSecret;
-use provisio_core::timefmt::from_millis;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::sqlite::SqlitePool;
+use sqlx::{QueryBuilder, Sqlite};
 
-use super::{corrupt, now_ms};
+use super::now_ms;
+use crate::query::push_handler_filter;
+use crate::rows::{HANDLER_SELECT as SELECT, handler as from_row, json};
 use crate::{HandlerFilter, Page, StoreError, StoreResult};
-
-const SELECT: &str = "SELECT id, name, events_id, stage, status, priority, kind, target, args, headers, \
-     timeout_ms, max_attempts, ordered, on_failure, secret, created_at, updated_at FROM handlers";
 
 pub(super) async fn insert(pool: &SqlitePool, spec: &HandlerSpec) -> StoreResult<Handler> {
     let now = now_ms();
@@ -117,11 +114,11 @@ pub(super) async fn list(
     page: Page,
 ) -> StoreResult<(Vec<Handler>, u64)> {
     let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM handlers");
-    push_where(&mut count, filter);
+    push_handler_filter(&mut count, filter, "LIKE");
     let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
 
     let mut q = QueryBuilder::<Sqlite>::new(SELECT);
-    push_where(&mut q, filter);
+    push_handler_filter(&mut q, filter, "LIKE");
     q.push(" ORDER BY priority, id LIMIT ")
         .push_bind(i64::from(page.per_page))
         .push(" OFFSET ")
@@ -136,91 +133,4 @@ pub(super) async fn all(pool: &SqlitePool) -> StoreResult<Vec<Handler>> {
     q.push(" ORDER BY priority, id");
     let rows = q.build().fetch_all(pool).await?;
     rows.iter().map(from_row).collect()
-}
-
-fn push_where(q: &mut QueryBuilder<Sqlite>, f: &HandlerFilter) {
-    q.push(" WHERE 1 = 1");
-    if let Some(events_id) = &f.events_id {
-        // The handler's own pattern, or a pattern that fires for this type.
-        q.push(" AND (events_id = ")
-            .push_bind(events_id.clone())
-            .push(" OR events_id = '*' OR (substr(events_id, -2) = '.*' AND substr(")
-            .push_bind(events_id.clone())
-            .push(", 1, length(events_id) - 1) = substr(events_id, 1, length(events_id) - 1)))");
-    }
-    if let Some(kind) = f.kind {
-        q.push(" AND kind = ").push_bind(kind.as_str());
-    }
-    match f.status {
-        Some(status) => {
-            q.push(" AND status = ").push_bind(status.as_str());
-        }
-        None if !f.include_archived => {
-            q.push(" AND status != 'archived'");
-        }
-        None => {}
-    }
-    if let Some(stage) = f.stage {
-        q.push(" AND stage = ").push_bind(stage.as_str());
-    }
-    if let Some(text) = f.q.as_deref().filter(|t| !t.is_empty()) {
-        q.push(" AND name LIKE ")
-            .push_bind(like_pattern(text))
-            .push(" ESCAPE '\\'");
-    }
-}
-
-/// `%text%` with LIKE's wildcards in `text` escaped.
-pub(super) fn like_pattern(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('%');
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("plain data always serializes")
-}
-
-fn from_row(row: &SqliteRow) -> StoreResult<Handler> {
-    let text = |name: &str| -> StoreResult<String> { Ok(row.try_get::<String, _>(name)?) };
-    let parse_enum = |name: &str| -> StoreResult<String> { text(name) };
-    let spec = HandlerSpec {
-        name: text("name")?,
-        events_id: EventPattern::parse(&text("events_id")?)
-            .map_err(|e| corrupt("handler events_id", e))?,
-        stage: parse_enum("stage")?
-            .parse()
-            .map_err(|e| corrupt("handler stage", e))?,
-        status: parse_enum("status")?
-            .parse()
-            .map_err(|e| corrupt("handler status", e))?,
-        priority: row.try_get("priority")?,
-        kind: parse_enum("kind")?
-            .parse()
-            .map_err(|e| corrupt("handler kind", e))?,
-        target: text("target")?,
-        args: serde_json::from_str(&text("args")?).map_err(|e| corrupt("handler args", e))?,
-        headers: serde_json::from_str(&text("headers")?)
-            .map_err(|e| corrupt("handler headers", e))?,
-        timeout_ms: row.try_get("timeout_ms")?,
-        max_attempts: row.try_get("max_attempts")?,
-        ordered: row.try_get("ordered")?,
-        on_failure: parse_enum("on_failure")?
-            .parse()
-            .map_err(|e| corrupt("handler on_failure", e))?,
-    };
-    Ok(Handler {
-        id: row.try_get("id")?,
-        spec,
-        secret: SigningSecret::parse(&text("secret")?).map_err(|e| corrupt("handler secret", e))?,
-        created_at: from_millis(row.try_get("created_at")?),
-        updated_at: from_millis(row.try_get("updated_at")?),
-    })
 }

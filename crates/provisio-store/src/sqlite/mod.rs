@@ -24,6 +24,8 @@ use sqlx::sqlite::{
 };
 
 use crate::*;
+// For the submodules: shared with the PostgreSQL backend.
+use crate::{conflict_on_unique, now_ms};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -92,6 +94,11 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
+    }
+
+    fn single_node(&self) -> bool {
+        // `serve` holds the data directory's lock while it uses the file.
+        true
     }
 
     async fn create_token(&self, name: &str, hash: &TokenHash) -> StoreResult<TokenRecord> {
@@ -269,20 +276,4 @@ impl Store for SqliteStore {
             .await?;
         Ok(())
     }
-}
-
-/// Maps a unique-constraint violation to [`StoreError::Conflict`] with `message`.
-fn conflict_on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
-    match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
-        _ => StoreError::Database(err),
-    }
-}
-
-fn now_ms() -> i64 {
-    provisio_core::timefmt::to_millis(time::OffsetDateTime::now_utc())
-}
-
-fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {err}"))
 }

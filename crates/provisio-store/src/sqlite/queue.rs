@@ -7,18 +7,20 @@
 //! for the same (handler, object) wait in `state = 'waiting'` and are released
 //! one at a time as their predecessor finishes.
 
-use provisio_core::event::{DeliveryState, Event, ObjectId};
-use provisio_core::timefmt::{self, from_millis};
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use std::collections::{HashMap, HashSet};
+use provisio_core::event::Event;
+use provisio_core::timefmt;
+use sqlx::sqlite::SqlitePool;
+use std::collections::HashMap;
 
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 
-use super::{Durability, corrupt, executions, now_ms};
+use super::{Durability, executions, now_ms};
+use crate::query::ROWS_PER_STATEMENT;
+use crate::rows::{
+    DELIVERY_COLUMNS, claimed as claimed_from_row, delivery as delivery_from_row,
+    event as event_from_row,
+};
 use crate::*;
-
-/// Rows per multi-row statement: well under SQLite's 32,766 bound parameters.
-const ROWS_PER_STATEMENT: usize = 1000;
 
 pub(super) async fn insert_events(
     pool: &SqlitePool,
@@ -49,36 +51,20 @@ async fn insert_events_tx(
     batch: &[NewEvent],
 ) -> StoreResult<Vec<EmitOutcome>> {
     let mut tx = conn.begin().await?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut stored: Vec<&NewEvent> = Vec::with_capacity(batch.len());
-    let mut keys_in_batch: HashMap<&str, usize> = HashMap::new();
-    for new in batch {
-        if let Some(key) = &new.idempotency {
-            // The same key twice in one batch: the later one sees the earlier.
-            if let Some(&first) = keys_in_batch.get(key.key.as_str()) {
-                let earlier: &NewEvent = stored[first];
-                let same = earlier
-                    .idempotency
-                    .as_ref()
-                    .is_some_and(|k| k.body_hash == key.body_hash);
-                outcomes.push(if same {
-                    EmitOutcome::Replayed {
-                        event_id: earlier.event.id.clone(),
-                        deliveries: earlier.deliveries.len() as u32,
-                    }
-                } else {
-                    EmitOutcome::KeyReused
-                });
-                continue;
-            }
-            if let Some(seen) = seen_key(&mut tx, key, new.created_at_ms).await? {
-                outcomes.push(seen);
-                continue;
-            }
-            keys_in_batch.insert(&key.key, stored.len());
+    let seen = seen_keys(&mut tx, &crate::plan::keys(batch)).await?;
+    let crate::plan::Triage {
+        outcomes,
+        stored,
+        expired,
+    } = crate::plan::triage(batch, &seen);
+    for chunk in expired.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM idempotency_keys WHERE key IN (");
+        let mut list = q.separated(", ");
+        for key in chunk {
+            list.push_bind(key.clone());
         }
-        stored.push(new);
-        outcomes.push(EmitOutcome::Stored);
+        q.push(")");
+        q.build().execute(&mut *tx).await?;
     }
 
     for chunk in stored.chunks(ROWS_PER_STATEMENT) {
@@ -100,21 +86,14 @@ async fn insert_events_tx(
 
     // An ordered delivery waits while an earlier one for the same (handler,
     // object) is unfinished: one already stored (the EXISTS), or one earlier in
-    // this batch (a multi-row INSERT does not see its own rows, so Rust marks those).
-    let mut open_in_batch: HashSet<(i64, String)> = HashSet::new();
-    let mut rows: Vec<(&NewEvent, &NewDelivery, String, bool)> = Vec::new();
-    for new in &stored {
-        let key = new.event.object_id.key();
-        for d in &new.deliveries {
-            let behind = d.ordered && !open_in_batch.insert((d.handler_id, key.clone()));
-            rows.push((new, d, key.clone(), behind));
-        }
-    }
+    // this batch (`behind`).
+    let rows = crate::plan::delivery_rows(&stored);
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at, created_at) ",
         );
-        q.push_values(chunk, |mut row, (new, d, key, behind)| {
+        q.push_values(chunk, |mut row, r| {
+            let (new, d, key, behind) = (r.new, r.delivery, &r.object_key, &r.behind);
             row.push_bind(d.id.clone())
                 .push_bind(new.event.id.clone())
                 .push_bind(d.handler_id)
@@ -159,36 +138,28 @@ async fn insert_events_tx(
     Ok(outcomes)
 }
 
-/// The outcome for a key used within the window; `None` when the key is new or
-/// expired (an expired row is dropped so the key can be used again).
-async fn seen_key(
+/// The stored rows of the batch's idempotency keys, in one query per
+/// thousand keys.
+async fn seen_keys(
     conn: &mut SqliteConnection,
-    key: &Idempotency,
-    now: i64,
-) -> StoreResult<Option<EmitOutcome>> {
-    let row = sqlx::query(
-        "SELECT body_hash, event_id, deliveries, created_at FROM idempotency_keys WHERE key = ?",
-    )
-    .bind(&key.key)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let created_at: i64 = row.try_get("created_at")?;
-    if created_at + IDEMPOTENCY_WINDOW_MS < now {
-        sqlx::query("DELETE FROM idempotency_keys WHERE key = ?")
-            .bind(&key.key)
-            .execute(&mut *conn)
-            .await?;
-        return Ok(None);
+    keys: &[String],
+) -> StoreResult<HashMap<String, crate::plan::SeenKey>> {
+    let mut seen = HashMap::new();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT key, body_hash, event_id, deliveries, created_at FROM idempotency_keys WHERE key IN (",
+        );
+        let mut list = q.separated(", ");
+        for key in chunk {
+            list.push_bind(key.clone());
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut *conn).await? {
+            let (key, found) = crate::plan::seen_key(&row)?;
+            seen.insert(key, found);
+        }
     }
-    let body_hash: Vec<u8> = row.try_get("body_hash")?;
-    if body_hash != key.body_hash {
-        return Ok(Some(EmitOutcome::KeyReused));
-    }
-    Ok(Some(EmitOutcome::Replayed {
-        event_id: row.try_get("event_id")?,
-        deliveries: row.try_get("deliveries")?,
-    }))
+    Ok(seen)
 }
 
 pub(super) async fn claim_due(
@@ -237,30 +208,6 @@ pub(super) async fn claim_due(
     lease.build().execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(claimed)
-}
-
-fn claimed_from_row(row: &SqliteRow) -> StoreResult<ClaimedDelivery> {
-    Ok(ClaimedDelivery {
-        seq: row.try_get("seq")?,
-        id: row.try_get("id")?,
-        handler_id: row.try_get("handler_id")?,
-        attempts: row.try_get("attempts")?,
-        round_start: row.try_get("round_start")?,
-        event: event_from_row(row)?,
-    })
-}
-
-fn event_from_row(row: &SqliteRow) -> StoreResult<Event> {
-    let object_id: String = row.try_get("object_id")?;
-    let dt: String = row.try_get("dt")?;
-    Ok(Event {
-        id: row.try_get("event_id")?,
-        events_id: row.try_get("events_id")?,
-        object_id: ObjectId::from_json_text(&object_id)
-            .map_err(|e| corrupt("event object_id", e))?,
-        dt: timefmt::parse(&dt).map_err(|e| corrupt("event dt", e))?,
-        data: row.try_get("data")?,
-    })
 }
 
 pub(super) async fn next_due_ms(pool: &SqlitePool) -> StoreResult<Option<i64>> {
@@ -350,8 +297,6 @@ pub(super) async fn record(
     Ok(released)
 }
 
-const DELIVERY_COLUMNS: &str = "id, event_id, handler_id, state, attempts, next_attempt_at, lease_until, last_error, created_at, finished_at";
-
 pub(super) async fn get_event(
     pool: &SqlitePool,
     id: &str,
@@ -417,29 +362,6 @@ pub(super) async fn redeliver(
     let row = q.build().fetch_one(&mut *tx).await?;
     tx.commit().await?;
     delivery_from_row(&row)
-}
-
-fn delivery_from_row(row: &SqliteRow) -> StoreResult<DeliveryRecord> {
-    let state: String = row.try_get("state")?;
-    let state: DeliveryState = state.parse().map_err(|e| corrupt("delivery state", e))?;
-    let leased = row.try_get::<Option<i64>, _>("lease_until")?.is_some();
-    let next: Option<i64> = row.try_get("next_attempt_at")?;
-    Ok(DeliveryRecord {
-        id: row.try_get("id")?,
-        event_id: row.try_get("event_id")?,
-        handler_id: row.try_get("handler_id")?,
-        state,
-        attempts: row.try_get("attempts")?,
-        // A leased delivery's next_attempt_at is its lease end, not a schedule.
-        next_attempt_at: next
-            .filter(|_| state == DeliveryState::Pending && !leased)
-            .map(from_millis),
-        last_error: row.try_get("last_error")?,
-        created_at: from_millis(row.try_get("created_at")?),
-        finished_at: row
-            .try_get::<Option<i64>, _>("finished_at")?
-            .map(from_millis),
-    })
 }
 
 pub(super) async fn prune(pool: &SqlitePool, before_ms: i64, batch: u32) -> StoreResult<u64> {

@@ -1,10 +1,9 @@
 //! API tokens, stored as SHA-256 hashes.
 
-use provisio_core::timefmt::from_millis;
-use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::SqlitePool;
 
-use super::{conflict_on_unique, corrupt, now_ms};
+use super::{conflict_on_unique, now_ms};
+use crate::rows::token as from_row;
 use crate::{StoreResult, TokenHash, TokenRecord};
 
 pub(super) async fn create(
@@ -93,20 +92,4 @@ pub(super) async fn revoke(pool: &SqlitePool, id_or_name: &str) -> StoreResult<b
     .execute(pool)
     .await?;
     Ok(done.rows_affected() > 0)
-}
-
-fn from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
-    let hash: Vec<u8> = row.try_get("hash")?;
-    let hash: [u8; 32] = hash
-        .try_into()
-        .map_err(|_| corrupt("token hash", "not 32 bytes"))?;
-    Ok(TokenRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        hash: TokenHash(hash),
-        created_at: from_millis(row.try_get("created_at")?),
-        revoked_at: row
-            .try_get::<Option<i64>, _>("revoked_at")?
-            .map(from_millis),
-    })
 }

@@ -208,6 +208,45 @@ async fn tokens_are_managed_from_the_command_line() {
 }
 
 #[test]
+fn an_unreachable_postgres_stops_the_start_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["serve", "migrate"] {
+        let (ok, _, stderr) = run_cli(
+            &[
+                command,
+                "--database-url",
+                "postgres://provisio:hunter22@127.0.0.1:1/provisio",
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+            ],
+            &[("PROVISIO_DATABASE_ACQUIRE_TIMEOUT", "1s")],
+        );
+        assert!(!ok, "{command} should fail");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("cannot connect to PostgreSQL at 127.0.0.1:1/provisio"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("hunter22"),
+            "the password leaked: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn migrate_brings_a_sqlite_database_up_to_date_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = run_cli(
+        &["migrate", "--data-dir", dir.path().to_str().unwrap()],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("up to date"), "{stdout}");
+    assert!(dir.path().join("provisio.db").exists());
+}
+
+#[test]
 fn bad_settings_exit_non_zero_with_one_line_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
@@ -220,7 +259,12 @@ fn bad_settings_exit_non_zero_with_one_line_naming_the_setting() {
             "PROVISIO_RETRY_SCHEDULE",
         ),
         (
-            &["serve", "--database-url", "postgres://localhost/provisio"],
+            // PostgreSQL is supported now; a malformed URL is still refused.
+            &[
+                "serve",
+                "--database-url",
+                "postgres://localhost:port/provisio",
+            ],
             &[],
             "--database-url",
         ),

@@ -413,9 +413,21 @@ impl Binary {
     /// Runs `provisio serve` on a random port with `data_dir` and extra
     /// environment, and waits for its "listening" log line.
     pub fn serve(data_dir: &Path, env: &[(&str, &str)]) -> Binary {
+        Self::serve_with(data_dir, &[], env)
+    }
+
+    /// Runs `provisio serve` with its state in the database at `url` (such
+    /// as a PostgreSQL database several nodes share).
+    pub fn serve_on(database_url: &str, data_dir: &Path, env: &[(&str, &str)]) -> Binary {
+        Self::serve_with(data_dir, &["--database-url", database_url], env)
+    }
+
+    /// Runs `provisio serve` with extra arguments.
+    pub fn serve_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Binary {
         use std::io::{BufRead, BufReader, Read};
         let mut cmd = std::process::Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--scripts-dir")

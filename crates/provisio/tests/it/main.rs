@@ -15,6 +15,7 @@ mod delivery;
 mod emit;
 mod examples;
 mod executions;
+mod postgres;
 mod retention;
 mod scripts;
 mod telemetry;

@@ -8,7 +8,12 @@ use crate::helpers::*;
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     let app = TestApp::spawn().await;
-    let resp = app.client.get(app.url("/api/openapi.json")).send().await.unwrap();
+    let resp = app
+        .client
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let doc: Value = resp.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
@@ -32,33 +37,60 @@ async fn the_openapi_document_describes_every_route() {
     for (path, method) in expected {
         let op = &doc["paths"][path][method];
         assert!(op.is_object(), "{method} {path} is not documented");
-        assert!(op["responses"]["401"].is_object(), "{method} {path} documents no 401");
+        assert!(
+            op["responses"]["401"].is_object(),
+            "{method} {path} documents no 401"
+        );
     }
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     let handler_in = &doc["components"]["schemas"]["HandlerIn"]["properties"];
-    for field in ["name", "events_id", "stage", "status", "priority", "kind", "target", "timeout_ms", "max_attempts", "ordered", "on_failure"] {
+    for field in [
+        "name",
+        "events_id",
+        "stage",
+        "status",
+        "priority",
+        "kind",
+        "target",
+        "timeout_ms",
+        "max_attempts",
+        "ordered",
+        "on_failure",
+    ] {
         assert!(handler_in[field].is_object(), "HandlerIn.{field} missing");
     }
     let docs = app.client.get(app.url("/api/docs/")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
-    assert!(docs.text().await.unwrap().contains("swagger-ui"), "the docs page is served by the binary");
+    assert!(
+        docs.text().await.unwrap().contains("swagger-ui"),
+        "the docs page is served by the binary"
+    );
 }
 
 /// A property-based run of schemathesis against the live server: no 5xx, and
 /// no response that breaks the documented schema.
 #[tokio::test(flavor = "multi_thread")]
 async fn schemathesis_finds_no_server_errors_or_schema_violations() {
-    let found = std::process::Command::new("schemathesis").arg("--version").output().is_ok_and(|o| o.status.success());
+    let found = std::process::Command::new("schemathesis")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !found {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("CI needs schemathesis (pip install schemathesis)");
         }
-        eprintln!("skipping the schemathesis run: schemathesis is not installed (pip install schemathesis)");
+        eprintln!(
+            "skipping the schemathesis run: schemathesis is not installed (pip install schemathesis)"
+        );
         return;
     }
     let app = TestApp::spawn().await;
     let receiver = Receiver::ok().await;
-    app.create_handler(serde_json::json!({ "events_id": "*", "target": receiver.url() })).await;
+    app.create_handler(serde_json::json!({ "events_id": "*", "target": receiver.url() }))
+        .await;
     let spec = app.url("/api/openapi.json");
     let url = app.url("");
     let out = tokio::task::spawn_blocking(move || {
@@ -72,6 +104,13 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() {
     })
     .await
     .unwrap();
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "schemathesis found problems:\n{report}");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{report}"
+    );
 }

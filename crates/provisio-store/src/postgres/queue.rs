@@ -1,0 +1,438 @@
+//! Events and the delivery queue, shared by every node.
+//!
+//! States and leases work as in SQLite (see `sqlite/queue.rs`): a delivery is
+//! due when `state = 'pending'` and `next_attempt_at <= now`, and a lease moves
+//! `next_attempt_at` to the lease's end. What sharing adds:
+//!
+//! - **Claims** lock the rows they take with `FOR UPDATE SKIP LOCKED`, so
+//!   concurrent claims on several nodes get disjoint rows without waiting on
+//!   each other.
+//! - **Per-object ordering.** Whether a new ordered delivery is `pending` or
+//!   `waiting` depends on rows other nodes may be writing at that moment (an
+//!   emit for the same object, or the record of its predecessor finishing).
+//!   Under READ COMMITTED, two such transactions would each miss the other's
+//!   uncommitted row: two `pending` deliveries for one object (sent out of
+//!   order), or a `waiting` one nobody releases. So every transaction that
+//!   opens, closes or joins a (handler, object) queue first takes a
+//!   transaction-scoped advisory lock on that key; the next statement's
+//!   snapshot then includes whatever the previous holder committed. Locks are
+//!   taken in one statement, sorted by key, so two transactions never wait on
+//!   each other in a cycle. Idempotency keys are locked the same way, so one
+//!   key emitted on two nodes at once is stored once.
+
+use provisio_core::timefmt;
+use std::collections::HashMap;
+
+use sqlx::postgres::PgPool;
+use sqlx::{Acquire, PgConnection};
+
+use super::{executions, notify_work, now_ms};
+use crate::rows::{claimed, delivery, event};
+use crate::*;
+
+/// The advisory-lock key text of a (handler, object) queue.
+fn queue_key(handler_id: i64, object_key: &str) -> String {
+    format!("d:{handler_id}:{object_key}")
+}
+
+/// The advisory-lock key text of an idempotency key.
+fn idempotency_lock(key: &str) -> String {
+    format!("i:{key}")
+}
+
+/// Takes the transaction-scoped advisory locks for `keys`, in key order (see
+/// the module documentation). `hashtextextended` maps each text to the
+/// 64-bit lock space; two texts sharing a hash merely share a lock.
+async fn lock_keys(conn: &mut PgConnection, keys: Vec<String>) -> StoreResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(k)
+         FROM (SELECT DISTINCT hashtextextended(t, 0) AS k FROM unnest($1::text[]) AS t ORDER BY k) AS keys",
+    )
+    .bind(keys)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn insert_events(
+    pool: &PgPool,
+    batch: &[NewEvent],
+) -> StoreResult<Vec<EmitOutcome>> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let locks = batch
+        .iter()
+        .flat_map(|new| {
+            let key = new.event.object_id.key();
+            let queues = new
+                .deliveries
+                .iter()
+                .filter(|d| d.ordered)
+                .map(move |d| queue_key(d.handler_id, &key));
+            let idempotency = new.idempotency.iter().map(|k| idempotency_lock(&k.key));
+            queues.chain(idempotency)
+        })
+        .collect();
+    lock_keys(&mut tx, locks).await?;
+
+    let seen = seen_keys(&mut tx, crate::plan::keys(batch)).await?;
+    let crate::plan::Triage {
+        outcomes,
+        stored,
+        expired,
+    } = crate::plan::triage(batch, &seen);
+    if !expired.is_empty() {
+        sqlx::query("DELETE FROM idempotency_keys WHERE key = ANY($1)")
+            .bind(expired)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if stored.is_empty() {
+        tx.commit().await?;
+        return Ok(outcomes);
+    }
+
+    // Arrays, one per column, turned back into rows by `unnest`: one statement
+    // per table whatever the batch size, with no bound-parameter limit.
+    let events = |f: fn(&NewEvent) -> String| stored.iter().map(|n| f(n)).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO events (id, events_id, object_id, object_key, dt, data, created_at)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[])",
+    )
+    .bind(events(|n| n.event.id.clone()))
+    .bind(events(|n| n.event.events_id.clone()))
+    .bind(events(|n| n.event.object_id.to_json()))
+    .bind(events(|n| n.event.object_id.key()))
+    .bind(events(|n| timefmt::format_seconds(n.event.dt)))
+    .bind(events(|n| n.event.data.clone()))
+    .bind(stored.iter().map(|n| n.created_at_ms).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+
+    // An ordered delivery waits while an earlier one for the same (handler,
+    // object) is unfinished: one already stored (the EXISTS, safe from races
+    // under the queue's lock), or one earlier in this batch (`behind`).
+    // `WITH ORDINALITY … ORDER BY` gives `seq` in emit order.
+    let rows = crate::plan::delivery_rows(&stored);
+    if !rows.is_empty() {
+        sqlx::query(
+            "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at, created_at)
+             SELECT v.id, v.event_id, v.handler_id, v.object_key,
+                    CASE WHEN v.behind OR (v.ordered AND EXISTS (
+                        SELECT 1 FROM deliveries d WHERE d.handler_id = v.handler_id
+                            AND d.object_key = v.object_key AND d.state IN ('pending', 'waiting')))
+                    THEN 'waiting' ELSE 'pending' END,
+                    v.created_at, v.created_at
+             FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::bool[], $6::bool[], $7::int8[])
+                  WITH ORDINALITY AS v(id, event_id, handler_id, object_key, ordered, behind, created_at, n)
+             ORDER BY v.n",
+        )
+        .bind(rows.iter().map(|r| r.delivery.id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.new.event.id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.delivery.handler_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.object_key.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.delivery.ordered).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.behind).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.new.created_at_ms).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        notify_work(&mut tx).await?;
+    }
+
+    let keyed: Vec<(&NewEvent, &Idempotency)> = stored
+        .iter()
+        .filter_map(|n| n.idempotency.as_ref().map(|k| (*n, k)))
+        .collect();
+    if !keyed.is_empty() {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (key, body_hash, event_id, deliveries, created_at)
+             SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::int8[], $5::int8[])",
+        )
+        .bind(keyed.iter().map(|(_, k)| k.key.clone()).collect::<Vec<_>>())
+        .bind(
+            keyed
+                .iter()
+                .map(|(_, k)| k.body_hash.to_vec())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            keyed
+                .iter()
+                .map(|(n, _)| n.event.id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            keyed
+                .iter()
+                .map(|(n, _)| n.deliveries.len() as i64)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            keyed
+                .iter()
+                .map(|(n, _)| n.created_at_ms)
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// The stored rows of the batch's idempotency keys, in one query.
+async fn seen_keys(
+    conn: &mut PgConnection,
+    keys: Vec<String>,
+) -> StoreResult<HashMap<String, crate::plan::SeenKey>> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    sqlx::query(
+        "SELECT key, body_hash, event_id, deliveries, created_at FROM idempotency_keys
+         WHERE key = ANY($1)",
+    )
+    .bind(keys)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(crate::plan::seen_key)
+    .collect()
+}
+
+/// Leases due deliveries in one statement: the CTE picks and locks them
+/// (`SKIP LOCKED`: rows another node is leasing right now are passed over, not
+/// waited for), the UPDATE moves them past the lease's end, and the outer
+/// SELECT joins their events.
+pub(super) async fn claim_due(
+    pool: &PgPool,
+    claim: &Claim<'_>,
+) -> StoreResult<Vec<ClaimedDelivery>> {
+    let rows = sqlx::query(
+        "WITH due AS (
+             SELECT seq FROM deliveries
+             WHERE state = 'pending' AND next_attempt_at <= $1 AND handler_id <> ALL($2::int8[])
+             ORDER BY next_attempt_at, seq
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED
+         ), leased AS (
+             UPDATE deliveries SET lease_until = $4, next_attempt_at = $4
+             WHERE seq IN (SELECT seq FROM due)
+             RETURNING seq, id, handler_id, attempts, round_start, event_id
+         )
+         SELECT l.seq, l.id, l.handler_id, l.attempts, l.round_start,
+                e.id AS event_id, e.events_id, e.object_id, e.dt, e.data
+         FROM leased l JOIN events e ON e.id = l.event_id
+         ORDER BY l.seq",
+    )
+    .bind(claim.now_ms)
+    .bind(claim.skip_handlers)
+    .bind(i64::from(claim.limit))
+    .bind(claim.lease_until_ms)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(claimed).collect()
+}
+
+pub(super) async fn next_due_ms(pool: &PgPool) -> StoreResult<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+pub(super) async fn release_all_leases(pool: &PgPool) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = $1, lease_until = NULL
+         WHERE state = 'pending' AND lease_until IS NOT NULL",
+    )
+    .bind(now_ms())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn record(
+    pool: &PgPool,
+    batch: &[AttemptResult],
+    plain: &[ExecutionRecord],
+) -> StoreResult<u64> {
+    let mut tx = pool.begin().await?;
+    let finishes = |r: &&AttemptResult| !matches!(r.next, DeliveryNext::RetryAt { .. });
+    lock_keys(
+        &mut tx,
+        batch
+            .iter()
+            .filter(finishes)
+            .map(|r| queue_key(r.handler_id, &r.object_key))
+            .collect(),
+    )
+    .await?;
+
+    let executions: Vec<&ExecutionRecord> = batch
+        .iter()
+        .filter_map(|r| r.execution.as_ref())
+        .chain(plain)
+        .collect();
+    executions::insert_many(&mut tx, &executions).await?;
+    if batch.is_empty() {
+        tx.commit().await?;
+        return Ok(0);
+    }
+
+    let mut seqs = Vec::with_capacity(batch.len());
+    let mut states = Vec::with_capacity(batch.len());
+    let mut attempts = Vec::with_capacity(batch.len());
+    let mut next_at = Vec::with_capacity(batch.len());
+    let mut errors = Vec::with_capacity(batch.len());
+    let mut finished_at = Vec::with_capacity(batch.len());
+    for r in batch {
+        let (state, next, finished) = match r.next {
+            DeliveryNext::Succeeded => ("success", None, Some(r.finished_at_ms)),
+            DeliveryNext::Failed => ("failed", None, Some(r.finished_at_ms)),
+            DeliveryNext::RetryAt { at_ms } => ("pending", Some(at_ms), None),
+        };
+        seqs.push(r.delivery_seq);
+        states.push(state);
+        attempts.push(i64::from(r.attempts));
+        next_at.push(next);
+        errors.push(r.last_error.clone());
+        finished_at.push(finished);
+    }
+    // Only a delivery still pending takes a result. One already finished was
+    // also attempted by another node after its lease lapsed here; the first
+    // result stands, and its successor is not released a second time.
+    let closed: Vec<(i64, String)> = sqlx::query_as(
+        "UPDATE deliveries d SET state = v.state, attempts = v.attempts, next_attempt_at = v.next_at,
+             lease_until = NULL, last_error = v.last_error, finished_at = v.finished_at
+         FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[])
+              AS v(seq, state, attempts, next_at, last_error, finished_at)
+         WHERE d.seq = v.seq AND d.state = 'pending'
+         RETURNING d.handler_id, d.object_key, v.state",
+    )
+    .bind(seqs)
+    .bind(states)
+    .bind(attempts)
+    .bind(next_at)
+    .bind(errors)
+    .bind(finished_at)
+    .fetch_all(&mut *tx)
+    .await
+    .map(|rows: Vec<(i64, String, String)>| {
+        rows.into_iter()
+            .filter(|(_, _, state)| state != "pending")
+            .map(|(h, o, _)| (h, o))
+            .collect()
+    })?;
+
+    // Each finished delivery lets the oldest waiting one of its (handler,
+    // object) become due.
+    let mut released = 0;
+    if !closed.is_empty() {
+        let now = batch
+            .iter()
+            .map(|r| r.finished_at_ms)
+            .max()
+            .unwrap_or_default();
+        let (handlers, objects): (Vec<i64>, Vec<String>) = closed.into_iter().unzip();
+        released = sqlx::query(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = $3
+             WHERE seq IN (
+                 SELECT MIN(d.seq)
+                 FROM unnest($1::int8[], $2::text[]) AS v(handler_id, object_key)
+                 JOIN deliveries d ON d.handler_id = v.handler_id AND d.object_key = v.object_key
+                                  AND d.state = 'waiting'
+                 GROUP BY d.handler_id, d.object_key)",
+        )
+        .bind(handlers)
+        .bind(objects)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if released > 0 {
+            notify_work(&mut tx).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(released)
+}
+
+pub(super) async fn get_event(
+    pool: &PgPool,
+    id: &str,
+) -> StoreResult<Option<(provisio_core::event::Event, Vec<DeliveryRecord>)>> {
+    let row = sqlx::query(
+        "SELECT id AS event_id, events_id, object_id, dt, data FROM events WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let found = event(&row)?;
+    let deliveries = sqlx::query(concat!(
+        "SELECT id, event_id, handler_id, state, attempts, next_attempt_at, lease_until, ",
+        "last_error, created_at, finished_at FROM deliveries WHERE event_id = $1 ORDER BY seq"
+    ))
+    .bind(id)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(delivery)
+    .collect::<StoreResult<_>>()?;
+    Ok(Some((found, deliveries)))
+}
+
+pub(super) async fn redeliver(
+    pool: &PgPool,
+    delivery_id: &str,
+    now: i64,
+) -> StoreResult<DeliveryRecord> {
+    let mut tx = pool.begin().await?;
+    // The queue's key never changes, so it can be read before the lock.
+    let key: Option<(i64, String)> =
+        sqlx::query_as("SELECT handler_id, object_key FROM deliveries WHERE id = $1")
+            .bind(delivery_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((handler_id, object_key)) = key else {
+        return Err(StoreError::NotFound);
+    };
+    lock_keys(&mut tx, vec![queue_key(handler_id, &object_key)]).await?;
+    let state: String = sqlx::query_scalar("SELECT state FROM deliveries WHERE id = $1 FOR UPDATE")
+        .bind(delivery_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if matches!(state.as_str(), "pending" | "waiting") {
+        return Err(StoreError::Conflict(
+            "the delivery is still pending; it will be attempted again on its own".into(),
+        ));
+    }
+    // Behind any unfinished delivery of the same object, so order still holds.
+    let row = sqlx::query(concat!(
+        "UPDATE deliveries SET
+            state = CASE WHEN EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = $3
+                                      AND o.object_key = $4 AND o.state IN ('pending', 'waiting'))
+                         THEN 'waiting' ELSE 'pending' END,
+            round_start = attempts, next_attempt_at = $1, lease_until = NULL, finished_at = NULL
+         WHERE id = $2 RETURNING ",
+        "id, event_id, handler_id, state, attempts, next_attempt_at, lease_until, ",
+        "last_error, created_at, finished_at"
+    ))
+    .bind(now)
+    .bind(delivery_id)
+    .bind(handler_id)
+    .bind(&object_key)
+    .fetch_one(&mut *tx)
+    .await?;
+    let record = delivery(&row)?;
+    if record.state == provisio_core::event::DeliveryState::Pending {
+        notify_work(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(record)
+}

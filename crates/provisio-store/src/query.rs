@@ -1,0 +1,156 @@
+//! Query pieces both backends build the same way: the execution log's
+//! multi-row insert and its filters, and the handler list's filters. They use only SQL the two databases share
+//! (`QueryBuilder` writes each driver's own placeholders), so one generic
+//! function serves both.
+
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use crate::rows::like_pattern;
+use crate::{ExecutionFilter, ExecutionRecord, HandlerFilter};
+
+/// Rows per multi-row statement: well under both databases' bound-parameter
+/// limits (SQLite 32,766; PostgreSQL 65,535) at 21 columns a row.
+pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
+
+/// `INSERT INTO executions … VALUES (…), (…)` for up to
+/// [`ROWS_PER_STATEMENT`] rows.
+pub(crate) fn insert_executions<DB: Database>(rows: &[&ExecutionRecord]) -> QueryBuilder<DB>
+where
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(
+        "INSERT INTO executions (delivery_id, handler_id, handler_name, event_id, events_id, object_id,
+            object_key, stage, attempt, status, started_at, duration_ms, request_target, request_headers,
+            request_body, response_status, response_body, response_truncated, error, next_attempt_at,
+            data_after) ",
+    );
+    q.push_values(rows, |mut row, e| {
+        row.push_bind(e.delivery_id.clone())
+            .push_bind(e.handler_id)
+            .push_bind(e.handler_name.clone())
+            .push_bind(e.event_id.clone())
+            .push_bind(e.events_id.clone())
+            .push_bind(e.object_id.to_json())
+            .push_bind(e.object_id.key())
+            .push_bind(e.stage.as_str())
+            .push_bind(i64::from(e.attempt))
+            .push_bind(e.status.as_str())
+            .push_bind(provisio_core::timefmt::to_millis(e.started_at))
+            .push_bind(i64::from(e.duration_ms))
+            .push_bind(e.request.target.clone())
+            .push_bind(crate::rows::json(&e.request.headers))
+            .push_bind(e.request.body.clone())
+            .push_bind(e.response_status.map(i64::from))
+            .push_bind(e.response_body.clone())
+            .push_bind(e.response_truncated)
+            .push_bind(e.error.clone())
+            .push_bind(e.next_attempt_at.map(provisio_core::timefmt::to_millis))
+            .push_bind(e.data_after.clone());
+    });
+    q
+}
+
+/// The execution log's `WHERE` clause. `like` is the backend's
+/// case-insensitive match (SQLite's `LIKE` ignores ASCII case; PostgreSQL's
+/// `ILIKE` is the same search).
+pub(crate) fn push_execution_filter<DB: Database>(
+    q: &mut QueryBuilder<DB>,
+    f: &ExecutionFilter,
+    like: &'static str,
+) where
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
+{
+    q.push(" WHERE 1 = 1");
+    if let Some(v) = f.handler_id {
+        q.push(" AND handler_id = ").push_bind(v);
+    }
+    if let Some(v) = &f.events_id {
+        q.push(" AND events_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = f.status {
+        q.push(" AND status = ").push_bind(v.as_str());
+    }
+    if let Some(v) = f.stage {
+        q.push(" AND stage = ").push_bind(v.as_str());
+    }
+    if let Some(v) = &f.object_id {
+        q.push(" AND object_key = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.delivery_id {
+        q.push(" AND delivery_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.event_id {
+        q.push(" AND event_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = f.data.as_deref().filter(|v| !v.is_empty()) {
+        q.push(" AND request_body ")
+            .push(like)
+            .push(" ")
+            .push_bind(like_pattern(v))
+            .push(" ESCAPE '\\'");
+    }
+    if let Some(v) = f.error.as_deref().filter(|v| !v.is_empty()) {
+        q.push(" AND error ")
+            .push(like)
+            .push(" ")
+            .push_bind(like_pattern(v))
+            .push(" ESCAPE '\\'");
+    }
+    if let Some(v) = f.from_ms {
+        q.push(" AND started_at >= ").push_bind(v);
+    }
+    if let Some(v) = f.to_ms {
+        q.push(" AND started_at <= ").push_bind(v);
+    }
+}
+
+/// The handler list's `WHERE` clause; `like` as in [`push_execution_filter`].
+pub(crate) fn push_handler_filter<DB: Database>(
+    q: &mut QueryBuilder<DB>,
+    f: &HandlerFilter,
+    like: &'static str,
+) where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
+{
+    q.push(" WHERE 1 = 1");
+    if let Some(events_id) = &f.events_id {
+        // The handler's own pattern, or a pattern that fires for this type:
+        // `*`, or `prefix.*` where the type starts with `prefix.` (`.` and `*`
+        // are not LIKE wildcards).
+        q.push(" AND (events_id = ")
+            .push_bind(events_id.clone())
+            .push(" OR events_id = '*' OR (events_id LIKE '%.*' AND substr(")
+            .push_bind(events_id.clone())
+            .push(", 1, length(events_id) - 1) = substr(events_id, 1, length(events_id) - 1)))");
+    }
+    if let Some(kind) = f.kind {
+        q.push(" AND kind = ").push_bind(kind.as_str());
+    }
+    match f.status {
+        Some(status) => {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        None if !f.include_archived => {
+            q.push(" AND status <> 'archived'");
+        }
+        None => {}
+    }
+    if let Some(stage) = f.stage {
+        q.push(" AND stage = ").push_bind(stage.as_str());
+    }
+    if let Some(text) = f.q.as_deref().filter(|t| !t.is_empty()) {
+        q.push(" AND name ")
+            .push(like)
+            .push(" ")
+            .push_bind(like_pattern(text))
+            .push(" ESCAPE '\\'");
+    }
+}

@@ -1,0 +1,249 @@
+//! Turning stored rows into records, shared by both backends.
+//!
+//! The two schemas have the same tables and columns; only the column types'
+//! spellings differ (SQLite `INTEGER` flags, PostgreSQL `BOOLEAN`), and both
+//! drivers decode them into the same Rust types. [`Columns`] is the handful of
+//! typed reads the decoders need, implemented once per driver's row type, so
+//! each record is decoded by one function instead of one per backend.
+
+use provisio_core::catalog::{EventPattern, EventType};
+use provisio_core::event::{DeliveryState, Event, ObjectId};
+use provisio_core::handler::{Handler, HandlerSpec};
+use provisio_core::signing::SigningSecret;
+use provisio_core::timefmt::{self, from_millis};
+
+use crate::*;
+
+/// The typed column reads the decoders use.
+pub(crate) trait Columns {
+    fn text(&self, column: &str) -> StoreResult<String>;
+    fn opt_text(&self, column: &str) -> StoreResult<Option<String>>;
+    fn int(&self, column: &str) -> StoreResult<i64>;
+    fn opt_int(&self, column: &str) -> StoreResult<Option<i64>>;
+    fn flag(&self, column: &str) -> StoreResult<bool>;
+    fn bytes(&self, column: &str) -> StoreResult<Vec<u8>>;
+
+    /// A count or other small unsigned number: stored as a 64-bit integer
+    /// (PostgreSQL has no unsigned types), used as `u32`.
+    fn count(&self, column: &str) -> StoreResult<u32> {
+        let n = self.int(column)?;
+        u32::try_from(n).map_err(|_| corrupt(column, format!("{n} is out of range")))
+    }
+}
+
+macro_rules! impl_columns {
+    ($row:ty) => {
+        impl Columns for $row {
+            fn text(&self, column: &str) -> StoreResult<String> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn opt_text(&self, column: &str) -> StoreResult<Option<String>> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn int(&self, column: &str) -> StoreResult<i64> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn opt_int(&self, column: &str) -> StoreResult<Option<i64>> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn flag(&self, column: &str) -> StoreResult<bool> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn bytes(&self, column: &str) -> StoreResult<Vec<u8>> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+        }
+    };
+}
+
+impl_columns!(sqlx::sqlite::SqliteRow);
+impl_columns!(sqlx::postgres::PgRow);
+
+pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {err}"))
+}
+
+pub(crate) fn token(row: &impl Columns) -> StoreResult<TokenRecord> {
+    let hash: [u8; 32] = row
+        .bytes("hash")?
+        .try_into()
+        .map_err(|_| corrupt("token hash", "not 32 bytes"))?;
+    Ok(TokenRecord {
+        id: row.int("id")?,
+        name: row.text("name")?,
+        hash: TokenHash(hash),
+        created_at: from_millis(row.int("created_at")?),
+        revoked_at: row.opt_int("revoked_at")?.map(from_millis),
+    })
+}
+
+pub(crate) fn event_type(row: &impl Columns) -> StoreResult<EventType> {
+    Ok(EventType {
+        id: row.text("id")?,
+        group: row.text("group_name")?,
+        description: row.text("description")?,
+        empty_data: row.flag("empty_data")?,
+        builtin: row.flag("builtin")?,
+    })
+}
+
+/// `SELECT` of every handler column, for [`handler`].
+pub(crate) const HANDLER_SELECT: &str = "SELECT id, name, events_id, stage, status, priority, kind, target, args, headers, \
+     timeout_ms, max_attempts, ordered, on_failure, secret, created_at, updated_at FROM handlers";
+
+pub(crate) fn handler(row: &impl Columns) -> StoreResult<Handler> {
+    let priority = row.int("priority")?;
+    let spec = HandlerSpec {
+        name: row.text("name")?,
+        events_id: EventPattern::parse(&row.text("events_id")?)
+            .map_err(|e| corrupt("handler events_id", e))?,
+        stage: row
+            .text("stage")?
+            .parse()
+            .map_err(|e| corrupt("handler stage", e))?,
+        status: row
+            .text("status")?
+            .parse()
+            .map_err(|e| corrupt("handler status", e))?,
+        priority: i32::try_from(priority)
+            .map_err(|_| corrupt("handler priority", format!("{priority} is out of range")))?,
+        kind: row
+            .text("kind")?
+            .parse()
+            .map_err(|e| corrupt("handler kind", e))?,
+        target: row.text("target")?,
+        args: serde_json::from_str(&row.text("args")?).map_err(|e| corrupt("handler args", e))?,
+        headers: serde_json::from_str(&row.text("headers")?)
+            .map_err(|e| corrupt("handler headers", e))?,
+        timeout_ms: row.count("timeout_ms")?,
+        max_attempts: row.count("max_attempts")?,
+        ordered: row.flag("ordered")?,
+        on_failure: row
+            .text("on_failure")?
+            .parse()
+            .map_err(|e| corrupt("handler on_failure", e))?,
+    };
+    Ok(Handler {
+        id: row.int("id")?,
+        spec,
+        secret: SigningSecret::parse(&row.text("secret")?)
+            .map_err(|e| corrupt("handler secret", e))?,
+        created_at: from_millis(row.int("created_at")?),
+        updated_at: from_millis(row.int("updated_at")?),
+    })
+}
+
+/// An event from columns `event_id, events_id, object_id, dt, data`.
+pub(crate) fn event(row: &impl Columns) -> StoreResult<Event> {
+    Ok(Event {
+        id: row.text("event_id")?,
+        events_id: row.text("events_id")?,
+        object_id: ObjectId::from_json_text(&row.text("object_id")?)
+            .map_err(|e| corrupt("event object_id", e))?,
+        dt: timefmt::parse(&row.text("dt")?).map_err(|e| corrupt("event dt", e))?,
+        data: row.text("data")?,
+    })
+}
+
+/// A leased delivery with its event's columns (see [`event`]).
+pub(crate) fn claimed(row: &impl Columns) -> StoreResult<ClaimedDelivery> {
+    Ok(ClaimedDelivery {
+        seq: row.int("seq")?,
+        id: row.text("id")?,
+        handler_id: row.int("handler_id")?,
+        attempts: row.count("attempts")?,
+        round_start: row.count("round_start")?,
+        event: event(row)?,
+    })
+}
+
+/// Columns of `deliveries`, in the order [`delivery`] reads them.
+pub(crate) const DELIVERY_COLUMNS: &str = "id, event_id, handler_id, state, attempts, next_attempt_at, lease_until, last_error, created_at, finished_at";
+
+pub(crate) fn delivery(row: &impl Columns) -> StoreResult<DeliveryRecord> {
+    let state: DeliveryState = row
+        .text("state")?
+        .parse()
+        .map_err(|e| corrupt("delivery state", e))?;
+    let leased = row.opt_int("lease_until")?.is_some();
+    Ok(DeliveryRecord {
+        id: row.text("id")?,
+        event_id: row.text("event_id")?,
+        handler_id: row.int("handler_id")?,
+        state,
+        attempts: row.count("attempts")?,
+        // A leased delivery's next_attempt_at is its lease end, not a schedule.
+        next_attempt_at: row
+            .opt_int("next_attempt_at")?
+            .filter(|_| state == DeliveryState::Pending && !leased)
+            .map(from_millis),
+        last_error: row.opt_text("last_error")?,
+        created_at: from_millis(row.int("created_at")?),
+        finished_at: row.opt_int("finished_at")?.map(from_millis),
+    })
+}
+
+/// `SELECT` of every execution column, for [`execution`].
+pub(crate) const EXECUTION_SELECT: &str = "SELECT id, delivery_id, handler_id, handler_name, event_id, events_id, object_id, stage, \
+     attempt, status, started_at, duration_ms, request_target, request_headers, request_body, response_status, \
+     response_body, response_truncated, error, next_attempt_at, data_after FROM executions";
+
+pub(crate) fn execution(row: &impl Columns) -> StoreResult<ExecutionRecord> {
+    let response_status = row
+        .opt_int("response_status")?
+        .map(|s| u16::try_from(s).map_err(|_| corrupt("execution response_status", s)))
+        .transpose()?;
+    Ok(ExecutionRecord {
+        id: row.int("id")?,
+        delivery_id: row.opt_text("delivery_id")?,
+        handler_id: row.int("handler_id")?,
+        handler_name: row.text("handler_name")?,
+        event_id: row.opt_text("event_id")?,
+        events_id: row.text("events_id")?,
+        object_id: ObjectId::from_json_text(&row.text("object_id")?)
+            .map_err(|e| corrupt("execution object_id", e))?,
+        stage: row
+            .text("stage")?
+            .parse()
+            .map_err(|e| corrupt("execution stage", e))?,
+        attempt: row.count("attempt")?,
+        status: row
+            .text("status")?
+            .parse()
+            .map_err(|e| corrupt("execution status", e))?,
+        started_at: from_millis(row.int("started_at")?),
+        duration_ms: row.count("duration_ms")?,
+        request: RequestRecord {
+            target: row.text("request_target")?,
+            headers: serde_json::from_str(&row.text("request_headers")?)
+                .map_err(|e| corrupt("execution request headers", e))?,
+            body: row.text("request_body")?,
+        },
+        response_status,
+        response_body: row.opt_text("response_body")?,
+        response_truncated: row.flag("response_truncated")?,
+        error: row.opt_text("error")?,
+        next_attempt_at: row.opt_int("next_attempt_at")?.map(from_millis),
+        data_after: row.opt_text("data_after")?,
+    })
+}
+
+/// `%text%` with LIKE's wildcards in `text` escaped (with `\`, which both
+/// backends' queries name in `ESCAPE`).
+pub(crate) fn like_pattern(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// JSON text of plain data (handler args and headers, request headers).
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data always serializes")
+}
