@@ -35,23 +35,7 @@ pub(super) async fn activity(
     .bind(since_ms)
     .fetch_all(pool)
     .await?;
-    let mut out: Vec<HandlerActivity> = Vec::new();
-    for row in rows {
-        let handler_id: i64 = row.try_get("handler_id")?;
-        let bucket = (
-            row.try_get("bucket")?,
-            row.try_get::<i64, _>("successes")? as u64,
-            row.try_get::<i64, _>("failures")? as u64,
-        );
-        match out.last_mut() {
-            Some(last) if last.handler_id == handler_id => last.buckets.push(bucket),
-            _ => out.push(HandlerActivity {
-                handler_id,
-                buckets: vec![bucket],
-                p95_ms: None,
-            }),
-        }
-    }
+    let mut out = crate::rows::activity(&rows)?;
     let p95s = sqlx::query(
         "SELECT handler_id, percentile_disc(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95
          FROM executions WHERE started_at >= $1 GROUP BY handler_id",

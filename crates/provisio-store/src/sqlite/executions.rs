@@ -1,7 +1,7 @@
 //! The execution log: one row per call to a handler.
 
 use sqlx::sqlite::SqlitePool;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use crate::query::{ROWS_PER_STATEMENT, insert_executions, push_execution_filter};
 use crate::rows::{self, EXECUTION_SELECT};
@@ -66,23 +66,7 @@ pub(super) async fn activity(
     .bind(since_ms)
     .fetch_all(pool)
     .await?;
-    let mut out: Vec<HandlerActivity> = Vec::new();
-    for row in rows {
-        let handler_id: i64 = row.try_get("handler_id")?;
-        let bucket = (
-            row.try_get("bucket")?,
-            row.try_get::<i64, _>("successes")? as u64,
-            row.try_get::<i64, _>("failures")? as u64,
-        );
-        match out.last_mut() {
-            Some(last) if last.handler_id == handler_id => last.buckets.push(bucket),
-            _ => out.push(HandlerActivity {
-                handler_id,
-                buckets: vec![bucket],
-                p95_ms: None,
-            }),
-        }
-    }
+    let mut out = rows::activity(&rows)?;
     for activity in &mut out {
         let total: u64 = activity.buckets.iter().map(|(_, s, f)| s + f).sum();
         let offset = (total as f64 * 0.95).ceil() as i64 - 1;
