@@ -1,0 +1,204 @@
+//! The client's command-line arguments, and a handler's settings as flags.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// Where the server is and who is asking.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The server's base URL.
+    #[arg(
+        long,
+        env = "PROVISIO_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// An API token.
+    #[arg(long, env = "PROVISIO_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EmitArgs {
+    /// The event type, such as clients.create.
+    pub events_id: String,
+    /// The object's id: a number if it looks like one, else a string.
+    #[arg(long)]
+    pub object_id: String,
+    /// The event's data, a JSON object.
+    #[arg(long, conflicts_with = "data_file")]
+    pub data: Option<String>,
+    /// Read the data from this file (`-` for standard input).
+    #[arg(long)]
+    pub data_file: Option<String>,
+    /// When the action happened (ISO 8601 with offset).
+    #[arg(long)]
+    pub dt: Option<String>,
+    /// Run the before-stage chain instead of emitting at the after stage.
+    #[arg(long)]
+    pub before: bool,
+    /// Makes retrying this emit safe.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// A handler's settings as flags; all optional so `update` can use them too.
+#[derive(Debug, Args, Default)]
+pub struct HandlerFields {
+    #[arg(long)]
+    pub name: Option<String>,
+    /// An event type, `prefix.*` or `*`.
+    #[arg(long)]
+    pub events_id: Option<String>,
+    /// `after` or `before`.
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// `enabled`, `disabled` or `archived`.
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub priority: Option<i64>,
+    /// `http` or `script`.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// A URL, or a script path inside the scripts directory.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// A script argument (repeat for more).
+    #[arg(long = "arg", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// An extra header as `Name: value` (repeat for more).
+    #[arg(long = "header")]
+    pub headers: Vec<String>,
+    #[arg(long)]
+    pub timeout_ms: Option<i64>,
+    #[arg(long)]
+    pub max_attempts: Option<i64>,
+    /// `true` or `false`.
+    #[arg(long)]
+    pub ordered: Option<bool>,
+    /// `forbid` or `allow`.
+    #[arg(long)]
+    pub on_failure: Option<String>,
+}
+
+impl HandlerFields {
+    pub(super) fn to_json(&self) -> anyhow::Result<Value> {
+        let mut body = serde_json::Map::new();
+        let mut put = |key: &str, value: Option<Value>| {
+            if let Some(v) = value {
+                body.insert(key.into(), v);
+            }
+        };
+        put("name", self.name.clone().map(Value::from));
+        put("events_id", self.events_id.clone().map(Value::from));
+        put("stage", self.stage.clone().map(Value::from));
+        put("status", self.status.clone().map(Value::from));
+        put("priority", self.priority.map(Value::from));
+        put("kind", self.kind.clone().map(Value::from));
+        put("target", self.target.clone().map(Value::from));
+        put("timeout_ms", self.timeout_ms.map(Value::from));
+        put("max_attempts", self.max_attempts.map(Value::from));
+        put("ordered", self.ordered.map(Value::from));
+        put("on_failure", self.on_failure.clone().map(Value::from));
+        if !self.args.is_empty() {
+            put("args", Some(json!(self.args)));
+        }
+        if !self.headers.is_empty() {
+            let mut headers = BTreeMap::new();
+            for h in &self.headers {
+                let (k, v) = h
+                    .split_once(':')
+                    .with_context(|| format!("--header {h:?} is not \"Name: value\""))?;
+                headers.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+            put("headers", Some(json!(headers)));
+        }
+        Ok(Value::Object(body))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HandlersCommand {
+    /// List handlers.
+    List {
+        #[arg(long)]
+        events_id: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        stage: Option<String>,
+        /// Name contains.
+        #[arg(long)]
+        q: Option<String>,
+        #[arg(long)]
+        page: Option<u32>,
+        #[arg(long)]
+        per_page: Option<u32>,
+    },
+    /// Show one handler.
+    Show { id: i64 },
+    /// Create a handler.
+    Create(HandlerFields),
+    /// Change some of a handler's settings.
+    Update {
+        id: i64,
+        #[command(flatten)]
+        fields: HandlerFields,
+    },
+    /// Enable a handler.
+    Enable { id: i64 },
+    /// Disable a handler.
+    Disable { id: i64 },
+    /// Archive a handler.
+    Archive { id: i64 },
+    /// Delete a handler.
+    Delete { id: i64 },
+}
+
+/// The execution log's filters.
+#[derive(Debug, Args)]
+pub struct ExecutionFilters {
+    #[arg(long)]
+    pub handler_id: Option<i64>,
+    #[arg(long)]
+    pub events_id: Option<String>,
+    /// `success` or `fail`.
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub stage: Option<String>,
+    #[arg(long)]
+    pub object_id: Option<String>,
+    /// The request body contains this text.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// The error contains this text.
+    #[arg(long)]
+    pub error: Option<String>,
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub page: Option<u32>,
+    #[arg(long)]
+    pub per_page: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExecutionsCommand {
+    /// List executions, newest first.
+    List(Box<ExecutionFilters>),
+    /// Show one execution in full.
+    Show { id: i64 },
+}
