@@ -3,7 +3,8 @@
 //! boosted navigation, a session cookie, and anti-CSRF tokens on every form.
 //!
 //! - [`session`]: login, logout, the `Session` extractor and CSRF checks.
-//! - [`handlers`]: the Handlers table, Advanced Search, the handler form.
+//! - [`handlers`]: the Handlers table, Advanced Search, the handler form pages;
+//!   `handler_form`: the form's fields as text and their conversion to a draft.
 //! - [`executions`]: the Execution Logs, details and redeliver.
 //! - [`overview`]: per-handler activity over the last 24 hours.
 
@@ -12,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 mod executions;
+mod handler_form;
 mod handlers;
 mod overview;
 pub mod session;

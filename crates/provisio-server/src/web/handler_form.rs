@@ -1,0 +1,142 @@
+//! The handler form's fields as text, and their conversion to a draft.
+
+use std::collections::BTreeMap;
+
+use provisio_core::FieldErrors;
+use provisio_core::handler::{HandlerDraft, HandlerSpec, defaults};
+use serde::Deserialize;
+
+/// The handler form's fields as the browser sends them: all text, so what the
+/// operator typed can be shown again next to its error.
+#[derive(Deserialize, Default, Clone)]
+pub(super) struct HandlerForm {
+    #[serde(default)]
+    pub(super) csrf: String,
+    #[serde(default)]
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) events_id: String,
+    #[serde(default)]
+    pub(super) stage: String,
+    #[serde(default)]
+    pub(super) status: String,
+    #[serde(default)]
+    pub(super) priority: String,
+    #[serde(default)]
+    pub(super) kind: String,
+    #[serde(default)]
+    pub(super) target: String,
+    #[serde(default)]
+    pub(super) timeout_ms: String,
+    #[serde(default)]
+    pub(super) max_attempts: String,
+    #[serde(default)]
+    pub(super) on_failure: String,
+    #[serde(default)]
+    pub(super) ordered: Option<String>,
+    #[serde(default)]
+    pub(super) headers: String,
+    #[serde(default)]
+    pub(super) args: String,
+}
+
+impl HandlerForm {
+    pub(super) fn blank() -> Self {
+        Self {
+            stage: defaults::STAGE.as_str().into(),
+            status: defaults::STATUS.as_str().into(),
+            priority: defaults::PRIORITY.to_string(),
+            kind: defaults::KIND.as_str().into(),
+            max_attempts: defaults::MAX_ATTEMPTS.to_string(),
+            on_failure: defaults::ON_FAILURE.as_str().into(),
+            ordered: Some("true".into()),
+            ..Self::default()
+        }
+    }
+
+    pub(super) fn from_spec(s: &HandlerSpec) -> Self {
+        Self {
+            csrf: String::new(),
+            name: s.name.clone(),
+            events_id: s.events_id.to_string(),
+            stage: s.stage.as_str().into(),
+            status: s.status.as_str().into(),
+            priority: s.priority.to_string(),
+            kind: s.kind.as_str().into(),
+            target: s.target.clone(),
+            timeout_ms: s.timeout_ms.to_string(),
+            max_attempts: s.max_attempts.to_string(),
+            on_failure: s.on_failure.as_str().into(),
+            ordered: s.ordered.then(|| "true".into()),
+            headers: s
+                .headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            args: s.args.join("\n"),
+        }
+    }
+
+    /// Turns the text into a draft, noting what does not even parse.
+    pub(super) fn to_draft(&self) -> (HandlerDraft, FieldErrors) {
+        let mut errors = FieldErrors::new();
+        let mut choice = |field: &str, text: &str| -> String {
+            if text.is_empty() {
+                errors.add(field, "choose one");
+            }
+            text.to_owned()
+        };
+        let stage_text = choice("stage", &self.stage);
+        let stage = stage_text.parse().unwrap_or(defaults::STAGE);
+        let mut number = |field: &str, text: &str, default: i64| -> i64 {
+            let text = text.trim();
+            if text.is_empty() {
+                return default;
+            }
+            text.parse().unwrap_or_else(|_| {
+                errors.add(field, "must be a whole number");
+                default
+            })
+        };
+        let priority = number("priority", &self.priority, defaults::PRIORITY);
+        let timeout_ms = number("timeout_ms", &self.timeout_ms, defaults::timeout_ms(stage));
+        let max_attempts = number("max_attempts", &self.max_attempts, defaults::MAX_ATTEMPTS);
+        let mut headers = BTreeMap::new();
+        for line in self
+            .headers
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
+            match line.split_once(':') {
+                Some((name, value)) => {
+                    headers.insert(name.trim().to_owned(), value.trim().to_owned());
+                }
+                None => errors.add("headers", format!("{line:?} is not \"Name: value\"")),
+            }
+        }
+        let draft = HandlerDraft {
+            name: self.name.clone(),
+            events_id: self.events_id.clone(),
+            stage,
+            status: self.status.parse().unwrap_or(defaults::STATUS),
+            priority,
+            kind: self.kind.parse().unwrap_or(defaults::KIND),
+            target: self.target.clone(),
+            args: self
+                .args
+                .lines()
+                .map(str::trim_end)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            headers,
+            timeout_ms,
+            max_attempts,
+            ordered: self.ordered.is_some(),
+            on_failure: self.on_failure.parse().unwrap_or(defaults::ON_FAILURE),
+        };
+        (draft, errors)
+    }
+}
