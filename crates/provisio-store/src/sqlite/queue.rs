@@ -12,7 +12,7 @@ use provisio_core::timefmt;
 use sqlx::sqlite::SqlitePool;
 use std::collections::HashMap;
 
-use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{Durability, executions, now_ms};
 use crate::query::ROWS_PER_STATEMENT;
@@ -31,27 +31,40 @@ pub(super) async fn insert_events(
     // Only accepted emits must survive power loss; other writes (leases,
     // attempt results) can be redone, so the connection runs at NORMAL and
     // switches to FULL for this commit. One fsync of the WAL covers everything
-    // written before it.
-    if durability == Durability::Full {
-        sqlx::query("PRAGMA synchronous = FULL")
+    // written before it. Each pair of statements goes in one round trip to the
+    // driver's worker thread: at low rates those trips are the cost.
+    let (begin, commit) = match durability {
+        Durability::Full => (
+            "PRAGMA synchronous = FULL; BEGIN",
+            "COMMIT; PRAGMA synchronous = NORMAL",
+        ),
+        Durability::Normal => ("BEGIN", "COMMIT"),
+    };
+    sqlx::raw_sql(begin).execute(&mut *conn).await?;
+    let result = match insert_events_in(&mut conn, batch).await {
+        Ok(outcomes) => sqlx::raw_sql(commit)
             .execute(&mut *conn)
-            .await?;
-    }
-    let result = insert_events_tx(&mut conn, batch).await;
-    if durability == Durability::Full {
-        sqlx::query("PRAGMA synchronous = NORMAL")
+            .await
+            .map(|_| outcomes)
+            .map_err(StoreError::from),
+        Err(err) => Err(err),
+    };
+    if result.is_err() {
+        // Leave the connection as it was found: no open transaction, NORMAL.
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        let _ = sqlx::raw_sql("PRAGMA synchronous = NORMAL")
             .execute(&mut *conn)
-            .await?;
+            .await;
     }
     result
 }
 
-async fn insert_events_tx(
-    conn: &mut SqliteConnection,
+/// The statements of an emit batch, inside the transaction the caller opened.
+async fn insert_events_in(
+    tx: &mut SqliteConnection,
     batch: &[NewEvent],
 ) -> StoreResult<Vec<EmitOutcome>> {
-    let mut tx = conn.begin().await?;
-    let seen = seen_keys(&mut tx, &crate::plan::keys(batch)).await?;
+    let seen = seen_keys(tx, &crate::plan::keys(batch)).await?;
     let crate::plan::Triage {
         outcomes,
         stored,
@@ -134,7 +147,6 @@ async fn insert_events_tx(
         });
         q.build().execute(&mut *tx).await?;
     }
-    tx.commit().await?;
     Ok(outcomes)
 }
 
@@ -166,47 +178,38 @@ pub(super) async fn claim_due(
     pool: &SqlitePool,
     claim: &Claim<'_>,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
-    let mut tx = pool.begin().await?;
-    let mut q = QueryBuilder::<Sqlite>::new(
-        "SELECT d.seq, d.id, d.handler_id, d.attempts, d.round_start,
-                e.id AS event_id, e.events_id, e.object_id, e.dt, e.data
-         FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.state = 'pending' AND d.next_attempt_at <= ",
-    );
-    q.push_bind(claim.now_ms);
+    // One statement, so one round trip: lease the due rows and return them
+    // with their events' columns (scalar subqueries by primary key).
+    let mut q = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET lease_until = ");
+    q.push_bind(claim.lease_until_ms)
+        .push(", next_attempt_at = ")
+        .push_bind(claim.lease_until_ms)
+        .push(" WHERE seq IN (SELECT seq FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ")
+        .push_bind(claim.now_ms);
     if !claim.skip_handlers.is_empty() {
-        q.push(" AND d.handler_id NOT IN (");
+        q.push(" AND handler_id NOT IN (");
         let mut list = q.separated(", ");
         for id in claim.skip_handlers {
             list.push_bind(*id);
         }
         q.push(")");
     }
-    q.push(" ORDER BY d.next_attempt_at, d.seq LIMIT ")
-        .push_bind(i64::from(claim.limit));
-    let rows = q.build().fetch_all(&mut *tx).await?;
-    if rows.is_empty() {
-        tx.commit().await?;
-        return Ok(Vec::new());
-    }
-    let claimed = rows
+    q.push(" ORDER BY next_attempt_at, seq LIMIT ")
+        .push_bind(i64::from(claim.limit))
+        .push(
+            ") RETURNING seq, id, handler_id, attempts, round_start, event_id,
+               (SELECT e.events_id FROM events e WHERE e.id = deliveries.event_id) AS events_id,
+               (SELECT e.object_id FROM events e WHERE e.id = deliveries.event_id) AS object_id,
+               (SELECT e.dt FROM events e WHERE e.id = deliveries.event_id) AS dt,
+               (SELECT e.data FROM events e WHERE e.id = deliveries.event_id) AS data",
+        );
+    let rows = q.build().fetch_all(pool).await?;
+    let mut claimed = rows
         .iter()
         .map(claimed_from_row)
         .collect::<StoreResult<Vec<_>>>()?;
-
-    let mut lease = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET lease_until = ");
-    lease
-        .push_bind(claim.lease_until_ms)
-        .push(", next_attempt_at = ")
-        .push_bind(claim.lease_until_ms)
-        .push(" WHERE seq IN (");
-    let mut list = lease.separated(", ");
-    for c in &claimed {
-        list.push_bind(c.seq);
-    }
-    lease.push(")");
-    lease.build().execute(&mut *tx).await?;
-    tx.commit().await?;
+    // RETURNING gives no order; attempts start oldest first.
+    claimed.sort_by_key(|c| c.seq);
     Ok(claimed)
 }
 
