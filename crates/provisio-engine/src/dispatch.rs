@@ -216,12 +216,11 @@ async fn run_attempt(
     let started_at = OffsetDateTime::now_utc();
     let timeout = Duration::from_millis(handler.spec.timeout_ms.into());
     let payload = delivery.event.payload();
-    let object_key_for_call = object_key.clone();
     let call = CallContext {
         msg_id: &delivery.id,
         event_id: &delivery.event.id,
         events_id: &delivery.event.events_id,
-        object_id: &object_key_for_call,
+        object_id: &object_key,
         stage: Stage::After,
     };
     let outcome = engine.call(&handler, &call, payload, timeout).await;

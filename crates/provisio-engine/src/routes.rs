@@ -16,6 +16,9 @@ pub struct RouteTable {
     by_id: std::collections::HashMap<i64, Arc<Handler>>,
     /// The event catalog by id: emits of unknown types are refused.
     event_types: std::collections::HashMap<String, provisio_core::catalog::EventType>,
+    /// The longest timeout of any handler, computed once per table because the
+    /// dispatcher sizes every lease by it.
+    max_timeout: std::time::Duration,
 }
 
 impl RouteTable {
@@ -29,6 +32,9 @@ impl RouteTable {
                     Stage::Before => table.before.push(handler.clone()),
                 }
             }
+            table.max_timeout = table
+                .max_timeout
+                .max(std::time::Duration::from_millis(handler.spec.timeout_ms.into()));
             table.by_id.insert(handler.id, handler);
         }
         let order = |a: &Arc<Handler>, b: &Arc<Handler>| {
@@ -97,12 +103,6 @@ impl RouteTable {
 
     /// The longest timeout of any handler: leases must outlast every attempt.
     pub fn max_timeout(&self) -> std::time::Duration {
-        let ms = self
-            .by_id
-            .values()
-            .map(|h| h.spec.timeout_ms)
-            .max()
-            .unwrap_or(0);
-        std::time::Duration::from_millis(ms.into())
+        self.max_timeout
     }
 }
