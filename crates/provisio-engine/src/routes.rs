@@ -32,9 +32,9 @@ impl RouteTable {
                     Stage::Before => table.before.push(handler.clone()),
                 }
             }
-            table.max_timeout = table
-                .max_timeout
-                .max(std::time::Duration::from_millis(handler.spec.timeout_ms.into()));
+            table.max_timeout = table.max_timeout.max(std::time::Duration::from_millis(
+                handler.spec.timeout_ms.into(),
+            ));
             table.by_id.insert(handler.id, handler);
         }
         let order = |a: &Arc<Handler>, b: &Arc<Handler>| {

@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::{Form, Router};
 use provisio_core::FieldErrors;
 use provisio_core::handler::{Handler, HandlerKind, HandlerSpec, Status};
-use provisio_store::{HandlerFilter, Page};
+use provisio_store::{HandlerFilter, Page, StoreResult};
 use serde::Deserialize;
 
 use super::handler_form::HandlerForm;
@@ -259,13 +259,21 @@ async fn create(
         Ok(spec) => spec,
         Err(page) => return page,
     };
-    if let Err(err) = state.store().insert_handler(&spec).await {
-        return internal(err);
-    }
-    if let Err(err) = state.engine().reload().await {
-        return internal(err);
+    if let Err(page) = apply(&state, state.store().insert_handler(&spec)).await {
+        return page;
     }
     see_other("/handlers?notice=created")
+}
+
+/// Makes a handler change take effect: the write, then the routing table's
+/// rebuild, so the change governs the next emit (as through the API).
+async fn apply<T>(
+    state: &AppState,
+    write: impl Future<Output = StoreResult<T>>,
+) -> Result<T, Response> {
+    let written = write.await.map_err(internal)?;
+    state.engine().reload().await.map_err(internal)?;
+    Ok(written)
 }
 
 async fn find(state: &AppState, session: &Session, id: i64) -> Result<Handler, Response> {
@@ -321,11 +329,8 @@ async fn update(
         Ok(spec) => spec,
         Err(page) => return page,
     };
-    if let Err(err) = state.store().update_handler(id, &spec).await {
-        return internal(err);
-    }
-    if let Err(err) = state.engine().reload().await {
-        return internal(err);
+    if let Err(page) = apply(&state, state.store().update_handler(id, &spec)).await {
+        return page;
     }
     see_other("/handlers?notice=updated")
 }
@@ -366,11 +371,8 @@ async fn toggle(
             );
         }
     };
-    if let Err(err) = state.store().update_handler(id, &spec).await {
-        return internal(err);
-    }
-    if let Err(err) = state.engine().reload().await {
-        return internal(err);
+    if let Err(page) = apply(&state, state.store().update_handler(id, &spec)).await {
+        return page;
     }
     let back = if form.back.starts_with("/handlers") {
         form.back.as_str()
@@ -419,7 +421,7 @@ async fn delete(
     if let Err(page) = session.verify_csrf(&form.csrf, &headers) {
         return page;
     }
-    match state.store().delete_handler(id).await {
+    match apply(&state, state.store().delete_handler(id)).await {
         Ok(true) => {}
         Ok(false) => {
             return error_page(
@@ -429,10 +431,7 @@ async fn delete(
                 "It may have been deleted already.",
             );
         }
-        Err(err) => return internal(err),
-    }
-    if let Err(err) = state.engine().reload().await {
-        return internal(err);
+        Err(page) => return page,
     }
     see_other("/handlers?notice=deleted")
 }
