@@ -1,16 +1,16 @@
-//! The test harness: a real provisio server per test, real HTTP receivers on
-//! loopback, and a way to run the real binary.
+//! The test harness: a real provisio server per test, and a way to run the
+//! real binary. Receivers are in `receiver.rs` (re-exported here).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode};
+pub use crate::receiver::*;
+use axum::http::StatusCode;
 use provisio::config::Settings;
 use provisio::serve::Running;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -239,165 +239,6 @@ pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code
         "{body}"
     );
     body["error"]["fields"].clone()
-}
-
-/// One request a receiver got.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub headers: HeaderMap,
-    pub body: String,
-    pub at: tokio::time::Instant,
-    /// The status the receiver answered with.
-    pub status: u16,
-}
-
-impl Received {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap()
-    }
-
-    pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap())
-            .unwrap_or("")
-    }
-}
-
-/// What a receiver answers: a status (and optional delay) per request, by
-/// the order requests arrive in; the last entry repeats.
-#[derive(Clone)]
-pub struct Reply {
-    pub status: u16,
-    pub delay: Duration,
-    pub body: String,
-    pub headers: Vec<(&'static str, String)>,
-}
-
-impl Reply {
-    pub fn status(status: u16) -> Self {
-        Self {
-            status,
-            delay: Duration::ZERO,
-            body: String::new(),
-            headers: Vec::new(),
-        }
-    }
-
-    pub fn delayed(status: u16, delay: Duration) -> Self {
-        Self {
-            delay,
-            ..Self::status(status)
-        }
-    }
-
-    pub fn with_body(status: u16, body: impl Into<String>) -> Self {
-        Self {
-            body: body.into(),
-            ..Self::status(status)
-        }
-    }
-
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
-        self
-    }
-}
-
-/// Decides the reply to the n-th request.
-type ReplyFn = Box<dyn FnMut(&Received, usize) -> Reply + Send>;
-
-struct ReceiverState {
-    received: Mutex<Vec<Received>>,
-    replies: Mutex<ReplyFn>,
-    arrived: Notify,
-}
-
-/// A real HTTP receiver on a loopback port that records what it gets.
-#[derive(Clone)]
-pub struct Receiver {
-    pub addr: SocketAddr,
-    state: Arc<ReceiverState>,
-}
-
-impl Receiver {
-    /// Answers 200 to everything.
-    pub async fn ok() -> Receiver {
-        Self::with(|_, _| Reply::status(200)).await
-    }
-
-    /// Answers with `replies[n]` to the n-th request (the last repeats).
-    pub async fn sequence(replies: Vec<Reply>) -> Receiver {
-        Self::with(move |_, n| replies[n.min(replies.len() - 1)].clone()).await
-    }
-
-    /// Answers with whatever `reply` decides for each request and its index.
-    pub async fn with(reply: impl FnMut(&Received, usize) -> Reply + Send + 'static) -> Receiver {
-        let state = Arc::new(ReceiverState {
-            received: Mutex::new(Vec::new()),
-            replies: Mutex::new(Box::new(reply)),
-            arrived: Notify::new(),
-        });
-        let app_state = state.clone();
-        let app = axum::Router::new().fallback(move |headers: HeaderMap, body: String| {
-            let state = app_state.clone();
-            async move {
-                let mut received = Received {
-                    headers,
-                    body,
-                    at: tokio::time::Instant::now(),
-                    status: 0,
-                };
-                let reply = {
-                    let mut list = state.received.lock().unwrap();
-                    let n = list.len();
-                    let reply = (state.replies.lock().unwrap())(&received, n);
-                    received.status = reply.status;
-                    list.push(received);
-                    reply
-                };
-                state.arrived.notify_waiters();
-                if !reply.delay.is_zero() {
-                    tokio::time::sleep(reply.delay).await;
-                }
-                let mut response = axum::response::IntoResponse::into_response((
-                    StatusCode::from_u16(reply.status).unwrap(),
-                    reply.body,
-                ));
-                for (name, value) in reply.headers {
-                    response.headers_mut().insert(name, value.parse().unwrap());
-                }
-                response
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { addr, state }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    pub fn received(&self) -> Vec<Received> {
-        self.state.received.lock().unwrap().clone()
-    }
-
-    /// Waits until at least `n` requests arrived, and returns them all.
-    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let notified = self.state.arrived.notified();
-            let got = self.received();
-            if got.len() >= n {
-                return got;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("expected {n} requests, got {}", self.received().len());
-            }
-        }
-    }
 }
 
 /// The real `provisio` binary, started as a child process.

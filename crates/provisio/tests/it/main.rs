@@ -3,6 +3,7 @@
 
 mod helpers;
 mod openapi;
+mod receiver;
 
 mod api_auth;
 mod api_event_types;
