@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use provisio_core::event::{ExecutionStatus, ObjectId, new_event_id, payload};
-use provisio_core::handler::{Handler, HandlerKind, OnFailure, Stage};
+use provisio_core::handler::{HandlerKind, OnFailure, Stage};
 use provisio_store::{ExecutionRecord, RequestRecord};
 use time::OffsetDateTime;
 
@@ -146,7 +146,10 @@ impl Engine {
                     handler.spec.timeout_ms.into(),
                 ));
                 let outcome = self.call(&handler, &call, body, timeout).await;
-                (Some(read_reply(&handler, &outcome)), outcome)
+                (
+                    Some(read_reply(handler.spec.kind, &handler.spec.name, &outcome)),
+                    outcome,
+                )
             };
 
             let step_outcome = match &reply {
@@ -234,34 +237,136 @@ fn millis(d: std::time::Duration) -> u32 {
     d.as_millis().min(u32::MAX.into()) as u32
 }
 
-/// Reads a reply per DESIGN §4 "Before-stage replies".
-fn read_reply(handler: &Handler, outcome: &CallOutcome) -> Reply {
+/// A before-stage reply's fields, as far as the chain reads them. A derived
+/// struct (not a map) so a duplicated `allow` or `data` is a parse error
+/// rather than "the last one wins": two readers of one reply must never
+/// disagree about whether it forbids.
+#[derive(serde::Deserialize)]
+struct ReplyBody {
+    allow: Option<bool>,
+    reason: Option<serde_json::Value>,
+    data: Option<serde_json::Value>,
+}
+
+/// Reads a reply per DESIGN §4 "Before-stage replies" and §9: a reply that was
+/// cut at the cap or cannot be parsed is a failure of the handler (its
+/// `on_failure` applies), never "unchanged".
+fn read_reply(kind: HandlerKind, name: &str, outcome: &CallOutcome) -> Reply {
     let body = outcome.body.as_deref().unwrap_or("").trim();
-    let parsed: Option<serde_json::Map<String, serde_json::Value>> =
-        serde_json::from_str(body).ok();
-    let reason = |default: String| {
-        parsed
-            .as_ref()
-            .and_then(|o| o.get("reason"))
-            .and_then(|r| r.as_str())
-            .map(str::to_owned)
-            .unwrap_or(default)
-    };
-    if handler.spec.kind == HandlerKind::Http && outcome.status == Some(403) {
-        return Reply::Forbidden(reason(format!("forbidden by {}", handler.spec.name)));
+    let parsed: Result<ReplyBody, _> = serde_json::from_str(body);
+    let reason = parsed
+        .as_ref()
+        .ok()
+        .and_then(|reply| reply.reason.as_ref()?.as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("forbidden by {name}"));
+    if kind == HandlerKind::Http && outcome.status == Some(403) {
+        return Reply::Forbidden(reason);
     }
     if let Some(error) = &outcome.error {
         return Reply::Failed(error.clone());
     }
-    let Some(object) = &parsed else {
-        return Reply::Unchanged;
-    };
-    if object.get("allow") == Some(&serde_json::Value::Bool(false)) {
-        return Reply::Forbidden(reason(format!("forbidden by {}", handler.spec.name)));
+    if outcome.truncated {
+        return Reply::Failed(format!(
+            "the reply is longer than {} KiB and was cut, so it cannot be read",
+            crate::outcome::RESPONSE_BODY_CAP / 1024
+        ));
     }
-    match object.get("data") {
+    if body.is_empty() {
+        return Reply::Unchanged;
+    }
+    let reply = match parsed {
+        Ok(reply) => reply,
+        Err(err) => {
+            return Reply::Failed(format!(
+                "the reply is not a JSON object with a boolean allow and an object data: {err}"
+            ));
+        }
+    };
+    if reply.allow == Some(false) {
+        return Reply::Forbidden(reason);
+    }
+    match reply.data {
         None => Reply::Unchanged,
         Some(data @ serde_json::Value::Object(_)) => Reply::Changed(data.to_string()),
         Some(_) => Reply::Failed("the reply's data is not a JSON object".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use provisio_store::RequestRecord;
+    use serde_json::{Value, json};
+
+    fn reply(kind: HandlerKind, status: u16, body: &str, truncated: bool) -> Reply {
+        let mut outcome = CallOutcome::new(RequestRecord::default());
+        outcome.status = Some(status);
+        outcome.body = Some(body.to_owned());
+        outcome.truncated = truncated;
+        read_reply(kind, "h", &outcome)
+    }
+
+    fn lets_through(reply: &Reply) -> bool {
+        matches!(reply, Reply::Changed(_) | Reply::Unchanged)
+    }
+
+    /// Any JSON value, a few levels deep.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,8}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever else a reply holds, a top-level `"allow": false` never
+        /// lets the action through.
+        #[test]
+        fn allow_false_is_never_read_as_allow(
+            extra in prop::collection::btree_map("[a-z_]{1,8}", json_value(), 0..8),
+            kind in prop_oneof![Just(HandlerKind::Http), Just(HandlerKind::Script)],
+        ) {
+            let mut object: serde_json::Map<String, Value> = extra.into_iter().collect();
+            object.insert("allow".into(), Value::Bool(false));
+            let body = Value::Object(object).to_string();
+            let read = reply(kind, 200, &body, false);
+            prop_assert!(!lets_through(&read), "{body}");
+        }
+
+        /// A cut reply is a failure, whatever the part that arrived says.
+        #[test]
+        fn a_cut_reply_is_a_failure(body in ".{0,200}", status in 200u16..300) {
+            prop_assert!(matches!(reply(HandlerKind::Http, status, &body, true), Reply::Failed(_)));
+        }
+
+        /// Arbitrary text never panics the reader, and text that is not a
+        /// JSON object is never "unchanged" unless it is blank.
+        #[test]
+        fn arbitrary_text_is_read_safely(body in ".{0,200}") {
+            let read = reply(HandlerKind::Script, 0, &body, false);
+            let is_object = serde_json::from_str::<serde_json::Map<String, Value>>(&body).is_ok();
+            if !is_object && !body.trim().is_empty() {
+                prop_assert!(matches!(read, Reply::Failed(_)), "{body}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_403_forbids_even_when_cut() {
+        assert!(matches!(
+            reply(HandlerKind::Http, 403, "{\"reason\": \"no", true),
+            Reply::Forbidden(_)
+        ));
     }
 }

@@ -272,3 +272,72 @@ async fn a_reply_with_data_that_is_not_an_object_is_a_failure() {
     assert_eq!(verdict["data"], json!({ "a": 1 }));
     assert_eq!(verdict["executions"][0]["outcome"], "failed");
 }
+
+/// A reply provisio could not read whole must never let the action through by
+/// itself: cut at the cap, nested past the parser's depth, or ambiguous, it is
+/// a failure, and the handler's `on_failure` (here `forbid`) decides.
+#[tokio::test]
+async fn a_reply_that_cannot_be_read_is_a_failure_never_an_allow() {
+    let padding = "x".repeat(70 * 1024);
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let hostile = [
+        (
+            "cut at the cap",
+            json!({ "allow": false, "reason": "no", "pad": padding }).to_string(),
+            "cut",
+        ),
+        (
+            "nested past the depth limit",
+            format!(r#"{{"allow": false, "reason": {deep}}}"#),
+            "not a JSON object",
+        ),
+        (
+            "a duplicated allow",
+            r#"{"allow": false, "allow": true}"#.to_owned(),
+            "duplicate field",
+        ),
+        (
+            "allow as a string",
+            r#"{"allow": "false"}"#.to_owned(),
+            "not a JSON object",
+        ),
+        ("plain text", "OK".to_owned(), "not a JSON object"),
+    ];
+    let app = TestApp::spawn().await;
+    for (what, body, error) in hostile {
+        let receiver = Receiver::sequence(vec![Reply::with_body(200, body)]).await;
+        let handler = app
+            .create_handler(before(receiver.url(), json!({ "on_failure": "forbid" })))
+            .await;
+        let verdict = run(&app, "clients.create", json!({ "a": 1 })).await;
+        assert_eq!(verdict["allowed"], false, "{what}: {verdict}");
+        assert_eq!(verdict["handler_id"], handler["id"], "{what}");
+        let step = &verdict["executions"][0];
+        assert_eq!(step["outcome"], "failed", "{what}: {verdict}");
+        assert!(
+            step["error"].as_str().unwrap().contains(error),
+            "{what}: {step}"
+        );
+        app.delete(&format!("/api/v1/handlers/{}", handler["id"]))
+            .await;
+    }
+
+    // New data over the cap is not silently ignored either.
+    let receiver = Receiver::sequence(vec![Reply::with_body(
+        200,
+        json!({ "data": { "pad": padding } }).to_string(),
+    )])
+    .await;
+    app.create_handler(before(receiver.url(), json!({ "on_failure": "allow" })))
+        .await;
+    let verdict = run(&app, "clients.create", json!({ "a": 1 })).await;
+    assert_eq!(verdict["allowed"], true, "{verdict}");
+    assert_eq!(verdict["data"], json!({ "a": 1 }));
+    assert_eq!(verdict["executions"][0]["outcome"], "failed");
+    let rows = app.wait_executions("stage=before&status=fail", 6).await;
+    assert!(
+        rows.iter()
+            .all(|r| r["error"].as_str().is_some_and(|e| !e.is_empty())),
+        "every failed reply is logged with its reason"
+    );
+}
