@@ -166,6 +166,8 @@ crate::wire_enum! {
 }
 
 crate::wire_enum! {
-    /// How one call to a handler went.
-    ExecutionStatus { Success = "success", Fail = "fail" }
+    /// How one call to a handler went. `Unknown`: the attempt was interrupted
+    /// (its node stopped) before its outcome was recorded; it may have reached
+    /// the receiver.
+    ExecutionStatus { Success = "success", Fail = "fail", Unknown = "unknown" }
 }

@@ -23,17 +23,56 @@ use crate::record::Recorded;
 /// The most deliveries one claim leases.
 const CLAIM_BATCH: u32 = 256;
 
-/// Attempts in flight per handler, for the per-handler limit.
+/// When no more than this fraction of the in-flight slots is free, only
+/// handlers with fewer than [`RESERVED_SHARE`] attempts in flight may start
+/// more. Handlers that stop answering keep their slots until their timeout;
+/// this keeps a quarter of the slots for those that answer.
+const RESERVE_DIVISOR: usize = 4;
+
+/// In-flight attempts a handler may always have while the reserve is in use:
+/// enough for a handler that answers in milliseconds to keep its pace.
+const RESERVED_SHARE: usize = 8;
+
+/// Attempts in flight per handler, for fair shares of the in-flight slots.
 #[derive(Default)]
 struct InFlight(Mutex<HashMap<i64, usize>>);
 
+/// How much the next claim may lease: in all, and per handler.
+struct Shares {
+    limit: u32,
+    /// (handler, room) for every handler with attempts in flight.
+    room: Vec<(i64, u32)>,
+    /// The room of a handler with nothing in flight.
+    default_room: u32,
+}
+
 impl InFlight {
-    fn saturated(&self, cap: usize) -> Vec<i64> {
+    /// The next claim's shares, given `free` of `total` slots. While more than
+    /// the reserve is free, each handler may fill up to `per_handler`, but only
+    /// the slots above the reserve are handed out; after that, only handlers
+    /// below [`RESERVED_SHARE`] get slots. So handlers that hang can hold at
+    /// most three quarters of the slots plus a few each, and a handler that
+    /// answers always finds room. `None` when nothing may be claimed.
+    fn shares(&self, free: usize, total: usize, per_handler: usize) -> Option<Shares> {
+        let reserve = total / RESERVE_DIVISOR;
+        let (limit, cap) = if free > reserve {
+            (free - reserve, per_handler)
+        } else {
+            (free, RESERVED_SHARE.min(per_handler))
+        };
+        if limit == 0 {
+            return None;
+        }
         let map = self.0.lock().expect("in-flight lock poisoned");
-        map.iter()
-            .filter(|(_, n)| **n >= cap)
-            .map(|(id, _)| *id)
-            .collect()
+        let room = map
+            .iter()
+            .map(|(id, n)| (*id, cap.saturating_sub(*n) as u32))
+            .collect();
+        Some(Shares {
+            limit: (limit as u32).min(CLAIM_BATCH),
+            room,
+            default_room: cap as u32,
+        })
     }
 
     fn add(&self, handler_id: i64) {
@@ -76,35 +115,69 @@ pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<Recorde
         abort: CancellationToken::new(),
     });
     let per_handler = shared.config.max_in_flight_per_handler;
+    let mut last_settle: Option<tokio::time::Instant> = None;
 
     while !shared.shutdown.is_cancelled() {
-        let free = slots.available_permits();
         let mut wait_until = None;
-        if free > 0 {
-            let skip = ctx.in_flight.saturated(per_handler);
+        let now = to_millis(OffsetDateTime::now_utc());
+        if engine.shared()
+            && last_settle.is_none_or(|at| at.elapsed() >= shared.config.shared_recheck)
+        {
+            // Leases of nodes that died lapse unannounced: log their attempts
+            // as interrupted, which makes the deliveries due again.
+            last_settle = Some(tokio::time::Instant::now());
+            match shared.store.settle_interrupted(now, now).await {
+                Ok(0) => {}
+                Ok(settled) => tracing::warn!(
+                    settled,
+                    "took over attempts whose lease lapsed; logged with status unknown"
+                ),
+                Err(err) => {
+                    tracing::error!(error = %err, "could not settle lapsed leases; retrying later")
+                }
+            }
+        }
+        let shares = ctx.in_flight.shares(
+            slots.available_permits(),
+            shared.config.max_in_flight,
+            per_handler,
+        );
+        if let Some(shares) = shares {
             let routes = engine.routes();
-            let now = to_millis(OffsetDateTime::now_utc());
             let lease = routes.max_timeout() + shared.config.lease_margin;
-            let limit = (free as u32).min(CLAIM_BATCH);
             let claim = Claim {
                 now_ms: now,
                 lease_until_ms: now + lease.as_millis() as i64,
-                limit,
-                skip_handlers: &skip,
+                limit: shares.limit,
+                room: &shares.room,
+                default_room: shares.default_room,
             };
             match shared.store.claim_due(&claim).await {
                 Ok(claimed) => {
-                    let full = claimed.len() as u32 == limit;
+                    // Claim again at once if the claim was cut short: by its
+                    // limit, or by a handler's room (that handler is skipped
+                    // next time, so others' due work is reached).
+                    let mut again = claimed.len() as u32 == shares.limit;
+                    let mut taken: HashMap<i64, u32> = HashMap::new();
                     for delivery in claimed {
                         let permit = slots
                             .clone()
                             .try_acquire_owned()
                             .expect("claimed no more than the free slots");
+                        *taken.entry(delivery.handler_id).or_default() += 1;
                         let handler = routes.get(delivery.handler_id).cloned();
                         ctx.in_flight.add(delivery.handler_id);
                         tokio::spawn(attempt(ctx.clone(), delivery, handler, permit));
                     }
-                    if full {
+                    again |= taken.iter().any(|(id, n)| {
+                        let room = shares
+                            .room
+                            .iter()
+                            .find(|(h, _)| h == id)
+                            .map_or(shares.default_room, |(_, r)| *r);
+                        *n >= room
+                    });
+                    if again {
                         continue;
                     }
                 }

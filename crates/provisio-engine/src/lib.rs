@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use provisio_core::handler::{Handler, HandlerKind};
 use provisio_core::retry::RetrySchedule;
+use provisio_core::timefmt::to_millis;
 use provisio_store::{Store, StoreChange, StoreError};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -123,7 +124,7 @@ pub(crate) struct Shared {
 }
 
 impl Engine {
-    /// Loads the routing table, requeues work left leased by a previous run
+    /// Loads the routing table, settles attempts a previous run left leased
     /// (single node only: on a shared database, other nodes' leases are live),
     /// and starts the emit writer, the dispatcher and, on a shared database,
     /// the task that follows other nodes' changes.
@@ -131,7 +132,15 @@ impl Engine {
         let routes = Routes::default();
         routes.replace(RouteTable::load(store.as_ref()).await?);
         if store.single_node() {
-            store.release_all_leases().await?;
+            // Whatever a previous run left leased was interrupted by its end.
+            let now = to_millis(time::OffsetDateTime::now_utc());
+            let settled = store.settle_interrupted(now, i64::MAX).await?;
+            if settled > 0 {
+                tracing::warn!(
+                    settled,
+                    "attempts interrupted by the previous run are logged with status unknown and sent again"
+                );
+            }
         }
         let changes = store.watch();
         let http = http::HttpExecutor::new(

@@ -33,25 +33,43 @@ pub(crate) async fn run(engine: Engine, mut rx: mpsc::Receiver<Recorded>) {
                 Recorded::Execution(e) => executions.push(e),
             }
         }
-        let mut tries = 0;
-        loop {
-            match engine.0.store.record(&attempts, &executions).await {
-                Ok(_) => break,
-                Err(err) if tries < 10 => {
-                    tries += 1;
-                    tracing::error!(error = %err, attempts = attempts.len(), "could not record results; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
-                }
-                Err(err) => {
-                    // The deliveries stay leased; when the leases lapse they are
-                    // attempted again (at-least-once), so no delivery is lost.
-                    tracing::error!(error = %err, attempts = attempts.len(), "giving up recording results");
-                    break;
-                }
-            }
-        }
+        commit(&engine, &attempts, &executions).await;
         attempts.clear();
         executions.clear();
         engine.0.wake.notify_one();
+    }
+}
+
+/// Commits one batch, retrying until it lands. Results are never dropped: a
+/// delivery whose success was not recorded would be sent again, and its log
+/// row would be missing. While the database refuses (a full disk, PostgreSQL
+/// restarting), the channel fills and attempts wait to hand in their results,
+/// so the dispatcher stops starting new ones: backpressure, not loss. Only at
+/// shutdown, once the drain timeout has passed, does it give up; the leases
+/// then bring those deliveries back after the restart, logged as interrupted.
+async fn commit(engine: &Engine, attempts: &[AttemptResult], executions: &[ExecutionRecord]) {
+    let mut delay = Duration::from_millis(100);
+    let mut failed_since = None;
+    loop {
+        let err = match engine.0.store.record(attempts, executions).await {
+            Ok(_) => {
+                if failed_since.is_some() {
+                    tracing::info!(
+                        attempts = attempts.len(),
+                        "recorded results after the database came back"
+                    );
+                }
+                return;
+            }
+            Err(err) => err,
+        };
+        let since = *failed_since.get_or_insert_with(tokio::time::Instant::now);
+        if engine.0.shutdown.is_cancelled() && since.elapsed() > engine.0.config.drain_timeout {
+            tracing::error!(error = %err, attempts = attempts.len(), "shutting down with results unrecorded; their deliveries will be sent again");
+            return;
+        }
+        tracing::error!(error = %err, attempts = attempts.len(), "could not record results; keeping them and retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

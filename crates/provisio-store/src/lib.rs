@@ -93,7 +93,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// True when this process is the only one using the database (SQLite,
     /// guarded by the data directory's lock). Only then may start-up treat
-    /// every lease as abandoned ([`Store::release_all_leases`]); on a shared
+    /// every lease as abandoned ([`Store::settle_interrupted`]); on a shared
     /// database other nodes hold live leases.
     fn single_node(&self) -> bool;
 
@@ -165,13 +165,21 @@ pub trait Store: Send + Sync + 'static {
     /// idempotency key.
     async fn insert_events(&self, batch: &[NewEvent]) -> StoreResult<Vec<EmitOutcome>>;
     /// Leases up to `limit` due deliveries (oldest due first) until
-    /// `lease_until_ms`, skipping the handlers in `skip_handlers`.
+    /// `lease_until_ms`, no more per handler than its room. A delivery whose
+    /// lease lapsed is not due until [`Store::settle_interrupted`] has logged
+    /// the attempt that lease covered.
     async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>>;
     /// When the next pending delivery becomes due or its lease lapses.
     async fn next_due_ms(&self) -> StoreResult<Option<i64>>;
-    /// Drops every lease: on a single node, at start-up, nothing is in flight.
-    /// Only called when [`Store::single_node`] says so.
-    async fn release_all_leases(&self) -> StoreResult<()>;
+    /// Settles attempts whose leases end before `leases_ending_before`: their
+    /// node stopped (or lost the database) before recording an outcome, so
+    /// each gets an execution row with status `unknown` (it may have reached
+    /// the receiver) and its delivery is due again at `now_ms`. The interrupted
+    /// attempt keeps its number but does not use up the delivery's attempts.
+    /// A single node settles every lease at start-up (nothing of its own is in
+    /// flight then); nodes of a shared database settle lapsed ones as they
+    /// find them. Returns how many were settled.
+    async fn settle_interrupted(&self, now_ms: i64, leases_ending_before: i64) -> StoreResult<u64>;
     /// Records a batch in one transaction: attempt results (their execution
     /// rows, delivery states, and the release of the next delivery of each
     /// finished ordered (handler, object) queue) and executions that belong to

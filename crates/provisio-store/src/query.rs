@@ -6,7 +6,7 @@
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use crate::rows::like_pattern;
-use crate::{ExecutionFilter, ExecutionRecord, HandlerFilter};
+use crate::{Claim, ExecutionFilter, ExecutionRecord, HandlerFilter};
 
 /// Rows per multi-row statement: well under both databases' bound-parameter
 /// limits (SQLite 32,766; PostgreSQL 65,535) at 21 columns a row.
@@ -153,4 +153,116 @@ pub(crate) fn push_handler_filter<DB: Database>(
             .push_bind(like_pattern(text))
             .push(" ESCAPE '\\'");
     }
+}
+
+/// The `seq`s a claim leases: the oldest `limit` due deliveries, skipping
+/// handlers with no room, then at most each handler's room of them (a window
+/// over that short list, so a long queue costs nothing extra). `lock` is
+/// PostgreSQL's `FOR UPDATE SKIP LOCKED`, or empty.
+pub(crate) fn push_claim_seqs<DB: Database>(
+    q: &mut QueryBuilder<DB>,
+    claim: &Claim<'_>,
+    lock: &'static str,
+) where
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    q.push(
+        "SELECT seq FROM (SELECT seq, handler_id, ROW_NUMBER() OVER
+            (PARTITION BY handler_id ORDER BY next_attempt_at, seq) AS rn
+         FROM (SELECT seq, handler_id, next_attempt_at FROM deliveries
+               WHERE state = 'pending' AND lease_until IS NULL AND next_attempt_at <= ",
+    )
+    .push_bind(claim.now_ms);
+    let full: Vec<i64> = claim
+        .room
+        .iter()
+        .filter(|(_, room)| *room == 0)
+        .map(|(id, _)| *id)
+        .collect();
+    if !full.is_empty() {
+        q.push(" AND handler_id NOT IN (");
+        let mut list = q.separated(", ");
+        for id in full {
+            list.push_bind(id);
+        }
+        q.push(")");
+    }
+    q.push(" ORDER BY next_attempt_at, seq LIMIT ")
+        .push_bind(i64::from(claim.limit))
+        .push(lock)
+        .push(") AS due) AS ranked WHERE rn <= ");
+    let partial: Vec<&(i64, u32)> = claim.room.iter().filter(|(_, room)| *room > 0).collect();
+    if partial.is_empty() {
+        q.push_bind(i64::from(claim.default_room));
+        return;
+    }
+    q.push("CASE handler_id");
+    for (id, room) in partial {
+        q.push(" WHEN ")
+            .push_bind(*id)
+            .push(" THEN ")
+            .push_bind(i64::from(*room));
+    }
+    q.push(" ELSE ")
+        .push_bind(i64::from(claim.default_room))
+        .push(" END");
+}
+
+/// What an interrupted attempt's execution row and its delivery say.
+pub(crate) const INTERRUPTED: &str = "outcome unknown: the attempt was interrupted before its result \
+was recorded (provisio stopped, or lost its database, while it ran); it may have reached the receiver";
+
+/// Step one of settling interrupted attempts: make their deliveries due again,
+/// counting the attempt in the log's numbering but not against the round
+/// (the interruption was provisio's, not the receiver's). Returns their `seq`s.
+pub(crate) fn settle_leases<DB: Database>(now_ms: i64, ending_before: i64) -> QueryBuilder<DB>
+where
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(
+        "UPDATE deliveries SET attempts = attempts + 1, round_start = round_start + 1,
+            lease_until = NULL, next_attempt_at = ",
+    );
+    q.push_bind(now_ms)
+        .push(", last_error = ")
+        .push_bind(INTERRUPTED)
+        .push(" WHERE state = 'pending' AND lease_until IS NOT NULL AND lease_until < ")
+        .push_bind(ending_before)
+        .push(" RETURNING seq");
+    q
+}
+
+/// Step two: an execution row with status `unknown` for each settled delivery.
+pub(crate) fn log_interrupted<DB: Database>(now_ms: i64, seqs: &[i64]) -> QueryBuilder<DB>
+where
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(
+        "INSERT INTO executions (delivery_id, handler_id, handler_name, event_id, events_id, object_id,
+            object_key, stage, attempt, status, started_at, duration_ms, request_target, request_headers,
+            request_body, response_status, response_body, response_truncated, error, next_attempt_at,
+            data_after)
+         SELECT d.id, d.handler_id, COALESCE(h.name, ''), e.id, e.events_id, e.object_id, d.object_key,
+            'after', d.attempts, 'unknown', ",
+    );
+    q.push_bind(now_ms)
+        .push(", 0, COALESCE(h.target, ''), '{}', '', NULL, NULL, ")
+        .push_bind(false)
+        .push(", ")
+        .push_bind(INTERRUPTED)
+        .push(", ")
+        .push_bind(now_ms)
+        .push(
+            ", NULL FROM deliveries d JOIN events e ON e.id = d.event_id
+             LEFT JOIN handlers h ON h.id = d.handler_id WHERE d.seq IN (",
+        );
+    let mut list = q.separated(", ");
+    for seq in seqs {
+        list.push_bind(*seq);
+    }
+    q.push(")");
+    q
 }

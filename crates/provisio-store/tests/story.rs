@@ -60,12 +60,7 @@ async fn postgres_claims_from_two_pools_are_disjoint() {
         .map(|i| new_event(i, 1_000, &[(handler.id, false)], None))
         .collect();
     a.insert_events(&batch).await.unwrap();
-    let claim = |limit| Claim {
-        now_ms: 2_000,
-        lease_until_ms: 60_000,
-        limit,
-        skip_handlers: &[],
-    };
+    let claim = |limit| Claim::unbounded(2_000, 60_000, limit);
     let (cx, cy) = (claim(150), claim(150));
     let (x, y) = tokio::join!(a.claim_due(&cx), b.claim_due(&cy));
     let (x, y) = (x.unwrap(), y.unwrap());
@@ -97,12 +92,7 @@ async fn postgres_orders_concurrent_emits_for_one_object() {
     };
     tokio::join!(emit(a.clone(), 0), emit(b.clone(), 1_000));
     let claimed = a
-        .claim_due(&Claim {
-            now_ms: 2_000,
-            lease_until_ms: 60_000,
-            limit: 100,
-            skip_handlers: &[],
-        })
+        .claim_due(&Claim::unbounded(2_000, 60_000, 100))
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1, "one open delivery per (handler, object)");
@@ -204,13 +194,16 @@ fn finished(c: &ClaimedDelivery, next: DeliveryNext, at_ms: i64) -> AttemptResul
     }
 }
 
+/// Claims up to 100 due deliveries, none of the handlers in `skip`.
 async fn claim(store: &dyn Store, now_ms: i64, skip: &[i64]) -> Vec<ClaimedDelivery> {
+    let room: Vec<(i64, u32)> = skip.iter().map(|h| (*h, 0)).collect();
     store
         .claim_due(&Claim {
             now_ms,
             lease_until_ms: now_ms + 30_000,
             limit: 100,
-            skip_handlers: skip,
+            room: &room,
+            default_room: 100,
         })
         .await
         .unwrap()
@@ -491,8 +484,27 @@ async fn story(store: &dyn Store) {
     let (_, leased) = store.get_event("evt-00001").await.unwrap().unwrap();
     assert_eq!(leased[0].next_attempt_at, None, "a lease is not a schedule");
 
-    // Released at start-up: every pending delivery is due again at once.
-    store.release_all_leases().await.unwrap();
+    // Settled at a single node's start-up: every leased delivery is due
+    // again at once, and its interrupted attempt is logged as unknown
+    // without using up an attempt of the round.
+    assert_eq!(store.settle_interrupted(t1, i64::MAX).await.unwrap(), 4);
+    let (unknown, _) = store
+        .list_executions(
+            &ExecutionFilter {
+                status: Some(ExecutionStatus::Unknown),
+                ..Default::default()
+            },
+            Page::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(unknown.len(), 4);
+    assert!(unknown.iter().all(|e| {
+        e.attempt == 1
+            && e.error
+                .as_deref()
+                .is_some_and(|m| m.starts_with("outcome unknown"))
+    }));
     let again = claim(store, t1 + 2, &[]).await;
     assert_eq!(again.len(), 4);
     let by_event = |id: &str, handler: i64| {
@@ -509,7 +521,10 @@ async fn story(store: &dyn Store) {
     assert_eq!(store.record(&[retry], &[]).await.unwrap(), 0);
     assert_eq!(states(store, "evt-00002").await, vec![Waiting, Pending]);
     let (_, after_retry) = store.get_event("evt-00001").await.unwrap().unwrap();
-    assert_eq!(after_retry[0].attempts, 1);
+    assert_eq!(
+        after_retry[0].attempts, 2,
+        "the interrupted attempt counts in the numbering"
+    );
     assert_eq!(after_retry[0].next_attempt_at, Some(from_millis(t1 + 500)));
     assert_eq!(after_retry[0].last_error.as_deref(), Some("HTTP 500"));
 
@@ -518,7 +533,7 @@ async fn story(store: &dyn Store) {
         .into_iter()
         .find(|c| c.id == d1.id)
         .unwrap();
-    assert_eq!(d1.attempts, 1);
+    assert_eq!(d1.attempts, 2);
     let before = ExecutionRecord {
         stage: Stage::Before,
         delivery_id: None,
@@ -545,7 +560,7 @@ async fn story(store: &dyn Store) {
     assert_eq!(states(store, "evt-00005").await, vec![Waiting]);
     assert_eq!(states(store, "evt-10001").await, vec![Failed]);
     let (_, done) = store.get_event("evt-00001").await.unwrap().unwrap();
-    assert_eq!(done[0].attempts, 2);
+    assert_eq!(done[0].attempts, 3);
     assert_eq!(done[0].finished_at, Some(from_millis(t1 + 600)));
 
     // --- Redeliver --------------------------------------------------------
@@ -570,7 +585,7 @@ async fn story(store: &dyn Store) {
         .into_iter()
         .find(|c| c.id == "dlv-10001-0")
         .unwrap();
-    assert_eq!((round.attempts, round.round_start), (1, 1));
+    assert_eq!((round.attempts, round.round_start), (2, 2));
 
     // --- Execution log ----------------------------------------------------
     let page = Page::default();
@@ -578,7 +593,7 @@ async fn story(store: &dyn Store) {
         .list_executions(&ExecutionFilter::default(), page)
         .await
         .unwrap();
-    assert_eq!(total, 5);
+    assert_eq!(total, 9, "five calls and four interrupted attempts");
     assert!(rows.windows(2).all(|w| w[0].id > w[1].id), "newest first");
     let one = store.get_execution(rows[0].id).await.unwrap().unwrap();
     assert_eq!(one, rows[0]);
@@ -592,7 +607,7 @@ async fn story(store: &dyn Store) {
             ..Default::default()
         })
         .await,
-        1
+        3
     );
     assert_eq!(
         count(ExecutionFilter {
@@ -616,7 +631,7 @@ async fn story(store: &dyn Store) {
             ..Default::default()
         })
         .await,
-        1
+        2
     );
     assert_eq!(
         count(ExecutionFilter {
@@ -624,7 +639,7 @@ async fn story(store: &dyn Store) {
             ..Default::default()
         })
         .await,
-        2
+        3
     );
     assert_eq!(
         count(ExecutionFilter {
@@ -632,7 +647,7 @@ async fn story(store: &dyn Store) {
             ..Default::default()
         })
         .await,
-        3
+        5
     );
     assert_eq!(
         count(ExecutionFilter {
@@ -702,7 +717,7 @@ async fn story(store: &dyn Store) {
             ..Default::default()
         })
         .await,
-        4,
+        6,
         "executions outlive their handler"
     );
 

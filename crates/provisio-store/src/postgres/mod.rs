@@ -243,8 +243,8 @@ impl Store for PgStore {
         queue::next_due_ms(&self.pool).await
     }
 
-    async fn release_all_leases(&self) -> StoreResult<()> {
-        queue::release_all_leases(&self.pool).await
+    async fn settle_interrupted(&self, now_ms: i64, leases_ending_before: i64) -> StoreResult<u64> {
+        queue::settle_interrupted(&self.pool, now_ms, leases_ending_before).await
     }
 
     async fn record(

@@ -24,9 +24,11 @@ use provisio_core::timefmt;
 use std::collections::HashMap;
 
 use sqlx::postgres::PgPool;
-use sqlx::{Acquire, PgConnection};
+use sqlx::{Acquire, PgConnection, Postgres, QueryBuilder};
 
-use super::{executions, notify_work, now_ms};
+use crate::query::{ROWS_PER_STATEMENT, log_interrupted, push_claim_seqs, settle_leases};
+
+use super::{executions, notify_work};
 use crate::rows::{claimed, delivery, event};
 use crate::*;
 
@@ -211,29 +213,21 @@ pub(super) async fn claim_due(
     pool: &PgPool,
     claim: &Claim<'_>,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
-    let rows = sqlx::query(
-        "WITH due AS (
-             SELECT seq FROM deliveries
-             WHERE state = 'pending' AND next_attempt_at <= $1 AND handler_id <> ALL($2::int8[])
-             ORDER BY next_attempt_at, seq
-             LIMIT $3
-             FOR UPDATE SKIP LOCKED
-         ), leased AS (
-             UPDATE deliveries SET lease_until = $4, next_attempt_at = $4
-             WHERE seq IN (SELECT seq FROM due)
-             RETURNING seq, id, handler_id, attempts, round_start, event_id
-         )
+    let mut q =
+        QueryBuilder::<Postgres>::new("WITH leased AS (UPDATE deliveries SET lease_until = ");
+    q.push_bind(claim.lease_until_ms)
+        .push(", next_attempt_at = ")
+        .push_bind(claim.lease_until_ms)
+        .push(" WHERE seq IN (");
+    push_claim_seqs(&mut q, claim, " FOR UPDATE SKIP LOCKED");
+    q.push(
+        ") RETURNING seq, id, handler_id, attempts, round_start, event_id)
          SELECT l.seq, l.id, l.handler_id, l.attempts, l.round_start,
                 e.id AS event_id, e.events_id, e.object_id, e.dt, e.data
          FROM leased l JOIN events e ON e.id = l.event_id
          ORDER BY l.seq",
-    )
-    .bind(claim.now_ms)
-    .bind(claim.skip_handlers)
-    .bind(i64::from(claim.limit))
-    .bind(claim.lease_until_ms)
-    .fetch_all(pool)
-    .await?;
+    );
+    let rows = q.build().fetch_all(pool).await?;
     rows.iter().map(claimed).collect()
 }
 
@@ -245,15 +239,26 @@ pub(super) async fn next_due_ms(pool: &PgPool) -> StoreResult<Option<i64>> {
     )
 }
 
-pub(super) async fn release_all_leases(pool: &PgPool) -> StoreResult<()> {
-    sqlx::query(
-        "UPDATE deliveries SET next_attempt_at = $1, lease_until = NULL
-         WHERE state = 'pending' AND lease_until IS NOT NULL",
-    )
-    .bind(now_ms())
-    .execute(pool)
-    .await?;
-    Ok(())
+pub(super) async fn settle_interrupted(
+    pool: &PgPool,
+    now: i64,
+    ending_before: i64,
+) -> StoreResult<u64> {
+    // Two nodes settling at once cannot both settle a delivery: the second
+    // UPDATE waits on the first's row lock, then sees the lease gone.
+    let mut tx = pool.begin().await?;
+    let seqs: Vec<i64> = settle_leases::<Postgres>(now, ending_before)
+        .build_query_scalar()
+        .fetch_all(&mut *tx)
+        .await?;
+    for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
+        log_interrupted::<Postgres>(now, chunk)
+            .build()
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(seqs.len() as u64)
 }
 
 pub(super) async fn record(

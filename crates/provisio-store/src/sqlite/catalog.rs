@@ -7,10 +7,10 @@ use super::{conflict_on_unique, now_ms};
 use crate::StoreResult;
 
 pub(super) async fn seed(pool: &SqlitePool, types: &[EventType]) -> StoreResult<()> {
-    let mut tx = pool.begin().await?;
-    let now = now_ms();
-    for t in types {
-        sqlx::query(
+    super::write_tx(pool, super::Durability::Normal, async |tx| {
+        let now = now_ms();
+        for t in types {
+            sqlx::query(
             "INSERT INTO event_types (id, group_name, description, empty_data, builtin, created_at)
              VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         )
@@ -22,9 +22,10 @@ pub(super) async fn seed(pool: &SqlitePool, types: &[EventType]) -> StoreResult<
         .bind(now)
         .execute(&mut *tx)
         .await?;
-    }
-    tx.commit().await?;
-    Ok(())
+        }
+        Ok(())
+    })
+    .await
 }
 
 pub(super) async fn list(pool: &SqlitePool) -> StoreResult<Vec<EventType>> {

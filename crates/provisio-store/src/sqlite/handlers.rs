@@ -89,23 +89,24 @@ pub(super) async fn rotate_secret(pool: &SqlitePool, id: i64) -> StoreResult<Han
 }
 
 pub(super) async fn delete(pool: &SqlitePool, id: i64) -> StoreResult<bool> {
-    let mut tx = pool.begin().await?;
-    let now = now_ms();
-    let done = sqlx::query("DELETE FROM handlers WHERE id = ?")
+    super::write_tx(pool, super::Durability::Normal, async |tx| {
+        let now = now_ms();
+        let done = sqlx::query("DELETE FROM handlers WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE deliveries SET state = 'failed', finished_at = ?, next_attempt_at = NULL,
+            lease_until = NULL, last_error = 'the handler was deleted'
+         WHERE handler_id = ? AND state IN ('pending', 'waiting')",
+        )
+        .bind(now)
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "UPDATE deliveries SET state = 'failed', finished_at = ?, next_attempt_at = NULL,
-            lease_until = NULL, last_error = 'the handler was deleted'
-         WHERE handler_id = ? AND state IN ('pending', 'waiting')",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(done.rows_affected() > 0)
+        Ok(done.rows_affected() > 0)
+    })
+    .await
 }
 
 pub(super) async fn list(

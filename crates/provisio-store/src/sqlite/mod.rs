@@ -20,7 +20,8 @@ use provisio_core::catalog::EventType;
 use provisio_core::event::Event;
 use provisio_core::handler::{Handler, HandlerSpec};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
 use crate::*;
@@ -38,6 +39,45 @@ pub enum Durability {
     /// fsync at checkpoints only: survives a process crash (kill -9) but may
     /// lose the last commits on power loss.
     Normal,
+}
+
+/// Runs `work` inside one write transaction on the writer connection, at
+/// `durability` for its commit (one fsync covers it and everything before).
+///
+/// If anything fails, the transaction is rolled back and the connection is
+/// closed rather than returned to the pool: after a failed COMMIT (a full
+/// disk) SQLite may or may not have rolled back by itself, and a connection
+/// left inside a transaction fails every later write ("Safety level may not
+/// be changed inside a transaction") until a restart. The pool opens a fresh
+/// connection for the next writer, so the store recovers as soon as the
+/// disk has room again.
+pub(crate) async fn write_tx<T>(
+    pool: &SqlitePool,
+    durability: Durability,
+    work: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let mut conn = pool.acquire().await?;
+    // Each pair of statements goes in one round trip to the driver's worker
+    // thread: at low rates those trips are the cost.
+    let (begin, commit) = match durability {
+        Durability::Full => (
+            "PRAGMA synchronous = FULL; BEGIN",
+            "COMMIT; PRAGMA synchronous = NORMAL",
+        ),
+        Durability::Normal => ("BEGIN", "COMMIT"),
+    };
+    let result = async {
+        sqlx::raw_sql(begin).execute(&mut *conn).await?;
+        let value = work(&mut conn).await?;
+        sqlx::raw_sql(commit).execute(&mut *conn).await?;
+        Ok(value)
+    }
+    .await;
+    if result.is_err() {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        conn.close_on_drop();
+    }
+    result
 }
 
 #[derive(Clone)]
@@ -178,8 +218,8 @@ impl Store for SqliteStore {
         queue::next_due_ms(&self.write).await
     }
 
-    async fn release_all_leases(&self) -> StoreResult<()> {
-        queue::release_all_leases(&self.write).await
+    async fn settle_interrupted(&self, now_ms: i64, leases_ending_before: i64) -> StoreResult<u64> {
+        queue::settle_interrupted(&self.write, now_ms, leases_ending_before).await
     }
 
     async fn record(

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
-use super::{Durability, executions, now_ms};
-use crate::query::ROWS_PER_STATEMENT;
+use super::{Durability, executions, now_ms, write_tx};
+use crate::query::{ROWS_PER_STATEMENT, log_interrupted, push_claim_seqs, settle_leases};
 use crate::rows::{
     DELIVERY_COLUMNS, claimed as claimed_from_row, delivery as delivery_from_row,
     event as event_from_row,
@@ -27,36 +27,13 @@ pub(super) async fn insert_events(
     durability: Durability,
     batch: &[NewEvent],
 ) -> StoreResult<Vec<EmitOutcome>> {
-    let mut conn = pool.acquire().await?;
     // Only accepted emits must survive power loss; other writes (leases,
     // attempt results) can be redone, so the connection runs at NORMAL and
-    // switches to FULL for this commit. One fsync of the WAL covers everything
-    // written before it. Each pair of statements goes in one round trip to the
-    // driver's worker thread: at low rates those trips are the cost.
-    let (begin, commit) = match durability {
-        Durability::Full => (
-            "PRAGMA synchronous = FULL; BEGIN",
-            "COMMIT; PRAGMA synchronous = NORMAL",
-        ),
-        Durability::Normal => ("BEGIN", "COMMIT"),
-    };
-    sqlx::raw_sql(begin).execute(&mut *conn).await?;
-    let result = match insert_events_in(&mut conn, batch).await {
-        Ok(outcomes) => sqlx::raw_sql(commit)
-            .execute(&mut *conn)
-            .await
-            .map(|_| outcomes)
-            .map_err(StoreError::from),
-        Err(err) => Err(err),
-    };
-    if result.is_err() {
-        // Leave the connection as it was found: no open transaction, NORMAL.
-        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-        let _ = sqlx::raw_sql("PRAGMA synchronous = NORMAL")
-            .execute(&mut *conn)
-            .await;
-    }
-    result
+    // switches to FULL for this commit (see `write_tx`).
+    write_tx(pool, durability, async |conn| {
+        insert_events_in(conn, batch).await
+    })
+    .await
 }
 
 /// The statements of an emit batch, inside the transaction the caller opened.
@@ -184,25 +161,15 @@ pub(super) async fn claim_due(
     q.push_bind(claim.lease_until_ms)
         .push(", next_attempt_at = ")
         .push_bind(claim.lease_until_ms)
-        .push(" WHERE seq IN (SELECT seq FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ")
-        .push_bind(claim.now_ms);
-    if !claim.skip_handlers.is_empty() {
-        q.push(" AND handler_id NOT IN (");
-        let mut list = q.separated(", ");
-        for id in claim.skip_handlers {
-            list.push_bind(*id);
-        }
-        q.push(")");
-    }
-    q.push(" ORDER BY next_attempt_at, seq LIMIT ")
-        .push_bind(i64::from(claim.limit))
-        .push(
-            ") RETURNING seq, id, handler_id, attempts, round_start, event_id,
+        .push(" WHERE seq IN (");
+    push_claim_seqs(&mut q, claim, "");
+    q.push(
+        ") RETURNING seq, id, handler_id, attempts, round_start, event_id,
                (SELECT e.events_id FROM events e WHERE e.id = deliveries.event_id) AS events_id,
                (SELECT e.object_id FROM events e WHERE e.id = deliveries.event_id) AS object_id,
                (SELECT e.dt FROM events e WHERE e.id = deliveries.event_id) AS dt,
                (SELECT e.data FROM events e WHERE e.id = deliveries.event_id) AS data",
-        );
+    );
     let rows = q.build().fetch_all(pool).await?;
     let mut claimed = rows
         .iter()
@@ -221,15 +188,25 @@ pub(super) async fn next_due_ms(pool: &SqlitePool) -> StoreResult<Option<i64>> {
     )
 }
 
-pub(super) async fn release_all_leases(pool: &SqlitePool) -> StoreResult<()> {
-    sqlx::query(
-        "UPDATE deliveries SET next_attempt_at = ?, lease_until = NULL
-         WHERE state = 'pending' AND lease_until IS NOT NULL",
-    )
-    .bind(now_ms())
-    .execute(pool)
-    .await?;
-    Ok(())
+pub(super) async fn settle_interrupted(
+    pool: &SqlitePool,
+    now: i64,
+    ending_before: i64,
+) -> StoreResult<u64> {
+    write_tx(pool, Durability::Normal, async |tx| {
+        let seqs: Vec<i64> = settle_leases::<Sqlite>(now, ending_before)
+            .build_query_scalar()
+            .fetch_all(&mut *tx)
+            .await?;
+        for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
+            log_interrupted::<Sqlite>(now, chunk)
+                .build()
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(seqs.len() as u64)
+    })
+    .await
 }
 
 pub(super) async fn record(
@@ -237,13 +214,13 @@ pub(super) async fn record(
     batch: &[AttemptResult],
     plain: &[ExecutionRecord],
 ) -> StoreResult<u64> {
-    let mut tx = pool.begin().await?;
+    write_tx(pool, Durability::Normal, async |tx| {
     let executions: Vec<&ExecutionRecord> = batch
         .iter()
         .filter_map(|r| r.execution.as_ref())
         .chain(plain)
         .collect();
-    executions::insert_many(&mut tx, &executions).await?;
+    executions::insert_many(tx, &executions).await?;
 
     for chunk in batch.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new(
@@ -296,8 +273,9 @@ pub(super) async fn record(
         );
         released += q.build().execute(&mut *tx).await?.rows_affected();
     }
-    tx.commit().await?;
     Ok(released)
+    })
+    .await
 }
 
 pub(super) async fn get_event(
@@ -330,7 +308,7 @@ pub(super) async fn redeliver(
     delivery_id: &str,
     now: i64,
 ) -> StoreResult<DeliveryRecord> {
-    let mut tx = pool.begin().await?;
+    write_tx(pool, Durability::Normal, async |tx| {
     let state: Option<String> = sqlx::query_scalar("SELECT state FROM deliveries WHERE id = ?")
         .bind(delivery_id)
         .fetch_optional(&mut *tx)
@@ -363,57 +341,59 @@ pub(super) async fn redeliver(
         .push(" FROM deliveries WHERE id = ")
         .push_bind(delivery_id);
     let row = q.build().fetch_one(&mut *tx).await?;
-    tx.commit().await?;
     delivery_from_row(&row)
+    })
+    .await
 }
 
 pub(super) async fn prune(pool: &SqlitePool, before_ms: i64, batch: u32) -> StoreResult<u64> {
-    let mut tx = pool.begin().await?;
-    let limit = i64::from(batch);
-    let mut removed = 0;
-    removed += sqlx::query(
-        "DELETE FROM executions WHERE id IN
+    write_tx(pool, Durability::Normal, async |tx| {
+        let limit = i64::from(batch);
+        let mut removed = 0;
+        removed += sqlx::query(
+            "DELETE FROM executions WHERE id IN
             (SELECT id FROM executions WHERE started_at < ? ORDER BY started_at LIMIT ?)",
-    )
-    .bind(before_ms)
-    .bind(limit)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    removed += sqlx::query(
-        "DELETE FROM deliveries WHERE seq IN
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        removed += sqlx::query(
+            "DELETE FROM deliveries WHERE seq IN
             (SELECT seq FROM deliveries WHERE state IN ('success', 'failed') AND finished_at < ?
              ORDER BY finished_at LIMIT ?)",
-    )
-    .bind(before_ms)
-    .bind(limit)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    // Event ids are ULIDs, so "older than" is a range of the primary key.
-    let oldest_kept = ulid::Ulid::from_parts(before_ms.max(0) as u64, 0).to_string();
-    removed += sqlx::query(
-        "DELETE FROM events WHERE id IN
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // Event ids are ULIDs, so "older than" is a range of the primary key.
+        let oldest_kept = ulid::Ulid::from_parts(before_ms.max(0) as u64, 0).to_string();
+        removed += sqlx::query(
+            "DELETE FROM events WHERE id IN
             (SELECT e.id FROM events e WHERE e.id < ?
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
              ORDER BY e.id LIMIT ?)",
-    )
-    .bind(oldest_kept)
-    .bind(limit)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let now = now_ms();
-    removed += sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
-        .bind(now - IDEMPOTENCY_WINDOW_MS)
+        )
+        .bind(oldest_kept)
+        .bind(limit)
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    removed += sqlx::query("DELETE FROM web_sessions WHERE expires_at < ?")
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    tx.commit().await?;
-    Ok(removed)
+        let now = now_ms();
+        removed += sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+            .bind(now - IDEMPOTENCY_WINDOW_MS)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        removed += sqlx::query("DELETE FROM web_sessions WHERE expires_at < ?")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        Ok(removed)
+    })
+    .await
 }
