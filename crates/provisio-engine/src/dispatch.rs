@@ -23,73 +23,106 @@ use crate::record::Recorded;
 /// The most deliveries one claim leases.
 const CLAIM_BATCH: u32 = 256;
 
-/// When no more than this fraction of the in-flight slots is free, only
-/// handlers with fewer than [`RESERVED_SHARE`] attempts in flight may start
-/// more. Handlers that stop answering keep their slots until their timeout;
-/// this keeps a quarter of the slots for those that answer.
+/// When no more than this fraction of the in-flight slots is free, the rest
+/// (the reserve) goes to handlers that are answering. Handlers that stop
+/// answering keep their slots until their timeout; the reserve keeps a quarter
+/// of the slots for the others.
 const RESERVE_DIVISOR: usize = 4;
 
-/// In-flight attempts a handler may always have while the reserve is in use:
-/// enough for a handler that answers in milliseconds to keep its pace.
+/// In-flight attempts a handler that is not known to answer may have while
+/// the reserve is in use: a newcomer can show it answers, but a run of newly
+/// hung handlers cannot empty the reserve.
 const RESERVED_SHARE: usize = 8;
 
-/// Attempts in flight per handler, for fair shares of the in-flight slots.
+/// A handler counts as answering while it finished an attempt this recently.
+const ANSWERING: Duration = Duration::from_secs(1);
+
+/// Attempts in flight per handler, and when each last finished one: the
+/// dispatcher's view of who is answering, for fair shares of the slots.
 #[derive(Default)]
-struct InFlight(Mutex<HashMap<i64, usize>>);
+struct InFlight(Mutex<HashMap<i64, Activity>>);
+
+#[derive(Default)]
+struct Activity {
+    running: usize,
+    last_finished: Option<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn answering(&self, now: tokio::time::Instant) -> bool {
+        self.last_finished
+            .is_some_and(|at| now.saturating_duration_since(at) < ANSWERING)
+    }
+}
 
 /// How much the next claim may lease: in all, and per handler.
 struct Shares {
     limit: u32,
-    /// (handler, room) for every handler with attempts in flight.
+    /// (handler, room) for every handler with attempts in flight or a recent
+    /// finish.
     room: Vec<(i64, u32)>,
-    /// The room of a handler with nothing in flight.
+    /// The room of any other handler.
     default_room: u32,
 }
 
 impl InFlight {
     /// The next claim's shares, given `free` of `total` slots. While more than
-    /// the reserve is free, each handler may fill up to `per_handler`, but only
-    /// the slots above the reserve are handed out; after that, only handlers
-    /// below [`RESERVED_SHARE`] get slots. So handlers that hang can hold at
-    /// most three quarters of the slots plus a few each, and a handler that
-    /// answers always finds room. `None` when nothing may be claimed.
+    /// the reserve is free, every handler may fill up to `per_handler`, but
+    /// only the slots above the reserve are handed out. Within the reserve,
+    /// handlers that answer may still fill up to `per_handler`, others only up
+    /// to [`RESERVED_SHARE`]. So hung handlers hold at most three quarters of
+    /// the slots plus a few each, and a handler that answers always finds
+    /// room. `None` when nothing may be claimed.
     fn shares(&self, free: usize, total: usize, per_handler: usize) -> Option<Shares> {
         let reserve = total / RESERVE_DIVISOR;
-        let (limit, cap) = if free > reserve {
-            (free - reserve, per_handler)
-        } else {
-            (free, RESERVED_SHARE.min(per_handler))
-        };
+        let within_reserve = free <= reserve;
+        let limit = if within_reserve { free } else { free - reserve };
         if limit == 0 {
             return None;
         }
-        let map = self.0.lock().expect("in-flight lock poisoned");
+        let newcomer = if within_reserve {
+            RESERVED_SHARE.min(per_handler)
+        } else {
+            per_handler
+        };
+        let now = tokio::time::Instant::now();
+        let mut map = self.0.lock().expect("in-flight lock poisoned");
+        map.retain(|_, a| a.running > 0 || a.answering(now));
         let room = map
             .iter()
-            .map(|(id, n)| (*id, cap.saturating_sub(*n) as u32))
+            .map(|(id, a)| {
+                let cap = if a.answering(now) {
+                    per_handler
+                } else {
+                    newcomer
+                };
+                (*id, cap.saturating_sub(a.running) as u32)
+            })
             .collect();
         Some(Shares {
             limit: (limit as u32).min(CLAIM_BATCH),
             room,
-            default_room: cap as u32,
+            default_room: newcomer as u32,
         })
     }
 
-    fn add(&self, handler_id: i64) {
-        *self
-            .0
+    fn start(&self, handler_id: i64) {
+        self.0
             .lock()
             .expect("in-flight lock poisoned")
             .entry(handler_id)
-            .or_default() += 1;
+            .or_default()
+            .running += 1;
     }
 
-    fn remove(&self, handler_id: i64) {
+    /// An attempt ended; `answered` when the handler answered it in time (any
+    /// status), rather than timing out or failing to connect.
+    fn finish(&self, handler_id: i64, answered: bool) {
         let mut map = self.0.lock().expect("in-flight lock poisoned");
-        if let Some(n) = map.get_mut(&handler_id) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&handler_id);
+        if let Some(a) = map.get_mut(&handler_id) {
+            a.running = a.running.saturating_sub(1);
+            if answered {
+                a.last_finished = Some(tokio::time::Instant::now());
             }
         }
     }
@@ -166,7 +199,7 @@ pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<Recorde
                             .expect("claimed no more than the free slots");
                         *taken.entry(delivery.handler_id).or_default() += 1;
                         let handler = routes.get(delivery.handler_id).cloned();
-                        ctx.in_flight.add(delivery.handler_id);
+                        ctx.in_flight.start(delivery.handler_id);
                         tokio::spawn(attempt(ctx.clone(), delivery, handler, permit));
                     }
                     again |= taken.iter().any(|(id, n)| {
@@ -247,7 +280,11 @@ async fn attempt(
     };
     // Free the slot before reporting: the recorder wakes the dispatcher once
     // the result is committed, and by then the slot must be free to reuse.
-    ctx.in_flight.remove(handler_id);
+    let answered = result
+        .as_ref()
+        .and_then(|r| r.execution.as_ref())
+        .is_some_and(|e| e.response_status.is_some());
+    ctx.in_flight.finish(handler_id, answered);
     drop(permit);
     if let Some(result) = result {
         // The recorder only stops after every sender is gone, so this fails

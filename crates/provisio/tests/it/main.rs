@@ -11,6 +11,7 @@ mod api_handlers;
 mod before;
 mod binary;
 mod browser;
+mod chaos;
 mod cli;
 mod delivery;
 mod emit;
