@@ -46,6 +46,9 @@ pub enum EmitError {
     KeyReused,
     #[error("the event could not be stored: {0}")]
     NotStored(String),
+    /// The database did not take the event within the emit timeout.
+    #[error("the database did not answer within {} ms", .0.as_millis())]
+    TimedOut(std::time::Duration),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -94,7 +97,13 @@ impl Engine {
             .send(Pending { event, reply })
             .await
             .map_err(|_| EngineError::ShuttingDown)?;
-        let outcome = answer.await.map_err(|_| EngineError::ShuttingDown)?;
+        // Past the deadline the caller is answered and the reply channel
+        // dropped; the writer skips an emit whose caller is gone, so an emit
+        // still queued then is certainly not stored.
+        let outcome = tokio::time::timeout(self.0.config.emit_timeout, answer)
+            .await
+            .map_err(|_| EmitError::TimedOut(self.0.config.emit_timeout))?
+            .map_err(|_| EngineError::ShuttingDown)?;
         match outcome.map_err(EmitError::NotStored)? {
             EmitOutcome::Stored => {
                 metrics::counter!("provisio_events_emitted_total", "events_id" => events_id_label, "stage" => "after").increment(1);
@@ -135,13 +144,18 @@ pub(crate) async fn run_writer(engine: Engine, mut rx: mpsc::Receiver<Pending>) 
         }
         let started = std::time::Instant::now();
         events.clear();
+        // Callers that gave up waiting are not stored: they were answered 503.
         let replies: Vec<_> = batch
             .drain(..)
+            .filter(|p| !p.reply.is_closed())
             .map(|p| {
                 events.push(p.event);
                 p.reply
             })
             .collect();
+        if events.is_empty() {
+            continue;
+        }
         match engine.0.store.insert_events(&events).await {
             Ok(outcomes) => {
                 let new_work = outcomes

@@ -75,6 +75,11 @@ pub struct EngineConfig {
     /// node has to record an attempt's result before another node may run it
     /// again, and so how late a dead node's work is taken over.
     pub lease_margin: Duration,
+    /// The longest an emit waits for its commit before it is answered with
+    /// an error (a 503): the database's acquire timeout, so a caller learns
+    /// that the database is unavailable within that bound even when emits
+    /// queue behind a commit that is itself waiting for a connection.
+    pub emit_timeout: Duration,
     /// On a database shared with other nodes, the longest the dispatcher sleeps
     /// without looking for due work. Other nodes announce new work, but not
     /// their leases; this bounds how long a lapsed lease of a dead node can go
@@ -98,6 +103,7 @@ impl EngineConfig {
             prune_every: retention::DEFAULT_PRUNE_EVERY,
             lease_margin: Duration::from_secs(30),
             shared_recheck: Duration::from_secs(5),
+            emit_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Database, Settings, StoreSettings};
 
+/// How long an emit waits for the SQLite writer before answering 503.
+const SQLITE_EMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The name the bootstrap admin token is stored under.
 pub const ADMIN_TOKEN_NAME: &str = "admin";
 
@@ -116,6 +119,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     engine_config.retention = settings.retention;
     engine_config.prune_every = settings.prune_every;
     engine_config.lease_margin = settings.lease_margin;
+    engine_config.emit_timeout = match &settings.store.database {
+        Database::Postgres(pg) => pg.acquire_timeout,
+        // SQLite's writer is local: only a stuck disk makes it this slow.
+        Database::Sqlite(_) => SQLITE_EMIT_TIMEOUT,
+    };
     let engine = Engine::start(store, engine_config).await?;
 
     let listener = TcpListener::bind(settings.listen)

@@ -87,6 +87,9 @@ fn emit_error(e: EmitError) -> ApiError {
         EmitError::NotStored(_) => {
             ApiError::unavailable("the event could not be stored; try again")
         }
+        EmitError::TimedOut(_) => ApiError::unavailable(format!(
+            "{e}; the event may not have been stored: send it again with the same Idempotency-Key"
+        )),
         EmitError::Engine(e) => e.into(),
     }
 }
