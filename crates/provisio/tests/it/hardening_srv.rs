@@ -1,0 +1,45 @@
+//! The HTTP surface under an outside attacker (issue 10): what no credential
+//! is needed for must not grow memory, hold connections, or send a browser
+//! elsewhere, and a lost database is a 503 in the web section too.
+
+use axum::http::StatusCode;
+
+use crate::helpers::*;
+
+/// Hundreds of made-up methods, on matched and unmatched paths, leave one
+/// `other` method in `/metrics`, not one time series per method.
+#[tokio::test]
+async fn made_up_methods_do_not_grow_metrics() {
+    let app = TestApp::spawn().await;
+    for i in 0..300 {
+        let method = reqwest::Method::from_bytes(format!("BLOWUP{i}").as_bytes()).unwrap();
+        let path = if i % 2 == 0 {
+            "/api/v1/handlers"
+        } else {
+            "/nowhere"
+        };
+        let resp = app
+            .client
+            .request(method, app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_client_error(), "{}", resp.status());
+    }
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let text = metrics.text().await.unwrap();
+    assert!(!text.contains("BLOWUP"), "a made-up method became a label");
+    let other: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("provisio_http_request_duration_seconds_count{"))
+        .filter(|l| l.contains(r#"method="other""#))
+        .collect();
+    assert!(
+        !other.is_empty() && other.len() <= 4,
+        "one series per (route, status) for every unknown method: {other:#?}"
+    );
+    // Every other test in this process adds its few series too; hundreds of
+    // methods would add about a megabyte.
+    assert!(text.len() < 256 * 1024, "/metrics is {} bytes", text.len());
+}
