@@ -5,6 +5,7 @@
 use axum::http::StatusCode;
 
 use crate::helpers::*;
+use crate::web::web_client;
 
 /// Hundreds of made-up methods, on matched and unmatched paths, leave one
 /// `other` method in `/metrics`, not one time series per method.
@@ -42,4 +43,29 @@ async fn made_up_methods_do_not_grow_metrics() {
     // Every other test in this process adds its few series too; hundreds of
     // methods would add about a megabyte.
     assert!(text.len() < 256 * 1024, "/metrics is {} bytes", text.len());
+}
+
+/// A login link crafted to send the operator to another site after login
+/// leads to `/` instead.
+#[tokio::test]
+async fn login_never_redirects_to_another_site() {
+    let app = TestApp::spawn().await;
+    let client = web_client();
+    for (next, expected) in [
+        ("/\t/evil.example/x", "/"),
+        ("//evil.example/x", "/"),
+        ("/\\evil.example/x", "/"),
+        ("/%09/evil.example/x", "/"),
+        ("https://evil.example/x", "/"),
+        ("/executions?status=fail", "/executions?status=fail"),
+    ] {
+        let resp = client
+            .post(app.url("/login"))
+            .form(&[("token", ADMIN_TOKEN), ("next", next)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(resp.headers()["location"], expected, "{next:?}");
+    }
 }

@@ -10,7 +10,7 @@ use crate::helpers::*;
 
 /// A client that keeps cookies but does not follow redirects, so each step
 /// can be checked.
-fn web_client() -> reqwest::Client {
+pub(crate) fn web_client() -> reqwest::Client {
     let _ = http_client();
     reqwest::Client::builder()
         .no_proxy()
