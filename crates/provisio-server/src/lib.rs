@@ -23,6 +23,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::response::Response;
 use provisio_engine::Engine;
 use provisio_store::Store;
 use tokio::net::TcpListener;
@@ -85,10 +87,15 @@ impl AppState {
 
 /// The whole application router.
 pub fn app(state: AppState) -> Router {
-    let api = api::router(state.clone()).layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_token,
-    ));
+    // The API's own 405 sits behind its token check, as its other answers
+    // do. (A nested router sees paths without its prefix, so this one is
+    // always the JSON error.)
+    let api = api::router(state.clone())
+        .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .nest("/api/v1", api)
         .merge(health::router())
@@ -101,6 +108,8 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .fallback(fallback)
+        // Before the layers, so a 405 is timed and traced like any answer.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(telemetry::time_requests))
         .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -108,12 +117,26 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Unknown paths: the JSON error under `/api`, a page elsewhere.
-async fn fallback(uri: axum::http::Uri) -> axum::response::Response {
+async fn fallback(uri: Uri) -> Response {
+    api_or_page(&uri, error::ApiError::not_found("page"), web::not_found)
+}
+
+/// A method the path does not take, shown like [`fallback`]; the router adds
+/// the `Allow` header with the methods it does take.
+async fn method_not_allowed(uri: Uri) -> Response {
+    api_or_page(
+        &uri,
+        error::ApiError::method_not_allowed(),
+        web::method_not_allowed,
+    )
+}
+
+fn api_or_page(uri: &Uri, api: error::ApiError, page: fn() -> Response) -> Response {
     use axum::response::IntoResponse;
     if uri.path().starts_with("/api/") {
-        error::ApiError::not_found("page").into_response()
+        api.into_response()
     } else {
-        web::not_found()
+        page()
     }
 }
 

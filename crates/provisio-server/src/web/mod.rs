@@ -142,6 +142,15 @@ pub fn not_found() -> Response {
     )
 }
 
+pub fn method_not_allowed() -> Response {
+    error_page(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "",
+        "Method not allowed",
+        "This address does not take this kind of request.",
+    )
+}
+
 /// A failure inside a page handler: logged, shown as a page.
 pub fn internal(err: impl std::fmt::Display) -> Response {
     tracing::error!(error = %err, "web request failed");

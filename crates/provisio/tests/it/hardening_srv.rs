@@ -69,3 +69,62 @@ async fn login_never_redirects_to_another_site() {
         assert_eq!(resp.headers()["location"], expected, "{next:?}");
     }
 }
+
+/// A method a path does not take is a 405 with the methods it does take, and
+/// a body: the JSON error under `/api`, a page elsewhere.
+#[tokio::test]
+async fn method_not_allowed_has_a_body_and_the_allowed_methods() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app.call(reqwest::Method::PUT, "/api/v1/events", None).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    let resp = app
+        .client
+        .delete(app.url("/api/v1/events"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers()["allow"], "POST");
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+
+    let resp = app
+        .client
+        .put(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(resp).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+
+    let resp = app.client.put(app.url("/login")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = resp.headers()["allow"].to_str().unwrap().to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = resp.text().await.unwrap();
+    assert!(
+        page.contains("<html") && page.contains("Method not allowed"),
+        "{page}"
+    );
+}
