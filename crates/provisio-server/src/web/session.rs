@@ -108,7 +108,7 @@ impl FromRequestParts<AppState> for Session {
             .store()
             .find_session(&id_hash)
             .await
-            .map_err(super::internal)?;
+            .map_err(super::failed)?;
         match found {
             Some(s) if s.expires_at_ms > to_millis(OffsetDateTime::now_utc()) => Ok(Session {
                 csrf: s.csrf,
@@ -259,9 +259,17 @@ async fn login(
     if token.is_empty() {
         return refuse("Enter an API token.");
     }
+    // Only a refused token is the operator's mistake; a database that cannot
+    // be reached must not read as a wrong token (`authenticate` logged it).
     let record = match crate::auth::authenticate(&state, token).await {
         Ok(record) => record,
-        Err(_) => return refuse("That token is not valid, or it was revoked."),
+        Err(err) => {
+            return match err.status() {
+                StatusCode::UNAUTHORIZED => refuse("That token is not valid, or it was revoked."),
+                StatusCode::SERVICE_UNAVAILABLE => super::database_unavailable(),
+                _ => super::internal_error(),
+            };
+        }
     };
     let id = random_token();
     let ttl = state.config().session_ttl;
@@ -271,7 +279,7 @@ async fn login(
         expires_at_ms: to_millis(OffsetDateTime::now_utc()) + ttl.as_millis() as i64,
     };
     if let Err(err) = state.store().create_session(&hash(&id), &session).await {
-        return super::internal(err);
+        return super::failed(err);
     }
     let cookie = format!(
         "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
@@ -304,7 +312,7 @@ async fn logout(
         .delete_session(&session.id_hash, to_millis(OffsetDateTime::now_utc()))
         .await
     {
-        return super::internal(err);
+        return super::failed(err);
     }
     let mut response = see_other("/login?notice=logged-out");
     let expired = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");

@@ -2,10 +2,17 @@
 //! is needed for must not grow memory, hold connections, or send a browser
 //! elsewhere, and a lost database is a 503 in the web section too.
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
 use axum::http::StatusCode;
+use provisio::config::Database;
+use provisio_store::postgres::PgSettings;
+use provisio_store::postgres::scratch::ScratchDatabase;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::helpers::*;
-use crate::web::web_client;
+use crate::web::{get_page, login, web_client};
 
 /// Hundreds of made-up methods, on matched and unmatched paths, leave one
 /// `other` method in `/metrics`, not one time series per method.
@@ -126,5 +133,101 @@ async fn method_not_allowed_has_a_body_and_the_allowed_methods() {
     assert!(
         page.contains("<html") && page.contains("Method not allowed"),
         "{page}"
+    );
+}
+
+/// A TCP proxy on loopback that can be cut like a network failure: then every
+/// connection through it is closed and new ones are refused.
+struct CuttableProxy {
+    addr: SocketAddr,
+    accepting: JoinHandle<()>,
+    pipes: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl CuttableProxy {
+    async fn start(target: SocketAddr) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pipes = Arc::new(Mutex::new(Vec::new()));
+        let tracked = pipes.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let pipe = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tracked.lock().unwrap().push(pipe.abort_handle());
+            }
+        });
+        CuttableProxy {
+            addr,
+            accepting,
+            pipes,
+        }
+    }
+
+    /// Closes the listener (so connecting is refused) and every connection.
+    async fn cut(self) {
+        self.accepting.abort();
+        let _ = self.accepting.await;
+        for pipe in self.pipes.lock().unwrap().drain(..) {
+            pipe.abort();
+        }
+    }
+}
+
+/// While PostgreSQL cannot be reached, the web section answers 503 with a
+/// page that says so (as the API does), not 500, and a login is not told
+/// its token is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_pages_answer_503_while_postgres_is_unreachable() {
+    let Some(db) = ScratchDatabase::create().await else {
+        return;
+    };
+    let mut url = reqwest::Url::parse(db.url()).unwrap();
+    let target: SocketAddr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
+        .parse()
+        .unwrap();
+    let proxy = CuttableProxy::start(target).await;
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    let app = TestApp::spawn_with(|s| {
+        let mut pg = PgSettings::new(url.as_str());
+        pg.acquire_timeout = std::time::Duration::from_secs(1);
+        s.store.database = Database::Postgres(pg);
+    })
+    .await;
+    let client = web_client();
+    let (cookie, _csrf) = login(&app, &client).await;
+
+    proxy.cut().await;
+
+    let unavailable = |resp: reqwest::Response| async move {
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let page = resp.text().await.unwrap();
+        assert!(
+            page.contains("<html") && page.contains("database"),
+            "{page}"
+        );
+    };
+    for path in ["/handlers", "/executions", "/"] {
+        let resp = get_page(&app, &client, &cookie, path).await;
+        unavailable(resp).await;
+    }
+    // A token never seen before, so no cache can answer for the database.
+    let resp = client
+        .post(app.url("/login"))
+        .form(&[("token", "pvo_never_issued"), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    unavailable(resp).await;
+    // The API already answered 503; it still does.
+    let (status, body) = app.get("/api/v1/handlers").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
     );
 }
