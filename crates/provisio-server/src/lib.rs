@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! - [`app`] builds the router; [`run`] serves it on a bound listener until a
-//!   shutdown signal.
+//!   shutdown signal, through [`connections`] (timeouts, graceful stop).
 //! - [`api`]: one module per resource, each with its own `router()` and its
 //!   wire types (`…In` / `…Out`), kept apart from storage records.
 //! - [`web`]: the web section (Integration > Provisioning API).
@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod connections;
 pub mod error;
 pub mod extract;
 mod health;
@@ -20,6 +21,7 @@ pub mod telemetry;
 pub mod web;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -35,14 +37,28 @@ pub struct ServerConfig {
     /// The largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
     /// How long a web section login lasts.
-    pub session_ttl: std::time::Duration,
+    pub session_ttl: Duration,
+    /// How long a client has to send a request's headers, counted from the
+    /// first read; also how long a kept-alive connection may sit idle before
+    /// its next request. A client that never finishes its headers would
+    /// otherwise hold its connection, and a file descriptor, forever.
+    pub header_timeout: Duration,
+    /// How long a client has to send a request's whole body, however slowly
+    /// it trickles in.
+    pub body_timeout: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
-            session_ttl: std::time::Duration::from_secs(12 * 3600),
+            session_ttl: Duration::from_secs(12 * 3600),
+            // Far beyond what a real client on any network needs for a few
+            // kilobytes of headers, short enough that a few hundred silent
+            // connections are gone before they matter.
+            header_timeout: Duration::from_secs(15),
+            // An emit body is at most 1 MiB by default: 60 s allows 17 KiB/s.
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -141,13 +157,21 @@ fn api_or_page(uri: &Uri, api: error::ApiError, page: fn() -> Response) -> Respo
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` completes, then lets
-/// requests in progress finish.
+/// requests in progress finish. Connections are bounded in time by the
+/// configured header and body timeouts (see [`connections::serve`]).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let config = state.config().clone();
+    connections::serve(
+        listener,
+        app(state),
+        config.header_timeout,
+        config.body_timeout,
+        shutdown,
+    )
+    .await;
+    Ok(())
 }

@@ -4,12 +4,18 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use provisio::config::Database;
+use provisio::config::{Database, Settings};
+use provisio_engine::{Engine, EngineConfig};
+use provisio_server::{AppState, ServerConfig};
 use provisio_store::postgres::PgSettings;
 use provisio_store::postgres::scratch::ScratchDatabase;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::task::{AbortHandle, JoinHandle};
+use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
 use crate::web::{get_page, login, web_client};
@@ -193,7 +199,7 @@ async fn web_pages_answer_503_while_postgres_is_unreachable() {
     url.set_port(Some(proxy.addr.port())).unwrap();
     let app = TestApp::spawn_with(|s| {
         let mut pg = PgSettings::new(url.as_str());
-        pg.acquire_timeout = std::time::Duration::from_secs(1);
+        pg.acquire_timeout = Duration::from_secs(1);
         s.store.database = Database::Postgres(pg);
     })
     .await;
@@ -230,4 +236,161 @@ async fn web_pages_answer_503_while_postgres_is_unreachable() {
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
     );
+}
+
+/// `provisio_server::run` itself, with connection settings `serve` does not
+/// expose, over a fresh SQLite store.
+struct DirectServer {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    served: JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl DirectServer {
+    async fn start(config: ServerConfig) -> DirectServer {
+        provisio::install_crypto();
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::for_data_dir(dir.path());
+        let store = provisio::serve::open_store(&settings.store).await.unwrap();
+        let engine = Engine::start(store, EngineConfig::new(settings.scripts_dir))
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let served = tokio::spawn(provisio_server::run(
+            listener,
+            AppState::new(engine, config),
+            stop.clone().cancelled_owned(),
+        ));
+        DirectServer {
+            addr,
+            stop,
+            served,
+            _dir: dir,
+        }
+    }
+}
+
+/// Connects and sends `bytes`, then sends nothing more.
+async fn stall(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
+/// Reads until the server closes the connection: what it sent and how long
+/// that took, or `None` if it was still open after `PATIENCE`.
+async fn until_closed(mut stream: TcpStream) -> Option<(String, Duration)> {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    // EOF or a reset (an error): closed either way.
+    let _closed = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut got))
+        .await
+        .ok()?;
+    Some((
+        String::from_utf8_lossy(&got).into_owned(),
+        started.elapsed(),
+    ))
+}
+
+const SHORT: Duration = Duration::from_millis(1000);
+
+fn short_timeouts() -> ServerConfig {
+    ServerConfig {
+        header_timeout: SHORT,
+        body_timeout: SHORT,
+        ..ServerConfig::default()
+    }
+}
+
+/// A few hundred clients that never finish their headers neither keep
+/// others out nor keep their connections: each is closed after the header
+/// timeout, and shutting down does not wait for them longer than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_are_cut_off_and_starve_no_one() {
+    let server = DirectServer::start(short_timeouts()).await;
+    let mut stalled = Vec::new();
+    for i in 0..300 {
+        let partial: &[u8] = if i % 2 == 0 {
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+        } else {
+            b"GE"
+        };
+        stalled.push(stall(server.addr, partial).await);
+    }
+
+    let started = Instant::now();
+    let resp = http_client()
+        .get(format!("http://{}/healthz", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() < SHORT / 2,
+        "a normal request waited {:?}",
+        started.elapsed()
+    );
+
+    let closed = futures_join(stalled.into_iter().map(until_closed).collect()).await;
+    let open = closed.iter().filter(|c| c.is_none()).count();
+    assert_eq!(open, 0, "stalled connections still open after {PATIENCE:?}");
+    for (_, waited) in closed.into_iter().flatten() {
+        assert!(waited < SHORT * 3, "closed only after {waited:?}");
+    }
+
+    // Graceful shutdown with a stalled client: bounded by the header timeout.
+    let _late = stall(server.addr, b"GET /healthz HTTP/1.1\r\n").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    server.stop.cancel();
+    tokio::time::timeout(PATIENCE, server.served)
+        .await
+        .expect("shutdown waited on a stalled client")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < SHORT * 3, "{:?}", started.elapsed());
+}
+
+/// A kept-alive connection left idle after its request is closed after the
+/// header timeout.
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let server = DirectServer::start(short_timeouts()).await;
+    let stream = stall(server.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (answer, waited) = until_closed(stream).await.expect("still open");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        waited >= SHORT / 2 && waited < SHORT * 3,
+        "closed after {waited:?}"
+    );
+}
+
+/// A body that stops arriving is answered and its connection closed after
+/// the body timeout.
+#[tokio::test]
+async fn a_stalled_body_is_cut_off() {
+    let server = DirectServer::start(short_timeouts()).await;
+    let stream = stall(
+        server.addr,
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ntoken=",
+    )
+    .await;
+    let (answer, waited) = until_closed(stream).await.expect("still open");
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    assert!(waited < SHORT * 3, "closed after {waited:?}");
+}
+
+/// Awaits every future (the test crate has no `futures` dependency).
+async fn futures_join<T: Send + 'static>(
+    futures: Vec<impl Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
 }
