@@ -165,6 +165,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let config = state.config().clone();
+    let _upkeep = telemetry::spawn_upkeep(telemetry::handle().clone(), telemetry::UPKEEP_EVERY);
     connections::serve(
         listener,
         app(state),

@@ -2,9 +2,11 @@
 //!
 //! The `metrics` facade has one recorder per process, so the Prometheus
 //! recorder is installed once and shared by every server in the process.
+//! Each running server also runs the recorder's upkeep ([`spawn_upkeep`]),
+//! which bounds the memory histograms hold between scrapes.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -12,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use provisio_core::timefmt::to_millis;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::AppState;
 
@@ -35,6 +38,25 @@ pub fn handle() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
+}
+
+/// How often recorded histogram samples are folded into their buckets when
+/// nothing scrapes `/metrics`.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds `handle`'s recorded histogram samples into their buckets every
+/// `every`, as a scrape does. The exporter keeps each sample until then, so
+/// without this a server that nobody scrapes grows with every request and
+/// emit. The task ends when the returned handle is dropped.
+pub fn spawn_upkeep(handle: PrometheusHandle, every: Duration) -> AbortOnDropHandle<()> {
+    AbortOnDropHandle::new(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            handle.run_upkeep();
+        }
+    }))
 }
 
 /// Renders every metric, after refreshing the queue gauges from storage.
