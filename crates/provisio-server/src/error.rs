@@ -27,7 +27,8 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable and machine-readable: `malformed`, `unauthorized`, `not_found`,
-    /// `conflict`, `too_large`, `invalid`, `internal`, `unavailable`.
+    /// `method_not_allowed`, `conflict`, `too_large`, `invalid`, `internal`,
+    /// `unavailable`.
     pub code: &'static str,
     pub message: String,
     /// Field name → what is wrong with it (only for `invalid`).
@@ -58,6 +59,15 @@ impl ApiError {
             StatusCode::NOT_FOUND,
             "not_found",
             format!("{} not found", what.into()),
+        )
+    }
+
+    /// 405; the router adds the `Allow` header.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this path does not take this method; the Allow header lists those it takes",
         )
     }
 

@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! - [`app`] builds the router; [`run`] serves it on a bound listener until a
-//!   shutdown signal.
+//!   shutdown signal, through [`connections`] (timeouts, graceful stop).
 //! - [`api`]: one module per resource, each with its own `router()` and its
 //!   wire types (`…In` / `…Out`), kept apart from storage records.
 //! - [`web`]: the web section (Integration > Provisioning API).
@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod connections;
 pub mod error;
 pub mod extract;
 mod health;
@@ -20,9 +21,12 @@ pub mod telemetry;
 pub mod web;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::response::Response;
 use provisio_engine::Engine;
 use provisio_store::Store;
 use tokio::net::TcpListener;
@@ -33,14 +37,28 @@ pub struct ServerConfig {
     /// The largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
     /// How long a web section login lasts.
-    pub session_ttl: std::time::Duration,
+    pub session_ttl: Duration,
+    /// How long a client has to send a request's headers, counted from the
+    /// first read; also how long a kept-alive connection may sit idle before
+    /// its next request. A client that never finishes its headers would
+    /// otherwise hold its connection, and a file descriptor, forever.
+    pub header_timeout: Duration,
+    /// How long a client has to send a request's whole body, however slowly
+    /// it trickles in.
+    pub body_timeout: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
-            session_ttl: std::time::Duration::from_secs(12 * 3600),
+            session_ttl: Duration::from_secs(12 * 3600),
+            // Far beyond what a real client on any network needs for a few
+            // kilobytes of headers, short enough that a few hundred silent
+            // connections are gone before they matter.
+            header_timeout: Duration::from_secs(15),
+            // An emit body is at most 1 MiB by default: 60 s allows 17 KiB/s.
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -85,10 +103,15 @@ impl AppState {
 
 /// The whole application router.
 pub fn app(state: AppState) -> Router {
-    let api = api::router(state.clone()).layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_token,
-    ));
+    // The API's own 405 sits behind its token check, as its other answers
+    // do. (A nested router sees paths without its prefix, so this one is
+    // always the JSON error.)
+    let api = api::router(state.clone())
+        .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .nest("/api/v1", api)
         .merge(health::router())
@@ -101,6 +124,8 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .fallback(fallback)
+        // Before the layers, so a 405 is timed and traced like any answer.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(telemetry::time_requests))
         .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -108,23 +133,46 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Unknown paths: the JSON error under `/api`, a page elsewhere.
-async fn fallback(uri: axum::http::Uri) -> axum::response::Response {
+async fn fallback(uri: Uri) -> Response {
+    api_or_page(&uri, error::ApiError::not_found("page"), web::not_found)
+}
+
+/// A method the path does not take, shown like [`fallback`]; the router adds
+/// the `Allow` header with the methods it does take.
+async fn method_not_allowed(uri: Uri) -> Response {
+    api_or_page(
+        &uri,
+        error::ApiError::method_not_allowed(),
+        web::method_not_allowed,
+    )
+}
+
+fn api_or_page(uri: &Uri, api: error::ApiError, page: fn() -> Response) -> Response {
     use axum::response::IntoResponse;
     if uri.path().starts_with("/api/") {
-        error::ApiError::not_found("page").into_response()
+        api.into_response()
     } else {
-        web::not_found()
+        page()
     }
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` completes, then lets
-/// requests in progress finish.
+/// requests in progress finish. Connections are bounded in time by the
+/// configured header and body timeouts (see [`connections::serve`]).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let config = state.config().clone();
+    let _upkeep = telemetry::spawn_upkeep(telemetry::handle().clone(), telemetry::UPKEEP_EVERY);
+    connections::serve(
+        listener,
+        app(state),
+        config.header_timeout,
+        config.body_timeout,
+        shutdown,
+    )
+    .await;
+    Ok(())
 }

@@ -2,16 +2,19 @@
 //!
 //! The `metrics` facade has one recorder per process, so the Prometheus
 //! recorder is installed once and shared by every server in the process.
+//! Each running server also runs the recorder's upkeep ([`spawn_upkeep`]),
+//! which bounds the memory histograms hold between scrapes.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use provisio_core::timefmt::to_millis;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::AppState;
 
@@ -35,6 +38,25 @@ pub fn handle() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
+}
+
+/// How often recorded histogram samples are folded into their buckets when
+/// nothing scrapes `/metrics`.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds `handle`'s recorded histogram samples into their buckets every
+/// `every`, as a scrape does. The exporter keeps each sample until then, so
+/// without this a server that nobody scrapes grows with every request and
+/// emit. The task ends when the returned handle is dropped.
+pub fn spawn_upkeep(handle: PrometheusHandle, every: Duration) -> AbortOnDropHandle<()> {
+    AbortOnDropHandle::new(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            handle.run_upkeep();
+        }
+    }))
 }
 
 /// Renders every metric, after refreshing the queue gauges from storage.
@@ -63,10 +85,12 @@ pub async fn render(State(state): State<AppState>) -> Response {
 }
 
 /// Middleware: times every request by its route pattern (never the raw path,
-/// which would make a time series per id).
+/// which would make a time series per id). Every label has a bounded set of
+/// values, since anyone can send a request: the method is one of nine names
+/// or `other`, the route a pattern or `unmatched`, the status three digits.
 pub async fn time_requests(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -81,4 +105,36 @@ pub async fn time_requests(req: Request, next: Next) -> Response {
     )
     .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The standard methods by name; any other (HTTP allows any token) is
+/// `other`, or each made-up method would make a time series of its own.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_methods_keep_their_name_and_others_are_one_value() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for made_up in ["BLOWUP1", "get", "PROPFIND", "X"] {
+            let method = Method::from_bytes(made_up.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{made_up}");
+        }
+    }
 }

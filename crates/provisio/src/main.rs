@@ -93,6 +93,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let settings = args.resolve()?;
             init_logging(settings.log_format);
+            // Every connection holds a descriptor; the usual soft limit of
+            // 1,024 is reached long before the machine's.
+            match provisio_server::connections::raise_fd_limit() {
+                Ok(limit) => tracing::debug!(limit, "open files limit"),
+                Err(err) => tracing::warn!(error = %err, "cannot raise the open files limit"),
+            }
             let running = provisio::serve::start(settings).await?;
             let shutdown = running.shutdown_token();
             tokio::spawn(async move {

@@ -135,6 +135,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         ServerConfig {
             max_body_bytes: settings.max_body_bytes,
             session_ttl: settings.session_ttl,
+            ..ServerConfig::default()
         },
     );
     let shutdown = CancellationToken::new();

@@ -13,9 +13,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::session::Session;
-use super::{
-    Chrome, EventGroup, error_page, event_groups, internal, render, see_other, with_query,
-};
+use super::{Chrome, EventGroup, error_page, event_groups, failed, render, see_other, with_query};
 use crate::AppState;
 use crate::api::executions::ExecutionQuery;
 use crate::extract::ApiPath;
@@ -186,7 +184,7 @@ async fn search(
             },
         )
         .await
-        .map_err(|e| Err(internal(e)))?;
+        .map_err(|e| Err(failed(e)))?;
     Ok((records.iter().map(row).collect(), total))
 }
 
@@ -323,7 +321,7 @@ async fn detail_page(
                 "There is no execution with that id.",
             );
         }
-        Err(err) => return internal(err),
+        Err(err) => return failed(err),
     };
     let detail = Detail {
         id: e.id,
@@ -398,6 +396,6 @@ async fn redeliver(
             "Delivery not found",
             "There is no delivery with that id.",
         ),
-        Err(err) => internal(err),
+        Err(err) => failed(err),
     }
 }

@@ -15,9 +15,7 @@ use serde::Deserialize;
 
 use super::handler_form::HandlerForm;
 use super::session::Session;
-use super::{
-    Chrome, EventGroup, error_page, event_groups, internal, render, see_other, with_query,
-};
+use super::{Chrome, EventGroup, error_page, event_groups, failed, render, see_other, with_query};
 use crate::AppState;
 use crate::extract::ApiPath;
 
@@ -101,7 +99,7 @@ async fn list(
         .await
     {
         Ok(found) => found,
-        Err(err) => return internal(err),
+        Err(err) => return failed(err),
     };
     let groups = match event_groups(&state).await {
         Ok(g) => g,
@@ -271,8 +269,8 @@ async fn apply<T>(
     state: &AppState,
     write: impl Future<Output = StoreResult<T>>,
 ) -> Result<T, Response> {
-    let written = write.await.map_err(internal)?;
-    state.engine().reload().await.map_err(internal)?;
+    let written = write.await.map_err(failed)?;
+    state.engine().reload().await.map_err(failed)?;
     Ok(written)
 }
 
@@ -285,7 +283,7 @@ async fn find(state: &AppState, session: &Session, id: i64) -> Result<Handler, R
             "Handler not found",
             "It may have been deleted.",
         )),
-        Err(err) => Err(internal(err)),
+        Err(err) => Err(failed(err)),
     }
 }
 

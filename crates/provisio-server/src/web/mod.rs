@@ -23,6 +23,7 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use provisio_engine::EngineError;
 
 use crate::AppState;
 
@@ -142,9 +143,43 @@ pub fn not_found() -> Response {
     )
 }
 
-/// A failure inside a page handler: logged, shown as a page.
-pub fn internal(err: impl std::fmt::Display) -> Response {
+pub fn method_not_allowed() -> Response {
+    error_page(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "",
+        "Method not allowed",
+        "This address does not take this kind of request.",
+    )
+}
+
+/// A failure inside a page handler, logged and shown as a page: 503 while the
+/// database cannot be reached or the server is stopping (as the API answers:
+/// worth trying again shortly), 500 for anything else.
+pub fn failed(err: impl Into<EngineError>) -> Response {
+    let err = err.into();
     tracing::error!(error = %err, "web request failed");
+    match &err {
+        EngineError::Store(store) if store.is_unavailable() => database_unavailable(),
+        EngineError::Store(_) => internal_error(),
+        EngineError::ShuttingDown => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "",
+            "Shutting down",
+            "The server is stopping; try again shortly.",
+        ),
+    }
+}
+
+pub fn database_unavailable() -> Response {
+    error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "",
+        "Database unavailable",
+        "The server cannot reach its database right now; try again shortly.",
+    )
+}
+
+pub fn internal_error() -> Response {
     error_page(
         StatusCode::INTERNAL_SERVER_ERROR,
         "",
@@ -169,7 +204,7 @@ pub struct EventGroup {
 }
 
 pub async fn event_groups(state: &AppState) -> Result<Vec<EventGroup>, Response> {
-    let types = state.store().list_event_types().await.map_err(internal)?;
+    let types = state.store().list_event_types().await.map_err(failed)?;
     let mut groups: Vec<EventGroup> = Vec::new();
     let mut patterns: Vec<String> = vec!["*".into()];
     for t in &types {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::session::Session;
-use super::{Chrome, internal, render};
+use super::{Chrome, failed, render};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -79,7 +79,7 @@ async fn overview(
         state.store().handler_activity(first_hour, HOUR_MS),
     ) {
         Ok(((handlers, _), activity)) => (handlers, activity),
-        Err(err) => return internal(err),
+        Err(err) => return failed(err),
     };
     let cards = handlers
         .iter()

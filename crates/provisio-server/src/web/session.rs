@@ -108,7 +108,7 @@ impl FromRequestParts<AppState> for Session {
             .store()
             .find_session(&id_hash)
             .await
-            .map_err(super::internal)?;
+            .map_err(super::failed)?;
         match found {
             Some(s) if s.expires_at_ms > to_millis(OffsetDateTime::now_utc()) => Ok(Session {
                 csrf: s.csrf,
@@ -135,13 +135,64 @@ struct LoginQuery {
     notice: Option<String>,
 }
 
-/// Only local paths are followed after login, never another site.
+/// Only a path on this site is followed after login, never another site:
+/// anything else leads to `/`. Browsers read `//host`, `/\\host`, and a `/`
+/// followed by a tab or newline (which they strip) as another host, so the
+/// value must start with exactly one `/` and hold no backslash, whitespace or
+/// control character; its path (before `?` or `#`) must pass the same check
+/// after each round of percent-decoding. The query may hold escapes such as
+/// `%20`: nothing decodes them before the browser has chosen the host.
 fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") {
-        next
-    } else {
-        "/"
+    let local = |path: &str| {
+        path.starts_with('/')
+            && !path.starts_with("//")
+            && !path
+                .chars()
+                .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+    };
+    if !local(next) {
+        return "/";
     }
+    let mut path = next.split(['?', '#']).next().unwrap_or_default().to_owned();
+    loop {
+        let decoded = percent_decoded(&path);
+        if decoded == path {
+            return next;
+        }
+        if !local(&decoded) {
+            return "/";
+        }
+        // Each round removes at least two characters, so this ends.
+        path = decoded;
+    }
+}
+
+/// `text` with its `%XX` escapes decoded; a `%` without two hex digits stays.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            }
+            _ => None,
+        };
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn login_page(axum::extract::Query(q): axum::extract::Query<LoginQuery>) -> Response {
@@ -208,9 +259,17 @@ async fn login(
     if token.is_empty() {
         return refuse("Enter an API token.");
     }
+    // Only a refused token is the operator's mistake; a database that cannot
+    // be reached must not read as a wrong token (`authenticate` logged it).
     let record = match crate::auth::authenticate(&state, token).await {
         Ok(record) => record,
-        Err(_) => return refuse("That token is not valid, or it was revoked."),
+        Err(err) => {
+            return match err.status() {
+                StatusCode::UNAUTHORIZED => refuse("That token is not valid, or it was revoked."),
+                StatusCode::SERVICE_UNAVAILABLE => super::database_unavailable(),
+                _ => super::internal_error(),
+            };
+        }
     };
     let id = random_token();
     let ttl = state.config().session_ttl;
@@ -220,7 +279,7 @@ async fn login(
         expires_at_ms: to_millis(OffsetDateTime::now_utc()) + ttl.as_millis() as i64,
     };
     if let Err(err) = state.store().create_session(&hash(&id), &session).await {
-        return super::internal(err);
+        return super::failed(err);
     }
     let cookie = format!(
         "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
@@ -253,7 +312,7 @@ async fn logout(
         .delete_session(&session.id_hash, to_millis(OffsetDateTime::now_utc()))
         .await
     {
-        return super::internal(err);
+        return super::failed(err);
     }
     let mut response = see_other("/login?notice=logged-out");
     let expired = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
@@ -267,4 +326,49 @@ fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_same_site_paths_are_followed_after_login() {
+        for local in [
+            "/",
+            "/handlers",
+            "/executions?status=fail&page=2",
+            "/handlers/3/edit",
+            "/executions?data=a%20b",
+        ] {
+            assert_eq!(safe_next(local), local, "{local:?}");
+        }
+        for hostile in [
+            "",
+            "//evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/\t/evil.example/x",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "/ /evil.example",
+            "/\u{a0}/evil.example",
+            "/%09/evil.example",
+            "/%0a/evil.example",
+            "/%2F/evil.example",
+            "/%2f%2fevil.example",
+            "/%5Cevil.example",
+            "/%5cevil.example",
+            "/%252F%252Fevil.example",
+            "%2F%2Fevil.example",
+            "https://evil.example",
+            "http:evil.example",
+            "javascript:alert(1)",
+            "evil.example",
+            "/\u{0}/evil.example",
+            "/%00/evil.example",
+        ] {
+            assert_eq!(safe_next(hostile), "/", "{hostile:?}");
+        }
+    }
 }

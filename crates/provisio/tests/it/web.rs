@@ -10,7 +10,7 @@ use crate::helpers::*;
 
 /// A client that keeps cookies but does not follow redirects, so each step
 /// can be checked.
-fn web_client() -> reqwest::Client {
+pub(crate) fn web_client() -> reqwest::Client {
     let _ = http_client();
     reqwest::Client::builder()
         .no_proxy()
@@ -20,7 +20,7 @@ fn web_client() -> reqwest::Client {
 }
 
 /// Logs in and returns the session cookie and the page's CSRF token.
-async fn login(app: &TestApp, client: &reqwest::Client) -> (String, String) {
+pub(crate) async fn login(app: &TestApp, client: &reqwest::Client) -> (String, String) {
     let resp = client
         .post(app.url("/login"))
         .form(&[("token", ADMIN_TOKEN), ("next", "/handlers")])
@@ -53,6 +53,21 @@ async fn login(app: &TestApp, client: &reqwest::Client) -> (String, String) {
         .unwrap()
         .to_owned();
     (cookie, csrf)
+}
+
+/// GETs `path` with the session cookie.
+pub(crate) async fn get_page(
+    app: &TestApp,
+    client: &reqwest::Client,
+    cookie: &str,
+    path: &str,
+) -> reqwest::Response {
+    client
+        .get(app.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -182,20 +197,10 @@ async fn an_expired_session_sends_the_operator_back_to_login() {
     let app = TestApp::spawn_with(|s| s.session_ttl = Duration::from_millis(1500)).await;
     let client = web_client();
     let (cookie, _) = login(&app, &client).await;
-    let resp = client
-        .get(app.url("/handlers"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_page(&app, &client, &cookie, "/handlers").await;
     assert_eq!(resp.status(), 200);
     tokio::time::sleep(Duration::from_millis(1700)).await;
-    let resp = client
-        .get(app.url("/handlers"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_page(&app, &client, &cookie, "/handlers").await;
     assert_eq!(resp.status(), 303);
     let location = resp.headers()["location"].to_str().unwrap().to_owned();
     assert!(location.contains("notice=expired"), "{location}");
@@ -226,12 +231,7 @@ async fn logging_out_ends_the_session() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 303);
-    let resp = client
-        .get(app.url("/handlers"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_page(&app, &client, &cookie, "/handlers").await;
     assert_eq!(resp.status(), 303, "the old cookie no longer works");
 }
 
@@ -241,12 +241,7 @@ async fn error_pages_are_pages() {
     let client = web_client();
     let (cookie, _) = login(&app, &client).await;
     for path in ["/no-such-page", "/handlers/999/edit", "/executions/999"] {
-        let resp = client
-            .get(app.url(path))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
+        let resp = get_page(&app, &client, &cookie, path).await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND.as_u16(), "{path}");
         assert!(
             resp.headers()["content-type"]
