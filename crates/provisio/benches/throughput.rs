@@ -347,43 +347,18 @@ async fn main() {
     );
 
     // 2. Latency at a fixed offered rate.
-    let base_count = sink.received.load(Ordering::SeqCst);
-    sink.arrivals.lock().unwrap().clear();
-    let total = opts.rate * opts.seconds;
-    let interval = Duration::from_secs_f64(1.0 / opts.rate as f64);
-    let sent_at = Arc::new(Mutex::new(HashMap::with_capacity(total as usize)));
     let cpu_before = cpu_seconds();
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        ticker.tick().await;
-        let seq = 3_000_000_000 + i;
-        let url = emit_urls[i as usize % emit_urls.len()].clone();
-        let (client, sent_at) = (client.clone(), sent_at.clone());
-        tasks.push(tokio::spawn(async move {
-            sent_at.lock().unwrap().insert(seq, Instant::now());
-            emit(&client, &url, seq).await;
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let all_arrived = wait_received(&sink, base_count + total, Duration::from_secs(120)).await;
+    let (latencies, all_arrived) = fixed_rate(
+        &client,
+        &emit_urls,
+        &sink,
+        opts.rate,
+        opts.seconds,
+        3_000_000_000,
+    )
+    .await;
+    let total = opts.rate * opts.seconds;
     let cpu = cpu_seconds() - cpu_before;
-    let mut latencies: Vec<Duration> = {
-        let arrivals = sink.arrivals.lock().unwrap();
-        let sent_at = sent_at.lock().unwrap();
-        sent_at
-            .iter()
-            .filter_map(|(seq, sent)| {
-                arrivals
-                    .get(seq)
-                    .map(|arrived| arrived.saturating_duration_since(*sent))
-            })
-            .collect()
-    };
-    latencies.sort();
     println!();
     println!(
         "fixed rate: {} events/s for {} s{}",
@@ -426,6 +401,119 @@ async fn main() {
     }
 
     before_chain(&client, &base, opts.chains).await;
+    hung_handlers(&client, &base, &emit_urls, &sink, &opts).await;
+}
+
+/// Emits `rate` events a second for `seconds` and returns the emit → receiver
+/// latencies, sorted, and whether every event arrived.
+async fn fixed_rate(
+    client: &reqwest::Client,
+    emit_urls: &[String],
+    sink: &Sink,
+    rate: u64,
+    seconds: u64,
+    first_seq: u64,
+) -> (Vec<Duration>, bool) {
+    let base_count = sink.received.load(Ordering::SeqCst);
+    sink.arrivals.lock().unwrap().clear();
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let sent_at = Arc::new(Mutex::new(HashMap::with_capacity(total as usize)));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        ticker.tick().await;
+        let seq = first_seq + i;
+        let url = emit_urls[i as usize % emit_urls.len()].clone();
+        let (client, sent_at) = (client.clone(), sent_at.clone());
+        tasks.push(tokio::spawn(async move {
+            sent_at.lock().unwrap().insert(seq, Instant::now());
+            emit(&client, &url, seq).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all_arrived = wait_received(sink, base_count + total, Duration::from_secs(120)).await;
+    let mut latencies: Vec<Duration> = {
+        let arrivals = sink.arrivals.lock().unwrap();
+        let sent_at = sent_at.lock().unwrap();
+        sent_at
+            .iter()
+            .filter_map(|(seq, sent)| {
+                arrivals
+                    .get(seq)
+                    .map(|arrived| arrived.saturating_duration_since(*sent))
+            })
+            .collect()
+    };
+    latencies.sort();
+    (latencies, all_arrived)
+}
+
+/// Eight more handlers for the same events, whose receivers accept
+/// connections and never answer (60 s timeout): the healthy handler's
+/// latency at the fixed rate should stay what it was alone.
+async fn hung_handlers(
+    client: &reqwest::Client,
+    base: &str,
+    emit_urls: &[String],
+    sink: &Sink,
+    opts: &Options,
+) {
+    let mut holes = Vec::new();
+    for i in 0..8 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = format!("http://{}/hook", listener.local_addr().unwrap());
+        holes.push(tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        }));
+        let created = client
+            .post(format!("{base}/api/v1/handlers"))
+            .bearer_auth(TOKEN)
+            .json(
+                &json!({ "name": format!("hung {i}"), "events_id": "clients.*",
+                           "target": target, "timeout_ms": 60_000, "ordered": false }),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (latencies, all_arrived) = fixed_rate(
+        client,
+        emit_urls,
+        sink,
+        opts.rate,
+        opts.seconds,
+        4_000_000_000,
+    )
+    .await;
+    println!();
+    println!(
+        "beside 8 hung handlers: {} events/s for {} s to the healthy one{}",
+        opts.rate,
+        opts.seconds,
+        if all_arrived {
+            ""
+        } else {
+            "  (NOT ALL ARRIVED)"
+        }
+    );
+    for (name, p) in [("p50", 0.50), ("p99", 0.99), ("max", 1.0)] {
+        println!(
+            "  emit -> receiver {name}:    {:>9.2} ms",
+            percentile(&latencies, p).as_secs_f64() * 1000.0
+        );
+    }
+    for hole in holes {
+        hole.abort();
+    }
 }
 
 /// The bytes of every file under `path`.
