@@ -159,11 +159,13 @@ async fn a_flood_of_output_is_capped_without_blocking_the_script() {
     let started = std::time::Instant::now();
     let verdict = run_before(&app, json!({ "k": 1 })).await;
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(verdict["allowed"], true, "{}", verdict["executions"]);
-    assert_eq!(
-        verdict["data"],
-        json!({ "k": 1 }),
-        "a non-JSON reply leaves the data"
+    // A reply cut at the cap cannot be read: the handler failed, and its
+    // on_failure (forbid) decides.
+    assert_eq!(verdict["allowed"], false, "{}", verdict["executions"]);
+    assert_eq!(verdict["executions"][0]["outcome"], "failed");
+    assert!(
+        verdict["reason"].as_str().unwrap().contains("was cut"),
+        "{verdict}"
     );
     let row = app.wait_executions("stage=before", 1).await.remove(0);
     assert_eq!(row["response_truncated"], true);
