@@ -155,6 +155,10 @@ impl ScriptExecutor {
                             "its process group was killed"
                         }
                     )),
+                    (false, Some(0)) if !run.stdout_complete => Some(format!(
+                        "the reply could not be read: stdout was still open {} s after the script ended (a process it started holds it)",
+                        READ_GRACE.as_secs()
+                    )),
                     (false, Some(0)) => None,
                     (false, Some(code)) => Some(with_stderr(
                         format!("exited with status {code}"),
@@ -249,13 +253,16 @@ impl ScriptExecutor {
         // Once everything the script started is gone, so are the pipes' other
         // ends; a process that escaped could still hold them: give the readers
         // a moment, then stop reading.
-        let (stdout, stdout_truncated) = finish_reading(stdout).await;
-        let (stderr, _) = finish_reading(stderr).await;
+        let stdout = finish_reading(stdout).await;
+        let (stderr, _) = finish_reading(stderr).await.unwrap_or_default();
+        let stdout_complete = stdout.is_some();
+        let (stdout, stdout_truncated) = stdout.unwrap_or_default();
         Ok(Finished {
             exit_code,
             timed_out,
             stdout,
             stdout_truncated,
+            stdout_complete,
             stderr,
         })
     }
@@ -322,6 +329,8 @@ struct Finished {
     timed_out: bool,
     stdout: Vec<u8>,
     stdout_truncated: bool,
+    /// False when the reader had to be abandoned: the reply may be cut.
+    stdout_complete: bool,
     stderr: Vec<u8>,
 }
 
@@ -344,13 +353,17 @@ async fn read_capped(mut pipe: impl AsyncRead + Unpin) -> (Vec<u8>, bool) {
     (kept, truncated)
 }
 
-async fn finish_reading(reader: tokio::task::JoinHandle<(Vec<u8>, bool)>) -> (Vec<u8>, bool) {
+/// What a pipe's reader read, or `None` if the pipe was still open
+/// [`READ_GRACE`] after the run ended and the reader was abandoned.
+async fn finish_reading(
+    reader: tokio::task::JoinHandle<(Vec<u8>, bool)>,
+) -> Option<(Vec<u8>, bool)> {
     let abort = reader.abort_handle();
     match tokio::time::timeout(READ_GRACE, reader).await {
-        Ok(Ok(read)) => read,
+        Ok(Ok(read)) => Some(read),
         _ => {
             abort.abort();
-            (Vec::new(), false)
+            None
         }
     }
 }

@@ -396,6 +396,30 @@ async fn a_reply_is_read_once_the_child_holding_stdout_is_killed() {
     assert_eq!(verdict["data"], json!({ "changed": true }), "{verdict}");
 }
 
+/// Without a supervisor only the process group is killed; the reply that the
+/// child in a new session keeps open is then a failure, never "unchanged".
+#[tokio::test]
+async fn a_reply_that_cannot_be_read_is_a_failure_not_unchanged() {
+    let app = TestApp::spawn_with(|s| s.script_supervisor = None).await;
+    let pidfile = app.dir.path().join("child.pid");
+    app.write_script("held.sh", &reply_with_stdout_held(&pidfile));
+    let h = app.create_handler(script("held.sh", json!({}))).await;
+    let verdict = run_before(&app, json!({ "changed": false })).await;
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status();
+    assert_eq!(
+        verdict["allowed"], false,
+        "on_failure forbid applies: {verdict}"
+    );
+    assert_eq!(verdict["handler_id"], h["id"]);
+    let row = app.wait_executions("stage=before", 1).await.remove(0);
+    assert_eq!(row["status"], "fail");
+    let error = row["error"].as_str().unwrap();
+    assert!(error.contains("the reply could not be read"), "{error}");
+}
+
 /// `provisio serve` runs its own executable as the supervisor.
 #[tokio::test]
 async fn the_real_server_supervises_its_scripts() {
