@@ -16,11 +16,13 @@
 //! supervisor is a small synchronous process, started once per run.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::process::{Command, ExitCode};
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn};
 use nix::sys::prctl;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -48,7 +50,7 @@ pub fn requested(mut args: impl Iterator<Item = OsString>) -> Option<Vec<OsStrin
 /// Runs `command` (the script and its arguments) to its end, then kills and
 /// reaps everything it left behind.
 pub fn run(command: &[OsString]) -> ExitCode {
-    let Some((script, args)) = command.split_first() else {
+    let Some((path, args)) = command.split_first() else {
         eprintln!("provisio script-supervisor: no script given");
         return ExitCode::from(NOT_STARTED);
     };
@@ -56,11 +58,13 @@ pub fn run(command: &[OsString]) -> ExitCode {
         eprintln!("provisio script-supervisor: cannot become a subreaper: {e}");
         return ExitCode::from(NOT_STARTED);
     }
-    // Signals are read from a descriptor, never handled asynchronously. They
-    // are blocked only once the script has started, as a child inherits the
-    // mask; an exit before that is caught by the first reap below.
+    // Signals are read from a descriptor, never handled asynchronously; they
+    // are blocked before the script starts, so none is missed.
     let watched = watched_signals();
-    let signals = match SignalFd::with_flags(&watched, SfdFlags::SFD_CLOEXEC) {
+    let signals = watched
+        .thread_block()
+        .and_then(|()| SignalFd::with_flags(&watched, SfdFlags::SFD_CLOEXEC));
+    let signals = match signals {
         Ok(signals) => signals,
         Err(e) => {
             eprintln!("provisio script-supervisor: cannot watch signals: {e}");
@@ -68,24 +72,57 @@ pub fn run(command: &[OsString]) -> ExitCode {
         }
     };
     let engine = getppid();
-    let child = match Command::new(script).args(args).spawn() {
-        Ok(child) => child,
+    let script = match start(path, args) {
+        Ok(pid) => pid,
         Err(e) => {
-            eprintln!("could not start {}: {e}", script.to_string_lossy());
+            eprintln!("could not start {}: {e}", path.to_string_lossy());
             return ExitCode::from(NOT_STARTED);
         }
     };
-    let script = Pid::from_raw(child.id() as i32);
-    if let Err(e) = watched.thread_block() {
-        eprintln!("provisio script-supervisor: cannot block signals: {e}");
-        let _ = kill(script, Signal::SIGKILL);
-        kill_descendants();
-        return ExitCode::from(NOT_STARTED);
-    }
 
     let code = reap_exited(Some(script)).unwrap_or_else(|| wait_for(script, &signals, engine));
     kill_descendants();
     ExitCode::from(code)
+}
+
+/// Starts the script with this process's stdio, environment and working
+/// directory, in its process group, with no signal blocked and SIGPIPE at its
+/// default, as the standard library would. `posix_spawn` sets the mask in the
+/// child: `std::process::Command` would hand on the supervisor's, and
+/// unblocking only after the spawn would leave a window in which a script
+/// signalling its process group ends the supervisor.
+fn start(script: &OsStr, args: &[OsString]) -> nix::Result<Pid> {
+    fn c_string(bytes: Vec<u8>) -> nix::Result<CString> {
+        CString::new(bytes).map_err(|_| Errno::EINVAL)
+    }
+    let path = c_string(script.as_bytes().to_vec())?;
+    let argv = std::iter::once(script)
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|arg| c_string(arg.as_bytes().to_vec()))
+        .collect::<nix::Result<Vec<_>>>()?;
+    let env = std::env::vars_os()
+        .map(|(name, value)| {
+            let mut entry = name.into_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            c_string(entry)
+        })
+        .collect::<nix::Result<Vec<_>>>()?;
+    let mut attr = PosixSpawnAttr::init()?;
+    attr.set_flags(
+        PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
+    )?;
+    attr.set_sigmask(&SigSet::empty())?;
+    let mut default = SigSet::empty();
+    default.add(Signal::SIGPIPE);
+    attr.set_sigdefault(&default)?;
+    posix_spawn(
+        path.as_c_str(),
+        &PosixSpawnFileActions::init()?,
+        &attr,
+        &argv,
+        &env,
+    )
 }
 
 /// The signals the supervisor reads instead of acting on: SIGCHLD, and every
