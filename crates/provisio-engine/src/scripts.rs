@@ -268,7 +268,10 @@ impl ScriptExecutor {
     }
 }
 
-/// A started script, or its supervisor, leading its own process group.
+/// A started script, or its supervisor, leading its own process group. It is
+/// stopped with everything it started however the run ends, also when the
+/// caller stops waiting for it (a before-stage client that went away, an
+/// attempt abandoned at shutdown).
 struct Started {
     /// `None` once the run is over.
     child: Option<Child>,
@@ -298,6 +301,24 @@ impl Started {
     fn finish(&mut self) {
         kill_group(self.group);
         self.child = None;
+    }
+}
+
+impl Drop for Started {
+    /// The run was abandoned: it is stopped as at a timeout, in the
+    /// background. Without a runtime to do that, the process group is killed
+    /// and `kill_on_drop` kills the process itself.
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let (group, supervised) = (self.group, self.supervised);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { stop(&mut child, group, supervised).await });
+            }
+            Err(_) => kill_group(group),
+        }
     }
 }
 

@@ -384,6 +384,51 @@ async fn a_double_forked_daemon_does_not_outlive_its_script() {
     assert_eq!(verdict["allowed"], true, "{verdict}");
 }
 
+/// A caller that stops waiting (a before-stage client that went away) takes
+/// the run down with everything it started.
+#[tokio::test]
+async fn an_abandoned_run_leaves_nothing_behind() {
+    let app = TestApp::spawn().await;
+    let child = app.dir.path().join("child.pid");
+    let script_pid = app.dir.path().join("script.pid");
+    app.write_script(
+        "slow.sh",
+        &detaching_script(
+            &child,
+            Detach::Quiet,
+            &format!(
+                "echo $$ > {p}.tmp && mv {p}.tmp {p}\nsleep 60\n",
+                p = script_pid.display()
+            ),
+        ),
+    );
+    app.create_handler(script("slow.sh", json!({ "timeout_ms": 20000 })))
+        .await;
+    let request = tokio::spawn({
+        let client = app.client.clone();
+        let url = app.url("/api/v1/events/before");
+        async move {
+            client
+                .post(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({ "events_id": "clients.create", "object_id": 1, "data": {} }))
+                .send()
+                .await
+        }
+    });
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !script_pid.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the script never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    request.abort();
+    assert_gone(&child).await;
+    assert_gone(&script_pid).await;
+}
+
 #[tokio::test]
 async fn a_reply_is_read_once_the_child_holding_stdout_is_killed() {
     let app = TestApp::spawn().await;
