@@ -86,6 +86,10 @@ pub struct EngineConfig {
     /// unnoticed by an idle node. Unused on a single node, where every lease
     /// and due time is this node's own.
     pub shared_recheck: Duration,
+    /// The executable run around every script as
+    /// `<it> script-supervisor -- <script> <args…>`, which kills everything the
+    /// script started (see [`scripts`]); `None` only kills its process group.
+    pub script_supervisor: Option<PathBuf>,
 }
 
 impl EngineConfig {
@@ -104,6 +108,7 @@ impl EngineConfig {
             lease_margin: Duration::from_secs(30),
             shared_recheck: Duration::from_secs(5),
             emit_timeout: Duration::from_secs(5),
+            script_supervisor: None,
         }
     }
 }
@@ -153,7 +158,11 @@ impl Engine {
             netguard::DenyList::new(config.deny_networks.clone()),
             outcome::RESPONSE_BODY_CAP,
         )?;
-        let scripts = scripts::ScriptExecutor::new(config.scripts_dir.clone(), config.max_scripts);
+        let scripts = scripts::ScriptExecutor::new(
+            config.scripts_dir.clone(),
+            config.max_scripts,
+            config.script_supervisor.clone(),
+        );
         let (emits, emit_rx) = mpsc::channel(emit::QUEUE_DEPTH);
         let (records, records_rx) = mpsc::channel(record::QUEUE_DEPTH);
         let engine = Engine(Arc::new(Shared {

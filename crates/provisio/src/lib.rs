@@ -8,10 +8,13 @@
 //!   starts the engine and the HTTP server, and shuts them down in order.
 //! - [`tokens`]: `provisio token create|list|revoke` on the local database.
 //! - [`client`]: `provisio emit|handlers|executions|redeliver` against a running server.
+//! - [`supervisor`]: the hidden `provisio script-supervisor`, run around every
+//!   script so nothing the script started outlives it.
 
 pub mod client;
 pub mod config;
 pub mod serve;
+pub mod supervisor;
 pub mod tokens;
 
 /// Installs rustls's process-wide crypto provider (ring: it builds without the

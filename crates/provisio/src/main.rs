@@ -71,6 +71,12 @@ enum ConfigCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    // `provisio script-supervisor -- <script> <args…>` is internal: the engine
+    // runs it around every script. It is not a clap subcommand, so help and
+    // completions never show it, and it starts no runtime.
+    if let Some(command) = provisio::supervisor::requested(std::env::args_os()) {
+        return provisio::supervisor::run(&command);
+    }
     let cli = Cli::parse();
     provisio::install_crypto();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -91,7 +97,8 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            let settings = args.resolve()?;
+            let mut settings = args.resolve()?;
+            settings.script_supervisor = Some(provisio::serve::own_executable()?);
             init_logging(settings.log_format);
             // Every connection holds a descriptor; the usual soft limit of
             // 1,024 is reached long before the machine's.

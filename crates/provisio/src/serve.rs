@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -93,6 +93,17 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data directory {}", dir.display()))
 }
 
+/// This process's own executable, to run as the script supervisor. It is
+/// `/proc/self/exe` rather than the file's path: the child that executes it
+/// runs this very build even after a package upgrade has replaced or removed
+/// the file, so supervisor and engine always agree.
+pub fn own_executable() -> anyhow::Result<PathBuf> {
+    let exe = PathBuf::from("/proc/self/exe");
+    std::fs::read_link(&exe)
+        .context("cannot find this executable at /proc/self/exe (is /proc mounted?); scripts need it to run under a supervisor")?;
+    Ok(exe)
+}
+
 /// Starts everything and returns once the listener is bound and the engine runs.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     crate::install_crypto();
@@ -124,6 +135,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         // SQLite's writer is local: only a stuck disk makes it this slow.
         Database::Sqlite(_) => SQLITE_EMIT_TIMEOUT,
     };
+    engine_config.script_supervisor = settings.script_supervisor.clone();
     let engine = Engine::start(store, engine_config).await?;
 
     let listener = TcpListener::bind(settings.listen)

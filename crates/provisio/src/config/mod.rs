@@ -177,6 +177,11 @@ pub struct Settings {
     pub retention: Option<std::time::Duration>,
     /// How often retention runs (not a user setting: tests shorten it).
     pub prune_every: std::time::Duration,
+    /// The provisio executable run as the supervisor around every script (not
+    /// a user setting: `provisio serve` sets its own, in-process test servers
+    /// the built binary). `None` only kills the script's process group; see
+    /// `EngineConfig::script_supervisor`.
+    pub script_supervisor: Option<PathBuf>,
 }
 
 impl Settings {
@@ -202,6 +207,7 @@ impl Settings {
             session_ttl: std::time::Duration::from_secs(12 * 3600),
             retention: Some(std::time::Duration::from_secs(30 * 86_400)),
             prune_every: std::time::Duration::from_secs(600),
+            script_supervisor: None,
         }
     }
 }

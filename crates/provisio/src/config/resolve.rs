@@ -254,6 +254,7 @@ impl ServeArgs {
             session_ttl,
             retention,
             prune_every: std::time::Duration::from_secs(600),
+            script_supervisor: None,
         })
     }
 }

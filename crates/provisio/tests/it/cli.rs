@@ -260,5 +260,8 @@ fn shell_completions_are_printed() {
         let (ok, out, err) = run_cli(&["completions", shell], &[]);
         assert!(ok, "{err}");
         assert!(out.contains("handlers") && out.contains("emit"), "{shell}");
+        assert!(!out.contains("supervisor"), "internal: {shell}");
     }
+    let (_, help, _) = run_cli(&["--help"], &[]);
+    assert!(!help.contains("supervisor"), "{help}");
 }

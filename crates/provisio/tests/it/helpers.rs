@@ -57,6 +57,9 @@ impl TestApp {
         let mut settings = Settings::for_data_dir(dir.path());
         settings.admin_token = Some(provisio::config::Secret::new(ADMIN_TOKEN));
         settings.retry_schedule = provisio_core::retry::RetrySchedule::parse("50ms,100ms").unwrap();
+        // The built binary supervises scripts; this test binary must never be
+        // run as one (it would run the tests).
+        settings.script_supervisor = Some(BIN.into());
         configure(&mut settings);
         let running = provisio::serve::start(settings).await.unwrap();
         TestApp {
