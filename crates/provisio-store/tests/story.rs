@@ -48,13 +48,20 @@ async fn postgres_keeps_the_story() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn postgres_claims_from_two_pools_are_disjoint() {
-    let Some(db) = ScratchDatabase::create().await else {
-        return;
-    };
+/// Two nodes (two pools) on one fresh database, or `None` where PostgreSQL
+/// is unreachable outside CI. The database lives as long as the handle.
+async fn two_nodes() -> Option<(ScratchDatabase, PgStore, PgStore)> {
+    let db = ScratchDatabase::create().await?;
     let a = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
     let b = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
+    Some((db, a, b))
+}
+
+#[tokio::test]
+async fn postgres_claims_from_two_pools_are_disjoint() {
+    let Some((_db, a, b)) = two_nodes().await else {
+        return;
+    };
     let handler = a.insert_handler(&spec("unordered", false)).await.unwrap();
     let batch: Vec<NewEvent> = (0..200)
         .map(|i| new_event(i, 1_000, &[(handler.id, false)], None))
@@ -80,11 +87,9 @@ async fn postgres_claims_from_two_pools_are_disjoint() {
 
 #[tokio::test]
 async fn postgres_orders_concurrent_emits_for_one_object() {
-    let Some(db) = ScratchDatabase::create().await else {
+    let Some((_db, a, b)) = two_nodes().await else {
         return;
     };
-    let a = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
-    let b = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
     let handler = a.insert_handler(&spec("ordered", true)).await.unwrap();
     // Many small batches from two pools at once, all for object 7: exactly
     // one delivery may be pending at any time.
@@ -106,6 +111,31 @@ async fn postgres_orders_concurrent_emits_for_one_object() {
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1, "one open delivery per (handler, object)");
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn postgres_two_nodes_put_one_new_admin_token_at_once() {
+    let Some((_db, a, b)) = two_nodes().await else {
+        return;
+    };
+    // Nodes restarted together with a changed PROVISIO_ADMIN_TOKEN: both
+    // starts succeed and exactly one live token holds the new value.
+    for round in 0..20u8 {
+        let hash = TokenHash([round; 32]);
+        let (x, y) = tokio::join!(a.put_token("admin", &hash), b.put_token("admin", &hash));
+        assert_eq!(x.unwrap().id, y.unwrap().id, "round {round}");
+    }
+    let live: Vec<_> = a
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.revoked_at.is_none())
+        .collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].hash, TokenHash([19; 32]));
     a.close().await;
     b.close().await;
 }
@@ -244,6 +274,19 @@ async fn story(store: &dyn Store) {
     let tokens = store.list_tokens().await.unwrap();
     assert_eq!(tokens.len(), 2);
     assert!(tokens.iter().all(|t| t.revoked_at.is_some()));
+    // A token changed back to an earlier value (PROVISIO_ADMIN_TOKEN A → B →
+    // A across restarts) is live again as a new row; the old row stays
+    // revoked for the record, so its ended web sessions stay ended.
+    let a = store.put_token("admin", &TokenHash([4; 32])).await.unwrap();
+    store.put_token("admin", &TokenHash([5; 32])).await.unwrap();
+    let a_again = store.put_token("admin", &TokenHash([4; 32])).await.unwrap();
+    assert_ne!(a_again.id, a.id);
+    assert_eq!(
+        store.find_token(&TokenHash([4; 32])).await.unwrap(),
+        Some(a_again.clone())
+    );
+    assert_eq!(store.find_token(&TokenHash([5; 32])).await.unwrap(), None);
+    assert!(store.revoke_token("admin").await.unwrap());
 
     // --- Catalog --------------------------------------------------------
     let builtin = provisio_core::catalog::builtin();

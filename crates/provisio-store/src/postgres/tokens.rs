@@ -4,7 +4,7 @@ use sqlx::postgres::PgPool;
 
 use super::{conflict_on_unique, now_ms};
 use crate::rows::token as from_row;
-use crate::{StoreResult, TokenHash, TokenRecord};
+use crate::{StoreError, StoreResult, TokenHash, TokenRecord};
 
 pub(super) async fn create(
     pool: &PgPool,
@@ -26,8 +26,18 @@ pub(super) async fn create(
 
 /// Revokes the live token of that name unless it already has this hash, then
 /// stores the new one, in one transaction. Two nodes starting at once with the
-/// same `PROVISIO_ADMIN_TOKEN` serialize on the row lock of the live token.
+/// same `PROVISIO_ADMIN_TOKEN` serialize on the row lock of the live token; the
+/// one that waited finds the row revoked, and its insert then clashes with the
+/// winner's. One retry sees the winner's row, which already has this hash, so
+/// neither node fails its start.
 pub(super) async fn put(pool: &PgPool, name: &str, hash: &TokenHash) -> StoreResult<TokenRecord> {
+    match put_once(pool, name, hash).await {
+        Err(StoreError::Conflict(_)) => put_once(pool, name, hash).await,
+        done => done,
+    }
+}
+
+async fn put_once(pool: &PgPool, name: &str, hash: &TokenHash) -> StoreResult<TokenRecord> {
     let mut tx = pool.begin().await?;
     let now = now_ms();
     let live = sqlx::query(
@@ -64,9 +74,7 @@ pub(super) async fn put(pool: &PgPool, name: &str, hash: &TokenHash) -> StoreRes
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| {
-        conflict_on_unique(e, || {
-            "that token is already stored under another name".into()
-        })
+        conflict_on_unique(e, || "that token is already live under another name".into())
     })?;
     tx.commit().await?;
     from_row(&row)

@@ -57,9 +57,7 @@ pub(super) async fn put(
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| {
-        conflict_on_unique(e, || {
-            "that token is already stored under another name".into()
-        })
+        conflict_on_unique(e, || "that token is already live under another name".into())
     })?;
     tx.commit().await?;
     from_row(&row)

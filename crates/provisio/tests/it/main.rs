@@ -16,6 +16,7 @@ mod delivery;
 mod emit;
 mod examples;
 mod executions;
+mod hardening_inp;
 mod postgres;
 mod retention;
 mod scripts;
