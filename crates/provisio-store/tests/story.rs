@@ -269,8 +269,8 @@ async fn story(store: &dyn Store) {
     let replaced = store.put_token("ci", &TokenHash([3; 32])).await.unwrap();
     assert_ne!(replaced.id, first.id);
     assert_eq!(store.find_token(&TokenHash([1; 32])).await.unwrap(), None);
-    assert!(store.revoke_token("ci").await.unwrap());
-    assert!(!store.revoke_token("ci").await.unwrap());
+    assert!(store.revoke_token(TokenRef::Name("ci")).await.unwrap());
+    assert!(!store.revoke_token(TokenRef::Name("ci")).await.unwrap());
     let tokens = store.list_tokens().await.unwrap();
     assert_eq!(tokens.len(), 2);
     assert!(tokens.iter().all(|t| t.revoked_at.is_some()));
@@ -286,7 +286,26 @@ async fn story(store: &dyn Store) {
         Some(a_again.clone())
     );
     assert_eq!(store.find_token(&TokenHash([5; 32])).await.unwrap(), None);
-    assert!(store.revoke_token("admin").await.unwrap());
+    assert!(store.revoke_token(TokenRef::Name("admin")).await.unwrap());
+    // A name that is another token's id: each reference means one token.
+    let one = store
+        .create_token("one", &TokenHash([10; 32]))
+        .await
+        .unwrap();
+    let id_text = one.id.to_string();
+    store
+        .create_token(&id_text, &TokenHash([11; 32]))
+        .await
+        .unwrap();
+    assert!(store.revoke_token(TokenRef::Name(&id_text)).await.unwrap());
+    assert_eq!(store.find_token(&TokenHash([11; 32])).await.unwrap(), None);
+    assert_eq!(
+        store.find_token(&TokenHash([10; 32])).await.unwrap(),
+        Some(one.clone()),
+        "revoking by name leaves the token with that id"
+    );
+    assert!(store.revoke_token(TokenRef::Id(one.id)).await.unwrap());
+    assert!(!store.revoke_token(TokenRef::Id(one.id)).await.unwrap());
 
     // --- Catalog --------------------------------------------------------
     let builtin = provisio_core::catalog::builtin();
@@ -772,7 +791,7 @@ async fn story(store: &dyn Store) {
         store.find_session(&[9; 32]).await.unwrap(),
         Some(session.clone())
     );
-    assert!(store.revoke_token("web").await.unwrap());
+    assert!(store.revoke_token(TokenRef::Name("web")).await.unwrap());
     assert_eq!(
         store.find_session(&[9; 32]).await.unwrap(),
         None,

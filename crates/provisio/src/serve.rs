@@ -175,8 +175,9 @@ async fn bootstrap_admin_token(
             && other.name != ADMIN_TOKEN_NAME
         {
             anyhow::bail!(
-                "PROVISIO_ADMIN_TOKEN is already the live token named {:?}; revoke that one or choose another value",
-                other.name
+                "PROVISIO_ADMIN_TOKEN is already the live token named {:?}; revoke that one (provisio token revoke --id {}) or choose another value",
+                other.name,
+                other.id
             );
         }
         store.put_token(ADMIN_TOKEN_NAME, &hash).await?;

@@ -4,7 +4,7 @@ use sqlx::postgres::PgPool;
 
 use super::{conflict_on_unique, now_ms};
 use crate::rows::token as from_row;
-use crate::{StoreError, StoreResult, TokenHash, TokenRecord};
+use crate::{StoreError, StoreResult, TokenHash, TokenRecord, TokenRef};
 
 pub(super) async fn create(
     pool: &PgPool,
@@ -102,16 +102,18 @@ pub(super) async fn list(pool: &PgPool) -> StoreResult<Vec<TokenRecord>> {
         .collect()
 }
 
-pub(super) async fn revoke(pool: &PgPool, id_or_name: &str) -> StoreResult<bool> {
-    let id: i64 = id_or_name.parse().unwrap_or(-1);
-    let done = sqlx::query(
-        "UPDATE api_tokens SET revoked_at = $1
-         WHERE revoked_at IS NULL AND (id = $2 OR name = $3)",
-    )
-    .bind(now_ms())
-    .bind(id)
-    .bind(id_or_name)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() > 0)
+pub(super) async fn revoke(pool: &PgPool, token: TokenRef<'_>) -> StoreResult<bool> {
+    let query = match token {
+        TokenRef::Id(id) => sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND id = $2",
+        )
+        .bind(now_ms())
+        .bind(id),
+        TokenRef::Name(name) => sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND name = $2",
+        )
+        .bind(now_ms())
+        .bind(name),
+    };
+    Ok(query.execute(pool).await?.rows_affected() > 0)
 }

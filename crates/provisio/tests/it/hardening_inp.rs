@@ -61,3 +61,93 @@ async fn hardening_inp_an_admin_token_that_is_another_live_token_is_refused_by_n
         "the token never reaches the log: {stderr}"
     );
 }
+
+/// `provisio token list` as (id, name, live) rows.
+fn list_tokens(data_dir: &str) -> Vec<(String, String, bool)> {
+    let (ok, out, stderr) = run_cli(&["token", "list", "--data-dir", data_dir], &[]);
+    assert!(ok, "{stderr}");
+    out.lines()
+        .skip(1)
+        .map(|line| {
+            let mut cols = line.split_whitespace();
+            let id = cols.next().unwrap_or_default().to_owned();
+            let name = cols.next().unwrap_or_default().to_owned();
+            (id, name, line.trim_end().ends_with("live"))
+        })
+        .collect()
+}
+
+fn revoke(data_dir: &str, how: &[&str]) -> (bool, String, String) {
+    let mut args = vec!["token", "revoke"];
+    args.extend_from_slice(how);
+    args.extend_from_slice(&["--data-dir", data_dir]);
+    run_cli(&args, &[])
+}
+
+#[tokio::test]
+async fn hardening_inp_token_revoke_never_takes_two_tokens_for_one_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    // The admin token has id 1; another token is named "1". Names that are
+    // numbers are refused now, so this one is planted the way an older
+    // version allowed: by the store.
+    create_token(data_dir, "admin");
+    let (ok, _, stderr) = run_cli(
+        &["token", "create", "--name", "1", "--data-dir", data_dir],
+        &[],
+    );
+    assert!(!ok, "a number as a name is refused");
+    assert!(stderr.starts_with("provisio: "), "{stderr}");
+    plant_token_named(dir.path(), "1").await;
+    assert_eq!(
+        list_tokens(data_dir),
+        [
+            ("1".into(), "admin".into(), true),
+            ("2".into(), "1".into(), true)
+        ]
+    );
+
+    let (ok, _, stderr) = revoke(data_dir, &["1"]);
+    assert!(!ok, "an ambiguous number is refused");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--id 1") && stderr.contains("--name 1"),
+        "{stderr}"
+    );
+    assert!(
+        list_tokens(data_dir).iter().all(|t| t.2),
+        "nothing was revoked"
+    );
+
+    let (ok, _, stderr) = revoke(data_dir, &["--name", "1"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        list_tokens(data_dir),
+        [
+            ("1".into(), "admin".into(), true),
+            ("2".into(), "1".into(), false)
+        ]
+    );
+    // Now "1" names no live token: the bare number means the id.
+    let (ok, _, stderr) = revoke(data_dir, &["1"]);
+    assert!(ok, "{stderr}");
+    assert!(list_tokens(data_dir).iter().all(|t| !t.2));
+    let (ok, _, stderr) = revoke(data_dir, &["--id", "1"]);
+    assert!(!ok);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+/// Stores a live token named `name` directly, as an older version could.
+async fn plant_token_named(data_dir: &std::path::Path, name: &str) {
+    use provisio_store::Store;
+    let store = provisio_store::sqlite::SqliteStore::open(
+        &data_dir.join("provisio.db"),
+        provisio_store::sqlite::Durability::Normal,
+    )
+    .await
+    .unwrap();
+    store
+        .create_token(name, &provisio_store::TokenHash([42; 32]))
+        .await
+        .unwrap();
+}
