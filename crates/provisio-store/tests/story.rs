@@ -165,7 +165,7 @@ fn new_event(n: u64, at_ms: i64, handlers: &[(i64, bool)], key: Option<&str>) ->
         event: Event {
             id: format!("evt-{n:05}"),
             events_id: "clients.update".to_owned(),
-            object_id: ObjectId::Number(object.into()),
+            object_id: ObjectId::from(object),
             dt: from_millis(at_ms),
             data: format!("{{\"n\":{n}}}"),
         },
@@ -519,7 +519,7 @@ async fn story(store: &dyn Store) {
         "another object"
     );
     let (event, _) = store.get_event("evt-00001").await.unwrap().unwrap();
-    assert_eq!(event.object_id, ObjectId::Number(7.into()));
+    assert_eq!(event.object_id, ObjectId::from(7u64));
     assert_eq!(event.data, "{\"n\":1}");
     assert!(store.get_event("nope").await.unwrap().is_none());
 

@@ -151,3 +151,104 @@ async fn plant_token_named(data_dir: &std::path::Path, name: &str) {
         .await
         .unwrap();
 }
+
+/// An emit body with `object_id` written as raw JSON text, so the test's own
+/// JSON handling cannot round it.
+fn emit_body(object_id: &str) -> String {
+    format!(
+        r#"{{"events_id":"clients.create","object_id":{object_id},"data":{{"copy":{object_id}}}}}"#
+    )
+}
+
+/// The raw text of a GET with the admin token, for checks a parsed `Value`
+/// would blur (it reads large integers as floats).
+async fn get_text(app: &TestApp, path: &str) -> String {
+    let resp = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn hardening_inp_large_object_ids_are_kept_exactly_and_stay_distinct() {
+    const HELD: &str = "18446744073709551616";
+    const NEXT: &str = "18446744073709551617";
+    // HELD's delivery keeps failing, so the ordered handler's queue for HELD
+    // stays open; NEXT is another object and must not wait behind it.
+    let held_marker = format!(r#""object_id":{HELD}"#);
+    let receiver = Receiver::with(move |r, _| {
+        Reply::status(if r.body.contains(&held_marker) {
+            500
+        } else {
+            200
+        })
+    })
+    .await;
+    let app = TestApp::spawn().await;
+    app.create_handler(serde_json::json!({ "target": receiver.url(), "max_attempts": 50 }))
+        .await;
+    let mut ids = Vec::new();
+    for object_id in [
+        HELD,
+        NEXT,
+        "-18446744073709551617",
+        r#""18446744073709551617""#,
+    ] {
+        let (status, body) = app.post_raw("/api/v1/events", emit_body(object_id)).await;
+        assert_eq!(status, 202, "{object_id}: {body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+
+    // Each reaches the receiver as the exact text sent, in the event and in
+    // the data (which is kept as raw text).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for object_id in [NEXT, "-18446744073709551617", r#""18446744073709551617""#] {
+        let expected = format!(r#""object_id":{object_id}}},"data":{{"copy":{object_id}}}}}"#);
+        while !receiver
+            .received()
+            .iter()
+            .any(|r| r.body.ends_with(&expected))
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{expected} never arrived: {:?}",
+                receiver
+                    .received()
+                    .iter()
+                    .map(|r| &r.body)
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    // The API reads them back exactly too.
+    let event = get_text(&app, &format!("/api/v1/events/{}", ids[1])).await;
+    assert!(event.contains(&format!(r#""object_id":{NEXT}"#)), "{event}");
+    let log = get_text(&app, &format!("/api/v1/executions?object_id={NEXT}")).await;
+    assert!(log.contains(&format!(r#""object_id":{NEXT}"#)), "{log}");
+    assert!(!log.contains(&format!(r#""object_id":{HELD}"#)), "{log}");
+}
+
+#[tokio::test]
+async fn hardening_inp_object_ids_that_are_not_integers_are_refused_by_name() {
+    let app = TestApp::spawn().await;
+    for object_id in ["12.5", "12.0", "1e3", "-0", "1E-2", r#""""#, "null"] {
+        let (status, body) = app.post_raw("/api/v1/events", emit_body(object_id)).await;
+        let fields = assert_error(
+            status,
+            &body,
+            reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        );
+        assert!(fields.get("object_id").is_some(), "{object_id}: {body}");
+        let (status, body) = app
+            .post_raw("/api/v1/events/before", emit_body(object_id))
+            .await;
+        assert_eq!(status, 422, "before stage, {object_id}: {body}");
+    }
+}
