@@ -86,7 +86,7 @@ impl HttpExecutor {
         };
         let mut outcome = CallOutcome::new(request);
 
-        if let Err(e) = self.check_ip_literal(&handler.spec.target) {
+        if let Err(e) = self.deny.check_url(&handler.spec.target) {
             outcome.error = Some(e);
             outcome.duration = started.elapsed();
             return outcome;
@@ -139,19 +139,6 @@ impl HttpExecutor {
         }
         outcome.duration = started.elapsed();
         outcome
-    }
-
-    fn check_ip_literal(&self, target: &str) -> Result<(), String> {
-        let url = reqwest::Url::parse(target).map_err(|e| format!("invalid URL: {e}"))?;
-        let ip = match url.host() {
-            Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip),
-            Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip),
-            _ => return Ok(()),
-        };
-        if self.deny.denies(ip) {
-            return Err(format!("{ip} is in a denied network"));
-        }
-        Ok(())
     }
 }
 

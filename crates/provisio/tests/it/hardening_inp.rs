@@ -252,3 +252,94 @@ async fn hardening_inp_object_ids_that_are_not_integers_are_refused_by_name() {
         assert_eq!(status, 422, "before stage, {object_id}: {body}");
     }
 }
+
+/// A receiver on every loopback address at once (`[::]`, dual-stack) that
+/// counts the requests reaching it: whatever spelling of "this host" a
+/// handler uses, it lands here if it gets through.
+async fn loopback_counter() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { "ok" }
+    });
+    let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, hits)
+}
+
+/// Spellings of loopback an attacker tried that Linux connects (to a
+/// receiver on `port`), and one it does not route but that must be refused
+/// all the same (IPv4-compatible `::a.b.c.d`).
+fn loopback_spellings(port: u16) -> (Vec<String>, Vec<String>) {
+    let url = |host: &&str| format!("http://{host}:{port}/hook");
+    let connected = [
+        "0",
+        "0.0.0.0",
+        "[::]",
+        "127.0.0.1",
+        "127.1",
+        "2130706433",
+        "0x7f.1",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "localhost",
+    ];
+    (
+        connected.iter().map(url).collect(),
+        ["[::127.0.0.1]"].iter().map(url).collect(),
+    )
+}
+
+/// One handler per target (named after it, one attempt), and one event
+/// that goes to all of them.
+async fn call_each(app: &TestApp, targets: &[String]) {
+    for target in targets {
+        let handler = serde_json::json!({ "name": target, "target": target, "max_attempts": 1 });
+        app.create_handler(handler).await;
+    }
+    app.emit(
+        "clients.create",
+        serde_json::json!(1),
+        serde_json::json!({}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hardening_inp_no_spelling_of_a_denied_loopback_reaches_it() {
+    use std::sync::atomic::Ordering;
+    let (port, hits) = loopback_counter().await;
+    let app = TestApp::spawn_with(|s| {
+        s.deny_networks.push("127.0.0.0/8".parse().unwrap());
+        s.deny_networks.push("::1/128".parse().unwrap());
+    })
+    .await;
+    let (connected, unrouted) = loopback_spellings(port);
+    let targets = [connected.clone(), unrouted].concat();
+    call_each(&app, &targets).await;
+    let rows = app.wait_executions("status=fail", targets.len()).await;
+    for row in &rows {
+        let error = row["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("denied network"),
+            "{}: {error}",
+            row["handler_name"]
+        );
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a denied spelling got through"
+    );
+
+    // The same spellings do reach the receiver where loopback is allowed, so
+    // the refusals above are the deny list's doing.
+    let open = TestApp::spawn().await;
+    call_each(&open, &connected).await;
+    open.wait_executions("status=success", connected.len())
+        .await;
+    assert_eq!(hits.load(Ordering::SeqCst), connected.len());
+}
