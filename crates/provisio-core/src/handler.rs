@@ -265,6 +265,31 @@ fn validate_http_target(target: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A target as the execution log shows it: the password of a URL replaced by
+/// `***` (`http://user:***@host/…`), or the user name when it stands alone,
+/// since that is how many APIs take a key (`https://KEY@api.example.net/`).
+/// Anything else, scripts' paths included, is returned as it is. Masking a
+/// masked target changes nothing.
+///
+/// Handler reads keep the real target: an operator has to see and edit it.
+pub fn masked_target(target: &str) -> std::borrow::Cow<'_, str> {
+    let Ok(mut url) = url::Url::parse(target) else {
+        return target.into();
+    };
+    let masked = if url.password().is_some() {
+        url.set_password(Some("***"))
+    } else if !url.username().is_empty() {
+        url.set_username("***")
+    } else {
+        return target.into();
+    };
+    match masked {
+        Ok(()) => url.to_string().into(),
+        // Only URLs without a host refuse credentials, and those have none.
+        Err(()) => target.into(),
+    }
+}
+
 /// The syntactic half of the script check: a relative path that stays inside the
 /// directory on its face. The engine then resolves symlinks and checks the file.
 pub fn validate_script_target(target: &str) -> Result<(), String> {
@@ -364,6 +389,30 @@ mod tests {
             "headers",
         ] {
             assert!(e.get(field).is_some(), "{field} not reported: {e:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_in_targets_are_masked() {
+        for (target, shown) in [
+            ("http://user:pw@host/x?a=1", "http://user:***@host/x?a=1"),
+            (
+                "https://u:p%40ss@h.example:8443/",
+                "https://u:***@h.example:8443/",
+            ),
+            ("http://:pw@host/", "http://:***@host/"),
+            (
+                "http://sk_live_123@api.example.net/v1",
+                "http://***@api.example.net/v1",
+            ),
+            ("http://user:***@host/", "http://user:***@host/"),
+            ("http://host/path", "http://host/path"),
+            ("HTTP://Host/Path", "HTTP://Host/Path"),
+            ("hooks/sync.sh", "hooks/sync.sh"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(masked_target(target), shown, "{target}");
+            assert_eq!(masked_target(shown), shown, "masking twice: {shown}");
         }
     }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use provisio_core::handler::Handler;
+use provisio_core::handler::{Handler, masked_target};
 use provisio_store::RequestRecord;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 
@@ -80,7 +80,7 @@ impl HttpExecutor {
         );
 
         let request = RequestRecord {
-            target: handler.spec.target.clone(),
+            target: masked_target(&handler.spec.target).into_owned(),
             headers: record_headers(&headers),
             body,
         };

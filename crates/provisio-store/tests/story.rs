@@ -586,6 +586,13 @@ async fn story(store: &dyn Store) {
         delivery_id: None,
         event_id: None,
         data_after: Some("{\"n\":0}".to_owned()),
+        request: RequestRecord {
+            target: "http://alice:s3cret@127.0.0.1:9/hook".to_owned(),
+            ..finished(&d1, DeliveryNext::Succeeded, t1 + 600)
+                .execution
+                .unwrap()
+                .request
+        },
         ..finished(&d1, DeliveryNext::Succeeded, t1 + 600)
             .execution
             .unwrap()
@@ -744,6 +751,10 @@ async fn story(store: &dyn Store) {
         .remove(0);
     assert_eq!(before_row.data_after.as_deref(), Some("{\"n\":0}"));
     assert_eq!(before_row.response_status, Some(200));
+    assert_eq!(
+        before_row.request.target, "http://alice:***@127.0.0.1:9/hook",
+        "a URL's password never reaches the log, whoever writes the row"
+    );
     assert_eq!(
         before_row
             .request

@@ -343,3 +343,78 @@ async fn hardening_inp_no_spelling_of_a_denied_loopback_reaches_it() {
         .await;
     assert_eq!(hits.load(Ordering::SeqCst), connected.len());
 }
+
+#[tokio::test]
+async fn hardening_inp_passwords_in_handler_urls_never_reach_the_execution_log() {
+    use serde_json::json;
+    let receiver = Receiver::ok().await;
+    let slow =
+        Receiver::sequence(vec![Reply::delayed(200, std::time::Duration::from_secs(2))]).await;
+    let app =
+        TestApp::spawn_with(|s| s.before_deadline = std::time::Duration::from_millis(300)).await;
+    let creds =
+        |url: String, userinfo: &str| url.replace("http://", &format!("http://{userinfo}@"));
+    let with_password = creds(receiver.url(), "alice:s3cret-pw");
+    let after = app
+        .create_handler(json!({ "name": "password", "target": with_password }))
+        .await;
+    app.create_handler(json!({ "name": "key", "target": creds(receiver.url(), "sk_live_key123") }))
+        .await;
+    app.create_handler(json!({ "name": "refused", "target": "http://bob:hunter2-pw@127.0.0.1:1/x", "max_attempts": 1 }))
+        .await;
+    // Before stage: the slow handler uses up the chain's deadline, so the
+    // next one is skipped, and its row is written by the chain itself.
+    app.create_handler(json!({ "name": "slow", "stage": "before", "priority": 1, "on_failure": "allow", "target": creds(slow.url(), "carol:slow-pw") }))
+        .await;
+    app.create_handler(json!({ "name": "skipped", "stage": "before", "priority": 2, "target": creds(receiver.url(), "dave:skipped-pw") }))
+        .await;
+
+    app.emit("clients.create", json!(1), json!({})).await;
+    let (status, body) = app
+        .post(
+            "/api/v1/events/before",
+            json!({ "events_id": "clients.create", "object_id": 1 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let rows = app.wait_executions("", 5).await;
+    let skipped = rows
+        .iter()
+        .find(|r| r["handler_name"] == "skipped")
+        .unwrap();
+    assert!(
+        skipped["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deadline"),
+        "{skipped}"
+    );
+
+    let log = get_text(&app, "/api/v1/executions?per_page=500").await;
+    for secret in [
+        "s3cret-pw",
+        "sk_live_key123",
+        "hunter2-pw",
+        "slow-pw",
+        "skipped-pw",
+    ] {
+        assert!(!log.contains(secret), "{secret} is in the log: {log}");
+    }
+    for shown in [
+        "http://alice:***@127.0.0.1:",
+        "http://***@127.0.0.1:",
+        "http://dave:***@127.0.0.1:",
+    ] {
+        assert!(log.contains(shown), "{shown} is not in the log: {log}");
+    }
+    // The credentials still reach the receiver (as Basic auth), and the
+    // handler still shows its real target to the operator who edits it.
+    let got = receiver.wait_for(2).await;
+    assert!(
+        got.iter()
+            .all(|r| r.header("authorization").starts_with("Basic ")),
+        "{got:?}"
+    );
+    let (_, handler) = app.get(&format!("/api/v1/handlers/{}", after["id"])).await;
+    assert_eq!(handler["target"], with_password);
+}
