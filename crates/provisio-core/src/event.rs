@@ -301,6 +301,75 @@ mod tests {
         }
         assert!(ObjectId::from_json_text("null").is_err());
     }
+
+    proptest::proptest! {
+        /// Any `object_id` text an emitter sends is judged without
+        /// panicking, and what is accepted keeps the rules: an integer's
+        /// exact text, or a non-empty string of bounded length.
+        #[test]
+        fn any_object_id_text_is_judged_without_panicking(
+            text in proptest::prop_oneof![
+                ".*",
+                "-?[0-9]{0,300}(\\.[0-9]{0,3})?([eE][+-]?[0-9]{0,3})?",
+                "\"([^\"\\\\]|\\\\[\"\\\\/bfnrtu])*\"",
+            ],
+        ) {
+            match ObjectId::parse(&text) {
+                Ok(ObjectId::Number(n)) => {
+                    proptest::prop_assert!(is_integer_text(n.as_str()) && n.as_str() != "-0");
+                    proptest::prop_assert!(n.as_str().len() <= MAX_OBJECT_ID_LEN);
+                    proptest::prop_assert_eq!(n.as_str(), text.trim());
+                }
+                Ok(ObjectId::String(s)) => {
+                    proptest::prop_assert!(!s.is_empty() && s.len() <= MAX_OBJECT_ID_LEN);
+                }
+                Err(e) => proptest::prop_assert!(!e.is_empty()),
+            }
+            let _ = ObjectId::from_json_text(&text);
+        }
+
+        /// Every integer, however large, is kept as the exact text sent:
+        /// in the payload, in storage, in the API's JSON, and as its key.
+        #[test]
+        fn integers_round_trip_exactly(digits in "-?[1-9][0-9]{0,254}|0") {
+            let id = ObjectId::parse(&digits).unwrap();
+            proptest::prop_assert_eq!(id.to_json(), digits.clone());
+            proptest::prop_assert_eq!(id.key(), digits.clone());
+            proptest::prop_assert_eq!(serde_json::to_string(&id).unwrap(), digits.clone());
+            proptest::prop_assert_eq!(ObjectId::from_json_text(&id.to_json()), Ok(id));
+        }
+
+        /// Every string id round-trips through its JSON text, and keys as
+        /// itself.
+        #[test]
+        fn strings_round_trip(s in ".{1,64}") {
+            let id = ObjectId::parse(&serde_json::to_string(&s).unwrap()).unwrap();
+            proptest::prop_assert_eq!(&id, &ObjectId::String(s.clone()));
+            proptest::prop_assert_eq!(id.key(), s);
+            proptest::prop_assert_eq!(ObjectId::from_json_text(&id.to_json()), Ok(id.clone()));
+            proptest::prop_assert_eq!(serde_json::to_string(&id).unwrap(), id.to_json());
+        }
+
+        /// The payload is valid JSON carrying exactly the event's parts.
+        #[test]
+        fn the_payload_is_json_with_the_exact_object_id(
+            digits in "-?[1-9][0-9]{0,40}",
+            events_id in "[a-z]{1,8}(\\.[a-z_]{1,8}){0,3}",
+        ) {
+            let event = Event {
+                id: new_event_id(),
+                events_id: events_id.clone(),
+                object_id: ObjectId::parse(&digits).unwrap(),
+                dt: OffsetDateTime::UNIX_EPOCH,
+                data: "{}".into(),
+            };
+            let body = event.payload();
+            let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
+            proptest::prop_assert_eq!(&parsed["event"]["events_id"], events_id.as_str());
+            let expected = format!(r#""object_id":{digits}}}"#);
+            proptest::prop_assert!(body.contains(&expected));
+        }
+    }
 }
 
 crate::wire_enum! {
