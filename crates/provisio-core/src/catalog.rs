@@ -295,4 +295,50 @@ mod tests {
                 .is_err()
         );
     }
+
+    /// Text an outsider may send as an `events_id` or a handler pattern:
+    /// anything at all, and things shaped like ids and patterns.
+    fn pattern_text() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::prop_oneof![
+            ".*",
+            "[a-z_0-9.*]{0,30}",
+            "([a-z][a-z0-9_]{0,8}\\.){0,4}([a-z][a-z0-9_]{0,8}|\\*)",
+        ]
+    }
+
+    proptest::proptest! {
+        /// Never panics; an accepted id satisfies every rule it checks.
+        #[test]
+        fn event_type_ids_are_checked_without_panicking(id in pattern_text()) {
+            if validate_event_type_id(&id).is_ok() {
+                proptest::prop_assert!(!id.is_empty() && id.len() <= MAX_EVENT_TYPE_LEN);
+                for segment in id.split('.') {
+                    proptest::prop_assert!(segment.starts_with(|c: char| c.is_ascii_lowercase()));
+                    proptest::prop_assert!(segment
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+                }
+            }
+        }
+
+        /// A parsed pattern prints back to text that parses to itself, and
+        /// matches what it says it matches.
+        #[test]
+        fn patterns_round_trip_and_match_as_written(
+            text in pattern_text(),
+            events_id in pattern_text(),
+        ) {
+            let Ok(pattern) = EventPattern::parse(&text) else {
+                return Ok(());
+            };
+            proptest::prop_assert_eq!(pattern.to_string(), text.clone());
+            proptest::prop_assert_eq!(EventPattern::parse(&pattern.to_string()), Ok(pattern.clone()));
+            let expected = match text.strip_suffix('*') {
+                Some(prefix) => events_id.starts_with(prefix),
+                None => events_id == text,
+            };
+            proptest::prop_assert_eq!(pattern.matches(&events_id), expected);
+            let _ = pattern.check_against(builtin().iter().map(|t| t.id.as_str()));
+        }
+    }
 }

@@ -65,4 +65,38 @@ mod tests {
         let t = parse("2026-11-26T10:00:00.123Z").unwrap();
         assert_eq!(from_millis(to_millis(t)), t);
     }
+
+    proptest::proptest! {
+        /// Any `dt` text is parsed without panicking.
+        #[test]
+        fn any_dt_text_is_parsed_without_panicking(
+            text in proptest::prop_oneof![
+                ".*",
+                "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,12})?(Z|[+-][0-9]{2}:[0-9]{2})",
+            ],
+        ) {
+            if let Ok(t) = parse(&text) {
+                let _ = (format_seconds(t), format_millis(t), to_millis(t));
+            }
+        }
+
+        /// What provisio writes it reads back: the instant (to the second)
+        /// and the emitter's offset.
+        #[test]
+        fn dt_round_trips_with_its_offset(
+            seconds in -62_135_596_800i64..253_402_300_799,
+            offset_minutes in -1439i32..=1439,
+        ) {
+            let offset = UtcOffset::from_whole_seconds(offset_minutes * 60).unwrap();
+            let Ok(t) = OffsetDateTime::from_unix_timestamp(seconds).map(|t| t.to_offset(offset)) else {
+                return Ok(());
+            };
+            // Years outside 0000..=9999 have no RFC 3339 spelling.
+            proptest::prop_assume!((0..=9999).contains(&t.year()));
+            let back = parse(&format_seconds(t)).unwrap();
+            proptest::prop_assert_eq!(back, t);
+            proptest::prop_assert_eq!(back.offset(), offset);
+            proptest::prop_assert_eq!(from_millis(to_millis(t)), t);
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use provisio_core::handler::Handler;
+use provisio_core::handler::{Handler, masked_target};
 use provisio_store::RequestRecord;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 
@@ -80,13 +80,13 @@ impl HttpExecutor {
         );
 
         let request = RequestRecord {
-            target: handler.spec.target.clone(),
+            target: masked_target(&handler.spec.target).into_owned(),
             headers: record_headers(&headers),
             body,
         };
         let mut outcome = CallOutcome::new(request);
 
-        if let Err(e) = self.check_ip_literal(&handler.spec.target) {
+        if let Err(e) = self.deny.check_url(&handler.spec.target) {
             outcome.error = Some(e);
             outcome.duration = started.elapsed();
             return outcome;
@@ -139,19 +139,6 @@ impl HttpExecutor {
         }
         outcome.duration = started.elapsed();
         outcome
-    }
-
-    fn check_ip_literal(&self, target: &str) -> Result<(), String> {
-        let url = reqwest::Url::parse(target).map_err(|e| format!("invalid URL: {e}"))?;
-        let ip = match url.host() {
-            Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip),
-            Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip),
-            _ => return Ok(()),
-        };
-        if self.deny.denies(ip) {
-            return Err(format!("{ip} is in a denied network"));
-        }
-        Ok(())
     }
 }
 
@@ -207,5 +194,47 @@ mod tests {
         let past = HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT");
         assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes a receiver sends as `Retry-After`, reading them
+        /// never panics.
+        #[test]
+        fn any_retry_after_is_read_without_panicking(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            text in proptest::prop_oneof![
+                ".*",
+                "[ 0-9]{0,25}",
+                "(Mon|Tue|Wed), [0-9]{1,2} (Jan|Oct|Dec) [0-9]{1,5} [0-9]{2}:[0-9]{2}:[0-9]{2} (GMT|[+-][0-9]{4})",
+            ],
+        ) {
+            for value in [HeaderValue::from_bytes(&bytes), HeaderValue::from_str(&text)]
+                .into_iter()
+                .flatten()
+            {
+                let _ = parse_retry_after(&value);
+            }
+        }
+
+        /// Seconds read back as the same number of seconds, spaces around
+        /// them allowed.
+        #[test]
+        fn retry_after_seconds_round_trip(seconds in proptest::prelude::any::<u64>()) {
+            let value = HeaderValue::from_str(&format!(" {seconds} ")).unwrap();
+            proptest::prop_assert_eq!(parse_retry_after(&value), Some(Duration::from_secs(seconds)));
+        }
+
+        /// A date is a wait until then: never negative, and no longer than
+        /// the time to it.
+        #[test]
+        fn retry_after_dates_wait_until_then(offset in -10_000_000i64..10_000_000) {
+            let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(offset);
+            let text = at
+                .format(&time::format_description::well_known::Rfc2822)
+                .unwrap();
+            let wait = parse_retry_after(&HeaderValue::from_str(&text).unwrap()).unwrap();
+            let most = Duration::from_secs(offset.max(0).unsigned_abs() + 1);
+            proptest::prop_assert!(wait <= most, "{text}: {wait:?} > {most:?}");
+        }
     }
 }

@@ -116,8 +116,9 @@ pub trait Store: Send + Sync + 'static {
     /// The live token with this hash, if any.
     async fn find_token(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>>;
     async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
-    /// Revokes the live token with this id or name; false when there is none.
-    async fn revoke_token(&self, id_or_name: &str) -> StoreResult<bool>;
+    /// Revokes the one live token with this id, or with this name; false when
+    /// there is none.
+    async fn revoke_token(&self, token: TokenRef<'_>) -> StoreResult<bool>;
 
     // --- Event catalog ----------------------------------------------------
 

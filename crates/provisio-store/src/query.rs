@@ -42,7 +42,9 @@ where
             .push_bind(e.status.as_str())
             .push_bind(provisio_core::timefmt::to_millis(e.started_at))
             .push_bind(i64::from(e.duration_ms))
-            .push_bind(e.request.target.clone())
+            // The last guard for every writer of the log: a URL's password
+            // is never stored (`http://user:***@host/`).
+            .push_bind(provisio_core::handler::masked_target(&e.request.target).into_owned())
             .push_bind(crate::rows::json(&e.request.headers))
             .push_bind(e.request.body.clone())
             .push_bind(e.response_status.map(i64::from))
@@ -249,7 +251,9 @@ where
             'after', d.attempts, 'unknown', ",
     );
     q.push_bind(now_ms)
-        .push(", 0, COALESCE(h.target, ''), '{}', '', NULL, NULL, ")
+        // No request target: the handler's URL may hold a password, which is
+        // masked in Rust before it is written, and no request was recorded.
+        .push(", 0, '', '{}', '', NULL, NULL, ")
         .push_bind(false)
         .push(", ")
         .push_bind(INTERRUPTED)

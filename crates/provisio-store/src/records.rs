@@ -39,6 +39,14 @@ pub struct TokenRecord {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
+/// Which token to revoke. A name may be all digits, so a bare "3" could mean
+/// the token with id 3 or the one named "3": callers say which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRef<'a> {
+    Id(i64),
+    Name(&'a str),
+}
+
 /// A 1-based page of a list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {

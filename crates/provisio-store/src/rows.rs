@@ -214,7 +214,10 @@ pub(crate) fn execution(row: &impl Columns) -> StoreResult<ExecutionRecord> {
         started_at: from_millis(row.int("started_at")?),
         duration_ms: row.count("duration_ms")?,
         request: RequestRecord {
-            target: row.text("request_target")?,
+            // Masked on write too; this covers rows written before that,
+            // and any written by SQL that copies a handler's target.
+            target: provisio_core::handler::masked_target(&row.text("request_target")?)
+                .into_owned(),
             headers: serde_json::from_str(&row.text("request_headers")?)
                 .map_err(|e| corrupt("execution request headers", e))?,
             body: row.text("request_body")?,

@@ -48,13 +48,65 @@ async fn postgres_keeps_the_story() {
     store.close().await;
 }
 
+/// An execution row holding a URL password, written by raw SQL the way a
+/// row from before masking (or SQL copying a handler's target) holds one.
+const ROW_WITH_PASSWORD: &str = "INSERT INTO executions (handler_id, handler_name, events_id,
+    object_id, object_key, stage, attempt, status, started_at, duration_ms, request_target,
+    request_headers, request_body, response_truncated)
+    VALUES (1, 'h', 'clients.create', '1', '1', 'after', 1, 'fail', 0, 0,
+    'http://alice:s3cret@10.0.0.1/hook', '{}', '', FALSE)";
+
 #[tokio::test]
-async fn postgres_claims_from_two_pools_are_disjoint() {
+async fn sqlite_masks_a_stored_password_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("story.db");
+    let store = SqliteStore::open(&path, Durability::Normal).await.unwrap();
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query(ROW_WITH_PASSWORD).execute(&raw).await.unwrap();
+    raw.close().await;
+    password_is_masked_when_read(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_masks_a_stored_password_when_read() {
     let Some(db) = ScratchDatabase::create().await else {
         return;
     };
+    let store = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
+    let raw = sqlx::PgPool::connect(db.url()).await.unwrap();
+    sqlx::query(ROW_WITH_PASSWORD).execute(&raw).await.unwrap();
+    raw.close().await;
+    password_is_masked_when_read(&store).await;
+    store.close().await;
+}
+
+/// The store's one execution row, listed and read alone, shows no password.
+async fn password_is_masked_when_read(store: &dyn Store) {
+    let (rows, _) = store
+        .list_executions(&ExecutionFilter::default(), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(rows[0].request.target, "http://alice:***@10.0.0.1/hook");
+    let one = store.get_execution(rows[0].id).await.unwrap().unwrap();
+    assert_eq!(one.request.target, "http://alice:***@10.0.0.1/hook");
+}
+
+/// Two nodes (two pools) on one fresh database, or `None` where PostgreSQL
+/// is unreachable outside CI. The database lives as long as the handle.
+async fn two_nodes() -> Option<(ScratchDatabase, PgStore, PgStore)> {
+    let db = ScratchDatabase::create().await?;
     let a = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
     let b = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
+    Some((db, a, b))
+}
+
+#[tokio::test]
+async fn postgres_claims_from_two_pools_are_disjoint() {
+    let Some((_db, a, b)) = two_nodes().await else {
+        return;
+    };
     let handler = a.insert_handler(&spec("unordered", false)).await.unwrap();
     let batch: Vec<NewEvent> = (0..200)
         .map(|i| new_event(i, 1_000, &[(handler.id, false)], None))
@@ -75,11 +127,9 @@ async fn postgres_claims_from_two_pools_are_disjoint() {
 
 #[tokio::test]
 async fn postgres_orders_concurrent_emits_for_one_object() {
-    let Some(db) = ScratchDatabase::create().await else {
+    let Some((_db, a, b)) = two_nodes().await else {
         return;
     };
-    let a = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
-    let b = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
     let handler = a.insert_handler(&spec("ordered", true)).await.unwrap();
     // Many small batches from two pools at once, all for object 7: exactly
     // one delivery may be pending at any time.
@@ -96,6 +146,31 @@ async fn postgres_orders_concurrent_emits_for_one_object() {
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1, "one open delivery per (handler, object)");
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn postgres_two_nodes_put_one_new_admin_token_at_once() {
+    let Some((_db, a, b)) = two_nodes().await else {
+        return;
+    };
+    // Nodes restarted together with a changed PROVISIO_ADMIN_TOKEN: both
+    // starts succeed and exactly one live token holds the new value.
+    for round in 0..20u8 {
+        let hash = TokenHash([round; 32]);
+        let (x, y) = tokio::join!(a.put_token("admin", &hash), b.put_token("admin", &hash));
+        assert_eq!(x.unwrap().id, y.unwrap().id, "round {round}");
+    }
+    let live: Vec<_> = a
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.revoked_at.is_none())
+        .collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].hash, TokenHash([19; 32]));
     a.close().await;
     b.close().await;
 }
@@ -125,7 +200,7 @@ fn new_event(n: u64, at_ms: i64, handlers: &[(i64, bool)], key: Option<&str>) ->
         event: Event {
             id: format!("evt-{n:05}"),
             events_id: "clients.update".to_owned(),
-            object_id: ObjectId::Number(object.into()),
+            object_id: ObjectId::from(object),
             dt: from_millis(at_ms),
             data: format!("{{\"n\":{n}}}"),
         },
@@ -232,11 +307,43 @@ async fn story(store: &dyn Store) {
     let replaced = store.put_token("ci", &TokenHash([3; 32])).await.unwrap();
     assert_ne!(replaced.id, first.id);
     assert_eq!(store.find_token(&TokenHash([1; 32])).await.unwrap(), None);
-    assert!(store.revoke_token("ci").await.unwrap());
-    assert!(!store.revoke_token("ci").await.unwrap());
+    assert!(store.revoke_token(TokenRef::Name("ci")).await.unwrap());
+    assert!(!store.revoke_token(TokenRef::Name("ci")).await.unwrap());
     let tokens = store.list_tokens().await.unwrap();
     assert_eq!(tokens.len(), 2);
     assert!(tokens.iter().all(|t| t.revoked_at.is_some()));
+    // A token changed back to an earlier value (PROVISIO_ADMIN_TOKEN A → B →
+    // A across restarts) is live again as a new row; the old row stays
+    // revoked for the record, so its ended web sessions stay ended.
+    let a = store.put_token("admin", &TokenHash([4; 32])).await.unwrap();
+    store.put_token("admin", &TokenHash([5; 32])).await.unwrap();
+    let a_again = store.put_token("admin", &TokenHash([4; 32])).await.unwrap();
+    assert_ne!(a_again.id, a.id);
+    assert_eq!(
+        store.find_token(&TokenHash([4; 32])).await.unwrap(),
+        Some(a_again.clone())
+    );
+    assert_eq!(store.find_token(&TokenHash([5; 32])).await.unwrap(), None);
+    assert!(store.revoke_token(TokenRef::Name("admin")).await.unwrap());
+    // A name that is another token's id: each reference means one token.
+    let one = store
+        .create_token("one", &TokenHash([10; 32]))
+        .await
+        .unwrap();
+    let id_text = one.id.to_string();
+    store
+        .create_token(&id_text, &TokenHash([11; 32]))
+        .await
+        .unwrap();
+    assert!(store.revoke_token(TokenRef::Name(&id_text)).await.unwrap());
+    assert_eq!(store.find_token(&TokenHash([11; 32])).await.unwrap(), None);
+    assert_eq!(
+        store.find_token(&TokenHash([10; 32])).await.unwrap(),
+        Some(one.clone()),
+        "revoking by name leaves the token with that id"
+    );
+    assert!(store.revoke_token(TokenRef::Id(one.id)).await.unwrap());
+    assert!(!store.revoke_token(TokenRef::Id(one.id)).await.unwrap());
 
     // --- Catalog --------------------------------------------------------
     let builtin = provisio_core::catalog::builtin();
@@ -450,7 +557,7 @@ async fn story(store: &dyn Store) {
         "another object"
     );
     let (event, _) = store.get_event("evt-00001").await.unwrap().unwrap();
-    assert_eq!(event.object_id, ObjectId::Number(7.into()));
+    assert_eq!(event.object_id, ObjectId::from(7u64));
     assert_eq!(event.data, "{\"n\":1}");
     assert!(store.get_event("nope").await.unwrap().is_none());
 
@@ -539,6 +646,13 @@ async fn story(store: &dyn Store) {
         delivery_id: None,
         event_id: None,
         data_after: Some("{\"n\":0}".to_owned()),
+        request: RequestRecord {
+            target: "http://alice:s3cret@127.0.0.1:9/hook".to_owned(),
+            ..finished(&d1, DeliveryNext::Succeeded, t1 + 600)
+                .execution
+                .unwrap()
+                .request
+        },
         ..finished(&d1, DeliveryNext::Succeeded, t1 + 600)
             .execution
             .unwrap()
@@ -698,6 +812,10 @@ async fn story(store: &dyn Store) {
     assert_eq!(before_row.data_after.as_deref(), Some("{\"n\":0}"));
     assert_eq!(before_row.response_status, Some(200));
     assert_eq!(
+        before_row.request.target, "http://alice:***@127.0.0.1:9/hook",
+        "a URL's password never reaches the log, whoever writes the row"
+    );
+    assert_eq!(
         before_row
             .request
             .headers
@@ -744,7 +862,7 @@ async fn story(store: &dyn Store) {
         store.find_session(&[9; 32]).await.unwrap(),
         Some(session.clone())
     );
-    assert!(store.revoke_token("web").await.unwrap());
+    assert!(store.revoke_token(TokenRef::Name("web")).await.unwrap());
     assert_eq!(
         store.find_session(&[9; 32]).await.unwrap(),
         None,

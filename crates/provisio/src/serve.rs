@@ -189,12 +189,19 @@ async fn bootstrap_admin_token(
     settings: &Settings,
 ) -> anyhow::Result<Option<String>> {
     if let Some(token) = &settings.admin_token {
-        store
-            .put_token(
-                ADMIN_TOKEN_NAME,
-                &provisio_server::auth::hash_token(token.expose()),
-            )
-            .await?;
+        let hash = provisio_server::auth::hash_token(token.expose());
+        // The same value as another live token would make two names for one
+        // credential; say which, so the operator knows what to revoke.
+        if let Some(other) = store.find_token(&hash).await?
+            && other.name != ADMIN_TOKEN_NAME
+        {
+            anyhow::bail!(
+                "PROVISIO_ADMIN_TOKEN is already the live token named {:?}; revoke that one (provisio token revoke --id {}) or choose another value",
+                other.name,
+                other.id
+            );
+        }
+        store.put_token(ADMIN_TOKEN_NAME, &hash).await?;
         return Ok(None);
     }
     let live = store

@@ -34,9 +34,11 @@ pub fn router() -> Router<AppState> {
 pub struct EmitIn {
     /// A type from the catalog, such as `clients.create`.
     pub events_id: String,
-    /// The object's id, a number or a string; its JSON type is kept.
+    /// The object's id: an integer (of any size, kept exactly) or a string;
+    /// its JSON type is kept. Read as raw text, so a large integer never
+    /// passes through a float.
     #[schema(value_type = Object)]
-    pub object_id: serde_json::Value,
+    pub object_id: Box<RawValue>,
     /// The event's data: a JSON object (`{}` when left out).
     #[schema(value_type = Object)]
     pub data: Option<Box<RawValue>>,
@@ -63,7 +65,7 @@ struct ValidEvent {
 impl EmitIn {
     fn validate(self) -> ApiResult<ValidEvent> {
         Ok(ValidEvent {
-            object_id: ObjectId::from_json(self.object_id)
+            object_id: ObjectId::parse(self.object_id.get())
                 .map_err(|e| ApiError::invalid_field("object_id", e))?,
             dt: self
                 .dt

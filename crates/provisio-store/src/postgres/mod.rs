@@ -183,8 +183,8 @@ impl Store for PgStore {
         tokens::list(&self.pool).await
     }
 
-    async fn revoke_token(&self, id_or_name: &str) -> StoreResult<bool> {
-        tokens::revoke(&self.pool, id_or_name).await
+    async fn revoke_token(&self, token: TokenRef<'_>) -> StoreResult<bool> {
+        tokens::revoke(&self.pool, token).await
     }
 
     async fn seed_event_types(&self, types: &[EventType]) -> StoreResult<()> {

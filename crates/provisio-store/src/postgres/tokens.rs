@@ -4,7 +4,7 @@ use sqlx::postgres::PgPool;
 
 use super::{conflict_on_unique, now_ms};
 use crate::rows::token as from_row;
-use crate::{StoreResult, TokenHash, TokenRecord};
+use crate::{StoreError, StoreResult, TokenHash, TokenRecord, TokenRef};
 
 pub(super) async fn create(
     pool: &PgPool,
@@ -26,8 +26,18 @@ pub(super) async fn create(
 
 /// Revokes the live token of that name unless it already has this hash, then
 /// stores the new one, in one transaction. Two nodes starting at once with the
-/// same `PROVISIO_ADMIN_TOKEN` serialize on the row lock of the live token.
+/// same `PROVISIO_ADMIN_TOKEN` serialize on the row lock of the live token; the
+/// one that waited finds the row revoked, and its insert then clashes with the
+/// winner's. One retry sees the winner's row, which already has this hash, so
+/// neither node fails its start.
 pub(super) async fn put(pool: &PgPool, name: &str, hash: &TokenHash) -> StoreResult<TokenRecord> {
+    match put_once(pool, name, hash).await {
+        Err(StoreError::Conflict(_)) => put_once(pool, name, hash).await,
+        done => done,
+    }
+}
+
+async fn put_once(pool: &PgPool, name: &str, hash: &TokenHash) -> StoreResult<TokenRecord> {
     let mut tx = pool.begin().await?;
     let now = now_ms();
     let live = sqlx::query(
@@ -64,9 +74,7 @@ pub(super) async fn put(pool: &PgPool, name: &str, hash: &TokenHash) -> StoreRes
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| {
-        conflict_on_unique(e, || {
-            "that token is already stored under another name".into()
-        })
+        conflict_on_unique(e, || "that token is already live under another name".into())
     })?;
     tx.commit().await?;
     from_row(&row)
@@ -94,16 +102,18 @@ pub(super) async fn list(pool: &PgPool) -> StoreResult<Vec<TokenRecord>> {
         .collect()
 }
 
-pub(super) async fn revoke(pool: &PgPool, id_or_name: &str) -> StoreResult<bool> {
-    let id: i64 = id_or_name.parse().unwrap_or(-1);
-    let done = sqlx::query(
-        "UPDATE api_tokens SET revoked_at = $1
-         WHERE revoked_at IS NULL AND (id = $2 OR name = $3)",
-    )
-    .bind(now_ms())
-    .bind(id)
-    .bind(id_or_name)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() > 0)
+pub(super) async fn revoke(pool: &PgPool, token: TokenRef<'_>) -> StoreResult<bool> {
+    let query = match token {
+        TokenRef::Id(id) => sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND id = $2",
+        )
+        .bind(now_ms())
+        .bind(id),
+        TokenRef::Name(name) => sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND name = $2",
+        )
+        .bind(now_ms())
+        .bind(name),
+    };
+    Ok(query.execute(pool).await?.rows_affected() > 0)
 }

@@ -157,8 +157,8 @@ impl Store for SqliteStore {
         tokens::list(&self.read).await
     }
 
-    async fn revoke_token(&self, id_or_name: &str) -> StoreResult<bool> {
-        tokens::revoke(&self.write, id_or_name).await
+    async fn revoke_token(&self, token: TokenRef<'_>) -> StoreResult<bool> {
+        tokens::revoke(&self.write, token).await
     }
 
     async fn seed_event_types(&self, types: &[EventType]) -> StoreResult<()> {

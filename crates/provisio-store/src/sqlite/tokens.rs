@@ -4,7 +4,7 @@ use sqlx::sqlite::SqlitePool;
 
 use super::{conflict_on_unique, now_ms};
 use crate::rows::token as from_row;
-use crate::{StoreResult, TokenHash, TokenRecord};
+use crate::{StoreResult, TokenHash, TokenRecord, TokenRef};
 
 pub(super) async fn create(
     pool: &SqlitePool,
@@ -57,9 +57,7 @@ pub(super) async fn put(
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| {
-        conflict_on_unique(e, || {
-            "that token is already stored under another name".into()
-        })
+        conflict_on_unique(e, || "that token is already live under another name".into())
     })?;
     tx.commit().await?;
     from_row(&row)
@@ -81,15 +79,18 @@ pub(super) async fn list(pool: &SqlitePool) -> StoreResult<Vec<TokenRecord>> {
     rows.iter().map(from_row).collect()
 }
 
-pub(super) async fn revoke(pool: &SqlitePool, id_or_name: &str) -> StoreResult<bool> {
-    let id: i64 = id_or_name.parse().unwrap_or(-1);
-    let done = sqlx::query(
-        "UPDATE api_tokens SET revoked_at = ? WHERE revoked_at IS NULL AND (id = ? OR name = ?)",
-    )
-    .bind(now_ms())
-    .bind(id)
-    .bind(id_or_name)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() > 0)
+pub(super) async fn revoke(pool: &SqlitePool, token: TokenRef<'_>) -> StoreResult<bool> {
+    let query = match token {
+        TokenRef::Id(id) => {
+            sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE revoked_at IS NULL AND id = ?")
+                .bind(now_ms())
+                .bind(id)
+        }
+        TokenRef::Name(name) => sqlx::query(
+            "UPDATE api_tokens SET revoked_at = ? WHERE revoked_at IS NULL AND name = ?",
+        )
+        .bind(now_ms())
+        .bind(name),
+    };
+    Ok(query.execute(pool).await?.rows_affected() > 0)
 }

@@ -17,6 +17,7 @@ mod delivery;
 mod emit;
 mod examples;
 mod executions;
+mod hardening_inp;
 mod hardening_srv;
 mod postgres;
 mod retention;
