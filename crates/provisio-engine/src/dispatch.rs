@@ -58,22 +58,26 @@ impl Activity {
 /// How much the next claim may lease: in all, and per handler.
 struct Shares {
     limit: u32,
-    /// (handler, room) for every handler with attempts in flight or a recent
-    /// finish.
-    room: Vec<(i64, u32)>,
-    /// The room of any other handler.
-    default_room: u32,
+    /// (handler, room) for every handler with room: the claim looks at no
+    /// other.
+    handlers: Vec<(i64, u32)>,
 }
 
 impl InFlight {
-    /// The next claim's shares, given `free` of `total` slots. While more than
-    /// the reserve is free, every handler may fill up to `per_handler`, but
-    /// only the slots above the reserve are handed out. Within the reserve,
-    /// handlers that answer may still fill up to `per_handler`, others only up
-    /// to [`RESERVED_SHARE`]. So hung handlers hold at most three quarters of
-    /// the slots plus a few each, and a handler that answers always finds
-    /// room. `None` when nothing may be claimed.
-    fn shares(&self, free: usize, total: usize, per_handler: usize) -> Option<Shares> {
+    /// The next claim's shares for `handlers`, given `free` of `total` slots.
+    /// While more than the reserve is free, every handler may fill up to
+    /// `per_handler`, but only the slots above the reserve are handed out.
+    /// Within the reserve, handlers that answer may still fill up to
+    /// `per_handler`, others only up to [`RESERVED_SHARE`]. So hung handlers
+    /// hold at most three quarters of the slots plus a few each, and a handler
+    /// that answers always finds room. `None` when nothing may be claimed.
+    fn shares(
+        &self,
+        handlers: impl Iterator<Item = i64>,
+        free: usize,
+        total: usize,
+        per_handler: usize,
+    ) -> Option<Shares> {
         let reserve = total / RESERVE_DIVISOR;
         let within_reserve = free <= reserve;
         let limit = if within_reserve { free } else { free - reserve };
@@ -88,21 +92,20 @@ impl InFlight {
         let now = tokio::time::Instant::now();
         let mut map = self.0.lock().expect("in-flight lock poisoned");
         map.retain(|_, a| a.running > 0 || a.answering(now));
-        let room = map
-            .iter()
-            .map(|(id, a)| {
-                let cap = if a.answering(now) {
-                    per_handler
-                } else {
-                    newcomer
+        let handlers = handlers
+            .filter_map(|id| {
+                let (cap, running) = match map.get(&id) {
+                    Some(a) if a.answering(now) => (per_handler, a.running),
+                    Some(a) => (newcomer, a.running),
+                    None => (newcomer, 0),
                 };
-                (*id, cap.saturating_sub(a.running) as u32)
+                let room = cap.saturating_sub(running).min(limit) as u32;
+                (room > 0).then_some((id, room))
             })
             .collect();
         Some(Shares {
             limit: (limit as u32).min(CLAIM_BATCH),
-            room,
-            default_room: newcomer as u32,
+            handlers,
         })
     }
 
@@ -170,26 +173,26 @@ pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<Recorde
                 }
             }
         }
+        let routes = engine.routes();
         let shares = ctx.in_flight.shares(
+            routes.handler_ids(),
             slots.available_permits(),
             shared.config.max_in_flight,
             per_handler,
         );
         if let Some(shares) = shares {
-            let routes = engine.routes();
             let lease = routes.max_timeout() + shared.config.lease_margin;
             let claim = Claim {
                 now_ms: now,
                 lease_until_ms: now + lease.as_millis() as i64,
                 limit: shares.limit,
-                room: &shares.room,
-                default_room: shares.default_room,
+                handlers: &shares.handlers,
             };
             match shared.store.claim_due(&claim).await {
                 Ok(claimed) => {
                     // Claim again at once if the claim was cut short: by its
-                    // limit, or by a handler's room (that handler is skipped
-                    // next time, so others' due work is reached).
+                    // limit, or by a handler's room (that handler has more due
+                    // work, and may have room again by then).
                     let mut again = claimed.len() as u32 == shares.limit;
                     let mut taken: HashMap<i64, u32> = HashMap::new();
                     for delivery in claimed {
@@ -202,14 +205,10 @@ pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<Recorde
                         ctx.in_flight.start(delivery.handler_id);
                         tokio::spawn(attempt(ctx.clone(), delivery, handler, permit));
                     }
-                    again |= taken.iter().any(|(id, n)| {
-                        let room = shares
-                            .room
-                            .iter()
-                            .find(|(h, _)| h == id)
-                            .map_or(shares.default_room, |(_, r)| *r);
-                        *n >= room
-                    });
+                    again |= shares
+                        .handlers
+                        .iter()
+                        .any(|(id, room)| taken.get(id).is_some_and(|n| n >= room));
                     if again {
                         continue;
                     }

@@ -63,6 +63,12 @@ impl RouteTable {
     pub fn get(&self, id: i64) -> Option<&Arc<Handler>> {
         self.by_id.get(&id)
     }
+
+    /// Every handler's id, whatever its status: deliveries of disabled or
+    /// moved handlers are claimed too, to be closed as not sent.
+    pub fn handler_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.by_id.keys().copied()
+    }
 }
 
 /// The shared, swappable current table.

@@ -6,7 +6,7 @@
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use crate::rows::like_pattern;
-use crate::{Claim, ExecutionFilter, ExecutionRecord, HandlerFilter};
+use crate::{ExecutionFilter, ExecutionRecord, HandlerFilter};
 
 /// Rows per multi-row statement: well under both databases' bound-parameter
 /// limits (SQLite 32,766; PostgreSQL 65,535) at 21 columns a row.
@@ -155,59 +155,6 @@ pub(crate) fn push_handler_filter<DB: Database>(
             .push_bind(like_pattern(text))
             .push(" ESCAPE '\\'");
     }
-}
-
-/// The `seq`s a claim leases: the oldest `limit` due deliveries, skipping
-/// handlers with no room, then at most each handler's room of them (a window
-/// over that short list, so a long queue costs nothing extra). `lock` is
-/// PostgreSQL's `FOR UPDATE SKIP LOCKED`, or empty.
-pub(crate) fn push_claim_seqs<DB: Database>(
-    q: &mut QueryBuilder<DB>,
-    claim: &Claim<'_>,
-    lock: &'static str,
-) where
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-{
-    q.push(
-        "SELECT seq FROM (SELECT seq, handler_id, ROW_NUMBER() OVER
-            (PARTITION BY handler_id ORDER BY next_attempt_at, seq) AS rn
-         FROM (SELECT seq, handler_id, next_attempt_at FROM deliveries
-               WHERE state = 'pending' AND lease_until IS NULL AND next_attempt_at <= ",
-    )
-    .push_bind(claim.now_ms);
-    let full: Vec<i64> = claim
-        .room
-        .iter()
-        .filter(|(_, room)| *room == 0)
-        .map(|(id, _)| *id)
-        .collect();
-    if !full.is_empty() {
-        q.push(" AND handler_id NOT IN (");
-        let mut list = q.separated(", ");
-        for id in full {
-            list.push_bind(id);
-        }
-        q.push(")");
-    }
-    q.push(" ORDER BY next_attempt_at, seq LIMIT ")
-        .push_bind(i64::from(claim.limit))
-        .push(lock)
-        .push(") AS due) AS ranked WHERE rn <= ");
-    let partial: Vec<&(i64, u32)> = claim.room.iter().filter(|(_, room)| *room > 0).collect();
-    if partial.is_empty() {
-        q.push_bind(i64::from(claim.default_room));
-        return;
-    }
-    q.push("CASE handler_id");
-    for (id, room) in partial {
-        q.push(" WHEN ")
-            .push_bind(*id)
-            .push(" THEN ")
-            .push_bind(i64::from(*room));
-    }
-    q.push(" ELSE ")
-        .push_bind(i64::from(claim.default_room))
-        .push(" END");
 }
 
 /// What an interrupted attempt's execution row and its delivery say.

@@ -131,26 +131,12 @@ pub enum EmitOutcome {
 pub struct Claim<'a> {
     pub now_ms: i64,
     pub lease_until_ms: i64,
-    /// The most deliveries leased in all.
+    /// The most deliveries leased in all, oldest due first.
     pub limit: u32,
-    /// How many more deliveries each listed handler may have leased now (0:
-    /// none); the dispatcher's fair share of its in-flight slots.
-    pub room: &'a [(i64, u32)],
-    /// The room of every handler not in `room`.
-    pub default_room: u32,
-}
-
-impl Claim<'_> {
-    /// A claim of up to `limit` deliveries with no per-handler bound.
-    pub fn unbounded(now_ms: i64, lease_until_ms: i64, limit: u32) -> Claim<'static> {
-        Claim {
-            now_ms,
-            lease_until_ms,
-            limit,
-            room: &[],
-            default_room: limit,
-        }
-    }
+    /// The handlers whose due deliveries may be leased, each with how many
+    /// (its room: the dispatcher's fair share of its in-flight slots). A
+    /// handler not listed is not looked at, so one with no room costs nothing.
+    pub handlers: &'a [(i64, u32)],
 }
 
 /// A leased delivery with everything needed to attempt it.

@@ -29,6 +29,64 @@ async fn sqlite_keeps_the_story() {
 }
 
 #[tokio::test]
+async fn sqlite_bounds_each_handler_by_its_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("story.db"), Durability::Normal)
+        .await
+        .unwrap();
+    each_handler_is_bounded_by_its_room(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_bounds_each_handler_by_its_room() {
+    let Some(db) = ScratchDatabase::create().await else {
+        return;
+    };
+    let store = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
+    each_handler_is_bounded_by_its_room(&store).await;
+    store.close().await;
+}
+
+/// A claim takes at most each handler's room, oldest due first across them,
+/// and never looks at a handler it was not given.
+async fn each_handler_is_bounded_by_its_room(store: &dyn Store) {
+    let a = store.insert_handler(&spec("a", false)).await.unwrap().id;
+    let b = store.insert_handler(&spec("b", false)).await.unwrap().id;
+    let c = store.insert_handler(&spec("c", false)).await.unwrap().id;
+    let batch: Vec<NewEvent> = (10_000..10_020)
+        .map(|i| new_event(i, 1_000, &[(a, false), (b, false), (c, false)], None))
+        .collect();
+    store.insert_events(&batch).await.unwrap();
+    let claimed = store
+        .claim_due(&Claim {
+            now_ms: 2_000,
+            lease_until_ms: 60_000,
+            limit: 100,
+            handlers: &[(a, 3), (b, 30)],
+        })
+        .await
+        .unwrap();
+    let count = |h: i64| claimed.iter().filter(|d| d.handler_id == h).count();
+    assert_eq!((count(a), count(b), count(c)), (3, 20, 0));
+    let oldest_a: Vec<&str> = claimed
+        .iter()
+        .filter(|d| d.handler_id == a)
+        .map(|d| d.event.id.as_str())
+        .collect();
+    assert_eq!(oldest_a, ["evt-10000", "evt-10001", "evt-10002"]);
+    let limited = store
+        .claim_due(&Claim {
+            now_ms: 2_000,
+            lease_until_ms: 60_000,
+            limit: 5,
+            handlers: &[(a, 100), (c, 100)],
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 5, "the limit holds across handlers");
+}
+
+#[tokio::test]
 async fn postgres_keeps_the_story() {
     let Some(db) = ScratchDatabase::create().await else {
         return;
@@ -112,7 +170,13 @@ async fn postgres_claims_from_two_pools_are_disjoint() {
         .map(|i| new_event(i, 1_000, &[(handler.id, false)], None))
         .collect();
     a.insert_events(&batch).await.unwrap();
-    let claim = |limit| Claim::unbounded(2_000, 60_000, limit);
+    let handlers = [(handler.id, 150)];
+    let claim = |limit| Claim {
+        now_ms: 2_000,
+        lease_until_ms: 60_000,
+        limit,
+        handlers: &handlers,
+    };
     let (cx, cy) = (claim(150), claim(150));
     let (x, y) = tokio::join!(a.claim_due(&cx), b.claim_due(&cy));
     let (x, y) = (x.unwrap(), y.unwrap());
@@ -142,7 +206,12 @@ async fn postgres_orders_concurrent_emits_for_one_object() {
     };
     tokio::join!(emit(a.clone(), 0), emit(b.clone(), 1_000));
     let claimed = a
-        .claim_due(&Claim::unbounded(2_000, 60_000, 100))
+        .claim_due(&Claim {
+            now_ms: 2_000,
+            lease_until_ms: 60_000,
+            limit: 100,
+            handlers: &[(hid, 100)],
+        })
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1, "one open delivery per (handler, object)");
@@ -269,16 +338,19 @@ fn finished(c: &ClaimedDelivery, next: DeliveryNext, at_ms: i64) -> AttemptResul
     }
 }
 
-/// Claims up to 100 due deliveries, none of the handlers in `skip`.
+/// Claims up to 100 due deliveries of any handler (ids 1 to 50 cover a
+/// fresh store's) but those in `skip`.
 async fn claim(store: &dyn Store, now_ms: i64, skip: &[i64]) -> Vec<ClaimedDelivery> {
-    let room: Vec<(i64, u32)> = skip.iter().map(|h| (*h, 0)).collect();
+    let handlers: Vec<(i64, u32)> = (1..=50)
+        .filter(|id| !skip.contains(id))
+        .map(|id| (id, 100))
+        .collect();
     store
         .claim_due(&Claim {
             now_ms,
             lease_until_ms: now_ms + 30_000,
             limit: 100,
-            room: &room,
-            default_room: 100,
+            handlers: &handlers,
         })
         .await
         .unwrap()

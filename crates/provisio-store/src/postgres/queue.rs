@@ -24,9 +24,9 @@ use provisio_core::timefmt;
 use std::collections::HashMap;
 
 use sqlx::postgres::PgPool;
-use sqlx::{Acquire, PgConnection, Postgres, QueryBuilder};
+use sqlx::{Acquire, PgConnection, Postgres};
 
-use crate::query::{ROWS_PER_STATEMENT, log_interrupted, push_claim_seqs, settle_leases};
+use crate::query::{ROWS_PER_STATEMENT, log_interrupted, settle_leases};
 
 use super::{executions, notify_work};
 use crate::rows::{claimed, delivery, event};
@@ -213,21 +213,43 @@ pub(super) async fn claim_due(
     pool: &PgPool,
     claim: &Claim<'_>,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
-    let mut q =
-        QueryBuilder::<Postgres>::new("WITH leased AS (UPDATE deliveries SET lease_until = ");
-    q.push_bind(claim.lease_until_ms)
-        .push(", next_attempt_at = ")
-        .push_bind(claim.lease_until_ms)
-        .push(" WHERE seq IN (");
-    push_claim_seqs(&mut q, claim, " FOR UPDATE SKIP LOCKED");
-    q.push(
-        ") RETURNING seq, id, handler_id, attempts, round_start, event_id)
+    // For each handler, its oldest due rows up to its room (an index seek
+    // each, `deliveries_due_by_handler`), locked or skipped; of those the
+    // oldest `limit`. Rows locked but not chosen are released at the end of
+    // the statement.
+    let (ids, rooms): (Vec<i64>, Vec<i64>) = claim
+        .handlers
+        .iter()
+        .map(|(id, room)| (*id, i64::from(*room)))
+        .unzip();
+    let rows = sqlx::query(
+        "WITH due AS (
+             SELECT d.seq, d.next_attempt_at FROM unnest($1::int8[], $2::int8[]) AS h(id, room)
+             CROSS JOIN LATERAL (
+                 SELECT seq, next_attempt_at FROM deliveries
+                 WHERE state = 'pending' AND lease_until IS NULL AND handler_id = h.id
+                   AND next_attempt_at <= $3
+                 ORDER BY next_attempt_at, seq LIMIT h.room
+                 FOR UPDATE SKIP LOCKED
+             ) d
+             ORDER BY d.next_attempt_at, d.seq LIMIT $4
+         ), leased AS (
+             UPDATE deliveries SET lease_until = $5, next_attempt_at = $5
+             WHERE seq IN (SELECT seq FROM due)
+             RETURNING seq, id, handler_id, attempts, round_start, event_id
+         )
          SELECT l.seq, l.id, l.handler_id, l.attempts, l.round_start,
                 e.id AS event_id, e.events_id, e.object_id, e.dt, e.data
          FROM leased l JOIN events e ON e.id = l.event_id
          ORDER BY l.seq",
-    );
-    let rows = q.build().fetch_all(pool).await?;
+    )
+    .bind(ids)
+    .bind(rooms)
+    .bind(claim.now_ms)
+    .bind(i64::from(claim.limit))
+    .bind(claim.lease_until_ms)
+    .fetch_all(pool)
+    .await?;
     rows.iter().map(claimed).collect()
 }
 

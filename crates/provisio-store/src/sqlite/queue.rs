@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{Durability, executions, now_ms, write_tx};
-use crate::query::{ROWS_PER_STATEMENT, log_interrupted, push_claim_seqs, settle_leases};
+use crate::query::{ROWS_PER_STATEMENT, log_interrupted, settle_leases};
 use crate::rows::{
     DELIVERY_COLUMNS, claimed as claimed_from_row, delivery as delivery_from_row,
     event as event_from_row,
@@ -151,33 +151,66 @@ async fn seen_keys(
     Ok(seen)
 }
 
+/// Handlers per claim statement: SQLite allows 500 terms in a compound SELECT.
+const HANDLERS_PER_CLAIM: usize = 400;
+
 pub(super) async fn claim_due(
     pool: &SqlitePool,
     claim: &Claim<'_>,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
-    // One statement, so one round trip: lease the due rows and return them
-    // with their events' columns (scalar subqueries by primary key).
+    let mut claimed = Vec::new();
+    for handlers in claim.handlers.chunks(HANDLERS_PER_CLAIM) {
+        let limit = claim.limit as usize - claimed.len();
+        if limit == 0 {
+            break;
+        }
+        claimed.extend(claim_some(pool, claim, handlers, limit as i64).await?);
+    }
+    // RETURNING gives no order; attempts start oldest first.
+    claimed.sort_by_key(|c| c.seq);
+    Ok(claimed)
+}
+
+/// One statement, so one round trip: for each handler, its oldest due rows up
+/// to its room (an index seek each, `deliveries_due_by_handler`), of those the
+/// oldest `limit`, leased and returned with their events' columns.
+async fn claim_some(
+    pool: &SqlitePool,
+    claim: &Claim<'_>,
+    handlers: &[(i64, u32)],
+    limit: i64,
+) -> StoreResult<Vec<ClaimedDelivery>> {
     let mut q = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET lease_until = ");
     q.push_bind(claim.lease_until_ms)
         .push(", next_attempt_at = ")
         .push_bind(claim.lease_until_ms)
-        .push(" WHERE seq IN (");
-    push_claim_seqs(&mut q, claim, "");
-    q.push(
-        ") RETURNING seq, id, handler_id, attempts, round_start, event_id,
+        .push(" WHERE seq IN (SELECT seq FROM (");
+    for (i, (handler_id, room)) in handlers.iter().enumerate() {
+        if i > 0 {
+            q.push(" UNION ALL ");
+        }
+        q.push(
+            "SELECT * FROM (SELECT seq, next_attempt_at FROM deliveries
+             WHERE state = 'pending' AND lease_until IS NULL AND handler_id = ",
+        )
+        .push_bind(*handler_id)
+        .push(" AND next_attempt_at <= ")
+        .push_bind(claim.now_ms)
+        .push(" ORDER BY next_attempt_at, seq LIMIT ")
+        .push_bind(i64::from(*room))
+        .push(")");
+    }
+    q.push(") ORDER BY next_attempt_at, seq LIMIT ")
+        .push_bind(limit)
+        .push(
+            ") RETURNING seq, id, handler_id, attempts, round_start, event_id,
                (SELECT e.events_id FROM events e WHERE e.id = deliveries.event_id) AS events_id,
                (SELECT e.object_id FROM events e WHERE e.id = deliveries.event_id) AS object_id,
                (SELECT e.dt FROM events e WHERE e.id = deliveries.event_id) AS dt,
                (SELECT e.data FROM events e WHERE e.id = deliveries.event_id) AS data",
-    );
+        );
     let rows = q.build().fetch_all(pool).await?;
-    let mut claimed = rows
-        .iter()
-        .map(claimed_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
-    // RETURNING gives no order; attempts start oldest first.
-    claimed.sort_by_key(|c| c.seq);
-    Ok(claimed)
+    rows.iter().map(claimed_from_row).collect()
 }
 
 pub(super) async fn next_due_ms(pool: &SqlitePool) -> StoreResult<Option<i64>> {
