@@ -245,7 +245,9 @@ fn millis(d: std::time::Duration) -> u32 {
 struct ReplyBody {
     allow: Option<bool>,
     reason: Option<serde_json::Value>,
-    data: Option<serde_json::Value>,
+    /// Kept as the handler wrote it: parsed into a `Value`, an integer past
+    /// 64 bits would come back rounded.
+    data: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// Reads a reply per DESIGN §4 "Before-stage replies" and §9: a reply that was
@@ -288,7 +290,7 @@ fn read_reply(kind: HandlerKind, name: &str, outcome: &CallOutcome) -> Reply {
     }
     match reply.data {
         None => Reply::Unchanged,
-        Some(data @ serde_json::Value::Object(_)) => Reply::Changed(data.to_string()),
+        Some(data) if data.get().starts_with('{') => Reply::Changed(data.get().to_owned()),
         Some(_) => Reply::Failed("the reply's data is not a JSON object".into()),
     }
 }

@@ -341,3 +341,38 @@ async fn a_reply_that_cannot_be_read_is_a_failure_never_an_allow() {
         "every failed reply is logged with its reason"
     );
 }
+
+#[tokio::test]
+async fn data_a_handler_returns_is_kept_exactly() {
+    let app = TestApp::spawn().await;
+    let exact = Receiver::sequence(vec![Reply::with_body(
+        200,
+        r#"{"data": {"balance": 18446744073709551617, "rate": 0.1000000000000000055511}}"#,
+    )])
+    .await;
+    let next = Receiver::ok().await;
+    app.create_handler(before(exact.url(), json!({ "priority": 1 })))
+        .await;
+    app.create_handler(before(next.url(), json!({ "priority": 2 })))
+        .await;
+    let answer = app
+        .client
+        .post(app.url("/api/v1/events/before"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "events_id": "clients.create", "object_id": 1, "data": {} }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        answer.contains("18446744073709551617"),
+        "the caller got the data as written: {answer}"
+    );
+    let sent = next.received()[0].body.clone();
+    assert!(
+        sent.contains("18446744073709551617") && sent.contains("0.1000000000000000055511"),
+        "the next handler got the numbers as written: {sent}"
+    );
+}
