@@ -8,11 +8,13 @@
 //!   starts the engine and the HTTP server, and shuts them down in order.
 //! - [`tokens`]: `provisio token create|list|revoke` on the local database.
 //! - [`client`]: `provisio emit|handlers|executions|redeliver` against a running server.
+//! - [`output`]: standard output that ends quietly when its pipe closes.
 //! - [`supervisor`]: the hidden `provisio script-supervisor`, run around every
 //!   script so nothing the script started outlives it.
 
 pub mod client;
 pub mod config;
+pub mod output;
 pub mod serve;
 pub mod supervisor;
 pub mod tokens;

@@ -125,22 +125,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             delivery_id,
         } => provisio::client::redeliver(&client, &delivery_id).await,
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "provisio",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "provisio", &mut script);
+            provisio::output::write(&String::from_utf8_lossy(&script));
             Ok(())
         }
         Command::Config(ConfigCommand::Check(args)) => {
-            print!("{}", args.resolve()?.describe());
+            provisio::output::write(&args.resolve()?.describe());
             Ok(())
         }
         Command::Migrate(args) => {
             let settings = args.resolve()?;
             init_logging(LogFormat::Text);
-            println!("{}", provisio::serve::migrate(&settings).await?);
+            provisio::out!("{}", provisio::serve::migrate(&settings).await?);
             Ok(())
         }
         Command::Token(command) => {
@@ -161,8 +158,10 @@ fn one_line(err: &anyhow::Error) -> String {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROVISIO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: a log file or journald gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

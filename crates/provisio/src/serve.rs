@@ -1,6 +1,7 @@
 //! `provisio serve`: wires storage, engine and HTTP server together.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -219,7 +220,10 @@ async fn bootstrap_admin_token(
     let path = settings.store.data_dir.join("admin-token");
     write_private(&path, &format!("{token}\n"))
         .with_context(|| format!("cannot write {}", path.display()))?;
-    println!(
+    // Shown once; a closed standard output must not stop the server (the
+    // token is in the file too).
+    let _ = writeln!(
+        std::io::stdout(),
         "provisio: generated an admin API token (shown once; also in {}):\n{token}",
         path.display()
     );

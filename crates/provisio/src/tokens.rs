@@ -56,17 +56,17 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
             store
                 .create_token(name, &provisio_server::auth::hash_token(&token))
                 .await?;
-            println!("{token}");
+            crate::out!("{token}");
         }
         TokenCommand::List { store } => {
             let store = open_store(&store.resolve()?).await?;
-            println!("{:<6} {:<24} {:<30} STATUS", "ID", "NAME", "CREATED");
+            crate::out!("{:<6} {:<24} {:<30} STATUS", "ID", "NAME", "CREATED");
             for t in store.list_tokens().await? {
                 let status = match t.revoked_at {
                     Some(at) => format!("revoked {}", format_millis(at)),
                     None => "live".into(),
                 };
-                println!(
+                crate::out!(
                     "{:<6} {:<24} {:<30} {status}",
                     t.id,
                     t.name,
@@ -95,7 +95,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
             if !store.revoke_token(target).await? {
                 anyhow::bail!("no live token with {described}");
             }
-            println!("revoked the token with {described}");
+            crate::out!("revoked the token with {described}");
         }
     }
     Ok(())

@@ -88,7 +88,7 @@ fn query(pairs: &[(&'static str, Option<String>)]) -> Vec<(&'static str, String)
 }
 
 fn print_json(value: &Value) {
-    println!(
+    crate::out!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
@@ -108,7 +108,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", text.join("  ").trim_end());
+        crate::out!("{}", text.join("  ").trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
@@ -203,16 +203,16 @@ pub async fn emit(client: &ClientArgs, args: EmitArgs) -> anyhow::Result<()> {
         } else {
             "forbidden"
         };
-        println!(
+        crate::out!(
             "{verdict}{}",
             answer["reason"]
                 .as_str()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
         );
-        println!("data: {}", answer["data"]);
+        crate::out!("data: {}", answer["data"]);
         for step in answer["executions"].as_array().into_iter().flatten() {
-            println!(
+            crate::out!(
                 "  {} {} ({} ms){}",
                 text(&step["handler_name"]),
                 text(&step["outcome"]),
@@ -224,7 +224,7 @@ pub async fn emit(client: &ClientArgs, args: EmitArgs) -> anyhow::Result<()> {
             );
         }
     } else {
-        println!(
+        crate::out!(
             "event {} accepted, {} deliveries",
             text(&answer["id"]),
             answer["deliveries"]
@@ -308,7 +308,7 @@ pub async fn handlers(client: &ClientArgs, command: HandlersCommand) -> anyhow::
             if client.json {
                 print_json(&json!({ "deleted": id }));
             } else {
-                println!("deleted handler {id}");
+                crate::out!("deleted handler {id}");
             }
             return Ok(());
         }
@@ -322,7 +322,7 @@ pub async fn handlers(client: &ClientArgs, command: HandlersCommand) -> anyhow::
                 .map(Vec::as_slice)
                 .unwrap_or_default(),
         );
-        println!("({} in all)", answer["total"]);
+        crate::out!("({} in all)", answer["total"]);
     } else {
         handler_rows(std::slice::from_ref(&answer));
     }
@@ -407,7 +407,7 @@ pub async fn executions(client: &ClientArgs, command: ExecutionsCommand) -> anyh
                 ],
                 rows,
             );
-            println!("({} in all)", answer["total"]);
+            crate::out!("({} in all)", answer["total"]);
         }
         ExecutionsCommand::Show { id } => print_json(
             &api.send(
@@ -437,7 +437,7 @@ pub async fn redeliver(client: &ClientArgs, delivery_id: &str) -> anyhow::Result
     if client.json {
         print_json(&answer);
     } else {
-        println!(
+        crate::out!(
             "delivery {} queued again ({})",
             text(&answer["id"]),
             text(&answer["state"])

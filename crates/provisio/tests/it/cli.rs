@@ -265,3 +265,88 @@ fn shell_completions_are_printed() {
     let (_, help, _) = run_cli(&["--help"], &[]);
     assert!(!help.contains("supervisor"), "{help}");
 }
+
+/// Runs `provisio ARGS…` with its standard output already closed by the
+/// reader, as `provisio … | head` ends: (exit code, stderr).
+fn run_into_closed_pipe(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(args)
+        .env_remove("PROVISIO_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_early_ends_the_command_quietly() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::ok().await;
+    app.create_handler(json!({ "target": receiver.url() }))
+        .await;
+    let url = app.url("");
+    let env = [
+        ("PROVISIO_URL", url.as_str()),
+        ("PROVISIO_TOKEN", ADMIN_TOKEN),
+    ];
+    for args in [
+        &["handlers", "list"][..],
+        &["handlers", "list", "--json"],
+        &["executions", "list"],
+        &["completions", "bash"],
+        &["config", "check"],
+    ] {
+        let (code, stderr) = tokio::task::spawn_blocking({
+            let env = env.map(|(k, v)| (k.to_owned(), v.to_owned()));
+            move || {
+                let env: Vec<(&str, &str)> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                run_into_closed_pipe(args, &env)
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?} wrote: {stderr}");
+    }
+}
+
+/// Logs that go to a file or a pipe (journald, `> log`) carry no colour codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("PROVISIO_ADMIN_TOKEN", "colour-test-admin-token-123")
+        .env_remove("PROVISIO_LOG_FORMAT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("listening") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("listening"), "{seen}");
+    assert!(
+        !seen.contains('\u{1b}'),
+        "colour codes in a piped log: {seen:?}"
+    );
+}
