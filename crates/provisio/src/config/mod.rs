@@ -184,10 +184,25 @@ pub struct Settings {
     pub script_supervisor: Option<PathBuf>,
 }
 
+/// Where `serve` listens when nothing says otherwise.
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The data directory when nothing says otherwise.
+pub(crate) const DEFAULT_DATA_DIR: &str = "./data";
+/// The scripts directory when nothing says otherwise.
+pub(crate) const DEFAULT_SCRIPTS_DIR: &str = "./scripts";
+
 impl Settings {
     /// Settings for a test or embedding: defaults under `data_dir`, listening
     /// on a random loopback port.
+    ///
+    /// Each default is written once, in the layer that uses it: the engine's
+    /// in `EngineConfig::new`, the HTTP layer's in `ServerConfig::default`,
+    /// the database pool's in `PgSettings::new`. Resolving the flags, the file
+    /// and the environment starts from these, and `config check` prints the
+    /// result, so all of them agree.
     pub fn for_data_dir(data_dir: &Path) -> Self {
+        let engine = provisio_engine::EngineConfig::new(data_dir.join("scripts"));
+        let server = provisio_server::ServerConfig::default();
         Self {
             store: StoreSettings {
                 data_dir: data_dir.to_owned(),
@@ -195,18 +210,18 @@ impl Settings {
                 sqlite_synchronous: Durability::Full,
             },
             listen: "127.0.0.1:0".parse().expect("valid address"),
-            scripts_dir: data_dir.join("scripts"),
-            retry_schedule: RetrySchedule::default(),
+            scripts_dir: engine.scripts_dir,
+            retry_schedule: engine.retry_schedule,
             admin_token: None,
-            max_body_bytes: 1024 * 1024,
-            deny_networks: provisio_engine::netguard::default_deny_list(),
+            max_body_bytes: server.max_body_bytes,
+            deny_networks: engine.deny_networks,
             log_format: LogFormat::Text,
-            before_deadline: std::time::Duration::from_secs(10),
-            max_scripts: 8,
-            lease_margin: std::time::Duration::from_secs(30),
-            session_ttl: std::time::Duration::from_secs(12 * 3600),
-            retention: Some(std::time::Duration::from_secs(30 * 86_400)),
-            prune_every: std::time::Duration::from_secs(600),
+            before_deadline: engine.before_deadline,
+            max_scripts: engine.max_scripts,
+            lease_margin: engine.lease_margin,
+            session_ttl: server.session_ttl,
+            retention: engine.retention,
+            prune_every: engine.prune_every,
             script_supervisor: None,
         }
     }

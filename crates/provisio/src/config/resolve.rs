@@ -24,7 +24,7 @@ fn resolve_store(
     sync: Option<String>,
 ) -> Result<StoreSettings, ConfigError> {
     let data_dir = PathBuf::from(
-        pick(&args.data_dir, file.data_dir.clone()).unwrap_or_else(|| "./data".into()),
+        pick(&args.data_dir, file.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
     );
     let mut database = match pick(&args.database_url, file.database_url.clone()) {
         None => Database::Sqlite(data_dir.join("provisio.db")),
@@ -124,8 +124,10 @@ impl ServeArgs {
             pick(&self.sqlite_synchronous, file.sqlite_synchronous.clone()),
         )?;
 
+        // Every default comes from here (see `Settings::for_data_dir`).
+        let defaults = Settings::for_data_dir(&store.data_dir);
         let listen =
-            pick(&self.listen, file.listen.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
+            pick(&self.listen, file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen = listen.parse().map_err(|_| {
             invalid(
                 &LISTEN,
@@ -134,14 +136,15 @@ impl ServeArgs {
         })?;
 
         let scripts_dir = PathBuf::from(
-            pick(&self.scripts_dir, file.scripts_dir.clone()).unwrap_or_else(|| "./scripts".into()),
+            pick(&self.scripts_dir, file.scripts_dir.clone())
+                .unwrap_or_else(|| DEFAULT_SCRIPTS_DIR.into()),
         );
         if scripts_dir.as_os_str().is_empty() {
             return Err(invalid(&SCRIPTS_DIR, "must not be empty"));
         }
 
         let retry_schedule = match pick(&self.retry_schedule, file.retry_schedule.clone()) {
-            None => RetrySchedule::default(),
+            None => defaults.retry_schedule,
             Some(s) => RetrySchedule::parse(&s).map_err(|e| invalid(&RETRY_SCHEDULE, e))?,
         };
 
@@ -167,7 +170,7 @@ impl ServeArgs {
                 .parse::<u64>()
                 .map_err(|_| invalid(&MAX_BODY_BYTES, format!("{s:?} is not a number of bytes")))?,
             (_, Some(n)) => n,
-            _ => 1024 * 1024,
+            _ => defaults.max_body_bytes as u64,
         };
         if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
             return Err(invalid(&MAX_BODY_BYTES, "must be from 1024 to 67108864"));
@@ -176,7 +179,7 @@ impl ServeArgs {
         let deny_networks = match (&self.deny_networks, &file.deny_networks) {
             (Some(s), _) if !s.is_empty() => parse_networks(s.split(',')),
             (_, Some(list)) => parse_networks(list.iter().map(String::as_str)),
-            _ => Ok(provisio_engine::netguard::default_deny_list()),
+            _ => Ok(defaults.deny_networks),
         }
         .map_err(|e| invalid(&DENY_NETWORKS, e))?;
 
@@ -192,7 +195,7 @@ impl ServeArgs {
         };
 
         let before_deadline = match pick(&self.before_deadline, file.before_deadline.clone()) {
-            None => std::time::Duration::from_secs(10),
+            None => defaults.before_deadline,
             Some(s) => provisio_core::retry::parse_duration(&s)
                 .map_err(|e| invalid(&BEFORE_DEADLINE, e))?,
         };
@@ -208,7 +211,7 @@ impl ServeArgs {
                 .parse::<u64>()
                 .map_err(|_| invalid(&MAX_SCRIPTS, format!("{s:?} is not a number")))?,
             (_, Some(n)) => n,
-            _ => 8,
+            _ => defaults.max_scripts as u64,
         };
         if !(1..=1024).contains(&max_scripts) {
             return Err(invalid(&MAX_SCRIPTS, "must be from 1 to 1024"));
@@ -218,9 +221,9 @@ impl ServeArgs {
             &LEASE_MARGIN,
             pick(&self.lease_margin, file.lease_margin.clone()),
         )?
-        .unwrap_or(std::time::Duration::from_secs(30));
+        .unwrap_or(defaults.lease_margin);
         let session_ttl = match pick(&self.session_ttl, file.session_ttl.clone()) {
-            None => std::time::Duration::from_secs(12 * 3600),
+            None => defaults.session_ttl,
             Some(s) => {
                 provisio_core::retry::parse_duration(&s).map_err(|e| invalid(&SESSION_TTL, e))?
             }
@@ -230,7 +233,7 @@ impl ServeArgs {
         }
 
         let retention = match pick(&self.retention, file.retention.clone()).as_deref() {
-            None => Some(std::time::Duration::from_secs(30 * 86_400)),
+            None => defaults.retention,
             Some("forever") => None,
             Some(s) => match provisio_core::retry::parse_duration(s) {
                 Ok(d) if d >= std::time::Duration::from_secs(1) => Some(d),
@@ -253,7 +256,7 @@ impl ServeArgs {
             lease_margin,
             session_ttl,
             retention,
-            prune_every: std::time::Duration::from_secs(600),
+            prune_every: defaults.prune_every,
             script_supervisor: None,
         })
     }
