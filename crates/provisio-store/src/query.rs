@@ -176,7 +176,11 @@ where
     q.push_bind(now_ms)
         .push(", last_error = ")
         .push_bind(INTERRUPTED)
-        .push(" WHERE state = 'pending' AND lease_until IS NOT NULL AND lease_until < ")
+        // A lease sets next_attempt_at to the lease's end too: the condition
+        // on it lets the due index find lapsed leases without a scan.
+        .push(" WHERE state = 'pending' AND next_attempt_at < ")
+        .push_bind(ending_before)
+        .push(" AND lease_until IS NOT NULL AND lease_until < ")
         .push_bind(ending_before)
         .push(" RETURNING seq");
     q
