@@ -8,6 +8,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use provisio_core::timefmt::to_millis;
+use provisio_engine::ExecutionSearch;
 use provisio_store::{ExecutionRecord, Page, StoreError};
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -15,7 +16,6 @@ use time::OffsetDateTime;
 use super::session::Session;
 use super::{Chrome, EventGroup, error_page, event_groups, failed, render, see_other, with_query};
 use crate::AppState;
-use crate::api::executions::ExecutionQuery;
 use crate::extract::ApiPath;
 
 pub fn router() -> Router<AppState> {
@@ -77,9 +77,9 @@ impl Search {
     }
 
     /// The same filters the API takes, parsed the same way.
-    fn to_query(&self) -> ExecutionQuery {
+    fn to_search(&self) -> ExecutionSearch {
         let text = |s: &String| Some(s.clone()).filter(|s| !s.is_empty());
-        ExecutionQuery {
+        ExecutionSearch {
             handler_id: self.handler_id.trim().parse().ok(),
             events_id: text(&self.events_id),
             status: self.status.parse().ok(),
@@ -89,7 +89,7 @@ impl Search {
             error: text(&self.error),
             from: text(&self.from),
             to: text(&self.to),
-            ..ExecutionQuery::default()
+            ..ExecutionSearch::default()
         }
     }
 }
@@ -171,9 +171,9 @@ async fn search(
     page: u32,
 ) -> Result<(Vec<Row>, u64), Result<String, Response>> {
     let filter = search
-        .to_query()
+        .to_search()
         .to_filter()
-        .map_err(|e| Ok(e.message().to_owned()))?;
+        .map_err(|e| Ok(e.to_string()))?;
     let (records, total) = state
         .store()
         .list_executions(

@@ -232,11 +232,11 @@ async fn validated(
     form: HandlerForm,
 ) -> Result<HandlerSpec, Response> {
     let (draft, mut errors) = form.to_draft();
-    match crate::api::handlers::validate(state, draft) {
+    match state.engine().validate_handler(draft) {
         Ok(spec) if errors.is_empty() => return Ok(spec),
         Ok(_) => {}
-        Err(api_error) => {
-            for (field, message) in api_error.fields().iter() {
+        Err(refused) => {
+            for (field, message) in refused.iter() {
                 errors.add(field, message);
             }
         }
