@@ -4,17 +4,17 @@
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use provisio_core::timefmt::to_millis;
-use provisio_engine::ExecutionSearch;
-use provisio_store::{ExecutionRecord, Page, StoreError};
+use provisio_engine::{ExecutionSearch, OpError};
+use provisio_store::{ExecutionRecord, Page};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::session::Session;
-use super::{Chrome, EventGroup, error_page, event_groups, failed, render, see_other, with_query};
+use super::{
+    Chrome, EventGroup, PageError, PageResult, event_groups, render, see_other, with_query,
+};
 use crate::AppState;
 use crate::extract::ApiPath;
 
@@ -164,77 +164,71 @@ struct RowsFragment {
     rows: Vec<Row>,
 }
 
-/// One page of rows, or the reason the filters do not parse.
-async fn search(
-    state: &AppState,
-    search: &Search,
-    page: u32,
-) -> Result<(Vec<Row>, u64), Result<String, Response>> {
-    let filter = search
-        .to_search()
-        .to_filter()
-        .map_err(|e| Ok(e.to_string()))?;
+/// One page of the log as the filters select it.
+struct Found {
+    rows: Vec<Row>,
+    total: u64,
+    /// Why the filters do not parse (then there are no rows).
+    filter_error: Option<String>,
+}
+
+async fn search(state: &AppState, search: &Search, page: u32) -> Result<Found, PageError> {
+    let filter = match search.to_search().to_filter() {
+        Ok(filter) => filter,
+        Err(refused) => {
+            return Ok(Found {
+                rows: Vec::new(),
+                total: 0,
+                filter_error: Some(refused.to_string()),
+            });
+        }
+    };
+    let per_page = PER_PAGE;
     let (records, total) = state
         .store()
-        .list_executions(
-            &filter,
-            Page {
-                page,
-                per_page: PER_PAGE,
-            },
-        )
-        .await
-        .map_err(|e| Err(failed(e)))?;
-    Ok((records.iter().map(row).collect(), total))
+        .list_executions(&filter, Page { page, per_page })
+        .await?;
+    Ok(Found {
+        rows: records.iter().map(row).collect(),
+        total,
+        filter_error: None,
+    })
 }
 
 async fn list(
     State(state): State<AppState>,
     session: Session,
     Query(filter): Query<Search>,
-) -> Response {
+) -> PageResult {
     let page = filter.page.unwrap_or(1).max(1);
-    let (rows, total, filter_error) = match search(&state, &filter, page).await {
-        Ok((rows, total)) => (rows, total, None),
-        Err(Ok(message)) => (Vec::new(), 0, Some(message)),
-        Err(Err(page)) => return page,
-    };
-    let groups = match event_groups(&state).await {
-        Ok(g) => g,
-        Err(page) => return page,
-    };
+    let found = search(&state, &filter, page).await?;
+    let groups = event_groups(&state).await?;
     let handler_name = match filter.handler_id.trim().parse::<i64>() {
-        Ok(id) => state
-            .store()
-            .get_handler(id)
-            .await
-            .ok()
-            .flatten()
-            .map(|h| h.spec.name),
+        Ok(id) => state.engine().handler(id).await.ok().map(|h| h.spec.name),
         Err(_) => None,
     };
-    let pages = total.div_ceil(u64::from(PER_PAGE)).max(1);
+    let pages = found.total.div_ceil(u64::from(PER_PAGE)).max(1);
     let prev_page = (page > 1).then(|| filter.url("/executions", Some(page - 1)));
     let next_page = (u64::from(page) < pages).then(|| filter.url("/executions", Some(page + 1)));
     let rows_url = filter.url("/executions/rows", None);
     let chrome = Chrome::new(&session, "executions", None);
-    render(
+    Ok(render(
         StatusCode::OK,
         &ListPage {
             chrome,
             filter,
-            filter_error,
+            filter_error: found.filter_error,
             handler_name,
             event_groups: groups,
-            rows,
-            total,
+            rows: found.rows,
+            total: found.total,
             page,
             pages,
             prev_page,
             next_page,
             rows_url,
         },
-    )
+    ))
 }
 
 /// The first page's rows alone, for the live refresh.
@@ -242,12 +236,9 @@ async fn rows(
     State(state): State<AppState>,
     _session: Session,
     Query(filter): Query<Search>,
-) -> Response {
-    match search(&state, &filter, 1).await {
-        Ok((rows, _)) => render(StatusCode::OK, &RowsFragment { rows }),
-        Err(Ok(_)) => render(StatusCode::OK, &RowsFragment { rows: Vec::new() }),
-        Err(Err(page)) => page,
-    }
+) -> PageResult {
+    let rows = search(&state, &filter, 1).await?.rows;
+    Ok(render(StatusCode::OK, &RowsFragment { rows }))
 }
 
 struct Detail {
@@ -300,7 +291,7 @@ async fn detail(
     session: Session,
     ApiPath(id): ApiPath<i64>,
     Query(q): Query<DetailQuery>,
-) -> Response {
+) -> PageResult {
     detail_page(&state, &session, id, q.notice.as_deref(), None).await
 }
 
@@ -310,19 +301,14 @@ async fn detail_page(
     id: i64,
     notice: Option<&str>,
     action_error: Option<String>,
-) -> Response {
-    let e = match state.store().get_execution(id).await {
-        Ok(Some(e)) => e,
-        Ok(None) => {
-            return error_page(
-                StatusCode::NOT_FOUND,
-                &session.csrf,
-                "Execution not found",
-                "There is no execution with that id.",
-            );
-        }
-        Err(err) => return failed(err),
-    };
+) -> PageResult {
+    let e = state.store().get_execution(id).await?.ok_or_else(|| {
+        session.error(
+            StatusCode::NOT_FOUND,
+            "Execution not found",
+            "There is no execution with that id.",
+        )
+    })?;
     let detail = Detail {
         id: e.id,
         status: e.status.as_str(),
@@ -347,14 +333,14 @@ async fn detail_page(
         data_after: e.data_after.as_deref().map(pretty),
     };
     let chrome = Chrome::new(session, "executions", notice);
-    render(
+    Ok(render(
         StatusCode::OK,
         &DetailPage {
             chrome,
             e: detail,
             action_error,
         },
-    )
+    ))
 }
 
 #[derive(Deserialize)]
@@ -371,31 +357,20 @@ async fn redeliver(
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     Form(form): Form<RedeliverForm>,
-) -> Response {
-    if let Err(page) = session.verify_csrf(&form.csrf, &headers) {
-        return page;
-    }
-    match state
-        .store()
-        .redeliver(&id, to_millis(OffsetDateTime::now_utc()))
-        .await
-    {
-        Ok(_) => {
-            state.engine().wake();
-            see_other(&format!(
-                "/executions/{}?notice=redelivered",
-                form.execution
-            ))
-        }
-        Err(StoreError::Conflict(message)) => {
+) -> PageResult {
+    session.verify_csrf(&form.csrf, &headers)?;
+    match state.engine().redeliver(&id).await {
+        Ok(_) => Ok(see_other(&format!(
+            "/executions/{}?notice=redelivered",
+            form.execution
+        ))),
+        Err(OpError::Conflict(message)) => {
             detail_page(&state, &session, form.execution, None, Some(message)).await
         }
-        Err(StoreError::NotFound) => error_page(
-            StatusCode::NOT_FOUND,
-            &session.csrf,
+        Err(err) => Err(session.not_found(
+            err,
             "Delivery not found",
             "There is no delivery with that id.",
-        ),
-        Err(err) => failed(err),
+        )),
     }
 }

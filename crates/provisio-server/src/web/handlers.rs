@@ -5,17 +5,19 @@ use std::collections::BTreeMap;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
 use axum::routing::get;
 use axum::{Form, Router};
 use provisio_core::FieldErrors;
-use provisio_core::handler::{Handler, HandlerKind, HandlerSpec, Status};
-use provisio_store::{HandlerFilter, Page, StoreResult};
+use provisio_core::handler::{Handler, HandlerKind};
+use provisio_engine::OpError;
+use provisio_store::{HandlerFilter, Page};
 use serde::Deserialize;
 
 use super::handler_form::HandlerForm;
 use super::session::Session;
-use super::{Chrome, EventGroup, error_page, event_groups, failed, render, see_other, with_query};
+use super::{
+    Chrome, EventGroup, PageError, PageResult, event_groups, render, see_other, with_query,
+};
 use crate::AppState;
 use crate::extract::ApiPath;
 
@@ -77,7 +79,7 @@ async fn list(
     State(state): State<AppState>,
     session: Session,
     Query(search): Query<Search>,
-) -> Response {
+) -> PageResult {
     let filter = HandlerFilter {
         events_id: Some(search.events_id.clone()).filter(|s| !s.is_empty()),
         kind: search.kind.parse().ok(),
@@ -87,24 +89,12 @@ async fn list(
         q: Some(search.q.clone()).filter(|s| !s.is_empty()),
     };
     let page = search.page.unwrap_or(1).max(1);
-    let (handlers, total) = match state
+    let per_page = PER_PAGE;
+    let (handlers, total) = state
         .store()
-        .list_handlers(
-            &filter,
-            Page {
-                page,
-                per_page: PER_PAGE,
-            },
-        )
-        .await
-    {
-        Ok(found) => found,
-        Err(err) => return failed(err),
-    };
-    let groups = match event_groups(&state).await {
-        Ok(g) => g,
-        Err(page) => return page,
-    };
+        .list_handlers(&filter, Page { page, per_page })
+        .await?;
+    let groups = event_groups(&state).await?;
     let pages = total.div_ceil(u64::from(PER_PAGE)).max(1);
     let page_url = |p: u32| {
         let p = p.to_string();
@@ -124,7 +114,7 @@ async fn list(
     let next_page = (u64::from(page) < pages).then(|| page_url(page + 1));
     let rows = handlers.iter().map(row).collect();
     let chrome = Chrome::new(&session, "handlers", search.notice.as_deref());
-    render(
+    Ok(render(
         StatusCode::OK,
         &ListPage {
             chrome,
@@ -138,7 +128,7 @@ async fn list(
             next_page,
             back,
         },
-    )
+    ))
 }
 
 fn row(h: &Handler) -> Row {
@@ -168,18 +158,43 @@ struct FormPage {
     event_groups: Vec<EventGroup>,
 }
 
+/// Which handler a form is about: a new one, or a stored one by id and name.
+enum Editing {
+    New,
+    Stored(i64, String),
+}
+
+impl Editing {
+    async fn stored(state: &AppState, session: &Session, id: i64) -> Result<Self, PageError> {
+        let handler = find(state, session, id).await?;
+        Ok(Editing::Stored(id, handler.spec.name))
+    }
+
+    fn heading(&self) -> String {
+        match self {
+            Editing::New => "New Handler".into(),
+            Editing::Stored(_, name) => format!("Edit handler {name}"),
+        }
+    }
+
+    fn action(&self) -> String {
+        match self {
+            Editing::New => "/handlers".into(),
+            Editing::Stored(id, _) => format!("/handlers/{id}"),
+        }
+    }
+}
+
+/// The handler form, blank or as the operator filled it in, with a message
+/// next to each field that needs one.
 async fn form_page(
     state: &AppState,
     session: &Session,
-    heading: String,
-    action: String,
+    editing: &Editing,
     form: HandlerForm,
     errors: FieldErrors,
-) -> Response {
-    let mut groups = match event_groups(state).await {
-        Ok(g) => g,
-        Err(page) => return page,
-    };
+) -> PageResult {
+    let mut groups = event_groups(state).await?;
     // A pattern typed through the API that the lists do not offer is kept.
     if !form.events_id.is_empty() && !groups.iter().any(|g| g.types.contains(&form.events_id)) {
         groups.push(EventGroup {
@@ -197,51 +212,45 @@ async fn form_page(
         .map(|(k, v)| (k.split('.').next().unwrap_or(k).to_owned(), v.to_owned()))
         .collect();
     let chrome = Chrome::new(session, "handlers", None);
-    render(
+    Ok(render(
         status,
         &FormPage {
             chrome,
-            heading,
-            action,
+            heading: editing.heading(),
+            action: editing.action(),
             form,
             errors,
             event_groups: groups,
         },
-    )
+    ))
 }
 
-async fn new_form(State(state): State<AppState>, session: Session) -> Response {
-    form_page(
-        &state,
-        &session,
-        "New Handler".into(),
-        "/handlers".into(),
-        HandlerForm::blank(),
-        FieldErrors::new(),
-    )
-    .await
+async fn new_form(State(state): State<AppState>, session: Session) -> PageResult {
+    let blank = HandlerForm::blank();
+    form_page(&state, &session, &Editing::New, blank, FieldErrors::new()).await
 }
 
-/// Validates the form the way the API validates JSON; `Err` is the form again
-/// with the messages.
-async fn validated(
+/// Saves a posted form through the engine, which validates it the way the API
+/// validates JSON; a form with errors is shown again with the operator's input.
+async fn save(
     state: &AppState,
     session: &Session,
-    heading: &str,
-    action: &str,
+    editing: Editing,
     form: HandlerForm,
-) -> Result<HandlerSpec, Response> {
-    let (draft, mut errors) = form.to_draft();
-    match state.engine().validate_handler(draft) {
-        Ok(spec) if errors.is_empty() => return Ok(spec),
-        Ok(_) => {}
-        Err(refused) => {
-            for (field, message) in refused.iter() {
-                errors.add(field, message);
-            }
+) -> PageResult {
+    let engine = state.engine();
+    let saved = match (form.to_draft(engine), &editing) {
+        (Err(errors), _) => Err(OpError::Invalid(errors)),
+        (Ok(draft), Editing::New) => engine.create_handler(draft).await.map(|_| "created"),
+        (Ok(draft), Editing::Stored(id, _)) => {
+            engine.update_handler(*id, draft).await.map(|_| "updated")
         }
+    };
+    match saved {
+        Ok(notice) => Ok(see_other(&format!("/handlers?notice={notice}"))),
+        Err(OpError::Invalid(errors)) => form_page(state, session, &editing, form, errors).await,
+        Err(err) => Err(gone(session, err)),
     }
-    Err(form_page(state, session, heading.into(), action.into(), form, errors).await)
 }
 
 async fn create(
@@ -249,63 +258,33 @@ async fn create(
     session: Session,
     headers: HeaderMap,
     Form(form): Form<HandlerForm>,
-) -> Response {
-    if let Err(page) = session.verify_csrf(&form.csrf, &headers) {
-        return page;
-    }
-    let spec = match validated(&state, &session, "New Handler", "/handlers", form).await {
-        Ok(spec) => spec,
-        Err(page) => return page,
-    };
-    if let Err(page) = apply(&state, state.store().insert_handler(&spec)).await {
-        return page;
-    }
-    see_other("/handlers?notice=created")
+) -> PageResult {
+    session.verify_csrf(&form.csrf, &headers)?;
+    save(&state, &session, Editing::New, form).await
 }
 
-/// Makes a handler change take effect: the write, then the routing table's
-/// rebuild, so the change governs the next emit (as through the API).
-async fn apply<T>(
-    state: &AppState,
-    write: impl Future<Output = StoreResult<T>>,
-) -> Result<T, Response> {
-    let written = write.await.map_err(failed)?;
-    state.engine().reload().await.map_err(failed)?;
-    Ok(written)
+/// `err` as a page, where "not found" means the handler is gone.
+fn gone(session: &Session, err: OpError) -> PageError {
+    session.not_found(err, "Handler not found", "It may have been deleted.")
 }
 
-async fn find(state: &AppState, session: &Session, id: i64) -> Result<Handler, Response> {
-    match state.store().get_handler(id).await {
-        Ok(Some(h)) => Ok(h),
-        Ok(None) => Err(error_page(
-            StatusCode::NOT_FOUND,
-            &session.csrf,
-            "Handler not found",
-            "It may have been deleted.",
-        )),
-        Err(err) => Err(failed(err)),
-    }
+async fn find(state: &AppState, session: &Session, id: i64) -> Result<Handler, PageError> {
+    state
+        .engine()
+        .handler(id)
+        .await
+        .map_err(|e| gone(session, e))
 }
 
 async fn edit_form(
     State(state): State<AppState>,
     session: Session,
     ApiPath(id): ApiPath<i64>,
-) -> Response {
-    let handler = match find(&state, &session, id).await {
-        Ok(h) => h,
-        Err(page) => return page,
-    };
-    let heading = format!("Edit handler {}", handler.spec.name);
-    form_page(
-        &state,
-        &session,
-        heading,
-        format!("/handlers/{id}"),
-        HandlerForm::from_spec(&handler.spec),
-        FieldErrors::new(),
-    )
-    .await
+) -> PageResult {
+    let handler = find(&state, &session, id).await?;
+    let form = HandlerForm::from_spec(&handler.spec);
+    let editing = Editing::Stored(id, handler.spec.name);
+    form_page(&state, &session, &editing, form, FieldErrors::new()).await
 }
 
 async fn update(
@@ -314,23 +293,10 @@ async fn update(
     ApiPath(id): ApiPath<i64>,
     headers: HeaderMap,
     Form(form): Form<HandlerForm>,
-) -> Response {
-    if let Err(page) = session.verify_csrf(&form.csrf, &headers) {
-        return page;
-    }
-    let handler = match find(&state, &session, id).await {
-        Ok(h) => h,
-        Err(page) => return page,
-    };
-    let heading = format!("Edit handler {}", handler.spec.name);
-    let spec = match validated(&state, &session, &heading, &format!("/handlers/{id}"), form).await {
-        Ok(spec) => spec,
-        Err(page) => return page,
-    };
-    if let Err(page) = apply(&state, state.store().update_handler(id, &spec)).await {
-        return page;
-    }
-    see_other("/handlers?notice=updated")
+) -> PageResult {
+    session.verify_csrf(&form.csrf, &headers)?;
+    let editing = Editing::stored(&state, &session, id).await?;
+    save(&state, &session, editing, form).await
 }
 
 #[derive(Deserialize)]
@@ -348,37 +314,29 @@ async fn toggle(
     ApiPath(id): ApiPath<i64>,
     headers: HeaderMap,
     Form(form): Form<ToggleForm>,
-) -> Response {
-    if let Err(page) = session.verify_csrf(&form.csrf, &headers) {
-        return page;
-    }
-    let handler = match find(&state, &session, id).await {
-        Ok(h) => h,
-        Err(page) => return page,
-    };
-    let mut spec = handler.spec.clone();
-    spec.status = match spec.status {
-        Status::Enabled => Status::Disabled,
-        Status::Disabled => Status::Enabled,
-        Status::Archived => {
-            return error_page(
+) -> PageResult {
+    session.verify_csrf(&form.csrf, &headers)?;
+    let handler = match state.engine().toggle_handler(id).await {
+        Ok(handler) => handler,
+        Err(OpError::Conflict(_)) => {
+            return Err(session.error(
                 StatusCode::CONFLICT,
-                &session.csrf,
                 "Handler archived",
                 "An archived handler is changed in its edit form.",
-            );
+            ));
         }
+        Err(err) => return Err(gone(&session, err)),
     };
-    if let Err(page) = apply(&state, state.store().update_handler(id, &spec)).await {
-        return page;
-    }
     let back = if form.back.starts_with("/handlers") {
         form.back.as_str()
     } else {
         "/handlers"
     };
     let separator = if back.contains('?') { '&' } else { '?' };
-    see_other(&format!("{back}{separator}notice={}", spec.status))
+    Ok(see_other(&format!(
+        "{back}{separator}notice={}",
+        handler.spec.status
+    )))
 }
 
 #[derive(Template)]
@@ -393,20 +351,10 @@ async fn confirm_delete(
     State(state): State<AppState>,
     session: Session,
     ApiPath(id): ApiPath<i64>,
-) -> Response {
-    let handler = match find(&state, &session, id).await {
-        Ok(h) => h,
-        Err(page) => return page,
-    };
+) -> PageResult {
+    let name = find(&state, &session, id).await?.spec.name;
     let chrome = Chrome::new(&session, "handlers", None);
-    render(
-        StatusCode::OK,
-        &ConfirmPage {
-            chrome,
-            id,
-            name: handler.spec.name,
-        },
-    )
+    Ok(render(StatusCode::OK, &ConfirmPage { chrome, id, name }))
 }
 
 async fn delete(
@@ -415,21 +363,14 @@ async fn delete(
     ApiPath(id): ApiPath<i64>,
     headers: HeaderMap,
     Form(form): Form<ToggleForm>,
-) -> Response {
-    if let Err(page) = session.verify_csrf(&form.csrf, &headers) {
-        return page;
-    }
-    match apply(&state, state.store().delete_handler(id)).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return error_page(
-                StatusCode::NOT_FOUND,
-                &session.csrf,
-                "Handler not found",
-                "It may have been deleted already.",
-            );
-        }
-        Err(page) => return page,
-    }
-    see_other("/handlers?notice=deleted")
+) -> PageResult {
+    session.verify_csrf(&form.csrf, &headers)?;
+    state.engine().delete_handler(id).await.map_err(|err| {
+        session.not_found(
+            err,
+            "Handler not found",
+            "It may have been deleted already.",
+        )
+    })?;
+    Ok(see_other("/handlers?notice=deleted"))
 }

@@ -8,19 +8,20 @@ use askama::Template;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use provisio_core::timefmt::to_millis;
+use provisio_engine::OpError;
 use provisio_store::SessionRecord;
 use rand::RngCore;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::{Chrome, render, see_other};
+use super::{Chrome, PageError, PageResult, render, see_other};
 use crate::AppState;
 
 pub const COOKIE: &str = "provisio_session";
@@ -38,8 +39,23 @@ pub struct Session {
 }
 
 impl Session {
+    /// An error page for this operator (with the navigation).
+    pub fn error(&self, status: StatusCode, heading: &str, message: &str) -> PageError {
+        PageError::Page(Box::new(super::error_page(
+            status, &self.csrf, heading, message,
+        )))
+    }
+
+    /// `err` as a page, where "not found" is said in the page handler's words.
+    pub fn not_found(&self, err: OpError, heading: &str, message: &str) -> PageError {
+        match err {
+            OpError::NotFound(_) => self.error(StatusCode::NOT_FOUND, heading, message),
+            other => other.into(),
+        }
+    }
+
     /// Checks a form's (or htmx request's) CSRF token against the session's.
-    pub fn verify_csrf(&self, form_token: &str, headers: &HeaderMap) -> Result<(), Response> {
+    pub fn verify_csrf(&self, form_token: &str, headers: &HeaderMap) -> Result<(), PageError> {
         let header_token = headers
             .get("x-csrf-token")
             .and_then(|v| v.to_str().ok())
@@ -59,9 +75,8 @@ impl Session {
         if same {
             Ok(())
         } else {
-            Err(super::error_page(
+            Err(self.error(
                 StatusCode::FORBIDDEN,
-                &self.csrf,
                 "Form expired",
                 "This form was not issued by this session (it may be stale). Go back, reload the page and try again.",
             ))
@@ -227,7 +242,7 @@ async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
-) -> Response {
+) -> PageResult {
     let next = safe_next(&form.next).to_owned();
     let refuse = |message: &str| {
         let chrome = Chrome {
@@ -252,23 +267,23 @@ async fn login(
             .unwrap_or("");
         let origin_host = origin.split("://").nth(1).unwrap_or("");
         if origin != "null" && origin_host != host {
-            return refuse("This login form was posted from another site.");
+            return Ok(refuse("This login form was posted from another site."));
         }
     }
     let token = form.token.trim();
     if token.is_empty() {
-        return refuse("Enter an API token.");
+        return Ok(refuse("Enter an API token."));
     }
     // Only a refused token is the operator's mistake; a database that cannot
     // be reached must not read as a wrong token (`authenticate` logged it).
     let record = match crate::auth::authenticate(&state, token).await {
         Ok(record) => record,
         Err(err) => {
-            return match err.status() {
+            return Ok(match err.status() {
                 StatusCode::UNAUTHORIZED => refuse("That token is not valid, or it was revoked."),
                 StatusCode::SERVICE_UNAVAILABLE => super::database_unavailable(),
                 _ => super::internal_error(),
-            };
+            });
         }
     };
     let id = random_token();
@@ -278,9 +293,7 @@ async fn login(
         csrf: random_token(),
         expires_at_ms: to_millis(OffsetDateTime::now_utc()) + ttl.as_millis() as i64,
     };
-    if let Err(err) = state.store().create_session(&hash(&id), &session).await {
-        return super::failed(err);
-    }
+    state.store().create_session(&hash(&id), &session).await?;
     let cookie = format!(
         "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
         ttl.as_secs()
@@ -289,7 +302,7 @@ async fn login(
     response
         .headers_mut()
         .insert(header::SET_COOKIE, cookie.parse().expect("a valid cookie"));
-    response
+    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -303,23 +316,18 @@ async fn logout(
     session: Session,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
-) -> Response {
-    if let Err(page) = session.verify_csrf(&form.csrf, &headers) {
-        return page;
-    }
-    if let Err(err) = state
+) -> PageResult {
+    session.verify_csrf(&form.csrf, &headers)?;
+    state
         .store()
         .delete_session(&session.id_hash, to_millis(OffsetDateTime::now_utc()))
-        .await
-    {
-        return super::failed(err);
-    }
+        .await?;
     let mut response = see_other("/login?notice=logged-out");
     let expired = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     response
         .headers_mut()
         .insert(header::SET_COOKIE, expired.parse().expect("a valid cookie"));
-    response.into_response()
+    Ok(response)
 }
 
 fn random_token() -> String {
