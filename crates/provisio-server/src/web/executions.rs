@@ -2,18 +2,19 @@
 //! own), one execution's details, and redeliver.
 
 use askama::Template;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::Router;
+use axum::extract::Query;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Form, Router};
 use provisio_engine::{ExecutionSearch, OpError};
 use provisio_store::{ExecutionRecord, Page};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::session::Session;
+use super::session::{Operator, Posted, Session};
 use super::{
-    Chrome, EventGroup, PageError, PageResult, event_groups, render, see_other, with_query,
+    Chrome, EventGroup, NoticeQuery, PageError, PageResult, event_groups, render, see_other,
+    with_query,
 };
 use crate::AppState;
 use crate::extract::ApiPath;
@@ -195,11 +196,7 @@ async fn search(state: &AppState, search: &Search, page: u32) -> Result<Found, P
     })
 }
 
-async fn list(
-    State(state): State<AppState>,
-    session: Session,
-    Query(filter): Query<Search>,
-) -> PageResult {
+async fn list(Operator { state, session }: Operator, Query(filter): Query<Search>) -> PageResult {
     let page = filter.page.unwrap_or(1).max(1);
     let found = search(&state, &filter, page).await?;
     let groups = event_groups(&state).await?;
@@ -232,37 +229,9 @@ async fn list(
 }
 
 /// The first page's rows alone, for the live refresh.
-async fn rows(
-    State(state): State<AppState>,
-    _session: Session,
-    Query(filter): Query<Search>,
-) -> PageResult {
+async fn rows(Operator { state, .. }: Operator, Query(filter): Query<Search>) -> PageResult {
     let rows = search(&state, &filter, 1).await?.rows;
     Ok(render(StatusCode::OK, &RowsFragment { rows }))
-}
-
-struct Detail {
-    id: i64,
-    status: &'static str,
-    date: String,
-    events_id: String,
-    stage: &'static str,
-    event_id: Option<String>,
-    object_id: String,
-    handler_id: i64,
-    handler_name: String,
-    attempt: u32,
-    duration_ms: u32,
-    next_attempt_at: Option<String>,
-    delivery_id: Option<String>,
-    response_status: Option<u16>,
-    error: Option<String>,
-    target: String,
-    headers: Vec<(String, String)>,
-    request_body: String,
-    response_body: String,
-    response_truncated: bool,
-    data_after: Option<String>,
 }
 
 /// JSON shown indented; anything else as it is.
@@ -273,24 +242,24 @@ fn pretty(text: &str) -> String {
         .unwrap_or_else(|| text.to_owned())
 }
 
+/// One execution as stored, with its instants and bodies made readable.
 #[derive(Template)]
 #[template(path = "execution.html")]
 struct DetailPage {
     chrome: Chrome,
-    e: Detail,
+    e: ExecutionRecord,
+    date: String,
+    next_attempt_at: Option<String>,
+    request_body: String,
+    response_body: String,
+    data_after: Option<String>,
     action_error: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-struct DetailQuery {
-    notice: Option<String>,
-}
-
 async fn detail(
-    State(state): State<AppState>,
-    session: Session,
+    Operator { state, session }: Operator,
     ApiPath(id): ApiPath<i64>,
-    Query(q): Query<DetailQuery>,
+    Query(q): Query<NoticeQuery>,
 ) -> PageResult {
     detail_page(&state, &session, id, q.notice.as_deref(), None).await
 }
@@ -309,56 +278,34 @@ async fn detail_page(
             "There is no execution with that id.",
         )
     })?;
-    let detail = Detail {
-        id: e.id,
-        status: e.status.as_str(),
-        date: date(e.started_at),
-        events_id: e.events_id.clone(),
-        stage: e.stage.as_str(),
-        event_id: e.event_id.clone(),
-        object_id: e.object_id.key(),
-        handler_id: e.handler_id,
-        handler_name: e.handler_name.clone(),
-        attempt: e.attempt,
-        duration_ms: e.duration_ms,
-        next_attempt_at: e.next_attempt_at.map(date),
-        delivery_id: e.delivery_id.clone(),
-        response_status: e.response_status,
-        error: e.error.clone(),
-        target: e.request.target.clone(),
-        headers: e.request.headers.clone().into_iter().collect(),
-        request_body: pretty(&e.request.body),
-        response_body: pretty(e.response_body.as_deref().unwrap_or("")),
-        response_truncated: e.response_truncated,
-        data_after: e.data_after.as_deref().map(pretty),
-    };
     let chrome = Chrome::new(session, "executions", notice);
     Ok(render(
         StatusCode::OK,
         &DetailPage {
             chrome,
-            e: detail,
+            date: date(e.started_at),
+            next_attempt_at: e.next_attempt_at.map(date),
+            request_body: pretty(&e.request.body),
+            response_body: pretty(e.response_body.as_deref().unwrap_or("")),
+            data_after: e.data_after.as_deref().map(pretty),
+            e,
             action_error,
         },
     ))
 }
 
+/// Redeliver is asked on an execution's page; the answer is that page again.
 #[derive(Deserialize)]
 struct RedeliverForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     execution: i64,
 }
 
 async fn redeliver(
-    State(state): State<AppState>,
-    session: Session,
+    Operator { state, session }: Operator,
     ApiPath(id): ApiPath<String>,
-    headers: HeaderMap,
-    Form(form): Form<RedeliverForm>,
+    Posted(form): Posted<RedeliverForm>,
 ) -> PageResult {
-    session.verify_csrf(&form.csrf, &headers)?;
     match state.engine().redeliver(&id).await {
         Ok(_) => Ok(see_other(&format!(
             "/executions/{}?notice=redelivered",

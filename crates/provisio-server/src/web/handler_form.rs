@@ -12,8 +12,6 @@ use serde::Deserialize;
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct HandlerForm {
     #[serde(default)]
-    pub(super) csrf: String,
-    #[serde(default)]
     pub(super) name: String,
     #[serde(default)]
     pub(super) events_id: String,
@@ -57,7 +55,6 @@ impl HandlerForm {
 
     pub(super) fn from_spec(s: &HandlerSpec) -> Self {
         Self {
-            csrf: String::new(),
             name: s.name.clone(),
             events_id: s.events_id.to_string(),
             stage: s.stage.as_str().into(),

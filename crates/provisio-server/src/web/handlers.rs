@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use askama::Template;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::Router;
+use axum::extract::Query;
+use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Form, Router};
 use provisio_core::FieldErrors;
 use provisio_core::handler::{Handler, HandlerKind};
 use provisio_engine::OpError;
@@ -14,7 +14,7 @@ use provisio_store::{HandlerFilter, Page};
 use serde::Deserialize;
 
 use super::handler_form::HandlerForm;
-use super::session::Session;
+use super::session::{CsrfForm, Operator, Posted, Session};
 use super::{
     Chrome, EventGroup, PageError, PageResult, event_groups, render, see_other, with_query,
 };
@@ -75,11 +75,7 @@ struct ListPage {
     back: String,
 }
 
-async fn list(
-    State(state): State<AppState>,
-    session: Session,
-    Query(search): Query<Search>,
-) -> PageResult {
+async fn list(Operator { state, session }: Operator, Query(search): Query<Search>) -> PageResult {
     let filter = HandlerFilter {
         events_id: Some(search.events_id.clone()).filter(|s| !s.is_empty()),
         kind: search.kind.parse().ok(),
@@ -225,7 +221,7 @@ async fn form_page(
     ))
 }
 
-async fn new_form(State(state): State<AppState>, session: Session) -> PageResult {
+async fn new_form(Operator { state, session }: Operator) -> PageResult {
     let blank = HandlerForm::blank();
     form_page(&state, &session, &Editing::New, blank, FieldErrors::new()).await
 }
@@ -254,12 +250,9 @@ async fn save(
 }
 
 async fn create(
-    State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    Form(form): Form<HandlerForm>,
+    Operator { state, session }: Operator,
+    Posted(form): Posted<HandlerForm>,
 ) -> PageResult {
-    session.verify_csrf(&form.csrf, &headers)?;
     save(&state, &session, Editing::New, form).await
 }
 
@@ -276,11 +269,7 @@ async fn find(state: &AppState, session: &Session, id: i64) -> Result<Handler, P
         .map_err(|e| gone(session, e))
 }
 
-async fn edit_form(
-    State(state): State<AppState>,
-    session: Session,
-    ApiPath(id): ApiPath<i64>,
-) -> PageResult {
+async fn edit_form(Operator { state, session }: Operator, ApiPath(id): ApiPath<i64>) -> PageResult {
     let handler = find(&state, &session, id).await?;
     let form = HandlerForm::from_spec(&handler.spec);
     let editing = Editing::Stored(id, handler.spec.name);
@@ -288,34 +277,27 @@ async fn edit_form(
 }
 
 async fn update(
-    State(state): State<AppState>,
-    session: Session,
+    Operator { state, session }: Operator,
     ApiPath(id): ApiPath<i64>,
-    headers: HeaderMap,
-    Form(form): Form<HandlerForm>,
+    Posted(form): Posted<HandlerForm>,
 ) -> PageResult {
-    session.verify_csrf(&form.csrf, &headers)?;
     let editing = Editing::stored(&state, &session, id).await?;
     save(&state, &session, editing, form).await
 }
 
+/// The switch sits in a row of the table; `back` is that table's URL.
 #[derive(Deserialize)]
 struct ToggleForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     back: String,
 }
 
 /// Switches enabled ↔ disabled. Archived handlers change only in the form.
 async fn toggle(
-    State(state): State<AppState>,
-    session: Session,
+    Operator { state, session }: Operator,
     ApiPath(id): ApiPath<i64>,
-    headers: HeaderMap,
-    Form(form): Form<ToggleForm>,
+    Posted(form): Posted<ToggleForm>,
 ) -> PageResult {
-    session.verify_csrf(&form.csrf, &headers)?;
     let handler = match state.engine().toggle_handler(id).await {
         Ok(handler) => handler,
         Err(OpError::Conflict(_)) => {
@@ -348,8 +330,7 @@ struct ConfirmPage {
 }
 
 async fn confirm_delete(
-    State(state): State<AppState>,
-    session: Session,
+    Operator { state, session }: Operator,
     ApiPath(id): ApiPath<i64>,
 ) -> PageResult {
     let name = find(&state, &session, id).await?.spec.name;
@@ -358,13 +339,10 @@ async fn confirm_delete(
 }
 
 async fn delete(
-    State(state): State<AppState>,
-    session: Session,
+    Operator { state, session }: Operator,
     ApiPath(id): ApiPath<i64>,
-    headers: HeaderMap,
-    Form(form): Form<ToggleForm>,
+    Posted(CsrfForm {}): Posted<CsrfForm>,
 ) -> PageResult {
-    session.verify_csrf(&form.csrf, &headers)?;
     state.engine().delete_handler(id).await.map_err(|err| {
         session.not_found(
             err,

@@ -80,6 +80,12 @@ impl Chrome {
     }
 }
 
+/// A page's `?notice=` key, left by the change that led to it.
+#[derive(serde::Deserialize, Default)]
+pub struct NoticeQuery {
+    pub notice: Option<String>,
+}
+
 /// Notices are chosen by key, so a link can never put arbitrary text on a page.
 fn notice_text(key: &str) -> Option<&'static str> {
     Some(match key {

@@ -3,17 +3,16 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::routing::get;
 use provisio_core::handler::Status;
 use provisio_core::timefmt::{from_millis, to_millis};
 use provisio_store::{HandlerFilter, Page};
-use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::session::Session;
-use super::{Chrome, PageResult, render};
+use super::session::Operator;
+use super::{Chrome, NoticeQuery, PageResult, render};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -53,15 +52,9 @@ struct OverviewPage {
     cards: Vec<Card>,
 }
 
-#[derive(Deserialize, Default)]
-struct OverviewQuery {
-    notice: Option<String>,
-}
-
 async fn overview(
-    State(state): State<AppState>,
-    session: Session,
-    Query(q): Query<OverviewQuery>,
+    Operator { state, session }: Operator,
+    Query(q): Query<NoticeQuery>,
 ) -> PageResult {
     let now = to_millis(OffsetDateTime::now_utc());
     // The chart's 24 slots end with the current hour.
