@@ -249,3 +249,46 @@ fn bound(value: &Option<String>, field: &str, end_of_day: bool) -> Result<Option
         start
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn search(from: &str, to: &str) -> ExecutionSearch {
+        ExecutionSearch {
+            from: Some(from.into()),
+            to: Some(to.into()),
+            ..ExecutionSearch::default()
+        }
+    }
+
+    #[test]
+    fn a_date_bound_covers_the_whole_day_in_utc() {
+        let filter = search("2026-11-26", "2026-11-26").to_filter().unwrap();
+        let day = filter.from_ms.unwrap();
+        assert_eq!(day % 86_400_000, 0);
+        assert_eq!(filter.to_ms, Some(day + 86_400_000 - 1));
+        let exact = search("2026-11-26T10:00:00+02:00", "").to_filter().unwrap();
+        assert_eq!(exact.from_ms, Some(day + 8 * 3_600_000));
+        assert_eq!(exact.to_ms, None, "empty text is no bound");
+    }
+
+    #[test]
+    fn a_bound_that_does_not_parse_names_its_field() {
+        let err = search("", "yesterday").to_filter().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid input: to: must be a date (2026-11-26) or an ISO 8601 date-time with offset"
+        );
+    }
+
+    #[test]
+    fn emit_errors_keep_the_words_callers_read() {
+        let unknown = OpError::from(EmitError::UnknownEventType("a.b".into()));
+        assert!(matches!(&unknown, OpError::Invalid(f) if f.get("events_id").is_some()));
+        let reused = OpError::from(EmitError::KeyReused);
+        assert!(matches!(reused, OpError::Conflict(_)));
+        let lost = OpError::from(EmitError::NotStored("disk full".into()));
+        assert_eq!(lost.to_string(), "the event could not be stored; try again");
+    }
+}
