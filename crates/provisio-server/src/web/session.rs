@@ -338,16 +338,9 @@ async fn login(
         return Ok(refuse("Enter an API token."));
     }
     // Only a refused token is the operator's mistake; a database that cannot
-    // be reached must not read as a wrong token (`authenticate` logged it).
-    let record = match crate::auth::authenticate(&state, token).await {
-        Ok(record) => record,
-        Err(err) => {
-            return Ok(match err.status() {
-                StatusCode::UNAUTHORIZED => refuse("That token is not valid, or it was revoked."),
-                StatusCode::SERVICE_UNAVAILABLE => super::database_unavailable(),
-                _ => super::internal_error(),
-            });
-        }
+    // be reached must not read as a wrong token (`?` shows it as a failure).
+    let Some(record) = crate::auth::authenticate(&state, token).await? else {
+        return Ok(refuse("That token is not valid, or it was revoked."));
     };
     let id = random_token();
     let ttl = state.config().session_ttl;
