@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::session::{Operator, Posted, Session};
 use super::{
-    Chrome, EventGroup, NoticeQuery, PageError, PageResult, event_groups, render, see_other,
+    Chrome, EventGroup, NoticeQuery, PageError, PageResult, Pager, event_groups, render, see_other,
     with_query,
 };
 use crate::AppState;
@@ -152,10 +152,7 @@ struct ListPage {
     event_groups: Vec<EventGroup>,
     rows: Vec<Row>,
     total: u64,
-    page: u32,
-    pages: u64,
-    prev_page: Option<String>,
-    next_page: Option<String>,
+    pager: Pager,
     rows_url: String,
 }
 
@@ -204,9 +201,9 @@ async fn list(Operator { state, session }: Operator, Query(filter): Query<Search
         Ok(id) => state.engine().handler(id).await.ok().map(|h| h.spec.name),
         Err(_) => None,
     };
-    let pages = found.total.div_ceil(u64::from(PER_PAGE)).max(1);
-    let prev_page = (page > 1).then(|| filter.url("/executions", Some(page - 1)));
-    let next_page = (u64::from(page) < pages).then(|| filter.url("/executions", Some(page + 1)));
+    let pager = Pager::new(page, found.total, PER_PAGE, |p| {
+        filter.url("/executions", Some(p))
+    });
     let rows_url = filter.url("/executions/rows", None);
     let chrome = Chrome::new(&session, "executions", None);
     Ok(render(
@@ -219,10 +216,7 @@ async fn list(Operator { state, session }: Operator, Query(filter): Query<Search
             event_groups: groups,
             rows: found.rows,
             total: found.total,
-            page,
-            pages,
-            prev_page,
-            next_page,
+            pager,
             rows_url,
         },
     ))

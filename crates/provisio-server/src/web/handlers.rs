@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::handler_form::HandlerForm;
 use super::session::{CsrfForm, Operator, Posted, Session};
 use super::{
-    Chrome, EventGroup, PageError, PageResult, event_groups, render, see_other, with_query,
+    Chrome, EventGroup, PageError, PageResult, Pager, event_groups, render, see_other, with_query,
 };
 use crate::AppState;
 use crate::extract::ApiPath;
@@ -48,6 +48,13 @@ struct Search {
     notice: Option<String>,
 }
 
+/// The switch sits in a row of the table; `back` is that table's URL.
+#[derive(Deserialize)]
+struct ToggleForm {
+    #[serde(default)]
+    back: String,
+}
+
 struct Row {
     id: i64,
     priority: i32,
@@ -67,10 +74,7 @@ struct ListPage {
     event_groups: Vec<EventGroup>,
     rows: Vec<Row>,
     total: u64,
-    page: u32,
-    pages: u64,
-    prev_page: Option<String>,
-    next_page: Option<String>,
+    pager: Pager,
     /// This page's URL, for forms that come back here.
     back: String,
 }
@@ -91,7 +95,6 @@ async fn list(Operator { state, session }: Operator, Query(search): Query<Search
         .list_handlers(&filter, Page { page, per_page })
         .await?;
     let groups = event_groups(&state).await?;
-    let pages = total.div_ceil(u64::from(PER_PAGE)).max(1);
     let page_url = |p: u32| {
         let p = p.to_string();
         with_query(
@@ -106,8 +109,7 @@ async fn list(Operator { state, session }: Operator, Query(search): Query<Search
         )
     };
     let back = page_url(page);
-    let prev_page = (page > 1).then(|| page_url(page - 1));
-    let next_page = (u64::from(page) < pages).then(|| page_url(page + 1));
+    let pager = Pager::new(page, total, PER_PAGE, page_url);
     let rows = handlers.iter().map(row).collect();
     let chrome = Chrome::new(&session, "handlers", search.notice.as_deref());
     Ok(render(
@@ -118,10 +120,7 @@ async fn list(Operator { state, session }: Operator, Query(search): Query<Search
             event_groups: groups,
             rows,
             total,
-            page,
-            pages,
-            prev_page,
-            next_page,
+            pager,
             back,
         },
     ))
@@ -283,13 +282,6 @@ async fn update(
 ) -> PageResult {
     let editing = Editing::stored(&state, &session, id).await?;
     save(&state, &session, editing, form).await
-}
-
-/// The switch sits in a row of the table; `back` is that table's URL.
-#[derive(Deserialize)]
-struct ToggleForm {
-    #[serde(default)]
-    back: String,
 }
 
 /// Switches enabled ↔ disabled. Archived handlers change only in the form.

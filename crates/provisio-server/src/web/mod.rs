@@ -290,6 +290,28 @@ pub async fn event_groups(state: &AppState) -> Result<Vec<EventGroup>, PageError
     Ok(groups)
 }
 
+/// Where a list page stands among its pages, with links to its neighbours.
+pub struct Pager {
+    pub page: u32,
+    pub pages: u64,
+    pub prev: Option<String>,
+    pub next: Option<String>,
+}
+
+impl Pager {
+    /// Page `page` of `total` items shown `per_page` at a time; `url` links
+    /// to another page.
+    pub fn new(page: u32, total: u64, per_page: u32, url: impl Fn(u32) -> String) -> Self {
+        let pages = total.div_ceil(u64::from(per_page)).max(1);
+        Self {
+            page,
+            pages,
+            prev: (page > 1).then(|| url(page - 1)),
+            next: (u64::from(page) < pages).then(|| url(page + 1)),
+        }
+    }
+}
+
 /// Appends `key=value` pairs to a path as a query string, skipping empty values.
 pub fn with_query(path: &str, pairs: &[(&str, &str)]) -> String {
     let query = form_urlencoded::Serializer::new(String::new())
