@@ -13,6 +13,8 @@
 //! - [`http`], [`scripts`], [`outcome`]: the executors and what a call produced.
 //! - `retention`: prunes old history in the background.
 //! - [`netguard`]: the target deny list, enforced after DNS resolution.
+//! - [`service`]: the use cases the API and the web section share: each change
+//!   with the reload or wake that makes it take effect, and [`OpError`].
 
 pub mod before;
 pub mod dispatch;
@@ -24,6 +26,7 @@ mod record;
 mod retention;
 pub mod routes;
 pub mod scripts;
+pub mod service;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +44,7 @@ pub use before::{BeforeInput, BeforeStep, BeforeVerdict, StepOutcome};
 pub use emit::{EmitError, EmitInput, EmitReceipt};
 use outcome::{CallContext, CallOutcome};
 pub use routes::{RouteTable, Routes};
+pub use service::{ExecutionSearch, OpError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use provisio_store::{TokenHash, TokenRecord};
+use provisio_store::{StoreResult, TokenHash, TokenRecord};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -43,7 +43,9 @@ pub async fn require_token(
     let token = bearer(&req).ok_or_else(|| {
         ApiError::unauthorized("missing bearer token: send Authorization: Bearer <token>")
     })?;
-    let record = authenticate(&state, token).await?;
+    let record = authenticate(&state, token)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("invalid or revoked token"))?;
     req.extensions_mut().insert(record);
     Ok(next.run(req).await)
 }
@@ -57,18 +59,19 @@ fn bearer(req: &Request) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The live token record for `token`, or 401.
-pub async fn authenticate(state: &AppState, token: &str) -> Result<TokenRecord, ApiError> {
+/// The live token record for `token`; `None` when it is not a live token.
+/// Both the API's token check and the web login ask this.
+pub async fn authenticate(state: &AppState, token: &str) -> StoreResult<Option<TokenRecord>> {
     let hash = hash_token(token);
     if let Some(record) = state.tokens().get(&hash) {
-        return Ok(record);
+        return Ok(Some(record));
     }
     match state.store().find_token(&hash).await? {
         Some(record) if record.hash.ct_eq(&hash) => {
             state.tokens().put(record.clone());
-            Ok(record)
+            Ok(Some(record))
         }
-        _ => Err(ApiError::unauthorized("invalid or revoked token")),
+        _ => Ok(None),
     }
 }
 

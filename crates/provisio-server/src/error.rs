@@ -149,6 +149,25 @@ impl From<provisio_engine::EngineError> for ApiError {
     }
 }
 
+impl From<provisio_engine::OpError> for ApiError {
+    fn from(err: provisio_engine::OpError) -> Self {
+        use provisio_engine::OpError;
+        match err {
+            OpError::Invalid(fields) => ApiError::invalid(fields),
+            OpError::NotFound(what) => ApiError::not_found(what),
+            OpError::Conflict(message) => ApiError::conflict(message),
+            OpError::Unavailable(message) => ApiError::unavailable(message),
+            OpError::Engine(e) => e.into(),
+        }
+    }
+}
+
+impl From<provisio_engine::EmitError> for ApiError {
+    fn from(err: provisio_engine::EmitError) -> Self {
+        provisio_engine::OpError::from(err).into()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {

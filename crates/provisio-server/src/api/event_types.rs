@@ -105,7 +105,6 @@ async fn create(
     ApiJson(input): ApiJson<EventTypeIn>,
 ) -> ApiResult<(StatusCode, Json<EventTypeOut>)> {
     let event_type = input.validate().map_err(ApiError::invalid)?;
-    state.store().insert_event_type(&event_type).await?;
-    state.engine().reload().await?;
-    Ok((StatusCode::CREATED, Json(event_type.into())))
+    let added = state.engine().add_event_type(event_type).await?;
+    Ok((StatusCode::CREATED, Json(added.into())))
 }

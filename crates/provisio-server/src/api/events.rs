@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use provisio_core::event::{DeliveryState, ObjectId};
 use provisio_core::timefmt;
-use provisio_engine::{BeforeInput, EmitError, EmitInput};
+use provisio_engine::{BeforeInput, EmitInput};
 use provisio_store::{DeliveryRecord, Idempotency};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -82,20 +82,6 @@ impl EmitIn {
     }
 }
 
-fn emit_error(e: EmitError) -> ApiError {
-    match e {
-        EmitError::UnknownEventType(_) => ApiError::invalid_field("events_id", e.to_string()),
-        EmitError::KeyReused => ApiError::conflict(e.to_string()),
-        EmitError::NotStored(_) => {
-            ApiError::unavailable("the event could not be stored; try again")
-        }
-        EmitError::TimedOut(_) => ApiError::unavailable(format!(
-            "{e}; the event may not have been stored: send it again with the same Idempotency-Key"
-        )),
-        EmitError::Engine(e) => e.into(),
-    }
-}
-
 /// The longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -124,7 +110,7 @@ async fn emit(
             body_hash: Sha256::digest(&body).into(),
         }),
     };
-    let receipt = state.engine().emit(input).await.map_err(emit_error)?;
+    let receipt = state.engine().emit(input).await?;
     metrics::histogram!("provisio_emit_seconds").record(started.elapsed().as_secs_f64());
     let mut response = (
         StatusCode::ACCEPTED,
@@ -204,8 +190,7 @@ async fn before(
             dt: event.dt,
             data: event.data,
         })
-        .await
-        .map_err(emit_error)?;
+        .await?;
     Ok(Json(BeforeOut {
         id: verdict.id,
         allowed: verdict.allowed,
@@ -297,15 +282,6 @@ async fn redeliver(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<DeliveryOut>)> {
-    let now = timefmt::to_millis(time::OffsetDateTime::now_utc());
-    let delivery = state
-        .store()
-        .redeliver(&id, now)
-        .await
-        .map_err(|e| match e {
-            provisio_store::StoreError::NotFound => ApiError::not_found(format!("delivery {id}")),
-            other => other.into(),
-        })?;
-    state.engine().wake();
+    let delivery = state.engine().redeliver(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(delivery.into())))
 }

@@ -7,8 +7,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use provisio_core::event::{ExecutionStatus, ObjectId};
 use provisio_core::handler::Stage;
-use provisio_core::timefmt;
-use provisio_store::{ExecutionFilter, ExecutionRecord};
+use provisio_engine::ExecutionSearch;
+use provisio_store::ExecutionRecord;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -122,46 +122,22 @@ pub struct ExecutionQuery {
 }
 
 impl ExecutionQuery {
-    pub fn to_filter(&self) -> ApiResult<ExecutionFilter> {
-        let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
-        Ok(ExecutionFilter {
+    /// The filters, for the engine's one reading of them.
+    fn search(&self) -> ExecutionSearch {
+        ExecutionSearch {
             handler_id: self.handler_id,
-            events_id: non_empty(&self.events_id),
+            events_id: self.events_id.clone(),
             status: self.status,
             stage: self.stage,
-            object_id: non_empty(&self.object_id),
-            delivery_id: non_empty(&self.delivery_id),
-            event_id: non_empty(&self.event_id),
-            data: non_empty(&self.data),
-            error: non_empty(&self.error),
-            from_ms: bound(&self.from, "from", false)?,
-            to_ms: bound(&self.to, "to", true)?,
-        })
+            object_id: self.object_id.clone(),
+            event_id: self.event_id.clone(),
+            delivery_id: self.delivery_id.clone(),
+            data: self.data.clone(),
+            error: self.error.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+        }
     }
-}
-
-/// Parses a `from`/`to` bound: a full instant, or a date meaning its first
-/// (or, for `to`, its last) millisecond in UTC.
-fn bound(value: &Option<String>, field: &str, end_of_day: bool) -> ApiResult<Option<i64>> {
-    let Some(text) = value.as_deref().filter(|s| !s.is_empty()) else {
-        return Ok(None);
-    };
-    if let Ok(t) = timefmt::parse(text) {
-        return Ok(Some(timefmt::to_millis(t)));
-    }
-    let date_format = time::macros::format_description!("[year]-[month]-[day]");
-    let date = time::Date::parse(text, date_format).map_err(|_| {
-        ApiError::invalid_field(
-            field,
-            "must be a date (2026-11-26) or an ISO 8601 date-time with offset",
-        )
-    })?;
-    let start = timefmt::to_millis(date.midnight().assume_utc());
-    Ok(Some(if end_of_day {
-        start + 86_400_000 - 1
-    } else {
-        start
-    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/executions", tag = "executions", params(ExecutionQuery),
@@ -175,7 +151,7 @@ async fn list(
         per_page: query.per_page,
     }
     .to_page()?;
-    let filter = query.to_filter()?;
+    let filter = query.search().to_filter()?;
     let (rows, total) = state.store().list_executions(&filter, page).await?;
     Ok(Json(ListOut {
         items: rows.into_iter().map(Into::into).collect(),

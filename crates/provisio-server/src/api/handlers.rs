@@ -1,6 +1,6 @@
 //! `/handlers`: create, read, update, delete and list handlers, and their
-//! signing secrets. Every change reloads the engine's routing table before the
-//! answer, so it governs the next emit.
+//! signing secrets. Every change is an engine use case (`provisio_engine::service`),
+//! which reloads the routing table before the answer, so it governs the next emit.
 
 use std::collections::BTreeMap;
 
@@ -9,8 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use provisio_core::handler::{
-    Handler, HandlerDraft, HandlerKind, HandlerSpec, OnFailure, Stage, Status, ValidationContext,
-    defaults,
+    Handler, HandlerDraft, HandlerKind, OnFailure, Stage, Status, defaults,
 };
 use provisio_store::HandlerFilter;
 use serde::{Deserialize, Serialize};
@@ -18,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::{ListOut, PageQuery, ts};
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 
 pub fn router() -> Router<AppState> {
@@ -181,37 +180,14 @@ pub struct SecretOut {
     pub secret: String,
 }
 
-/// Validates a draft against the current catalog and scripts directory.
-pub fn validate(state: &AppState, draft: HandlerDraft) -> ApiResult<HandlerSpec> {
-    let engine = state.engine();
-    let event_types = engine.routes().event_type_ids();
-    let check_script = |target: &str| engine.check_script(target);
-    draft
-        .validate(&ValidationContext {
-            event_types: &event_types,
-            check_script: &check_script,
-        })
-        .map_err(ApiError::invalid)
-}
-
 #[utoipa::path(post, path = "/api/v1/handlers", tag = "handlers", request_body = HandlerIn,
     responses((status = 201, description = "Created", body = HandlerOut), (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 422, description = "Invalid input, per field", body = ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<HandlerIn>,
 ) -> ApiResult<(StatusCode, Json<HandlerOut>)> {
-    let spec = validate(&state, input.into())?;
-    let handler = state.store().insert_handler(&spec).await?;
-    state.engine().reload().await?;
+    let handler = state.engine().create_handler(input.into()).await?;
     Ok((StatusCode::CREATED, Json((&handler).into())))
-}
-
-async fn find(state: &AppState, id: i64) -> ApiResult<Handler> {
-    state
-        .store()
-        .get_handler(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("handler {id}")))
 }
 
 #[utoipa::path(get, path = "/api/v1/handlers/{id}", tag = "handlers", params(("id" = i64, Path, description = "Handler id")),
@@ -220,7 +196,7 @@ async fn read(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<HandlerOut>> {
-    Ok(Json((&find(&state, id).await?).into()))
+    Ok(Json((&state.engine().handler(id).await?).into()))
 }
 
 #[utoipa::path(patch, path = "/api/v1/handlers/{id}", tag = "handlers", params(("id" = i64, Path, description = "Handler id")), request_body = HandlerPatch,
@@ -230,29 +206,16 @@ async fn update(
     ApiPath(id): ApiPath<i64>,
     ApiJson(patch): ApiJson<HandlerPatch>,
 ) -> ApiResult<Json<HandlerOut>> {
-    let current = find(&state, id).await?;
-    let mut draft = HandlerDraft::from(&current.spec);
+    let mut draft = HandlerDraft::from(&state.engine().handler(id).await?.spec);
     patch.apply(&mut draft);
-    let spec = validate(&state, draft)?;
-    let handler = state
-        .store()
-        .update_handler(id, &spec)
-        .await
-        .map_err(|e| match e {
-            provisio_store::StoreError::NotFound => ApiError::not_found(format!("handler {id}")),
-            other => other.into(),
-        })?;
-    state.engine().reload().await?;
+    let handler = state.engine().update_handler(id, draft).await?;
     Ok(Json((&handler).into()))
 }
 
 #[utoipa::path(delete, path = "/api/v1/handlers/{id}", tag = "handlers", params(("id" = i64, Path, description = "Handler id")),
     responses((status = 204, description = "Deleted"), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 async fn remove(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<StatusCode> {
-    if !state.store().delete_handler(id).await? {
-        return Err(ApiError::not_found(format!("handler {id}")));
-    }
-    state.engine().reload().await?;
+    state.engine().delete_handler(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -289,7 +252,7 @@ async fn secret(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<SecretOut>> {
     Ok(Json(SecretOut {
-        secret: find(&state, id).await?.secret.expose(),
+        secret: state.engine().handler(id).await?.secret.expose(),
     }))
 }
 
@@ -299,15 +262,7 @@ async fn rotate_secret(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<SecretOut>> {
-    let handler = state
-        .store()
-        .rotate_handler_secret(id)
-        .await
-        .map_err(|e| match e {
-            provisio_store::StoreError::NotFound => ApiError::not_found(format!("handler {id}")),
-            other => other.into(),
-        })?;
-    state.engine().reload().await?;
+    let handler = state.engine().rotate_secret(id).await?;
     Ok(Json(SecretOut {
         secret: handler.secret.expose(),
     }))

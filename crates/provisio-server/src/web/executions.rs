@@ -2,20 +2,21 @@
 //! own), one execution's details, and redeliver.
 
 use askama::Template;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::Router;
+use axum::extract::Query;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Form, Router};
-use provisio_core::timefmt::to_millis;
-use provisio_store::{ExecutionRecord, Page, StoreError};
+use provisio_engine::{ExecutionSearch, OpError};
+use provisio_store::{ExecutionRecord, Page};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::session::Session;
-use super::{Chrome, EventGroup, error_page, event_groups, failed, render, see_other, with_query};
+use super::session::{Operator, Posted, Session};
+use super::{
+    Chrome, EventGroup, NoticeQuery, PageError, PageResult, Pager, event_groups, render, see_other,
+    with_query,
+};
 use crate::AppState;
-use crate::api::executions::ExecutionQuery;
 use crate::extract::ApiPath;
 
 pub fn router() -> Router<AppState> {
@@ -77,9 +78,9 @@ impl Search {
     }
 
     /// The same filters the API takes, parsed the same way.
-    fn to_query(&self) -> ExecutionQuery {
+    fn to_search(&self) -> ExecutionSearch {
         let text = |s: &String| Some(s.clone()).filter(|s| !s.is_empty());
-        ExecutionQuery {
+        ExecutionSearch {
             handler_id: self.handler_id.trim().parse().ok(),
             events_id: text(&self.events_id),
             status: self.status.parse().ok(),
@@ -89,7 +90,7 @@ impl Search {
             error: text(&self.error),
             from: text(&self.from),
             to: text(&self.to),
-            ..ExecutionQuery::default()
+            ..ExecutionSearch::default()
         }
     }
 }
@@ -151,10 +152,7 @@ struct ListPage {
     event_groups: Vec<EventGroup>,
     rows: Vec<Row>,
     total: u64,
-    page: u32,
-    pages: u64,
-    prev_page: Option<String>,
-    next_page: Option<String>,
+    pager: Pager,
     rows_url: String,
 }
 
@@ -164,114 +162,70 @@ struct RowsFragment {
     rows: Vec<Row>,
 }
 
-/// One page of rows, or the reason the filters do not parse.
-async fn search(
-    state: &AppState,
-    search: &Search,
-    page: u32,
-) -> Result<(Vec<Row>, u64), Result<String, Response>> {
-    let filter = search
-        .to_query()
-        .to_filter()
-        .map_err(|e| Ok(e.message().to_owned()))?;
-    let (records, total) = state
-        .store()
-        .list_executions(
-            &filter,
-            Page {
-                page,
-                per_page: PER_PAGE,
-            },
-        )
-        .await
-        .map_err(|e| Err(failed(e)))?;
-    Ok((records.iter().map(row).collect(), total))
+/// One page of the log as the filters select it.
+struct Found {
+    rows: Vec<Row>,
+    total: u64,
+    /// Why the filters do not parse (then there are no rows).
+    filter_error: Option<String>,
 }
 
-async fn list(
-    State(state): State<AppState>,
-    session: Session,
-    Query(filter): Query<Search>,
-) -> Response {
+async fn search(state: &AppState, search: &Search, page: u32) -> Result<Found, PageError> {
+    let filter = match search.to_search().to_filter() {
+        Ok(filter) => filter,
+        Err(refused) => {
+            return Ok(Found {
+                rows: Vec::new(),
+                total: 0,
+                filter_error: Some(refused.to_string()),
+            });
+        }
+    };
+    let per_page = PER_PAGE;
+    let (records, total) = state
+        .store()
+        .list_executions(&filter, Page { page, per_page })
+        .await?;
+    Ok(Found {
+        rows: records.iter().map(row).collect(),
+        total,
+        filter_error: None,
+    })
+}
+
+async fn list(Operator { state, session }: Operator, Query(filter): Query<Search>) -> PageResult {
     let page = filter.page.unwrap_or(1).max(1);
-    let (rows, total, filter_error) = match search(&state, &filter, page).await {
-        Ok((rows, total)) => (rows, total, None),
-        Err(Ok(message)) => (Vec::new(), 0, Some(message)),
-        Err(Err(page)) => return page,
-    };
-    let groups = match event_groups(&state).await {
-        Ok(g) => g,
-        Err(page) => return page,
-    };
+    let found = search(&state, &filter, page).await?;
+    let groups = event_groups(&state).await?;
     let handler_name = match filter.handler_id.trim().parse::<i64>() {
-        Ok(id) => state
-            .store()
-            .get_handler(id)
-            .await
-            .ok()
-            .flatten()
-            .map(|h| h.spec.name),
+        Ok(id) => state.engine().handler(id).await.ok().map(|h| h.spec.name),
         Err(_) => None,
     };
-    let pages = total.div_ceil(u64::from(PER_PAGE)).max(1);
-    let prev_page = (page > 1).then(|| filter.url("/executions", Some(page - 1)));
-    let next_page = (u64::from(page) < pages).then(|| filter.url("/executions", Some(page + 1)));
+    let pager = Pager::new(page, found.total, PER_PAGE, |p| {
+        filter.url("/executions", Some(p))
+    });
     let rows_url = filter.url("/executions/rows", None);
     let chrome = Chrome::new(&session, "executions", None);
-    render(
+    Ok(render(
         StatusCode::OK,
         &ListPage {
             chrome,
             filter,
-            filter_error,
+            filter_error: found.filter_error,
             handler_name,
             event_groups: groups,
-            rows,
-            total,
-            page,
-            pages,
-            prev_page,
-            next_page,
+            rows: found.rows,
+            total: found.total,
+            pager,
             rows_url,
         },
-    )
+    ))
 }
 
 /// The first page's rows alone, for the live refresh.
-async fn rows(
-    State(state): State<AppState>,
-    _session: Session,
-    Query(filter): Query<Search>,
-) -> Response {
-    match search(&state, &filter, 1).await {
-        Ok((rows, _)) => render(StatusCode::OK, &RowsFragment { rows }),
-        Err(Ok(_)) => render(StatusCode::OK, &RowsFragment { rows: Vec::new() }),
-        Err(Err(page)) => page,
-    }
-}
-
-struct Detail {
-    id: i64,
-    status: &'static str,
-    date: String,
-    events_id: String,
-    stage: &'static str,
-    event_id: Option<String>,
-    object_id: String,
-    handler_id: i64,
-    handler_name: String,
-    attempt: u32,
-    duration_ms: u32,
-    next_attempt_at: Option<String>,
-    delivery_id: Option<String>,
-    response_status: Option<u16>,
-    error: Option<String>,
-    target: String,
-    headers: Vec<(String, String)>,
-    request_body: String,
-    response_body: String,
-    response_truncated: bool,
-    data_after: Option<String>,
+async fn rows(Operator { state, .. }: Operator, Query(filter): Query<Search>) -> PageResult {
+    let rows = search(&state, &filter, 1).await?.rows;
+    Ok(render(StatusCode::OK, &RowsFragment { rows }))
 }
 
 /// JSON shown indented; anything else as it is.
@@ -282,25 +236,25 @@ fn pretty(text: &str) -> String {
         .unwrap_or_else(|| text.to_owned())
 }
 
+/// One execution as stored, with its instants and bodies made readable.
 #[derive(Template)]
 #[template(path = "execution.html")]
 struct DetailPage {
     chrome: Chrome,
-    e: Detail,
+    e: ExecutionRecord,
+    date: String,
+    next_attempt_at: Option<String>,
+    request_body: String,
+    response_body: String,
+    data_after: Option<String>,
     action_error: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-struct DetailQuery {
-    notice: Option<String>,
-}
-
 async fn detail(
-    State(state): State<AppState>,
-    session: Session,
+    Operator { state, session }: Operator,
     ApiPath(id): ApiPath<i64>,
-    Query(q): Query<DetailQuery>,
-) -> Response {
+    Query(q): Query<NoticeQuery>,
+) -> PageResult {
     detail_page(&state, &session, id, q.notice.as_deref(), None).await
 }
 
@@ -310,92 +264,54 @@ async fn detail_page(
     id: i64,
     notice: Option<&str>,
     action_error: Option<String>,
-) -> Response {
-    let e = match state.store().get_execution(id).await {
-        Ok(Some(e)) => e,
-        Ok(None) => {
-            return error_page(
-                StatusCode::NOT_FOUND,
-                &session.csrf,
-                "Execution not found",
-                "There is no execution with that id.",
-            );
-        }
-        Err(err) => return failed(err),
-    };
-    let detail = Detail {
-        id: e.id,
-        status: e.status.as_str(),
-        date: date(e.started_at),
-        events_id: e.events_id.clone(),
-        stage: e.stage.as_str(),
-        event_id: e.event_id.clone(),
-        object_id: e.object_id.key(),
-        handler_id: e.handler_id,
-        handler_name: e.handler_name.clone(),
-        attempt: e.attempt,
-        duration_ms: e.duration_ms,
-        next_attempt_at: e.next_attempt_at.map(date),
-        delivery_id: e.delivery_id.clone(),
-        response_status: e.response_status,
-        error: e.error.clone(),
-        target: e.request.target.clone(),
-        headers: e.request.headers.clone().into_iter().collect(),
-        request_body: pretty(&e.request.body),
-        response_body: pretty(e.response_body.as_deref().unwrap_or("")),
-        response_truncated: e.response_truncated,
-        data_after: e.data_after.as_deref().map(pretty),
-    };
+) -> PageResult {
+    let e = state.store().get_execution(id).await?.ok_or_else(|| {
+        session.error(
+            StatusCode::NOT_FOUND,
+            "Execution not found",
+            "There is no execution with that id.",
+        )
+    })?;
     let chrome = Chrome::new(session, "executions", notice);
-    render(
+    Ok(render(
         StatusCode::OK,
         &DetailPage {
             chrome,
-            e: detail,
+            date: date(e.started_at),
+            next_attempt_at: e.next_attempt_at.map(date),
+            request_body: pretty(&e.request.body),
+            response_body: pretty(e.response_body.as_deref().unwrap_or("")),
+            data_after: e.data_after.as_deref().map(pretty),
+            e,
             action_error,
         },
-    )
+    ))
 }
 
+/// Redeliver is asked on an execution's page; the answer is that page again.
 #[derive(Deserialize)]
 struct RedeliverForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     execution: i64,
 }
 
 async fn redeliver(
-    State(state): State<AppState>,
-    session: Session,
+    Operator { state, session }: Operator,
     ApiPath(id): ApiPath<String>,
-    headers: HeaderMap,
-    Form(form): Form<RedeliverForm>,
-) -> Response {
-    if let Err(page) = session.verify_csrf(&form.csrf, &headers) {
-        return page;
-    }
-    match state
-        .store()
-        .redeliver(&id, to_millis(OffsetDateTime::now_utc()))
-        .await
-    {
-        Ok(_) => {
-            state.engine().wake();
-            see_other(&format!(
-                "/executions/{}?notice=redelivered",
-                form.execution
-            ))
-        }
-        Err(StoreError::Conflict(message)) => {
+    Posted(form): Posted<RedeliverForm>,
+) -> PageResult {
+    match state.engine().redeliver(&id).await {
+        Ok(_) => Ok(see_other(&format!(
+            "/executions/{}?notice=redelivered",
+            form.execution
+        ))),
+        Err(OpError::Conflict(message)) => {
             detail_page(&state, &session, form.execution, None, Some(message)).await
         }
-        Err(StoreError::NotFound) => error_page(
-            StatusCode::NOT_FOUND,
-            &session.csrf,
+        Err(err) => Err(session.not_found(
+            err,
             "Delivery not found",
             "There is no delivery with that id.",
-        ),
-        Err(err) => failed(err),
+        )),
     }
 }

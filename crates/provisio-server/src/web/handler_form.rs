@@ -4,14 +4,13 @@ use std::collections::BTreeMap;
 
 use provisio_core::FieldErrors;
 use provisio_core::handler::{HandlerDraft, HandlerSpec, defaults};
+use provisio_engine::Engine;
 use serde::Deserialize;
 
 /// The handler form's fields as the browser sends them: all text, so what the
 /// operator typed can be shown again next to its error.
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct HandlerForm {
-    #[serde(default)]
-    pub(super) csrf: String,
     #[serde(default)]
     pub(super) name: String,
     #[serde(default)]
@@ -56,7 +55,6 @@ impl HandlerForm {
 
     pub(super) fn from_spec(s: &HandlerSpec) -> Self {
         Self {
-            csrf: String::new(),
             name: s.name.clone(),
             events_id: s.events_id.to_string(),
             stage: s.stage.as_str().into(),
@@ -78,8 +76,24 @@ impl HandlerForm {
         }
     }
 
+    /// Turns the text into a draft the engine may take, or every message
+    /// about it: what does not even parse, and what the engine's validation
+    /// (the API's too) refuses.
+    pub(super) fn to_draft(&self, engine: &Engine) -> Result<HandlerDraft, FieldErrors> {
+        let (draft, mut errors) = self.parse();
+        if errors.is_empty() {
+            return Ok(draft);
+        }
+        if let Err(refused) = engine.validate_handler(draft) {
+            for (field, message) in refused.iter() {
+                errors.add(field, message);
+            }
+        }
+        Err(errors)
+    }
+
     /// Turns the text into a draft, noting what does not even parse.
-    pub(super) fn to_draft(&self) -> (HandlerDraft, FieldErrors) {
+    fn parse(&self) -> (HandlerDraft, FieldErrors) {
         let mut errors = FieldErrors::new();
         let mut choice = |field: &str, text: &str| -> String {
             if text.is_empty() {

@@ -3,19 +3,21 @@
 use std::collections::BTreeMap;
 
 use askama::Template;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::Router;
+use axum::extract::Query;
+use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Form, Router};
 use provisio_core::FieldErrors;
-use provisio_core::handler::{Handler, HandlerKind, HandlerSpec, Status};
-use provisio_store::{HandlerFilter, Page, StoreResult};
+use provisio_core::handler::{Handler, HandlerKind};
+use provisio_engine::OpError;
+use provisio_store::{HandlerFilter, Page};
 use serde::Deserialize;
 
 use super::handler_form::HandlerForm;
-use super::session::Session;
-use super::{Chrome, EventGroup, error_page, event_groups, failed, render, see_other, with_query};
+use super::session::{CsrfForm, Operator, Posted, Session};
+use super::{
+    Chrome, EventGroup, PageError, PageResult, Pager, event_groups, render, see_other, with_query,
+};
 use crate::AppState;
 use crate::extract::ApiPath;
 
@@ -46,6 +48,13 @@ struct Search {
     notice: Option<String>,
 }
 
+/// The switch sits in a row of the table; `back` is that table's URL.
+#[derive(Deserialize)]
+struct ToggleForm {
+    #[serde(default)]
+    back: String,
+}
+
 struct Row {
     id: i64,
     priority: i32,
@@ -65,19 +74,12 @@ struct ListPage {
     event_groups: Vec<EventGroup>,
     rows: Vec<Row>,
     total: u64,
-    page: u32,
-    pages: u64,
-    prev_page: Option<String>,
-    next_page: Option<String>,
+    pager: Pager,
     /// This page's URL, for forms that come back here.
     back: String,
 }
 
-async fn list(
-    State(state): State<AppState>,
-    session: Session,
-    Query(search): Query<Search>,
-) -> Response {
+async fn list(Operator { state, session }: Operator, Query(search): Query<Search>) -> PageResult {
     let filter = HandlerFilter {
         events_id: Some(search.events_id.clone()).filter(|s| !s.is_empty()),
         kind: search.kind.parse().ok(),
@@ -87,25 +89,12 @@ async fn list(
         q: Some(search.q.clone()).filter(|s| !s.is_empty()),
     };
     let page = search.page.unwrap_or(1).max(1);
-    let (handlers, total) = match state
+    let per_page = PER_PAGE;
+    let (handlers, total) = state
         .store()
-        .list_handlers(
-            &filter,
-            Page {
-                page,
-                per_page: PER_PAGE,
-            },
-        )
-        .await
-    {
-        Ok(found) => found,
-        Err(err) => return failed(err),
-    };
-    let groups = match event_groups(&state).await {
-        Ok(g) => g,
-        Err(page) => return page,
-    };
-    let pages = total.div_ceil(u64::from(PER_PAGE)).max(1);
+        .list_handlers(&filter, Page { page, per_page })
+        .await?;
+    let groups = event_groups(&state).await?;
     let page_url = |p: u32| {
         let p = p.to_string();
         with_query(
@@ -120,11 +109,10 @@ async fn list(
         )
     };
     let back = page_url(page);
-    let prev_page = (page > 1).then(|| page_url(page - 1));
-    let next_page = (u64::from(page) < pages).then(|| page_url(page + 1));
+    let pager = Pager::new(page, total, PER_PAGE, page_url);
     let rows = handlers.iter().map(row).collect();
     let chrome = Chrome::new(&session, "handlers", search.notice.as_deref());
-    render(
+    Ok(render(
         StatusCode::OK,
         &ListPage {
             chrome,
@@ -132,13 +120,10 @@ async fn list(
             event_groups: groups,
             rows,
             total,
-            page,
-            pages,
-            prev_page,
-            next_page,
+            pager,
             back,
         },
-    )
+    ))
 }
 
 fn row(h: &Handler) -> Row {
@@ -168,18 +153,43 @@ struct FormPage {
     event_groups: Vec<EventGroup>,
 }
 
+/// Which handler a form is about: a new one, or a stored one by id and name.
+enum Editing {
+    New,
+    Stored(i64, String),
+}
+
+impl Editing {
+    async fn stored(state: &AppState, session: &Session, id: i64) -> Result<Self, PageError> {
+        let handler = find(state, session, id).await?;
+        Ok(Editing::Stored(id, handler.spec.name))
+    }
+
+    fn heading(&self) -> String {
+        match self {
+            Editing::New => "New Handler".into(),
+            Editing::Stored(_, name) => format!("Edit handler {name}"),
+        }
+    }
+
+    fn action(&self) -> String {
+        match self {
+            Editing::New => "/handlers".into(),
+            Editing::Stored(id, _) => format!("/handlers/{id}"),
+        }
+    }
+}
+
+/// The handler form, blank or as the operator filled it in, with a message
+/// next to each field that needs one.
 async fn form_page(
     state: &AppState,
     session: &Session,
-    heading: String,
-    action: String,
+    editing: &Editing,
     form: HandlerForm,
     errors: FieldErrors,
-) -> Response {
-    let mut groups = match event_groups(state).await {
-        Ok(g) => g,
-        Err(page) => return page,
-    };
+) -> PageResult {
+    let mut groups = event_groups(state).await?;
     // A pattern typed through the API that the lists do not offer is kept.
     if !form.events_id.is_empty() && !groups.iter().any(|g| g.types.contains(&form.events_id)) {
         groups.push(EventGroup {
@@ -197,188 +207,110 @@ async fn form_page(
         .map(|(k, v)| (k.split('.').next().unwrap_or(k).to_owned(), v.to_owned()))
         .collect();
     let chrome = Chrome::new(session, "handlers", None);
-    render(
+    Ok(render(
         status,
         &FormPage {
             chrome,
-            heading,
-            action,
+            heading: editing.heading(),
+            action: editing.action(),
             form,
             errors,
             event_groups: groups,
         },
-    )
+    ))
 }
 
-async fn new_form(State(state): State<AppState>, session: Session) -> Response {
-    form_page(
-        &state,
-        &session,
-        "New Handler".into(),
-        "/handlers".into(),
-        HandlerForm::blank(),
-        FieldErrors::new(),
-    )
-    .await
+async fn new_form(Operator { state, session }: Operator) -> PageResult {
+    let blank = HandlerForm::blank();
+    form_page(&state, &session, &Editing::New, blank, FieldErrors::new()).await
 }
 
-/// Validates the form the way the API validates JSON; `Err` is the form again
-/// with the messages.
-async fn validated(
+/// Saves a posted form through the engine, which validates it the way the API
+/// validates JSON; a form with errors is shown again with the operator's input.
+async fn save(
     state: &AppState,
     session: &Session,
-    heading: &str,
-    action: &str,
+    editing: Editing,
     form: HandlerForm,
-) -> Result<HandlerSpec, Response> {
-    let (draft, mut errors) = form.to_draft();
-    match crate::api::handlers::validate(state, draft) {
-        Ok(spec) if errors.is_empty() => return Ok(spec),
-        Ok(_) => {}
-        Err(api_error) => {
-            for (field, message) in api_error.fields().iter() {
-                errors.add(field, message);
-            }
+) -> PageResult {
+    let engine = state.engine();
+    let saved = match (form.to_draft(engine), &editing) {
+        (Err(errors), _) => Err(OpError::Invalid(errors)),
+        (Ok(draft), Editing::New) => engine.create_handler(draft).await.map(|_| "created"),
+        (Ok(draft), Editing::Stored(id, _)) => {
+            engine.update_handler(*id, draft).await.map(|_| "updated")
         }
+    };
+    match saved {
+        Ok(notice) => Ok(see_other(&format!("/handlers?notice={notice}"))),
+        Err(OpError::Invalid(errors)) => form_page(state, session, &editing, form, errors).await,
+        Err(err) => Err(gone(session, err)),
     }
-    Err(form_page(state, session, heading.into(), action.into(), form, errors).await)
 }
 
 async fn create(
-    State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    Form(form): Form<HandlerForm>,
-) -> Response {
-    if let Err(page) = session.verify_csrf(&form.csrf, &headers) {
-        return page;
-    }
-    let spec = match validated(&state, &session, "New Handler", "/handlers", form).await {
-        Ok(spec) => spec,
-        Err(page) => return page,
-    };
-    if let Err(page) = apply(&state, state.store().insert_handler(&spec)).await {
-        return page;
-    }
-    see_other("/handlers?notice=created")
+    Operator { state, session }: Operator,
+    Posted(form): Posted<HandlerForm>,
+) -> PageResult {
+    save(&state, &session, Editing::New, form).await
 }
 
-/// Makes a handler change take effect: the write, then the routing table's
-/// rebuild, so the change governs the next emit (as through the API).
-async fn apply<T>(
-    state: &AppState,
-    write: impl Future<Output = StoreResult<T>>,
-) -> Result<T, Response> {
-    let written = write.await.map_err(failed)?;
-    state.engine().reload().await.map_err(failed)?;
-    Ok(written)
+/// `err` as a page, where "not found" means the handler is gone.
+fn gone(session: &Session, err: OpError) -> PageError {
+    session.not_found(err, "Handler not found", "It may have been deleted.")
 }
 
-async fn find(state: &AppState, session: &Session, id: i64) -> Result<Handler, Response> {
-    match state.store().get_handler(id).await {
-        Ok(Some(h)) => Ok(h),
-        Ok(None) => Err(error_page(
-            StatusCode::NOT_FOUND,
-            &session.csrf,
-            "Handler not found",
-            "It may have been deleted.",
-        )),
-        Err(err) => Err(failed(err)),
-    }
+async fn find(state: &AppState, session: &Session, id: i64) -> Result<Handler, PageError> {
+    state
+        .engine()
+        .handler(id)
+        .await
+        .map_err(|e| gone(session, e))
 }
 
-async fn edit_form(
-    State(state): State<AppState>,
-    session: Session,
-    ApiPath(id): ApiPath<i64>,
-) -> Response {
-    let handler = match find(&state, &session, id).await {
-        Ok(h) => h,
-        Err(page) => return page,
-    };
-    let heading = format!("Edit handler {}", handler.spec.name);
-    form_page(
-        &state,
-        &session,
-        heading,
-        format!("/handlers/{id}"),
-        HandlerForm::from_spec(&handler.spec),
-        FieldErrors::new(),
-    )
-    .await
+async fn edit_form(Operator { state, session }: Operator, ApiPath(id): ApiPath<i64>) -> PageResult {
+    let handler = find(&state, &session, id).await?;
+    let form = HandlerForm::from_spec(&handler.spec);
+    let editing = Editing::Stored(id, handler.spec.name);
+    form_page(&state, &session, &editing, form, FieldErrors::new()).await
 }
 
 async fn update(
-    State(state): State<AppState>,
-    session: Session,
+    Operator { state, session }: Operator,
     ApiPath(id): ApiPath<i64>,
-    headers: HeaderMap,
-    Form(form): Form<HandlerForm>,
-) -> Response {
-    if let Err(page) = session.verify_csrf(&form.csrf, &headers) {
-        return page;
-    }
-    let handler = match find(&state, &session, id).await {
-        Ok(h) => h,
-        Err(page) => return page,
-    };
-    let heading = format!("Edit handler {}", handler.spec.name);
-    let spec = match validated(&state, &session, &heading, &format!("/handlers/{id}"), form).await {
-        Ok(spec) => spec,
-        Err(page) => return page,
-    };
-    if let Err(page) = apply(&state, state.store().update_handler(id, &spec)).await {
-        return page;
-    }
-    see_other("/handlers?notice=updated")
-}
-
-#[derive(Deserialize)]
-struct ToggleForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    back: String,
+    Posted(form): Posted<HandlerForm>,
+) -> PageResult {
+    let editing = Editing::stored(&state, &session, id).await?;
+    save(&state, &session, editing, form).await
 }
 
 /// Switches enabled ↔ disabled. Archived handlers change only in the form.
 async fn toggle(
-    State(state): State<AppState>,
-    session: Session,
+    Operator { state, session }: Operator,
     ApiPath(id): ApiPath<i64>,
-    headers: HeaderMap,
-    Form(form): Form<ToggleForm>,
-) -> Response {
-    if let Err(page) = session.verify_csrf(&form.csrf, &headers) {
-        return page;
-    }
-    let handler = match find(&state, &session, id).await {
-        Ok(h) => h,
-        Err(page) => return page,
-    };
-    let mut spec = handler.spec.clone();
-    spec.status = match spec.status {
-        Status::Enabled => Status::Disabled,
-        Status::Disabled => Status::Enabled,
-        Status::Archived => {
-            return error_page(
+    Posted(form): Posted<ToggleForm>,
+) -> PageResult {
+    let handler = match state.engine().toggle_handler(id).await {
+        Ok(handler) => handler,
+        Err(OpError::Conflict(_)) => {
+            return Err(session.error(
                 StatusCode::CONFLICT,
-                &session.csrf,
                 "Handler archived",
                 "An archived handler is changed in its edit form.",
-            );
+            ));
         }
+        Err(err) => return Err(gone(&session, err)),
     };
-    if let Err(page) = apply(&state, state.store().update_handler(id, &spec)).await {
-        return page;
-    }
     let back = if form.back.starts_with("/handlers") {
         form.back.as_str()
     } else {
         "/handlers"
     };
     let separator = if back.contains('?') { '&' } else { '?' };
-    see_other(&format!("{back}{separator}notice={}", spec.status))
+    Ok(see_other(&format!(
+        "{back}{separator}notice={}",
+        handler.spec.status
+    )))
 }
 
 #[derive(Template)]
@@ -390,46 +322,25 @@ struct ConfirmPage {
 }
 
 async fn confirm_delete(
-    State(state): State<AppState>,
-    session: Session,
+    Operator { state, session }: Operator,
     ApiPath(id): ApiPath<i64>,
-) -> Response {
-    let handler = match find(&state, &session, id).await {
-        Ok(h) => h,
-        Err(page) => return page,
-    };
+) -> PageResult {
+    let name = find(&state, &session, id).await?.spec.name;
     let chrome = Chrome::new(&session, "handlers", None);
-    render(
-        StatusCode::OK,
-        &ConfirmPage {
-            chrome,
-            id,
-            name: handler.spec.name,
-        },
-    )
+    Ok(render(StatusCode::OK, &ConfirmPage { chrome, id, name }))
 }
 
 async fn delete(
-    State(state): State<AppState>,
-    session: Session,
+    Operator { state, session }: Operator,
     ApiPath(id): ApiPath<i64>,
-    headers: HeaderMap,
-    Form(form): Form<ToggleForm>,
-) -> Response {
-    if let Err(page) = session.verify_csrf(&form.csrf, &headers) {
-        return page;
-    }
-    match apply(&state, state.store().delete_handler(id)).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return error_page(
-                StatusCode::NOT_FOUND,
-                &session.csrf,
-                "Handler not found",
-                "It may have been deleted already.",
-            );
-        }
-        Err(page) => return page,
-    }
-    see_other("/handlers?notice=deleted")
+    Posted(CsrfForm {}): Posted<CsrfForm>,
+) -> PageResult {
+    state.engine().delete_handler(id).await.map_err(|err| {
+        session.not_found(
+            err,
+            "Handler not found",
+            "It may have been deleted already.",
+        )
+    })?;
+    Ok(see_other("/handlers?notice=deleted"))
 }

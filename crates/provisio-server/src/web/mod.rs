@@ -7,10 +7,10 @@
 //!   `handler_form`: the form's fields as text and their conversion to a draft.
 //! - [`executions`]: the Execution Logs, details and redeliver.
 //! - [`overview`]: per-handler activity over the last 24 hours.
-
-// Page helpers return the page to show as their error: a finished `Response`,
-// off any hot path, where boxing would only add noise.
-#![allow(clippy::result_large_err)]
+//!
+//! Every change goes through the engine's use cases (`provisio_engine::service`),
+//! as the API's do; this section never imports the API. Page handlers return
+//! [`PageResult`] and use `?`: a [`PageError`] is shown as an error page.
 
 mod executions;
 mod handler_form;
@@ -23,7 +23,8 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use provisio_engine::EngineError;
+use provisio_engine::{EngineError, OpError};
+use provisio_store::StoreError;
 
 use crate::AppState;
 
@@ -77,6 +78,12 @@ impl Chrome {
             notice: notice.and_then(notice_text).map(str::to_owned),
         }
     }
+}
+
+/// A page's `?notice=` key, left by the change that led to it.
+#[derive(serde::Deserialize, Default)]
+pub struct NoticeQuery {
+    pub notice: Option<String>,
 }
 
 /// Notices are chosen by key, so a link can never put arbitrary text on a page.
@@ -152,9 +159,58 @@ pub fn method_not_allowed() -> Response {
     )
 }
 
-/// A failure inside a page handler, logged and shown as a page: 503 while the
-/// database cannot be reached or the server is stopping (as the API answers:
-/// worth trying again shortly), 500 for anything else.
+/// Why a page handler shows an error page instead of its own.
+pub enum PageError {
+    /// Storage failed or the server is stopping: logged, and shown as 503
+    /// when worth trying again shortly (the database is unreachable, the
+    /// server is stopping), as the API answers; 500 otherwise.
+    Failed(EngineError),
+    /// The page to show instead, made where the words are known (a handler
+    /// that is not there, a form shown again with its messages).
+    Page(Box<Response>),
+}
+
+/// What a page handler returns.
+pub type PageResult = Result<Response, PageError>;
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            PageError::Failed(err) => failed(err),
+            PageError::Page(page) => *page,
+        }
+    }
+}
+
+impl From<EngineError> for PageError {
+    fn from(err: EngineError) -> Self {
+        PageError::Failed(err)
+    }
+}
+
+impl From<StoreError> for PageError {
+    fn from(err: StoreError) -> Self {
+        PageError::Failed(err.into())
+    }
+}
+
+/// A refusal no page handler words itself (each names what it expects: see
+/// `Session::error`), said plainly; failures as [`failed`].
+impl From<OpError> for PageError {
+    fn from(err: OpError) -> Self {
+        let (status, heading) = match err {
+            OpError::Engine(err) => return PageError::Failed(err),
+            OpError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid input"),
+            OpError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+            OpError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            OpError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
+        };
+        PageError::Page(Box::new(error_page(status, "", heading, &err.to_string())))
+    }
+}
+
+/// A failure inside a page handler, logged and shown as a page (see
+/// [`PageError::Failed`]).
 pub fn failed(err: impl Into<EngineError>) -> Response {
     let err = err.into();
     tracing::error!(error = %err, "web request failed");
@@ -203,8 +259,8 @@ pub struct EventGroup {
     pub types: Vec<String>,
 }
 
-pub async fn event_groups(state: &AppState) -> Result<Vec<EventGroup>, Response> {
-    let types = state.store().list_event_types().await.map_err(failed)?;
+pub async fn event_groups(state: &AppState) -> Result<Vec<EventGroup>, PageError> {
+    let types = state.store().list_event_types().await?;
     let mut groups: Vec<EventGroup> = Vec::new();
     let mut patterns: Vec<String> = vec!["*".into()];
     for t in &types {
@@ -232,6 +288,28 @@ pub async fn event_groups(state: &AppState) -> Result<Vec<EventGroup>, Response>
         types: patterns,
     });
     Ok(groups)
+}
+
+/// Where a list page stands among its pages, with links to its neighbours.
+pub struct Pager {
+    pub page: u32,
+    pub pages: u64,
+    pub prev: Option<String>,
+    pub next: Option<String>,
+}
+
+impl Pager {
+    /// Page `page` of `total` items shown `per_page` at a time; `url` links
+    /// to another page.
+    pub fn new(page: u32, total: u64, per_page: u32, url: impl Fn(u32) -> String) -> Self {
+        let pages = total.div_ceil(u64::from(per_page)).max(1);
+        Self {
+            page,
+            pages,
+            prev: (page > 1).then(|| url(page - 1)),
+            next: (u64::from(page) < pages).then(|| url(page + 1)),
+        }
+    }
 }
 
 /// Appends `key=value` pairs to a path as a query string, skipping empty values.

@@ -3,18 +3,16 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::StatusCode;
-use axum::response::Response;
 use axum::routing::get;
 use provisio_core::handler::Status;
 use provisio_core::timefmt::{from_millis, to_millis};
 use provisio_store::{HandlerFilter, Page};
-use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::session::Session;
-use super::{Chrome, failed, render};
+use super::session::Operator;
+use super::{Chrome, NoticeQuery, PageResult, render};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -54,21 +52,15 @@ struct OverviewPage {
     cards: Vec<Card>,
 }
 
-#[derive(Deserialize, Default)]
-struct OverviewQuery {
-    notice: Option<String>,
-}
-
 async fn overview(
-    State(state): State<AppState>,
-    session: Session,
-    Query(q): Query<OverviewQuery>,
-) -> Response {
+    Operator { state, session }: Operator,
+    Query(q): Query<NoticeQuery>,
+) -> PageResult {
     let now = to_millis(OffsetDateTime::now_utc());
     // The chart's 24 slots end with the current hour.
     let first_hour = (now / HOUR_MS - (HOURS - 1)) * HOUR_MS;
     let filter = HandlerFilter::default();
-    let (handlers, activity) = match tokio::try_join!(
+    let ((handlers, _), activity) = tokio::try_join!(
         state.store().list_handlers(
             &filter,
             Page {
@@ -77,10 +69,7 @@ async fn overview(
             }
         ),
         state.store().handler_activity(first_hour, HOUR_MS),
-    ) {
-        Ok(((handlers, _), activity)) => (handlers, activity),
-        Err(err) => return failed(err),
-    };
+    )?;
     let cards = handlers
         .iter()
         .filter(|h| h.spec.status != Status::Archived)
@@ -132,5 +121,5 @@ async fn overview(
         })
         .collect();
     let chrome = Chrome::new(&session, "overview", q.notice.as_deref());
-    render(StatusCode::OK, &OverviewPage { chrome, cards })
+    Ok(render(StatusCode::OK, &OverviewPage { chrome, cards }))
 }

@@ -5,7 +5,8 @@
 //! and a per-session CSRF token that every state-changing form carries.
 
 use askama::Template;
-use axum::extract::{FromRequestParts, State};
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,14 +14,17 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use provisio_core::timefmt::to_millis;
+use provisio_engine::OpError;
 use provisio_store::SessionRecord;
 use rand::RngCore;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::{Chrome, render, see_other};
+use super::{Chrome, PageError, PageResult, render, see_other};
 use crate::AppState;
 
 pub const COOKIE: &str = "provisio_session";
@@ -38,34 +42,105 @@ pub struct Session {
 }
 
 impl Session {
-    /// Checks a form's (or htmx request's) CSRF token against the session's.
-    pub fn verify_csrf(&self, form_token: &str, headers: &HeaderMap) -> Result<(), Response> {
-        let header_token = headers
+    /// An error page for this operator (with the navigation).
+    pub fn error(&self, status: StatusCode, heading: &str, message: &str) -> PageError {
+        PageError::Page(Box::new(super::error_page(
+            status, &self.csrf, heading, message,
+        )))
+    }
+
+    /// `err` as a page, where "not found" is said in the page handler's words.
+    pub fn not_found(&self, err: OpError, heading: &str, message: &str) -> PageError {
+        match err {
+            OpError::NotFound(_) => self.error(StatusCode::NOT_FOUND, heading, message),
+            other => other.into(),
+        }
+    }
+}
+
+/// What a page handler starts from: the app and the operator's session.
+pub struct Operator {
+    pub state: AppState,
+    pub session: Session,
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let session = Session::from_request_parts(parts, state).await?;
+        Ok(Operator {
+            state: state.clone(),
+            session,
+        })
+    }
+}
+
+/// The session's CSRF token, left in the request by the [`Session`]
+/// extractor for [`Posted`] to check.
+#[derive(Clone)]
+struct SessionCsrf(String);
+
+/// A state-changing form, taken only when the CSRF token it came with (its
+/// `csrf` field, or from htmx the `x-csrf-token` header) is the session's.
+/// The handler takes the session (or [`Operator`]) before it.
+pub struct Posted<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Posted<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let Some(SessionCsrf(expected)) = req.extensions().get::<SessionCsrf>().cloned() else {
+            tracing::error!("a form handler does not take the session before the form");
+            return Err(super::internal_error());
+        };
+        let header_token = req
+            .headers()
             .get("x-csrf-token")
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let given = if form_token.is_empty() {
+            .unwrap_or("")
+            .to_owned();
+        let mut again = Request::builder()
+            .method(req.method().clone())
+            .uri(req.uri().clone());
+        if let Some(headers) = again.headers_mut() {
+            *headers = req.headers().clone();
+        }
+        // Read once within the body limit, then parsed by axum's `Form`, so a
+        // form that does not parse is refused as `Form` refuses it.
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let field_token = form_urlencoded::parse(&body)
+            .find(|(name, _)| name == "csrf")
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_default();
+        let again = again
+            .body(Body::from(body))
+            .map_err(|_| super::internal_error())?;
+        let Form(form) = Form::<T>::from_request(again, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let given = if field_token.is_empty() {
             header_token
         } else {
-            form_token
+            field_token
         };
-        let expected = self.csrf.as_bytes();
         let same = given.len() == expected.len()
             && given
                 .bytes()
-                .zip(expected)
+                .zip(expected.bytes())
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0;
-        if same {
-            Ok(())
-        } else {
-            Err(super::error_page(
+        if !same {
+            return Err(super::error_page(
                 StatusCode::FORBIDDEN,
-                &self.csrf,
+                &expected,
                 "Form expired",
                 "This form was not issued by this session (it may be stale). Go back, reload the page and try again.",
-            ))
+            ));
         }
+        Ok(Posted(form))
     }
 }
 
@@ -110,10 +185,13 @@ impl FromRequestParts<AppState> for Session {
             .await
             .map_err(super::failed)?;
         match found {
-            Some(s) if s.expires_at_ms > to_millis(OffsetDateTime::now_utc()) => Ok(Session {
-                csrf: s.csrf,
-                id_hash,
-            }),
+            Some(s) if s.expires_at_ms > to_millis(OffsetDateTime::now_utc()) => {
+                parts.extensions.insert(SessionCsrf(s.csrf.clone()));
+                Ok(Session {
+                    csrf: s.csrf,
+                    id_hash,
+                })
+            }
             Some(_) => Err(to_login(true)),
             None => Err(to_login(false)),
         }
@@ -227,7 +305,7 @@ async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
-) -> Response {
+) -> PageResult {
     let next = safe_next(&form.next).to_owned();
     let refuse = |message: &str| {
         let chrome = Chrome {
@@ -252,24 +330,17 @@ async fn login(
             .unwrap_or("");
         let origin_host = origin.split("://").nth(1).unwrap_or("");
         if origin != "null" && origin_host != host {
-            return refuse("This login form was posted from another site.");
+            return Ok(refuse("This login form was posted from another site."));
         }
     }
     let token = form.token.trim();
     if token.is_empty() {
-        return refuse("Enter an API token.");
+        return Ok(refuse("Enter an API token."));
     }
     // Only a refused token is the operator's mistake; a database that cannot
-    // be reached must not read as a wrong token (`authenticate` logged it).
-    let record = match crate::auth::authenticate(&state, token).await {
-        Ok(record) => record,
-        Err(err) => {
-            return match err.status() {
-                StatusCode::UNAUTHORIZED => refuse("That token is not valid, or it was revoked."),
-                StatusCode::SERVICE_UNAVAILABLE => super::database_unavailable(),
-                _ => super::internal_error(),
-            };
-        }
+    // be reached must not read as a wrong token (`?` shows it as a failure).
+    let Some(record) = crate::auth::authenticate(&state, token).await? else {
+        return Ok(refuse("That token is not valid, or it was revoked."));
     };
     let id = random_token();
     let ttl = state.config().session_ttl;
@@ -278,9 +349,7 @@ async fn login(
         csrf: random_token(),
         expires_at_ms: to_millis(OffsetDateTime::now_utc()) + ttl.as_millis() as i64,
     };
-    if let Err(err) = state.store().create_session(&hash(&id), &session).await {
-        return super::failed(err);
-    }
+    state.store().create_session(&hash(&id), &session).await?;
     let cookie = format!(
         "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
         ttl.as_secs()
@@ -289,37 +358,27 @@ async fn login(
     response
         .headers_mut()
         .insert(header::SET_COOKIE, cookie.parse().expect("a valid cookie"));
-    response
+    Ok(response)
 }
 
+/// A form with no field but its CSRF token.
 #[derive(Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
+pub struct CsrfForm {}
 
 async fn logout(
-    State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    if let Err(page) = session.verify_csrf(&form.csrf, &headers) {
-        return page;
-    }
-    if let Err(err) = state
+    Operator { state, session }: Operator,
+    Posted(CsrfForm {}): Posted<CsrfForm>,
+) -> PageResult {
+    state
         .store()
         .delete_session(&session.id_hash, to_millis(OffsetDateTime::now_utc()))
-        .await
-    {
-        return super::failed(err);
-    }
+        .await?;
     let mut response = see_other("/login?notice=logged-out");
     let expired = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     response
         .headers_mut()
         .insert(header::SET_COOKIE, expired.parse().expect("a valid cookie"));
-    response.into_response()
+    Ok(response)
 }
 
 fn random_token() -> String {

@@ -1,0 +1,294 @@
+//! The use cases both adapters call, the JSON API and the web section alike:
+//! every change to handlers, the event catalog or the queue, each followed by
+//! what makes it take effect (a routing-table reload or a dispatcher wake)
+//! before it returns, so neither adapter can forget that step. They report one
+//! error, [`OpError`], which each adapter maps to its own response.
+
+use provisio_core::FieldErrors;
+use provisio_core::catalog::EventType;
+use provisio_core::event::ExecutionStatus;
+use provisio_core::handler::{
+    Handler, HandlerDraft, HandlerSpec, Stage, Status, ValidationContext,
+};
+use provisio_core::timefmt;
+use provisio_store::{DeliveryRecord, ExecutionFilter, StoreError};
+
+use crate::{EmitError, Engine, EngineError};
+
+/// Why a use case did not happen, in terms both adapters can say.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The input breaks a rule; one message per field.
+    #[error("invalid input: {}", .0.summary())]
+    Invalid(FieldErrors),
+    /// What the change is about does not exist; names it (`handler 3`).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The change clashes with what is stored; says how.
+    #[error("{0}")]
+    Conflict(String),
+    /// Not done now, but worth trying again shortly; says how.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Storage failed or the engine is stopping: the adapter decides how to
+    /// say so (the database's unavailability is worth a retry, the rest is ours).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl OpError {
+    /// Invalid input in one field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        let mut fields = FieldErrors::new();
+        fields.add(field, message);
+        OpError::Invalid(fields)
+    }
+}
+
+impl From<StoreError> for OpError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound => OpError::NotFound("resource".into()),
+            StoreError::Conflict(message) => OpError::Conflict(message),
+            other => OpError::Engine(other.into()),
+        }
+    }
+}
+
+impl From<EmitError> for OpError {
+    fn from(err: EmitError) -> Self {
+        match err {
+            EmitError::UnknownEventType(_) => OpError::invalid_field("events_id", err.to_string()),
+            EmitError::KeyReused => OpError::Conflict(err.to_string()),
+            EmitError::NotStored(_) => {
+                OpError::Unavailable("the event could not be stored; try again".into())
+            }
+            EmitError::TimedOut(_) => OpError::Unavailable(format!(
+                "{err}; the event may not have been stored: send it again with the same Idempotency-Key"
+            )),
+            EmitError::Engine(e) => OpError::Engine(e),
+        }
+    }
+}
+
+/// A store error of a change to `what`, where "not found" means `what` is gone.
+fn about(what: impl FnOnce() -> String) -> impl FnOnce(StoreError) -> OpError {
+    move |err| match err {
+        StoreError::NotFound => OpError::NotFound(what()),
+        other => other.into(),
+    }
+}
+
+fn handler_name(id: i64) -> String {
+    format!("handler {id}")
+}
+
+impl Engine {
+    /// Checks a draft against the current catalog and the scripts directory.
+    pub fn validate_handler(&self, draft: HandlerDraft) -> Result<HandlerSpec, FieldErrors> {
+        let event_types = self.routes().event_type_ids();
+        let check_script = |target: &str| self.check_script(target);
+        draft.validate(&ValidationContext {
+            event_types: &event_types,
+            check_script: &check_script,
+        })
+    }
+
+    /// The stored handler `id`.
+    pub async fn handler(&self, id: i64) -> Result<Handler, OpError> {
+        self.store()
+            .get_handler(id)
+            .await?
+            .ok_or_else(|| OpError::NotFound(handler_name(id)))
+    }
+
+    /// Validates and stores a new handler; it governs the next emit.
+    pub async fn create_handler(&self, draft: HandlerDraft) -> Result<Handler, OpError> {
+        let spec = self.validate_handler(draft).map_err(OpError::Invalid)?;
+        let handler = self.store().insert_handler(&spec).await?;
+        self.reload().await?;
+        Ok(handler)
+    }
+
+    /// Validates and stores handler `id`'s new settings; they govern the next emit.
+    pub async fn update_handler(&self, id: i64, draft: HandlerDraft) -> Result<Handler, OpError> {
+        let spec = self.validate_handler(draft).map_err(OpError::Invalid)?;
+        self.replace_handler(id, &spec).await
+    }
+
+    /// Switches handler `id` between enabled and disabled, keeping its other
+    /// settings as stored. An archived handler is a [`OpError::Conflict`]:
+    /// bringing it back is a change of its settings, not a switch.
+    pub async fn toggle_handler(&self, id: i64) -> Result<Handler, OpError> {
+        let mut spec = self.handler(id).await?.spec;
+        spec.status = match spec.status {
+            Status::Enabled => Status::Disabled,
+            Status::Disabled => Status::Enabled,
+            Status::Archived => {
+                return Err(OpError::Conflict(format!(
+                    "{} is archived",
+                    handler_name(id)
+                )));
+            }
+        };
+        self.replace_handler(id, &spec).await
+    }
+
+    async fn replace_handler(&self, id: i64, spec: &HandlerSpec) -> Result<Handler, OpError> {
+        let handler = self
+            .store()
+            .update_handler(id, spec)
+            .await
+            .map_err(about(|| handler_name(id)))?;
+        self.reload().await?;
+        Ok(handler)
+    }
+
+    /// Deletes handler `id` (its unfinished deliveries fail); no emit routes to
+    /// it afterwards.
+    pub async fn delete_handler(&self, id: i64) -> Result<(), OpError> {
+        if !self.store().delete_handler(id).await? {
+            return Err(OpError::NotFound(handler_name(id)));
+        }
+        self.reload().await?;
+        Ok(())
+    }
+
+    /// Gives handler `id` a new signing secret, used from the next attempt on.
+    pub async fn rotate_secret(&self, id: i64) -> Result<Handler, OpError> {
+        let handler = self
+            .store()
+            .rotate_handler_secret(id)
+            .await
+            .map_err(about(|| handler_name(id)))?;
+        self.reload().await?;
+        Ok(handler)
+    }
+
+    /// Adds a type to the catalog; handlers and emits may use it at once.
+    pub async fn add_event_type(&self, event_type: EventType) -> Result<EventType, OpError> {
+        self.store().insert_event_type(&event_type).await?;
+        self.reload().await?;
+        Ok(event_type)
+    }
+
+    /// Queues a finished delivery for a fresh round of attempts, due now.
+    pub async fn redeliver(&self, delivery_id: &str) -> Result<DeliveryRecord, OpError> {
+        let now = timefmt::to_millis(time::OffsetDateTime::now_utc());
+        let delivery = self
+            .store()
+            .redeliver(delivery_id, now)
+            .await
+            .map_err(about(|| format!("delivery {delivery_id}")))?;
+        self.wake();
+        Ok(delivery)
+    }
+}
+
+/// The execution log's filters as a caller gives them: empty text means any,
+/// `from` and `to` are an instant or a date. Both adapters read them through
+/// [`ExecutionSearch::to_filter`], so they accept and refuse the same input.
+#[derive(Debug, Default, Clone)]
+pub struct ExecutionSearch {
+    pub handler_id: Option<i64>,
+    pub events_id: Option<String>,
+    pub status: Option<ExecutionStatus>,
+    pub stage: Option<Stage>,
+    pub object_id: Option<String>,
+    pub event_id: Option<String>,
+    pub delivery_id: Option<String>,
+    /// The request body contains this text.
+    pub data: Option<String>,
+    /// The error contains this text.
+    pub error: Option<String>,
+    /// From this instant (ISO 8601) or date (`2026-11-26`, from its start, UTC).
+    pub from: Option<String>,
+    /// Up to this instant or date (to its end, UTC).
+    pub to: Option<String>,
+}
+
+impl ExecutionSearch {
+    pub fn to_filter(&self) -> Result<ExecutionFilter, OpError> {
+        let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        Ok(ExecutionFilter {
+            handler_id: self.handler_id,
+            events_id: non_empty(&self.events_id),
+            status: self.status,
+            stage: self.stage,
+            object_id: non_empty(&self.object_id),
+            delivery_id: non_empty(&self.delivery_id),
+            event_id: non_empty(&self.event_id),
+            data: non_empty(&self.data),
+            error: non_empty(&self.error),
+            from_ms: bound(&self.from, "from", false)?,
+            to_ms: bound(&self.to, "to", true)?,
+        })
+    }
+}
+
+/// Parses a `from`/`to` bound: a full instant, or a date meaning its first
+/// (or, for `to`, its last) millisecond in UTC.
+fn bound(value: &Option<String>, field: &str, end_of_day: bool) -> Result<Option<i64>, OpError> {
+    let Some(text) = value.as_deref().filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(t) = timefmt::parse(text) {
+        return Ok(Some(timefmt::to_millis(t)));
+    }
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(text, date_format).map_err(|_| {
+        OpError::invalid_field(
+            field,
+            "must be a date (2026-11-26) or an ISO 8601 date-time with offset",
+        )
+    })?;
+    let start = timefmt::to_millis(date.midnight().assume_utc());
+    Ok(Some(if end_of_day {
+        start + 86_400_000 - 1
+    } else {
+        start
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn search(from: &str, to: &str) -> ExecutionSearch {
+        ExecutionSearch {
+            from: Some(from.into()),
+            to: Some(to.into()),
+            ..ExecutionSearch::default()
+        }
+    }
+
+    #[test]
+    fn a_date_bound_covers_the_whole_day_in_utc() {
+        let filter = search("2026-11-26", "2026-11-26").to_filter().unwrap();
+        let day = filter.from_ms.unwrap();
+        assert_eq!(day % 86_400_000, 0);
+        assert_eq!(filter.to_ms, Some(day + 86_400_000 - 1));
+        let exact = search("2026-11-26T10:00:00+02:00", "").to_filter().unwrap();
+        assert_eq!(exact.from_ms, Some(day + 8 * 3_600_000));
+        assert_eq!(exact.to_ms, None, "empty text is no bound");
+    }
+
+    #[test]
+    fn a_bound_that_does_not_parse_names_its_field() {
+        let err = search("", "yesterday").to_filter().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid input: to: must be a date (2026-11-26) or an ISO 8601 date-time with offset"
+        );
+    }
+
+    #[test]
+    fn emit_errors_keep_the_words_callers_read() {
+        let unknown = OpError::from(EmitError::UnknownEventType("a.b".into()));
+        assert!(matches!(&unknown, OpError::Invalid(f) if f.get("events_id").is_some()));
+        let reused = OpError::from(EmitError::KeyReused);
+        assert!(matches!(reused, OpError::Conflict(_)));
+        let lost = OpError::from(EmitError::NotStored("disk full".into()));
+        assert_eq!(lost.to_string(), "the event could not be stored; try again");
+    }
+}
