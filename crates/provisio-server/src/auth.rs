@@ -20,11 +20,16 @@ use crate::error::ApiError;
 
 const TOKEN_PREFIX: &str = "pvo_";
 
-/// A fresh token: 256 random bits, URL-safe.
+/// A fresh API token: `pvo_` and 256 random bits.
 pub fn generate_token() -> String {
+    format!("{TOKEN_PREFIX}{}", random_secret())
+}
+
+/// 256 random bits, URL-safe base64: API tokens, session ids, CSRF tokens.
+pub fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Tokens carry 256 random bits, so a plain SHA-256 is enough: there is nothing

@@ -12,13 +12,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use provisio_core::timefmt::to_millis;
 use provisio_engine::OpError;
 use provisio_store::SessionRecord;
-use rand::RngCore;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -126,12 +123,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Posted<T> {
         } else {
             field_token
         };
-        let same = given.len() == expected.len()
-            && given
-                .bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
+        let same: bool =
+            subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.as_bytes()).into();
         if !same {
             return Err(super::error_page(
                 StatusCode::FORBIDDEN,
@@ -342,11 +335,11 @@ async fn login(
     let Some(record) = crate::auth::authenticate(&state, token).await? else {
         return Ok(refuse("That token is not valid, or it was revoked."));
     };
-    let id = random_token();
+    let id = crate::auth::random_secret();
     let ttl = state.config().session_ttl;
     let session = SessionRecord {
         token_id: record.id,
-        csrf: random_token(),
+        csrf: crate::auth::random_secret(),
         expires_at_ms: to_millis(OffsetDateTime::now_utc()) + ttl.as_millis() as i64,
     };
     state.store().create_session(&hash(&id), &session).await?;
@@ -379,12 +372,6 @@ async fn logout(
         .headers_mut()
         .insert(header::SET_COOKIE, expired.parse().expect("a valid cookie"));
     Ok(response)
-}
-
-fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]
