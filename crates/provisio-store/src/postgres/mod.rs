@@ -21,6 +21,7 @@ mod catalog;
 mod executions;
 mod handlers;
 mod queue;
+#[cfg(feature = "test-support")]
 pub mod scratch;
 mod tokens;
 mod upkeep;
