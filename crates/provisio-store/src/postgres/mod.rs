@@ -25,9 +25,7 @@ mod upkeep;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{
-    PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgQueryResult,
-};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres};
 use tokio::sync::mpsc;
 
@@ -105,10 +103,6 @@ impl Dialect for Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const BYTE_ORDER: &'static str = r#" COLLATE "C""#;
-
-    fn rows_affected(done: &PgQueryResult) -> u64 {
-        done.rows_affected()
-    }
 
     async fn write_tx<T>(
         pool: &PgPool,

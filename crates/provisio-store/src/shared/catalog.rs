@@ -2,19 +2,13 @@
 //! `provisio_routes` trigger, so all nodes reload their routing tables.
 
 use provisio_core::catalog::EventType;
-use sqlx::{Encode, Executor, QueryBuilder, Type};
+use sqlx::QueryBuilder;
 
-use super::{Dialect, SqlCore};
+use super::{Bind, Dialect, SqlCore};
 use crate::query::ROWS_PER_STATEMENT;
 use crate::{StoreResult, conflict_on_unique, now_ms};
 
-impl<DB: Dialect> SqlCore<DB>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> bool: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-{
+impl<DB: Dialect> SqlCore<DB> {
     /// One statement per thousand types; nodes starting together both
     /// succeed (`ON CONFLICT DO NOTHING`).
     pub(crate) async fn seed_event_types(&self, types: &[EventType]) -> StoreResult<()> {
@@ -23,7 +17,7 @@ where
             for chunk in types.chunks(ROWS_PER_STATEMENT) {
                 let mut q = insert(chunk, now);
                 q.push(" ON CONFLICT (id) DO NOTHING");
-                q.build().execute(&mut *tx).await?;
+                q.build().execute(DB::on(&mut *tx)).await?;
             }
             Ok(())
         })
@@ -36,7 +30,7 @@ where
              ORDER BY builtin DESC, created_at, id",
         )
         .build()
-        .fetch_all(&self.read)
+        .fetch_all(self.reader())
         .await?
         .iter()
         .map(crate::rows::event_type)
@@ -46,29 +40,24 @@ where
     pub(crate) async fn insert_event_type(&self, t: &EventType) -> StoreResult<()> {
         insert(std::slice::from_ref(t), now_ms())
             .build()
-            .execute(&self.write)
+            .execute(self.writer())
             .await
             .map_err(|e| conflict_on_unique(e, || format!("event type {} exists", t.id)))?;
         Ok(())
     }
 }
 
-fn insert<DB: Dialect>(types: &[EventType], now: i64) -> QueryBuilder<DB>
-where
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> bool: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-{
+fn insert<DB: Dialect>(types: &[EventType], now: i64) -> QueryBuilder<DB> {
     let mut q = QueryBuilder::<DB>::new(
         "INSERT INTO event_types (id, group_name, description, empty_data, builtin, created_at) ",
     );
     q.push_values(types, |mut row, t| {
-        row.push_bind(t.id.clone())
-            .push_bind(t.group.clone())
-            .push_bind(t.description.clone())
-            .push_bind(t.empty_data)
-            .push_bind(t.builtin)
-            .push_bind(now);
+        row.bind(t.id.clone())
+            .bind(t.group.clone())
+            .bind(t.description.clone())
+            .bind(t.empty_data)
+            .bind(t.builtin)
+            .bind(now);
     });
     q
 }

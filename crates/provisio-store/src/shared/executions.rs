@@ -1,23 +1,14 @@
 //! The execution log: one row per call to a handler.
 
-use sqlx::{Encode, Executor, QueryBuilder, Type};
+use sqlx::QueryBuilder;
 
-use super::{Dialect, SqlCore};
+use super::{Bind, Dialect, SqlCore};
 use crate::query::{ROWS_PER_STATEMENT, insert_executions, push_execution_filter};
 use crate::rows::Columns;
 use crate::rows::{EXECUTION_SELECT, execution as from_row};
 use crate::{ExecutionFilter, ExecutionRecord, Page, StoreResult};
 
-impl<DB: Dialect> SqlCore<DB>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
-    for<'t> bool: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
-    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
-{
+impl<DB: Dialect> SqlCore<DB> {
     /// Inserts execution rows inside the caller's transaction, one statement
     /// per thousand rows.
     pub(crate) async fn insert_executions(
@@ -27,7 +18,7 @@ where
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             insert_executions::<DB>(chunk)
                 .build()
-                .execute(&mut *conn)
+                .execute(DB::on(&mut *conn))
                 .await?;
         }
         Ok(())
@@ -40,23 +31,23 @@ where
     ) -> StoreResult<(Vec<ExecutionRecord>, u64)> {
         let mut count = QueryBuilder::<DB>::new("SELECT COUNT(*) AS total FROM executions");
         push_execution_filter(&mut count, filter, DB::LIKE);
-        let total = count.build().fetch_one(&self.read).await?.int("total")?;
+        let total = count.build().fetch_one(self.reader()).await?.int("total")?;
 
         let mut q = QueryBuilder::<DB>::new(EXECUTION_SELECT);
         push_execution_filter(&mut q, filter, DB::LIKE);
         q.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(page.per_page))
+            .bind(i64::from(page.per_page))
             .push(" OFFSET ")
-            .push_bind(page.offset());
-        let rows = q.build().fetch_all(&self.read).await?;
+            .bind(page.offset());
+        let rows = q.build().fetch_all(self.reader()).await?;
         let items = rows.iter().map(from_row).collect::<StoreResult<_>>()?;
         Ok((items, total as u64))
     }
 
     pub(crate) async fn get_execution(&self, id: i64) -> StoreResult<Option<ExecutionRecord>> {
         let mut q = QueryBuilder::<DB>::new(EXECUTION_SELECT);
-        q.push(" WHERE id = ").push_bind(id);
-        let row = q.build().fetch_optional(&self.read).await?;
+        q.push(" WHERE id = ").bind(id);
+        let row = q.build().fetch_optional(self.reader()).await?;
         row.as_ref().map(from_row).transpose()
     }
 }

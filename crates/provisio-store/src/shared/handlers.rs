@@ -3,22 +3,15 @@
 
 use provisio_core::handler::{Handler, HandlerSpec};
 use provisio_core::signing::SigningSecret;
-use sqlx::{Encode, Executor, QueryBuilder, Type};
+use sqlx::QueryBuilder;
 
-use super::{Dialect, SqlCore};
+use super::{Bind, Binds, Dialect, SqlCore};
 use crate::query::push_handler_filter;
 use crate::rows::Columns;
 use crate::rows::{HANDLER_COLUMNS, handler as from_row, json};
 use crate::{HandlerFilter, Page, StoreError, StoreResult, now_ms};
 
-impl<DB: Dialect> SqlCore<DB>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> bool: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
-{
+impl<DB: Dialect> SqlCore<DB> {
     pub(crate) async fn insert_handler(&self, spec: &HandlerSpec) -> StoreResult<Handler> {
         let now = now_ms();
         let mut q = QueryBuilder::<DB>::new("INSERT INTO handlers (");
@@ -26,20 +19,20 @@ where
         q.push(", secret, created_at, updated_at) VALUES (");
         push_spec(&mut q, spec, Form::Values);
         q.push(", ")
-            .push_bind(SigningSecret::generate().expose().to_owned())
+            .bind(SigningSecret::generate().expose().to_owned())
             .push(", ")
-            .push_bind(now)
+            .bind(now)
             .push(", ")
-            .push_bind(now)
+            .bind(now)
             .push(") RETURNING ")
             .push(HANDLER_COLUMNS);
-        from_row(&q.build().fetch_one(&self.write).await?)
+        from_row(&q.build().fetch_one(self.writer()).await?)
     }
 
     pub(crate) async fn get_handler(&self, id: i64) -> StoreResult<Option<Handler>> {
         let mut q = select();
-        q.push(" WHERE id = ").push_bind(id);
-        let row = q.build().fetch_optional(&self.read).await?;
+        q.push(" WHERE id = ").bind(id);
+        let row = q.build().fetch_optional(self.reader()).await?;
         row.as_ref().map(from_row).transpose()
     }
 
@@ -47,15 +40,15 @@ where
     pub(crate) async fn update_handler(&self, id: i64, spec: &HandlerSpec) -> StoreResult<Handler> {
         let mut q = QueryBuilder::<DB>::new("UPDATE handlers SET ");
         push_spec(&mut q, spec, Form::Assignments);
-        q.push(", updated_at = ").push_bind(now_ms());
+        q.push(", updated_at = ").bind(now_ms());
         self.update_returning(q, id).await
     }
 
     pub(crate) async fn rotate_handler_secret(&self, id: i64) -> StoreResult<Handler> {
         let mut q = QueryBuilder::<DB>::new("UPDATE handlers SET secret = ");
-        q.push_bind(SigningSecret::generate().expose().to_owned())
+        q.bind(SigningSecret::generate().expose().to_owned())
             .push(", updated_at = ")
-            .push_bind(now_ms());
+            .bind(now_ms());
         self.update_returning(q, id).await
     }
 
@@ -63,10 +56,10 @@ where
     /// as it now is.
     async fn update_returning(&self, mut q: QueryBuilder<DB>, id: i64) -> StoreResult<Handler> {
         q.push(" WHERE id = ")
-            .push_bind(id)
+            .bind(id)
             .push(" RETURNING ")
             .push(HANDLER_COLUMNS);
-        let row = q.build().fetch_optional(&self.write).await?;
+        let row = q.build().fetch_optional(self.writer()).await?;
         row.as_ref()
             .map(from_row)
             .transpose()?
@@ -79,17 +72,17 @@ where
     pub(crate) async fn delete_handler(&self, id: i64) -> StoreResult<bool> {
         DB::write_tx(&self.write, async |tx| {
             let mut q = QueryBuilder::<DB>::new("DELETE FROM handlers WHERE id = ");
-            q.push_bind(id);
-            let done = q.build().execute(&mut *tx).await?;
+            q.bind(id);
+            let done = q.build().execute(DB::on(&mut *tx)).await?;
             let mut q = QueryBuilder::<DB>::new(
                 "UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, lease_until = NULL,
                     last_error = 'the handler was deleted', finished_at = ",
             );
-            q.push_bind(now_ms())
+            q.bind(now_ms())
                 .push(" WHERE handler_id = ")
-                .push_bind(id)
+                .bind(id)
                 .push(" AND state IN ('pending', 'waiting')");
-            q.build().execute(&mut *tx).await?;
+            q.build().execute(DB::on(&mut *tx)).await?;
             Ok(DB::rows_affected(&done) > 0)
         })
         .await
@@ -102,15 +95,15 @@ where
     ) -> StoreResult<(Vec<Handler>, u64)> {
         let mut count = QueryBuilder::<DB>::new("SELECT COUNT(*) AS total FROM handlers");
         push_handler_filter(&mut count, filter, DB::LIKE);
-        let total = count.build().fetch_one(&self.read).await?.int("total")?;
+        let total = count.build().fetch_one(self.reader()).await?.int("total")?;
 
         let mut q = select();
         push_handler_filter(&mut q, filter, DB::LIKE);
         q.push(" ORDER BY priority, id LIMIT ")
-            .push_bind(i64::from(page.per_page))
+            .bind(i64::from(page.per_page))
             .push(" OFFSET ")
-            .push_bind(page.offset());
-        let rows = q.build().fetch_all(&self.read).await?;
+            .bind(page.offset());
+        let rows = q.build().fetch_all(self.reader()).await?;
         let found = rows.iter().map(from_row).collect::<StoreResult<_>>()?;
         Ok((found, total as u64))
     }
@@ -121,7 +114,7 @@ where
         let mut q = select();
         q.push(" ORDER BY priority, id");
         q.build()
-            .fetch_all(&self.write)
+            .fetch_all(self.writer())
             .await?
             .iter()
             .map(from_row)
@@ -148,13 +141,7 @@ enum Form {
 
 /// A handler's settings, column by column: the one place a new setting is
 /// written (besides the migrations and `rows::handler`).
-fn push_spec<DB: Dialect>(q: &mut QueryBuilder<DB>, spec: &HandlerSpec, form: Form)
-where
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> bool: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
-{
+fn push_spec<DB: Dialect>(q: &mut QueryBuilder<DB>, spec: &HandlerSpec, form: Form) {
     let mut w = SpecWriter {
         q,
         form,
@@ -184,15 +171,15 @@ struct SpecWriter<'q, DB: Dialect> {
 impl<DB: Dialect> SpecWriter<'_, DB> {
     fn field<T>(&mut self, column: &str, value: T) -> &mut Self
     where
-        for<'t> T: Encode<'t, DB> + Type<DB>,
+        DB: Binds<T>,
     {
         if !std::mem::take(&mut self.first) {
             self.q.push(", ");
         }
         match self.form {
             Form::Columns => self.q.push(column),
-            Form::Values => self.q.push_bind(value),
-            Form::Assignments => self.q.push(column).push(" = ").push_bind(value),
+            Form::Values => self.q.bind(value),
+            Form::Assignments => self.q.push(column).push(" = ").bind(value),
         };
         self
     }

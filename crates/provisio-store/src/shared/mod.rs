@@ -23,14 +23,30 @@ mod sessions;
 mod tokens;
 mod upkeep;
 
-use sqlx::{Database, IntoArguments, Pool};
+use std::fmt::Display;
+
+use sqlx::query_builder::Separated;
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type};
 
 use crate::StoreResult;
 use crate::rows::Columns;
 
 /// What a database spells its own way, for the statements written once.
+///
+/// Its supertraits say what the generic code may do with any dialect (bind
+/// these types, decode rows with [`Columns`]), so that code needs no bounds
+/// of its own: Rust implies a trait's supertraits where the trait is
+/// required, but not its other where-clauses.
 pub(crate) trait Dialect:
-    Database<Arguments: IntoArguments<Self> + Default, Row: Columns> + Sized
+    Database<Arguments: IntoArguments<Self> + Default, Row: Columns>
+    + Binds<i64>
+    + Binds<Option<i64>>
+    + Binds<bool>
+    + Binds<String>
+    + Binds<Option<String>>
+    + Binds<&'static str>
+    + Binds<Vec<u8>>
+    + Driver
 {
     /// The case-insensitive match of searches: SQLite's `LIKE` ignores ASCII
     /// case; PostgreSQL's `ILIKE` is the same search.
@@ -46,9 +62,6 @@ pub(crate) trait Dialect:
     /// collation: PostgreSQL's `COLLATE "C"`; SQLite compares bytes already.
     const BYTE_ORDER: &'static str;
 
-    /// How many rows a statement changed.
-    fn rows_affected(done: &Self::QueryResult) -> u64;
-
     /// Runs `work` inside one write transaction on `pool`, committing when it
     /// succeeds and rolling back when it fails.
     fn write_tx<T>(
@@ -56,6 +69,37 @@ pub(crate) trait Dialect:
         work: impl AsyncFnOnce(&mut Self::Connection) -> StoreResult<T>,
     ) -> impl Future<Output = StoreResult<T>>;
 }
+
+/// What both drivers offer but sqlx does not name for generic code:
+/// executors are per driver, and so is a statement's result.
+pub(crate) trait Driver: Database {
+    /// A connection as the executor of a statement.
+    fn on<'c>(conn: &'c mut Self::Connection) -> impl Executor<'c, Database = Self>;
+    /// A pool as the executor of a statement.
+    fn pool<'p>(pool: &'p Pool<Self>) -> impl Executor<'p, Database = Self>;
+    /// How many rows a statement changed.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+}
+
+macro_rules! impl_driver {
+    ($($db:ty),*) => {$(
+        impl Driver for $db {
+            fn on<'c>(conn: &'c mut Self::Connection) -> impl Executor<'c, Database = Self> {
+                conn
+            }
+
+            fn pool<'p>(pool: &'p Pool<Self>) -> impl Executor<'p, Database = Self> {
+                pool
+            }
+
+            fn rows_affected(done: &Self::QueryResult) -> u64 {
+                done.rows_affected()
+            }
+        }
+    )*};
+}
+
+impl_driver!(sqlx::Sqlite, sqlx::Postgres);
 
 /// A backend's pools, on which the shared operations run.
 pub(crate) struct SqlCore<DB: Database> {
@@ -65,6 +109,62 @@ pub(crate) struct SqlCore<DB: Database> {
     /// Where lists and lookups go: SQLite's read-only pool, so they never
     /// wait behind a write batch; on PostgreSQL the same pool as `write`.
     pub(crate) read: Pool<DB>,
+}
+
+impl<DB: Dialect> SqlCore<DB> {
+    fn reader(&self) -> impl Executor<'_, Database = DB> {
+        DB::pool(&self.read)
+    }
+
+    fn writer(&self) -> impl Executor<'_, Database = DB> {
+        DB::pool(&self.write)
+    }
+}
+
+/// A database that can bind a `T` ([`Dialect`]'s supertraits name which).
+pub(crate) trait Binds<T>: Database {
+    fn bind_to(q: &mut QueryBuilder<Self>, value: T);
+    fn bind_in<Sep: Display>(row: &mut Separated<'_, Self, Sep>, value: T);
+}
+
+impl<DB: Database, T> Binds<T> for DB
+where
+    for<'t> T: Encode<'t, DB> + Type<DB>,
+{
+    fn bind_to(q: &mut QueryBuilder<DB>, value: T) {
+        q.push_bind(value);
+    }
+
+    fn bind_in<Sep: Display>(row: &mut Separated<'_, DB, Sep>, value: T) {
+        row.push_bind(value);
+    }
+}
+
+/// `push_bind` for generic code: binds any type the database [`Binds`].
+pub(crate) trait Bind<DB: Database> {
+    fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        DB: Binds<T>;
+}
+
+impl<DB: Database> Bind<DB> for QueryBuilder<DB> {
+    fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        DB: Binds<T>,
+    {
+        DB::bind_to(self, value);
+        self
+    }
+}
+
+impl<DB: Database, Sep: Display> Bind<DB> for Separated<'_, DB, Sep> {
+    fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        DB: Binds<T>,
+    {
+        DB::bind_in(self, value);
+        self
+    }
 }
 
 // Not derived: a derive would ask the database type to be `Clone` too.

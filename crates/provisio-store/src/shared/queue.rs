@@ -3,30 +3,23 @@
 //! `queue.rs`).
 
 use provisio_core::event::Event;
-use sqlx::{Encode, Executor, QueryBuilder, Type};
+use sqlx::QueryBuilder;
 
-use super::{Dialect, SqlCore};
+use super::{Bind, Dialect, SqlCore};
 use crate::query::{ROWS_PER_STATEMENT, log_interrupted, settle_leases};
 use crate::rows::{
     Columns, DELIVERY_COLUMNS, delivery as delivery_from_row, event as event_from_row,
 };
 use crate::{DeliveryRecord, StoreResult};
 
-impl<DB: Dialect> SqlCore<DB>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> bool: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
-{
+impl<DB: Dialect> SqlCore<DB> {
     /// From the writer's pool, which has just committed the work it asks
     /// about.
     pub(crate) async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         let mut q = QueryBuilder::<DB>::new(
             "SELECT MIN(next_attempt_at) AS due FROM deliveries WHERE state = 'pending'",
         );
-        q.build().fetch_one(&self.write).await?.opt_int("due")
+        q.build().fetch_one(self.writer()).await?.opt_int("due")
     }
 
     pub(crate) async fn get_event(
@@ -36,17 +29,17 @@ where
         let mut q = QueryBuilder::<DB>::new(
             "SELECT id AS event_id, events_id, object_id, dt, data FROM events WHERE id = ",
         );
-        q.push_bind(id.to_owned());
-        let Some(row) = q.build().fetch_optional(&self.read).await? else {
+        q.bind(id.to_owned());
+        let Some(row) = q.build().fetch_optional(self.reader()).await? else {
             return Ok(None);
         };
         let event = event_from_row(&row)?;
         let mut q = QueryBuilder::<DB>::new("SELECT ");
         q.push(DELIVERY_COLUMNS)
             .push(" FROM deliveries WHERE event_id = ")
-            .push_bind(id.to_owned())
+            .bind(id.to_owned())
             .push(" ORDER BY seq");
-        let rows = q.build().fetch_all(&self.read).await?;
+        let rows = q.build().fetch_all(self.reader()).await?;
         let deliveries = rows
             .iter()
             .map(delivery_from_row)
@@ -65,7 +58,7 @@ where
         DB::write_tx(&self.write, async |tx| {
             let seqs = settle_leases::<DB>(now, ending_before)
                 .build()
-                .fetch_all(&mut *tx)
+                .fetch_all(DB::on(&mut *tx))
                 .await?
                 .iter()
                 .map(|row| row.int("seq"))
@@ -73,7 +66,7 @@ where
             for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
                 log_interrupted::<DB>(now, chunk)
                     .build()
-                    .execute(&mut *tx)
+                    .execute(DB::on(&mut *tx))
                     .await?;
             }
             Ok(seqs.len() as u64)

@@ -1,18 +1,12 @@
 //! Web sessions: only the hash of a session's id is stored.
 
-use sqlx::{Encode, Executor, QueryBuilder, Type};
+use sqlx::QueryBuilder;
 
-use super::{Dialect, SqlCore};
+use super::{Bind, Dialect, SqlCore};
 use crate::rows::Columns;
 use crate::{SessionRecord, StoreResult, now_ms};
 
-impl<DB: Dialect> SqlCore<DB>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'t> Vec<u8>: Encode<'t, DB> + Type<DB>,
-{
+impl<DB: Dialect> SqlCore<DB> {
     pub(crate) async fn create_session(
         &self,
         id_hash: &[u8; 32],
@@ -22,13 +16,13 @@ where
             "INSERT INTO web_sessions (id_hash, token_id, csrf, created_at, expires_at) ",
         );
         q.push_values([session], |mut row, s| {
-            row.push_bind(id_hash.to_vec())
-                .push_bind(s.token_id)
-                .push_bind(s.csrf.clone())
-                .push_bind(now_ms())
-                .push_bind(s.expires_at_ms);
+            row.bind(id_hash.to_vec())
+                .bind(s.token_id)
+                .bind(s.csrf.clone())
+                .bind(now_ms())
+                .bind(s.expires_at_ms);
         });
-        q.build().execute(&self.write).await?;
+        q.build().execute(self.writer()).await?;
         Ok(())
     }
 
@@ -42,8 +36,8 @@ where
              JOIN api_tokens t ON t.id = s.token_id AND t.revoked_at IS NULL
              WHERE s.id_hash = ",
         );
-        q.push_bind(id_hash.to_vec());
-        let row = q.build().fetch_optional(&self.read).await?;
+        q.bind(id_hash.to_vec());
+        let row = q.build().fetch_optional(self.reader()).await?;
         row.map(|row| {
             Ok(SessionRecord {
                 token_id: row.int("token_id")?,
@@ -57,10 +51,10 @@ where
     /// Ends a session, and drops every expired one.
     pub(crate) async fn delete_session(&self, id_hash: &[u8; 32], now_ms: i64) -> StoreResult<()> {
         let mut q = QueryBuilder::<DB>::new("DELETE FROM web_sessions WHERE id_hash = ");
-        q.push_bind(id_hash.to_vec())
+        q.bind(id_hash.to_vec())
             .push(" OR expires_at < ")
-            .push_bind(now_ms);
-        q.build().execute(&self.write).await?;
+            .bind(now_ms);
+        q.build().execute(self.writer()).await?;
         Ok(())
     }
 }

@@ -1,8 +1,8 @@
 //! API tokens, stored as SHA-256 hashes.
 
-use sqlx::{Encode, Executor, QueryBuilder, Type};
+use sqlx::QueryBuilder;
 
-use super::{Dialect, SqlCore};
+use super::{Bind, Dialect, SqlCore};
 use crate::rows::token as from_row;
 use crate::{
     StoreError, StoreResult, TokenHash, TokenRecord, TokenRef, conflict_on_unique, now_ms,
@@ -10,13 +10,7 @@ use crate::{
 
 const SELECT: &str = "SELECT id, name, hash, created_at, revoked_at FROM api_tokens";
 
-impl<DB: Dialect> SqlCore<DB>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'t> Vec<u8>: Encode<'t, DB> + Type<DB>,
-{
+impl<DB: Dialect> SqlCore<DB> {
     pub(crate) async fn create_token(
         &self,
         name: &str,
@@ -24,7 +18,7 @@ where
     ) -> StoreResult<TokenRecord> {
         let row = insert(name, hash, now_ms())
             .build()
-            .fetch_one(&self.write)
+            .fetch_one(self.writer())
             .await
             .map_err(|e| conflict_on_unique(e, || format!("a live token named {name} exists")))?;
         from_row(&row)
@@ -49,23 +43,23 @@ where
             let now = now_ms();
             let mut q = QueryBuilder::<DB>::new(SELECT);
             q.push(" WHERE name = ")
-                .push_bind(name.to_owned())
+                .bind(name.to_owned())
                 .push(" AND revoked_at IS NULL")
                 .push(DB::FOR_UPDATE);
-            let live = q.build().fetch_optional(&mut *tx).await?;
+            let live = q.build().fetch_optional(DB::on(&mut *tx)).await?;
             match live.as_ref().map(from_row).transpose()? {
                 Some(record) if record.hash.ct_eq(hash) => return Ok(record),
                 Some(record) => {
                     revoke(TokenRef::Id(record.id), now)
                         .build()
-                        .execute(&mut *tx)
+                        .execute(DB::on(&mut *tx))
                         .await?;
                 }
                 None => {}
             }
             let row = insert(name, hash, now)
                 .build()
-                .fetch_one(&mut *tx)
+                .fetch_one(DB::on(&mut *tx))
                 .await
                 .map_err(|e| {
                     conflict_on_unique(e, || "that token is already live under another name".into())
@@ -78,9 +72,9 @@ where
     pub(crate) async fn find_token(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
         let mut q = QueryBuilder::<DB>::new(SELECT);
         q.push(" WHERE hash = ")
-            .push_bind(hash.0.to_vec())
+            .bind(hash.0.to_vec())
             .push(" AND revoked_at IS NULL");
-        let row = q.build().fetch_optional(&self.read).await?;
+        let row = q.build().fetch_optional(self.reader()).await?;
         row.as_ref().map(from_row).transpose()
     }
 
@@ -88,7 +82,7 @@ where
         let mut q = QueryBuilder::<DB>::new(SELECT);
         q.push(" ORDER BY id");
         q.build()
-            .fetch_all(&self.read)
+            .fetch_all(self.reader())
             .await?
             .iter()
             .map(from_row)
@@ -96,38 +90,32 @@ where
     }
 
     pub(crate) async fn revoke_token(&self, token: TokenRef<'_>) -> StoreResult<bool> {
-        let done = revoke(token, now_ms()).build().execute(&self.write).await?;
+        let done = revoke(token, now_ms())
+            .build()
+            .execute(self.writer())
+            .await?;
         Ok(DB::rows_affected(&done) > 0)
     }
 }
 
-fn insert<DB: Dialect>(name: &str, hash: &TokenHash, now: i64) -> QueryBuilder<DB>
-where
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'t> Vec<u8>: Encode<'t, DB> + Type<DB>,
-{
+fn insert<DB: Dialect>(name: &str, hash: &TokenHash, now: i64) -> QueryBuilder<DB> {
     let mut q = QueryBuilder::<DB>::new("INSERT INTO api_tokens (name, hash, created_at) VALUES (");
-    q.push_bind(name.to_owned())
+    q.bind(name.to_owned())
         .push(", ")
-        .push_bind(hash.0.to_vec())
+        .bind(hash.0.to_vec())
         .push(", ")
-        .push_bind(now)
+        .bind(now)
         .push(") RETURNING id, name, hash, created_at, revoked_at");
     q
 }
 
 /// Revokes the live token `token` names.
-fn revoke<DB: Dialect>(token: TokenRef<'_>, now: i64) -> QueryBuilder<DB>
-where
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-{
+fn revoke<DB: Dialect>(token: TokenRef<'_>, now: i64) -> QueryBuilder<DB> {
     let mut q = QueryBuilder::<DB>::new("UPDATE api_tokens SET revoked_at = ");
-    q.push_bind(now).push(" WHERE revoked_at IS NULL AND ");
+    q.bind(now).push(" WHERE revoked_at IS NULL AND ");
     match token {
-        TokenRef::Id(id) => q.push("id = ").push_bind(id),
-        TokenRef::Name(name) => q.push("name = ").push_bind(name.to_owned()),
+        TokenRef::Id(id) => q.push("id = ").bind(id),
+        TokenRef::Name(name) => q.push("name = ").bind(name.to_owned()),
     };
     q
 }

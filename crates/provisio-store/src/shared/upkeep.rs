@@ -1,23 +1,18 @@
 //! Monitoring and retention. The overview's activity figures differ per
 //! backend (see each backend's `upkeep.rs`).
 
-use sqlx::{Encode, Executor, QueryBuilder, Type};
+use sqlx::QueryBuilder;
 
-use super::{Dialect, SqlCore};
+use super::{Bind, Dialect, SqlCore};
 use crate::rows::Columns;
 use crate::{HandlerActivity, IDEMPOTENCY_WINDOW_MS, QueueStats, StoreResult, now_ms};
 
-impl<DB: Dialect> SqlCore<DB>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-{
+impl<DB: Dialect> SqlCore<DB> {
     /// A cheap round trip, for `/readyz`.
     pub(crate) async fn ping(&self) -> StoreResult<()> {
         QueryBuilder::<DB>::new("SELECT 1")
             .build()
-            .execute(&self.read)
+            .execute(self.reader())
             .await?;
         Ok(())
     }
@@ -28,7 +23,7 @@ where
              WHERE state IN ('pending', 'waiting')",
         )
         .build()
-        .fetch_one(&self.read)
+        .fetch_one(self.reader())
         .await?;
         Ok(QueueStats {
             unfinished: row.int("unfinished")? as u64,
@@ -45,18 +40,18 @@ where
     ) -> StoreResult<Vec<HandlerActivity>> {
         let bucket_ms = bucket_ms.max(1);
         let mut q = QueryBuilder::<DB>::new("SELECT handler_id, (started_at / ");
-        q.push_bind(bucket_ms)
+        q.bind(bucket_ms)
             .push(") * ")
-            .push_bind(bucket_ms)
+            .bind(bucket_ms)
             .push(
                 " AS bucket,
                 SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END) AS successes,
                 SUM(CASE WHEN status = 'fail' THEN 1 ELSE 0 END) AS failures
              FROM executions WHERE started_at >= ",
             )
-            .push_bind(since_ms)
+            .bind(since_ms)
             .push(" GROUP BY handler_id, bucket ORDER BY handler_id, bucket");
-        crate::rows::activity(&q.build().fetch_all(&self.read).await?)
+        crate::rows::activity(&q.build().fetch_all(self.reader()).await?)
     }
 
     /// Deletes up to `batch` rows of each kind older than `before_ms`, in one
@@ -68,23 +63,23 @@ where
             let mut q = QueryBuilder::<DB>::new(
                 "DELETE FROM executions WHERE id IN (SELECT id FROM executions WHERE started_at < ",
             );
-            q.push_bind(before_ms)
+            q.bind(before_ms)
                 .push(" ORDER BY started_at LIMIT ")
-                .push_bind(limit)
+                .bind(limit)
                 .push(")");
-            removed += DB::rows_affected(&q.build().execute(&mut *tx).await?);
+            removed += DB::rows_affected(&q.build().execute(DB::on(&mut *tx)).await?);
             // Only finished rows are touched; on PostgreSQL, rows another
             // node is pruning are skipped rather than waited for.
             let mut q = QueryBuilder::<DB>::new(
                 "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries
                  WHERE state IN ('success', 'failed') AND finished_at < ",
             );
-            q.push_bind(before_ms)
+            q.bind(before_ms)
                 .push(" ORDER BY finished_at LIMIT ")
-                .push_bind(limit)
+                .bind(limit)
                 .push(DB::SKIP_LOCKED)
                 .push(")");
-            removed += DB::rows_affected(&q.build().execute(&mut *tx).await?);
+            removed += DB::rows_affected(&q.build().execute(DB::on(&mut *tx)).await?);
             // Event ids are ULIDs, so "older than" is a range of the primary
             // key (in byte order, whatever the database's collation).
             let oldest_kept = ulid::Ulid::from_parts(before_ms.max(0) as u64, 0).to_string();
@@ -93,23 +88,23 @@ where
             );
             q.push(DB::BYTE_ORDER)
                 .push(" < ")
-                .push_bind(oldest_kept)
+                .bind(oldest_kept)
                 .push(
                     " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
                      ORDER BY e.id",
                 )
                 .push(DB::BYTE_ORDER)
                 .push(" LIMIT ")
-                .push_bind(limit)
+                .bind(limit)
                 .push(")");
-            removed += DB::rows_affected(&q.build().execute(&mut *tx).await?);
+            removed += DB::rows_affected(&q.build().execute(DB::on(&mut *tx)).await?);
             let now = now_ms();
             let mut q = QueryBuilder::<DB>::new("DELETE FROM idempotency_keys WHERE created_at < ");
-            q.push_bind(now - IDEMPOTENCY_WINDOW_MS);
-            removed += DB::rows_affected(&q.build().execute(&mut *tx).await?);
+            q.bind(now - IDEMPOTENCY_WINDOW_MS);
+            removed += DB::rows_affected(&q.build().execute(DB::on(&mut *tx)).await?);
             let mut q = QueryBuilder::<DB>::new("DELETE FROM web_sessions WHERE expires_at < ");
-            q.push_bind(now);
-            removed += DB::rows_affected(&q.build().execute(&mut *tx).await?);
+            q.bind(now);
+            removed += DB::rows_affected(&q.build().execute(DB::on(&mut *tx)).await?);
             Ok(removed)
         })
         .await

@@ -15,7 +15,7 @@ use std::time::Duration;
 use sqlx::Sqlite;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteQueryResult, SqliteSynchronous,
+    SqliteSynchronous,
 };
 
 use crate::shared::{Dialect, SqlCore};
@@ -78,10 +78,6 @@ impl Dialect for Sqlite {
     const FOR_UPDATE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
     const BYTE_ORDER: &'static str = "";
-
-    fn rows_affected(done: &SqliteQueryResult) -> u64 {
-        done.rows_affected()
-    }
 
     /// Every write transaction but an emit batch's commits at NORMAL: what
     /// it writes can be redone.
