@@ -12,8 +12,11 @@
 //!   statistics and retention).
 //!
 //! A new statement goes here unless it needs something only one database
-//! has; a new handler column goes into `handlers::push_spec` (and the
-//! migrations and `rows::handler`).
+//! has: a `QueryBuilder<DB>` bound with [`Bind::bind`] (generic code's
+//! `push_bind`; a type not yet bound anywhere joins [`Dialect`]'s `Binds<…>`
+//! supertraits) and run on `self.reader()`, `self.writer()` or, inside
+//! [`Dialect::write_tx`], `DB::on(&mut *tx)`. A new handler column goes into
+//! `handlers::push_spec` (besides the migrations and `rows::handler`).
 
 mod catalog;
 mod executions;

@@ -27,17 +27,11 @@ mod support;
 mod tokens;
 mod upkeep;
 
-use provisio_store::postgres::scratch::ScratchDatabase;
-use provisio_store::postgres::{PgSettings, PgStore};
-use provisio_store::sqlite::{Durability, SqliteStore};
 use provisio_store::*;
 
 #[tokio::test]
 async fn sqlite_keeps_the_story() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("story.db"), Durability::Normal)
-        .await
-        .unwrap();
+    let (_dir, store) = support::sqlite().await;
     assert!(store.single_node());
     assert!(store.watch().is_none());
     story(&store).await;
@@ -45,10 +39,9 @@ async fn sqlite_keeps_the_story() {
 
 #[tokio::test]
 async fn postgres_keeps_the_story() {
-    let Some(db) = ScratchDatabase::create().await else {
+    let Some((_db, store)) = support::postgres().await else {
         return;
     };
-    let store = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
     assert!(!store.single_node());
     let mut changes = store.watch().expect("PostgreSQL announces changes");
     assert_eq!(changes.recv().await, Some(StoreChange::Resync));

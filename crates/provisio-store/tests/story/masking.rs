@@ -1,9 +1,8 @@
 //! A URL password stored by an older writer is masked when read, on both backends.
 
-use provisio_store::postgres::scratch::ScratchDatabase;
-use provisio_store::postgres::{PgSettings, PgStore};
-use provisio_store::sqlite::{Durability, SqliteStore};
 use provisio_store::*;
+
+use crate::support::{postgres, sqlite};
 
 /// An execution row holding a URL password, written by raw SQL the way a
 /// row from before masking (or SQL copying a handler's target) holds one.
@@ -15,9 +14,8 @@ const ROW_WITH_PASSWORD: &str = "INSERT INTO executions (handler_id, handler_nam
 
 #[tokio::test]
 async fn sqlite_masks_a_stored_password_when_read() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, store) = sqlite().await;
     let path = dir.path().join("story.db");
-    let store = SqliteStore::open(&path, Durability::Normal).await.unwrap();
     let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
@@ -28,10 +26,9 @@ async fn sqlite_masks_a_stored_password_when_read() {
 
 #[tokio::test]
 async fn postgres_masks_a_stored_password_when_read() {
-    let Some(db) = ScratchDatabase::create().await else {
+    let Some((db, store)) = postgres().await else {
         return;
     };
-    let store = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
     let raw = sqlx::PgPool::connect(db.url()).await.unwrap();
     sqlx::query(ROW_WITH_PASSWORD).execute(&raw).await.unwrap();
     raw.close().await;

@@ -9,8 +9,7 @@ use crate::support::*;
 /// Two nodes (two pools) on one fresh database, or `None` where PostgreSQL
 /// is unreachable outside CI. The database lives as long as the handle.
 async fn two_nodes() -> Option<(ScratchDatabase, PgStore, PgStore)> {
-    let db = ScratchDatabase::create().await?;
-    let a = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
+    let (db, a) = postgres().await?;
     let b = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
     Some((db, a, b))
 }

@@ -1,27 +1,20 @@
 //! Claims: each handler is bounded by its room, on both backends.
 
-use provisio_store::postgres::scratch::ScratchDatabase;
-use provisio_store::postgres::{PgSettings, PgStore};
-use provisio_store::sqlite::{Durability, SqliteStore};
 use provisio_store::*;
 
 use crate::support::*;
 
 #[tokio::test]
 async fn sqlite_bounds_each_handler_by_its_room() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("story.db"), Durability::Normal)
-        .await
-        .unwrap();
+    let (_dir, store) = sqlite().await;
     each_handler_is_bounded_by_its_room(&store).await;
 }
 
 #[tokio::test]
 async fn postgres_bounds_each_handler_by_its_room() {
-    let Some(db) = ScratchDatabase::create().await else {
+    let Some((_db, store)) = postgres().await else {
         return;
     };
-    let store = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
     each_handler_is_bounded_by_its_room(&store).await;
     store.close().await;
 }

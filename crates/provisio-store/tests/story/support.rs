@@ -6,7 +6,28 @@ use provisio_core::catalog::EventPattern;
 use provisio_core::event::{DeliveryState, Event, ExecutionStatus, ObjectId};
 use provisio_core::handler::{HandlerKind, HandlerSpec, OnFailure, Stage, Status};
 use provisio_core::timefmt::from_millis;
+use provisio_store::postgres::scratch::ScratchDatabase;
+use provisio_store::postgres::{PgSettings, PgStore};
+use provisio_store::sqlite::{Durability, SqliteStore};
 use provisio_store::*;
+
+/// A fresh SQLite store, in a temporary directory (`story.db` in it) that
+/// lives as long as the returned handle.
+pub async fn sqlite() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("story.db"), Durability::Normal)
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+/// A PostgreSQL store on a fresh database, or `None` where PostgreSQL is
+/// unreachable outside CI. The database lives as long as the handle.
+pub async fn postgres() -> Option<(ScratchDatabase, PgStore)> {
+    let db = ScratchDatabase::create().await?;
+    let store = PgStore::connect(&PgSettings::new(db.url())).await.unwrap();
+    Some((db, store))
+}
 
 /// The story's two handlers, by id: one ordered, one not.
 pub struct Handlers {
