@@ -216,6 +216,17 @@ pub(super) async fn record(
     plain: &[ExecutionRecord],
 ) -> StoreResult<u64> {
     write_tx(&store.core.write, Durability::Normal, async |tx| {
+        record_in(tx, batch, plain).await
+    })
+    .await
+}
+
+/// The statements of a record batch, inside the caller's transaction.
+async fn record_in(
+    tx: &mut SqliteConnection,
+    batch: &[AttemptResult],
+    plain: &[ExecutionRecord],
+) -> StoreResult<u64> {
     let executions: Vec<&ExecutionRecord> = batch
         .iter()
         .filter_map(|r| r.execution.as_ref())
@@ -271,8 +282,6 @@ pub(super) async fn record(
         released += q.build().execute(&mut *tx).await?.rows_affected();
     }
     Ok(released)
-    })
-    .await
 }
 
 pub(super) async fn redeliver(
@@ -281,6 +290,17 @@ pub(super) async fn redeliver(
     now: i64,
 ) -> StoreResult<DeliveryRecord> {
     write_tx(&store.core.write, Durability::Normal, async |tx| {
+        redeliver_in(tx, delivery_id, now).await
+    })
+    .await
+}
+
+/// The statements of a redeliver, inside the caller's transaction.
+async fn redeliver_in(
+    tx: &mut SqliteConnection,
+    delivery_id: &str,
+    now: i64,
+) -> StoreResult<DeliveryRecord> {
     let state: Option<String> = sqlx::query_scalar("SELECT state FROM deliveries WHERE id = ?")
         .bind(delivery_id)
         .fetch_optional(&mut *tx)
@@ -314,6 +334,4 @@ pub(super) async fn redeliver(
         .push_bind(delivery_id);
     let row = q.build().fetch_one(&mut *tx).await?;
     delivery_from_row(&row)
-    })
-    .await
 }
