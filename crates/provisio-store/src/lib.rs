@@ -6,12 +6,22 @@
 //! - [`Store`] and its records (this file): the whole persistence surface. The
 //!   engine and the server only ever see `Arc<dyn Store>`, so a backend is picked
 //!   once at start-up from the database URL and nothing above it changes.
-//! - [`sqlite`]: the embedded backend, with its own migrations under
-//!   `migrations/sqlite`. One node per database.
-//! - [`postgres`]: the shared backend, with its own migrations under
-//!   `migrations/postgres`. Any number of nodes per database; changes reach
-//!   every node through `LISTEN/NOTIFY` ([`Store::watch`]).
-//! - `rows` and `query`: row decoding and query pieces both backends share.
+//! - `shared`: the store's core, written once for both SQL dialects: every
+//!   statement that differs only in its placeholders (tokens, the catalog,
+//!   handlers, the execution log, sessions, the queue's reads, settling
+//!   interrupted attempts, queue statistics, retention), generic over the
+//!   database, and the `impl_store!` that maps the trait onto it.
+//! - [`sqlite`] and [`postgres`]: only what each database does its own way,
+//!   in the same files: `mod.rs` (connecting, migrations under
+//!   `migrations/<backend>`, the dialect: pragmas and write transactions on
+//!   SQLite, the `LISTEN/NOTIFY` change feed on PostgreSQL), `queue.rs`
+//!   (emit and record batches, claims, locks, redeliver) and `upkeep.rs`
+//!   (p95 durations). SQLite serves one node per database; PostgreSQL any
+//!   number, with changes announced to all ([`Store::watch`]).
+//!   `postgres::scratch` (throwaway databases for tests) is built only with
+//!   the `test-support` feature.
+//! - `rows`, `query` and `plan`: row decoding, query pieces and emit-batch
+//!   planning both backends share.
 //!
 //! Batching lives above this trait (the engine collects emits and attempt
 //! results); each batch method here commits its whole slice in one transaction.
@@ -21,6 +31,7 @@ pub mod postgres;
 mod query;
 mod records;
 mod rows;
+mod shared;
 pub mod sqlite;
 
 pub use records::*;

@@ -3,7 +3,9 @@
 //! (`QueryBuilder` writes each driver's own placeholders), so one generic
 //! function serves both.
 
-use sqlx::{Database, Encode, QueryBuilder, Type};
+use sqlx::QueryBuilder;
+
+use crate::shared::{Bind, Dialect};
 
 use crate::rows::like_pattern;
 use crate::{ExecutionFilter, ExecutionRecord, HandlerFilter};
@@ -14,15 +16,7 @@ pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
 
 /// `INSERT INTO executions … VALUES (…), (…)` for up to
 /// [`ROWS_PER_STATEMENT`] rows.
-pub(crate) fn insert_executions<DB: Database>(rows: &[&ExecutionRecord]) -> QueryBuilder<DB>
-where
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
-    for<'t> bool: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
-    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
-{
+pub(crate) fn insert_executions<DB: Dialect>(rows: &[&ExecutionRecord]) -> QueryBuilder<DB> {
     let mut q = QueryBuilder::<DB>::new(
         "INSERT INTO executions (delivery_id, handler_id, handler_name, event_id, events_id, object_id,
             object_key, stage, attempt, status, started_at, duration_ms, request_target, request_headers,
@@ -30,29 +24,29 @@ where
             data_after) ",
     );
     q.push_values(rows, |mut row, e| {
-        row.push_bind(e.delivery_id.clone())
-            .push_bind(e.handler_id)
-            .push_bind(e.handler_name.clone())
-            .push_bind(e.event_id.clone())
-            .push_bind(e.events_id.clone())
-            .push_bind(e.object_id.to_json())
-            .push_bind(e.object_id.key())
-            .push_bind(e.stage.as_str())
-            .push_bind(i64::from(e.attempt))
-            .push_bind(e.status.as_str())
-            .push_bind(provisio_core::timefmt::to_millis(e.started_at))
-            .push_bind(i64::from(e.duration_ms))
+        row.bind(e.delivery_id.clone())
+            .bind(e.handler_id)
+            .bind(e.handler_name.clone())
+            .bind(e.event_id.clone())
+            .bind(e.events_id.clone())
+            .bind(e.object_id.to_json())
+            .bind(e.object_id.key())
+            .bind(e.stage.as_str())
+            .bind(i64::from(e.attempt))
+            .bind(e.status.as_str())
+            .bind(provisio_core::timefmt::to_millis(e.started_at))
+            .bind(i64::from(e.duration_ms))
             // The last guard for every writer of the log: a URL's password
             // is never stored (`http://user:***@host/`).
-            .push_bind(provisio_core::handler::masked_target(&e.request.target).into_owned())
-            .push_bind(crate::rows::json(&e.request.headers))
-            .push_bind(e.request.body.clone())
-            .push_bind(e.response_status.map(i64::from))
-            .push_bind(e.response_body.clone())
-            .push_bind(e.response_truncated)
-            .push_bind(e.error.clone())
-            .push_bind(e.next_attempt_at.map(provisio_core::timefmt::to_millis))
-            .push_bind(e.data_after.clone());
+            .bind(provisio_core::handler::masked_target(&e.request.target).into_owned())
+            .bind(crate::rows::json(&e.request.headers))
+            .bind(e.request.body.clone())
+            .bind(e.response_status.map(i64::from))
+            .bind(e.response_body.clone())
+            .bind(e.response_truncated)
+            .bind(e.error.clone())
+            .bind(e.next_attempt_at.map(provisio_core::timefmt::to_millis))
+            .bind(e.data_after.clone());
     });
     q
 }
@@ -60,85 +54,78 @@ where
 /// The execution log's `WHERE` clause. `like` is the backend's
 /// case-insensitive match (SQLite's `LIKE` ignores ASCII case; PostgreSQL's
 /// `ILIKE` is the same search).
-pub(crate) fn push_execution_filter<DB: Database>(
+pub(crate) fn push_execution_filter<DB: Dialect>(
     q: &mut QueryBuilder<DB>,
     f: &ExecutionFilter,
     like: &'static str,
-) where
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
-{
+) {
     q.push(" WHERE 1 = 1");
     if let Some(v) = f.handler_id {
-        q.push(" AND handler_id = ").push_bind(v);
+        q.push(" AND handler_id = ").bind(v);
     }
     if let Some(v) = &f.events_id {
-        q.push(" AND events_id = ").push_bind(v.clone());
+        q.push(" AND events_id = ").bind(v.clone());
     }
     if let Some(v) = f.status {
-        q.push(" AND status = ").push_bind(v.as_str());
+        q.push(" AND status = ").bind(v.as_str());
     }
     if let Some(v) = f.stage {
-        q.push(" AND stage = ").push_bind(v.as_str());
+        q.push(" AND stage = ").bind(v.as_str());
     }
     if let Some(v) = &f.object_id {
-        q.push(" AND object_key = ").push_bind(v.clone());
+        q.push(" AND object_key = ").bind(v.clone());
     }
     if let Some(v) = &f.delivery_id {
-        q.push(" AND delivery_id = ").push_bind(v.clone());
+        q.push(" AND delivery_id = ").bind(v.clone());
     }
     if let Some(v) = &f.event_id {
-        q.push(" AND event_id = ").push_bind(v.clone());
+        q.push(" AND event_id = ").bind(v.clone());
     }
     if let Some(v) = f.data.as_deref().filter(|v| !v.is_empty()) {
         q.push(" AND request_body ")
             .push(like)
             .push(" ")
-            .push_bind(like_pattern(v))
+            .bind(like_pattern(v))
             .push(" ESCAPE '\\'");
     }
     if let Some(v) = f.error.as_deref().filter(|v| !v.is_empty()) {
         q.push(" AND error ")
             .push(like)
             .push(" ")
-            .push_bind(like_pattern(v))
+            .bind(like_pattern(v))
             .push(" ESCAPE '\\'");
     }
     if let Some(v) = f.from_ms {
-        q.push(" AND started_at >= ").push_bind(v);
+        q.push(" AND started_at >= ").bind(v);
     }
     if let Some(v) = f.to_ms {
-        q.push(" AND started_at <= ").push_bind(v);
+        q.push(" AND started_at <= ").bind(v);
     }
 }
 
 /// The handler list's `WHERE` clause; `like` as in [`push_execution_filter`].
-pub(crate) fn push_handler_filter<DB: Database>(
+pub(crate) fn push_handler_filter<DB: Dialect>(
     q: &mut QueryBuilder<DB>,
     f: &HandlerFilter,
     like: &'static str,
-) where
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
-{
+) {
     q.push(" WHERE 1 = 1");
     if let Some(events_id) = &f.events_id {
         // The handler's own pattern, or a pattern that fires for this type:
         // `*`, or `prefix.*` where the type starts with `prefix.` (`.` and `*`
         // are not LIKE wildcards).
         q.push(" AND (events_id = ")
-            .push_bind(events_id.clone())
+            .bind(events_id.clone())
             .push(" OR events_id = '*' OR (events_id LIKE '%.*' AND substr(")
-            .push_bind(events_id.clone())
+            .bind(events_id.clone())
             .push(", 1, length(events_id) - 1) = substr(events_id, 1, length(events_id) - 1)))");
     }
     if let Some(kind) = f.kind {
-        q.push(" AND kind = ").push_bind(kind.as_str());
+        q.push(" AND kind = ").bind(kind.as_str());
     }
     match f.status {
         Some(status) => {
-            q.push(" AND status = ").push_bind(status.as_str());
+            q.push(" AND status = ").bind(status.as_str());
         }
         None if !f.include_archived => {
             q.push(" AND status <> 'archived'");
@@ -146,13 +133,13 @@ pub(crate) fn push_handler_filter<DB: Database>(
         None => {}
     }
     if let Some(stage) = f.stage {
-        q.push(" AND stage = ").push_bind(stage.as_str());
+        q.push(" AND stage = ").bind(stage.as_str());
     }
     if let Some(text) = f.q.as_deref().filter(|t| !t.is_empty()) {
         q.push(" AND name ")
             .push(like)
             .push(" ")
-            .push_bind(like_pattern(text))
+            .bind(like_pattern(text))
             .push(" ESCAPE '\\'");
     }
 }
@@ -164,35 +151,26 @@ was recorded (provisio stopped, or lost its database, while it ran); it may have
 /// Step one of settling interrupted attempts: make their deliveries due again,
 /// counting the attempt in the log's numbering but not against the round
 /// (the interruption was provisio's, not the receiver's). Returns their `seq`s.
-pub(crate) fn settle_leases<DB: Database>(now_ms: i64, ending_before: i64) -> QueryBuilder<DB>
-where
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
-{
+pub(crate) fn settle_leases<DB: Dialect>(now_ms: i64, ending_before: i64) -> QueryBuilder<DB> {
     let mut q = QueryBuilder::<DB>::new(
         "UPDATE deliveries SET attempts = attempts + 1, round_start = round_start + 1,
             lease_until = NULL, next_attempt_at = ",
     );
-    q.push_bind(now_ms)
+    q.bind(now_ms)
         .push(", last_error = ")
-        .push_bind(INTERRUPTED)
+        .bind(INTERRUPTED)
         // A lease sets next_attempt_at to the lease's end too: the condition
         // on it lets the due index find lapsed leases without a scan.
         .push(" WHERE state = 'pending' AND next_attempt_at < ")
-        .push_bind(ending_before)
+        .bind(ending_before)
         .push(" AND lease_until IS NOT NULL AND lease_until < ")
-        .push_bind(ending_before)
+        .bind(ending_before)
         .push(" RETURNING seq");
     q
 }
 
 /// Step two: an execution row with status `unknown` for each settled delivery.
-pub(crate) fn log_interrupted<DB: Database>(now_ms: i64, seqs: &[i64]) -> QueryBuilder<DB>
-where
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> bool: Encode<'t, DB> + Type<DB>,
-    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
-{
+pub(crate) fn log_interrupted<DB: Dialect>(now_ms: i64, seqs: &[i64]) -> QueryBuilder<DB> {
     let mut q = QueryBuilder::<DB>::new(
         "INSERT INTO executions (delivery_id, handler_id, handler_name, event_id, events_id, object_id,
             object_key, stage, attempt, status, started_at, duration_ms, request_target, request_headers,
@@ -201,22 +179,22 @@ where
          SELECT d.id, d.handler_id, COALESCE(h.name, ''), e.id, e.events_id, e.object_id, d.object_key,
             'after', d.attempts, 'unknown', ",
     );
-    q.push_bind(now_ms)
+    q.bind(now_ms)
         // No request target: the handler's URL may hold a password, which is
         // masked in Rust before it is written, and no request was recorded.
         .push(", 0, '', '{}', '', NULL, NULL, ")
-        .push_bind(false)
+        .bind(false)
         .push(", ")
-        .push_bind(INTERRUPTED)
+        .bind(INTERRUPTED)
         .push(", ")
-        .push_bind(now_ms)
+        .bind(now_ms)
         .push(
             ", NULL FROM deliveries d JOIN events e ON e.id = d.event_id
              LEFT JOIN handlers h ON h.id = d.handler_id WHERE d.seq IN (",
         );
     let mut list = q.separated(", ");
     for seq in seqs {
-        list.push_bind(*seq);
+        list.bind(*seq);
     }
     q.push(")");
     q

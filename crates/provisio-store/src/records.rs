@@ -15,12 +15,7 @@ impl TokenHash {
     /// Compares in constant time, so response timing says nothing about how
     /// much of a guessed token matched.
     pub fn ct_eq(&self, other: &TokenHash) -> bool {
-        let diff = self
-            .0
-            .iter()
-            .zip(&other.0)
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y));
-        std::hint::black_box(diff) == 0
+        subtle::ConstantTimeEq::ct_eq(&self.0[..], &other.0[..]).into()
     }
 }
 

@@ -88,8 +88,8 @@ pub(crate) fn event_type(row: &impl Columns) -> StoreResult<EventType> {
 }
 
 /// `SELECT` of every handler column, for [`handler`].
-pub(crate) const HANDLER_SELECT: &str = "SELECT id, name, events_id, stage, status, priority, kind, target, args, headers, \
-     timeout_ms, max_attempts, ordered, on_failure, secret, created_at, updated_at FROM handlers";
+pub(crate) const HANDLER_COLUMNS: &str = "id, name, events_id, stage, status, priority, kind, target, args, headers, \
+     timeout_ms, max_attempts, ordered, on_failure, secret, created_at, updated_at";
 
 pub(crate) fn handler(row: &impl Columns) -> StoreResult<Handler> {
     let priority = row.int("priority")?;

@@ -17,28 +17,20 @@
 //! `synchronous_commit = on`), so an accepted emit survives a crash of the
 //! database server too.
 
-mod catalog;
-mod executions;
-mod handlers;
 mod queue;
+#[cfg(feature = "test-support")]
 pub mod scratch;
-mod tokens;
 mod upkeep;
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use provisio_core::catalog::EventType;
-use provisio_core::event::Event;
-use provisio_core::handler::{Handler, HandlerSpec};
-use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres};
 use tokio::sync::mpsc;
 
+use crate::shared::{Dialect, SqlCore};
 use crate::*;
-// For the submodules: shared with the SQLite backend.
-use crate::{conflict_on_unique, now_ms};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -106,9 +98,28 @@ impl std::fmt::Debug for PgSettings {
     }
 }
 
+impl Dialect for Postgres {
+    const LIKE: &'static str = "ILIKE";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const BYTE_ORDER: &'static str = r#" COLLATE "C""#;
+
+    async fn write_tx<T>(
+        pool: &PgPool,
+        work: impl AsyncFnOnce(&mut PgConnection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut tx = pool.begin().await?;
+        let value = work(&mut tx).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+}
+
 #[derive(Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    /// One pool serves reads and writes (`core.read` and `core.write` are
+    /// the same pool).
+    core: SqlCore<Postgres>,
 }
 
 impl PgStore {
@@ -116,7 +127,7 @@ impl PgStore {
     /// migrator holds an advisory lock while it runs).
     pub async fn connect(settings: &PgSettings) -> StoreResult<Self> {
         let store = Self::connect_unmigrated(settings).await?;
-        MIGRATOR.run(&store.pool).await?;
+        MIGRATOR.run(&store.core.write).await?;
         Ok(store)
     }
 
@@ -134,7 +145,12 @@ impl PgStore {
             .connect_with(options.clone())
             .await;
         match pool {
-            Ok(pool) => Ok(Self { pool }),
+            Ok(pool) => Ok(Self {
+                core: SqlCore {
+                    write: pool.clone(),
+                    read: pool,
+                },
+            }),
             // The pool reports only that it timed out; one direct attempt
             // tells why (refused, unknown host, bad password, no database).
             Err(err) => match PgConnection::connect_with(&options).await {
@@ -146,163 +162,21 @@ impl PgStore {
 
     /// Closes every connection, waiting for queries in progress.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.core.write.close().await;
     }
 }
 
-#[async_trait]
-impl Store for PgStore {
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
+crate::shared::impl_store!(PgStore {
     fn single_node(&self) -> bool {
         false
     }
 
     fn watch(&self) -> Option<mpsc::Receiver<StoreChange>> {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(listen(self.pool.clone(), tx));
+        tokio::spawn(listen(self.core.write.clone(), tx));
         Some(rx)
     }
-
-    async fn create_token(&self, name: &str, hash: &TokenHash) -> StoreResult<TokenRecord> {
-        tokens::create(&self.pool, name, hash).await
-    }
-
-    async fn put_token(&self, name: &str, hash: &TokenHash) -> StoreResult<TokenRecord> {
-        tokens::put(&self.pool, name, hash).await
-    }
-
-    async fn find_token(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
-        tokens::find(&self.pool, hash).await
-    }
-
-    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
-        tokens::list(&self.pool).await
-    }
-
-    async fn revoke_token(&self, token: TokenRef<'_>) -> StoreResult<bool> {
-        tokens::revoke(&self.pool, token).await
-    }
-
-    async fn seed_event_types(&self, types: &[EventType]) -> StoreResult<()> {
-        catalog::seed(&self.pool, types).await
-    }
-
-    async fn list_event_types(&self) -> StoreResult<Vec<EventType>> {
-        catalog::list(&self.pool).await
-    }
-
-    async fn insert_event_type(&self, event_type: &EventType) -> StoreResult<()> {
-        catalog::insert(&self.pool, event_type).await
-    }
-
-    async fn insert_handler(&self, spec: &HandlerSpec) -> StoreResult<Handler> {
-        handlers::insert(&self.pool, spec).await
-    }
-
-    async fn get_handler(&self, id: i64) -> StoreResult<Option<Handler>> {
-        handlers::get(&self.pool, id).await
-    }
-
-    async fn update_handler(&self, id: i64, spec: &HandlerSpec) -> StoreResult<Handler> {
-        handlers::update(&self.pool, id, spec).await
-    }
-
-    async fn rotate_handler_secret(&self, id: i64) -> StoreResult<Handler> {
-        handlers::rotate_secret(&self.pool, id).await
-    }
-
-    async fn delete_handler(&self, id: i64) -> StoreResult<bool> {
-        handlers::delete(&self.pool, id).await
-    }
-
-    async fn list_handlers(
-        &self,
-        filter: &HandlerFilter,
-        page: Page,
-    ) -> StoreResult<(Vec<Handler>, u64)> {
-        handlers::list(&self.pool, filter, page).await
-    }
-
-    async fn all_handlers(&self) -> StoreResult<Vec<Handler>> {
-        handlers::all(&self.pool).await
-    }
-
-    async fn insert_events(&self, batch: &[NewEvent]) -> StoreResult<Vec<EmitOutcome>> {
-        queue::insert_events(&self.pool, batch).await
-    }
-
-    async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
-        queue::claim_due(&self.pool, claim).await
-    }
-
-    async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
-        queue::next_due_ms(&self.pool).await
-    }
-
-    async fn settle_interrupted(&self, now_ms: i64, leases_ending_before: i64) -> StoreResult<u64> {
-        queue::settle_interrupted(&self.pool, now_ms, leases_ending_before).await
-    }
-
-    async fn record(
-        &self,
-        attempts: &[AttemptResult],
-        executions: &[ExecutionRecord],
-    ) -> StoreResult<u64> {
-        queue::record(&self.pool, attempts, executions).await
-    }
-
-    async fn get_event(&self, id: &str) -> StoreResult<Option<(Event, Vec<DeliveryRecord>)>> {
-        queue::get_event(&self.pool, id).await
-    }
-
-    async fn redeliver(&self, delivery_id: &str, now_ms: i64) -> StoreResult<DeliveryRecord> {
-        queue::redeliver(&self.pool, delivery_id, now_ms).await
-    }
-
-    async fn list_executions(
-        &self,
-        filter: &ExecutionFilter,
-        page: Page,
-    ) -> StoreResult<(Vec<ExecutionRecord>, u64)> {
-        executions::list(&self.pool, filter, page).await
-    }
-
-    async fn queue_stats(&self) -> StoreResult<QueueStats> {
-        upkeep::queue_stats(&self.pool).await
-    }
-
-    async fn handler_activity(
-        &self,
-        since_ms: i64,
-        bucket_ms: i64,
-    ) -> StoreResult<Vec<HandlerActivity>> {
-        upkeep::activity(&self.pool, since_ms, bucket_ms).await
-    }
-
-    async fn prune(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
-        upkeep::prune(&self.pool, before_ms, batch).await
-    }
-
-    async fn create_session(&self, id_hash: &[u8; 32], session: &SessionRecord) -> StoreResult<()> {
-        upkeep::create_session(&self.pool, id_hash, session).await
-    }
-
-    async fn find_session(&self, id_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>> {
-        upkeep::find_session(&self.pool, id_hash).await
-    }
-
-    async fn delete_session(&self, id_hash: &[u8; 32], now_ms: i64) -> StoreResult<()> {
-        upkeep::delete_session(&self.pool, id_hash, now_ms).await
-    }
-
-    async fn get_execution(&self, id: i64) -> StoreResult<Option<ExecutionRecord>> {
-        executions::get(&self.pool, id).await
-    }
-}
+});
 
 /// The change feed behind [`PgStore::watch`]: a `LISTEN` connection that is
 /// re-established, with backoff, whenever it is lost. Notifications sent

@@ -23,13 +23,11 @@
 use provisio_core::timefmt;
 use std::collections::HashMap;
 
-use sqlx::postgres::PgPool;
 use sqlx::{Acquire, PgConnection, Postgres};
 
-use crate::query::{ROWS_PER_STATEMENT, log_interrupted, settle_leases};
-
-use super::{executions, notify_work};
-use crate::rows::{claimed, delivery, event};
+use super::{PgStore, notify_work};
+use crate::rows::{claimed, delivery};
+use crate::shared::SqlCore;
 use crate::*;
 
 /// The advisory-lock key text of a (handler, object) queue.
@@ -60,10 +58,10 @@ async fn lock_keys(conn: &mut PgConnection, keys: Vec<String>) -> StoreResult<()
 }
 
 pub(super) async fn insert_events(
-    pool: &PgPool,
+    store: &PgStore,
     batch: &[NewEvent],
 ) -> StoreResult<Vec<EmitOutcome>> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = store.core.write.acquire().await?;
     let mut tx = conn.begin().await?;
     let locks = batch
         .iter()
@@ -210,7 +208,7 @@ async fn seen_keys(
 /// waited for), the UPDATE moves them past the lease's end, and the outer
 /// SELECT joins their events.
 pub(super) async fn claim_due(
-    pool: &PgPool,
+    store: &PgStore,
     claim: &Claim<'_>,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
     // For each handler, its oldest due rows up to its room (an index seek
@@ -248,47 +246,17 @@ pub(super) async fn claim_due(
     .bind(claim.now_ms)
     .bind(i64::from(claim.limit))
     .bind(claim.lease_until_ms)
-    .fetch_all(pool)
+    .fetch_all(&store.core.write)
     .await?;
     rows.iter().map(claimed).collect()
 }
 
-pub(super) async fn next_due_ms(pool: &PgPool) -> StoreResult<Option<i64>> {
-    Ok(
-        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'")
-            .fetch_one(pool)
-            .await?,
-    )
-}
-
-pub(super) async fn settle_interrupted(
-    pool: &PgPool,
-    now: i64,
-    ending_before: i64,
-) -> StoreResult<u64> {
-    // Two nodes settling at once cannot both settle a delivery: the second
-    // UPDATE waits on the first's row lock, then sees the lease gone.
-    let mut tx = pool.begin().await?;
-    let seqs: Vec<i64> = settle_leases::<Postgres>(now, ending_before)
-        .build_query_scalar()
-        .fetch_all(&mut *tx)
-        .await?;
-    for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
-        log_interrupted::<Postgres>(now, chunk)
-            .build()
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(seqs.len() as u64)
-}
-
 pub(super) async fn record(
-    pool: &PgPool,
+    store: &PgStore,
     batch: &[AttemptResult],
     plain: &[ExecutionRecord],
 ) -> StoreResult<u64> {
-    let mut tx = pool.begin().await?;
+    let mut tx = store.core.write.begin().await?;
     let finishes = |r: &&AttemptResult| !matches!(r.next, DeliveryNext::RetryAt { .. });
     lock_keys(
         &mut tx,
@@ -305,7 +273,7 @@ pub(super) async fn record(
         .filter_map(|r| r.execution.as_ref())
         .chain(plain)
         .collect();
-    executions::insert_many(&mut tx, &executions).await?;
+    SqlCore::<Postgres>::insert_executions(&mut tx, &executions).await?;
     if batch.is_empty() {
         tx.commit().await?;
         return Ok(0);
@@ -318,11 +286,7 @@ pub(super) async fn record(
     let mut errors = Vec::with_capacity(batch.len());
     let mut finished_at = Vec::with_capacity(batch.len());
     for r in batch {
-        let (state, next, finished) = match r.next {
-            DeliveryNext::Succeeded => ("success", None, Some(r.finished_at_ms)),
-            DeliveryNext::Failed => ("failed", None, Some(r.finished_at_ms)),
-            DeliveryNext::RetryAt { at_ms } => ("pending", Some(at_ms), None),
-        };
+        let (state, next, finished) = crate::plan::delivery_after(r);
         seqs.push(r.delivery_seq);
         states.push(state);
         attempts.push(i64::from(r.attempts));
@@ -389,37 +353,12 @@ pub(super) async fn record(
     Ok(released)
 }
 
-pub(super) async fn get_event(
-    pool: &PgPool,
-    id: &str,
-) -> StoreResult<Option<(provisio_core::event::Event, Vec<DeliveryRecord>)>> {
-    let row = sqlx::query(
-        "SELECT id AS event_id, events_id, object_id, dt, data FROM events WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let found = event(&row)?;
-    let deliveries = sqlx::query(concat!(
-        "SELECT id, event_id, handler_id, state, attempts, next_attempt_at, lease_until, ",
-        "last_error, created_at, finished_at FROM deliveries WHERE event_id = $1 ORDER BY seq"
-    ))
-    .bind(id)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(delivery)
-    .collect::<StoreResult<_>>()?;
-    Ok(Some((found, deliveries)))
-}
-
 pub(super) async fn redeliver(
-    pool: &PgPool,
+    store: &PgStore,
     delivery_id: &str,
     now: i64,
 ) -> StoreResult<DeliveryRecord> {
-    let mut tx = pool.begin().await?;
+    let mut tx = store.core.write.begin().await?;
     // The queue's key never changes, so it can be read before the lock.
     let key: Option<(i64, String)> =
         sqlx::query_as("SELECT handler_id, object_key FROM deliveries WHERE id = $1")

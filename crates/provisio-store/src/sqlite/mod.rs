@@ -5,28 +5,21 @@
 //! a single connection avoids lock contention and `SQLITE_BUSY`); reads use a
 //! small pool of their own so the API's lists never wait behind a write batch.
 
-mod catalog;
-mod executions;
-mod handlers;
 mod queue;
-mod tokens;
+mod upkeep;
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use provisio_core::catalog::EventType;
-use provisio_core::event::Event;
-use provisio_core::handler::{Handler, HandlerSpec};
+use sqlx::Sqlite;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
 
+use crate::shared::{Dialect, SqlCore};
 use crate::*;
-// For the submodules: shared with the PostgreSQL backend.
-use crate::{conflict_on_unique, now_ms};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -80,14 +73,29 @@ pub(crate) async fn write_tx<T>(
     result
 }
 
+impl Dialect for Sqlite {
+    const LIKE: &'static str = "LIKE";
+    const FOR_UPDATE: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
+    const BYTE_ORDER: &'static str = "";
+
+    /// Every write transaction but an emit batch's commits at NORMAL: what
+    /// it writes can be redone.
+    fn write_tx<T>(
+        pool: &SqlitePool,
+        work: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>,
+    ) -> impl Future<Output = StoreResult<T>> {
+        write_tx(pool, Durability::Normal, work)
+    }
+}
+
 #[derive(Clone)]
 pub struct SqliteStore {
     /// How durable an accepted emit's commit is.
     durability: Durability,
-    /// The single writer connection.
-    write: SqlitePool,
-    /// Readers for lists and lookups.
-    read: SqlitePool,
+    /// The single writer connection (`core.write`) and the readers for lists
+    /// and lookups (`core.read`).
+    core: SqlCore<Sqlite>,
 }
 
 impl SqliteStore {
@@ -117,8 +125,7 @@ impl SqliteStore {
             .await?;
         Ok(Self {
             durability,
-            write,
-            read,
+            core: SqlCore { write, read },
         })
     }
 
@@ -129,191 +136,9 @@ impl SqliteStore {
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.read).await?;
-        Ok(())
-    }
-
+crate::shared::impl_store!(SqliteStore {
     fn single_node(&self) -> bool {
         // `serve` holds the data directory's lock while it uses the file.
         true
     }
-
-    async fn create_token(&self, name: &str, hash: &TokenHash) -> StoreResult<TokenRecord> {
-        tokens::create(&self.write, name, hash).await
-    }
-
-    async fn put_token(&self, name: &str, hash: &TokenHash) -> StoreResult<TokenRecord> {
-        tokens::put(&self.write, name, hash).await
-    }
-
-    async fn find_token(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
-        tokens::find(&self.read, hash).await
-    }
-
-    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
-        tokens::list(&self.read).await
-    }
-
-    async fn revoke_token(&self, token: TokenRef<'_>) -> StoreResult<bool> {
-        tokens::revoke(&self.write, token).await
-    }
-
-    async fn seed_event_types(&self, types: &[EventType]) -> StoreResult<()> {
-        catalog::seed(&self.write, types).await
-    }
-
-    async fn list_event_types(&self) -> StoreResult<Vec<EventType>> {
-        catalog::list(&self.read).await
-    }
-
-    async fn insert_event_type(&self, event_type: &EventType) -> StoreResult<()> {
-        catalog::insert(&self.write, event_type).await
-    }
-
-    async fn insert_handler(&self, spec: &HandlerSpec) -> StoreResult<Handler> {
-        handlers::insert(&self.write, spec).await
-    }
-
-    async fn get_handler(&self, id: i64) -> StoreResult<Option<Handler>> {
-        handlers::get(&self.read, id).await
-    }
-
-    async fn update_handler(&self, id: i64, spec: &HandlerSpec) -> StoreResult<Handler> {
-        handlers::update(&self.write, id, spec).await
-    }
-
-    async fn rotate_handler_secret(&self, id: i64) -> StoreResult<Handler> {
-        handlers::rotate_secret(&self.write, id).await
-    }
-
-    async fn delete_handler(&self, id: i64) -> StoreResult<bool> {
-        handlers::delete(&self.write, id).await
-    }
-
-    async fn list_handlers(
-        &self,
-        filter: &HandlerFilter,
-        page: Page,
-    ) -> StoreResult<(Vec<Handler>, u64)> {
-        handlers::list(&self.read, filter, page).await
-    }
-
-    async fn all_handlers(&self) -> StoreResult<Vec<Handler>> {
-        // From the writer, so a change committed a moment ago is always seen.
-        handlers::all(&self.write).await
-    }
-
-    async fn insert_events(&self, batch: &[NewEvent]) -> StoreResult<Vec<EmitOutcome>> {
-        queue::insert_events(&self.write, self.durability, batch).await
-    }
-
-    async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
-        queue::claim_due(&self.write, claim).await
-    }
-
-    async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
-        queue::next_due_ms(&self.write).await
-    }
-
-    async fn settle_interrupted(&self, now_ms: i64, leases_ending_before: i64) -> StoreResult<u64> {
-        queue::settle_interrupted(&self.write, now_ms, leases_ending_before).await
-    }
-
-    async fn record(
-        &self,
-        attempts: &[AttemptResult],
-        executions: &[ExecutionRecord],
-    ) -> StoreResult<u64> {
-        queue::record(&self.write, attempts, executions).await
-    }
-
-    async fn get_event(&self, id: &str) -> StoreResult<Option<(Event, Vec<DeliveryRecord>)>> {
-        queue::get_event(&self.read, id).await
-    }
-
-    async fn queue_stats(&self) -> StoreResult<QueueStats> {
-        use sqlx::Row;
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS unfinished, MIN(created_at) AS oldest FROM deliveries
-             WHERE state IN ('pending', 'waiting')",
-        )
-        .fetch_one(&self.read)
-        .await?;
-        Ok(QueueStats {
-            unfinished: row.try_get::<i64, _>("unfinished")? as u64,
-            oldest_created_ms: row.try_get("oldest")?,
-        })
-    }
-
-    async fn redeliver(&self, delivery_id: &str, now_ms: i64) -> StoreResult<DeliveryRecord> {
-        queue::redeliver(&self.write, delivery_id, now_ms).await
-    }
-
-    async fn list_executions(
-        &self,
-        filter: &ExecutionFilter,
-        page: Page,
-    ) -> StoreResult<(Vec<ExecutionRecord>, u64)> {
-        executions::list(&self.read, filter, page).await
-    }
-
-    async fn get_execution(&self, id: i64) -> StoreResult<Option<ExecutionRecord>> {
-        executions::get(&self.read, id).await
-    }
-
-    async fn handler_activity(
-        &self,
-        since_ms: i64,
-        bucket_ms: i64,
-    ) -> StoreResult<Vec<HandlerActivity>> {
-        executions::activity(&self.read, since_ms, bucket_ms).await
-    }
-
-    async fn prune(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
-        queue::prune(&self.write, before_ms, batch).await
-    }
-
-    async fn create_session(&self, id_hash: &[u8; 32], session: &SessionRecord) -> StoreResult<()> {
-        sqlx::query("INSERT INTO web_sessions (id_hash, token_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&id_hash[..])
-            .bind(session.token_id)
-            .bind(&session.csrf)
-            .bind(now_ms())
-            .bind(session.expires_at_ms)
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-
-    async fn find_session(&self, id_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>> {
-        let row = sqlx::query(
-            "SELECT s.token_id, s.csrf, s.expires_at FROM web_sessions s
-             JOIN api_tokens t ON t.id = s.token_id AND t.revoked_at IS NULL
-             WHERE s.id_hash = ?",
-        )
-        .bind(&id_hash[..])
-        .fetch_optional(&self.read)
-        .await?;
-        row.map(|row| {
-            use sqlx::Row;
-            Ok(SessionRecord {
-                token_id: row.try_get("token_id")?,
-                csrf: row.try_get("csrf")?,
-                expires_at_ms: row.try_get("expires_at")?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn delete_session(&self, id_hash: &[u8; 32], now_ms: i64) -> StoreResult<()> {
-        sqlx::query("DELETE FROM web_sessions WHERE id_hash = ? OR expires_at < ?")
-            .bind(&id_hash[..])
-            .bind(now_ms)
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-}
+});

@@ -7,30 +7,26 @@
 //! for the same (handler, object) wait in `state = 'waiting'` and are released
 //! one at a time as their predecessor finishes.
 
-use provisio_core::event::Event;
 use provisio_core::timefmt;
 use sqlx::sqlite::SqlitePool;
 use std::collections::HashMap;
 
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
-use super::{Durability, executions, now_ms, write_tx};
-use crate::query::{ROWS_PER_STATEMENT, log_interrupted, settle_leases};
-use crate::rows::{
-    DELIVERY_COLUMNS, claimed as claimed_from_row, delivery as delivery_from_row,
-    event as event_from_row,
-};
+use super::{Durability, SqliteStore, write_tx};
+use crate::query::ROWS_PER_STATEMENT;
+use crate::rows::{DELIVERY_COLUMNS, claimed as claimed_from_row, delivery as delivery_from_row};
+use crate::shared::SqlCore;
 use crate::*;
 
 pub(super) async fn insert_events(
-    pool: &SqlitePool,
-    durability: Durability,
+    store: &SqliteStore,
     batch: &[NewEvent],
 ) -> StoreResult<Vec<EmitOutcome>> {
     // Only accepted emits must survive power loss; other writes (leases,
     // attempt results) can be redone, so the connection runs at NORMAL and
     // switches to FULL for this commit (see `write_tx`).
-    write_tx(pool, durability, async |conn| {
+    write_tx(&store.core.write, store.durability, async |conn| {
         insert_events_in(conn, batch).await
     })
     .await
@@ -155,9 +151,10 @@ async fn seen_keys(
 const HANDLERS_PER_CLAIM: usize = 400;
 
 pub(super) async fn claim_due(
-    pool: &SqlitePool,
+    store: &SqliteStore,
     claim: &Claim<'_>,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
+    let pool = &store.core.write;
     let mut claimed = Vec::new();
     for handlers in claim.handlers.chunks(HANDLERS_PER_CLAIM) {
         let limit = claim.limit as usize - claimed.len();
@@ -213,47 +210,29 @@ async fn claim_some(
     rows.iter().map(claimed_from_row).collect()
 }
 
-pub(super) async fn next_due_ms(pool: &SqlitePool) -> StoreResult<Option<i64>> {
-    Ok(
-        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'")
-            .fetch_one(pool)
-            .await?,
-    )
-}
-
-pub(super) async fn settle_interrupted(
-    pool: &SqlitePool,
-    now: i64,
-    ending_before: i64,
+pub(super) async fn record(
+    store: &SqliteStore,
+    batch: &[AttemptResult],
+    plain: &[ExecutionRecord],
 ) -> StoreResult<u64> {
-    write_tx(pool, Durability::Normal, async |tx| {
-        let seqs: Vec<i64> = settle_leases::<Sqlite>(now, ending_before)
-            .build_query_scalar()
-            .fetch_all(&mut *tx)
-            .await?;
-        for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
-            log_interrupted::<Sqlite>(now, chunk)
-                .build()
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok(seqs.len() as u64)
+    write_tx(&store.core.write, Durability::Normal, async |tx| {
+        record_in(tx, batch, plain).await
     })
     .await
 }
 
-pub(super) async fn record(
-    pool: &SqlitePool,
+/// The statements of a record batch, inside the caller's transaction.
+async fn record_in(
+    tx: &mut SqliteConnection,
     batch: &[AttemptResult],
     plain: &[ExecutionRecord],
 ) -> StoreResult<u64> {
-    write_tx(pool, Durability::Normal, async |tx| {
     let executions: Vec<&ExecutionRecord> = batch
         .iter()
         .filter_map(|r| r.execution.as_ref())
         .chain(plain)
         .collect();
-    executions::insert_many(tx, &executions).await?;
+    SqlCore::<Sqlite>::insert_executions(tx, &executions).await?;
 
     for chunk in batch.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new(
@@ -262,11 +241,7 @@ pub(super) async fn record(
              FROM (",
         );
         q.push_values(chunk, |mut row, r| {
-            let (state, next_at, finished_at) = match r.next {
-                DeliveryNext::Succeeded => ("success", None, Some(r.finished_at_ms)),
-                DeliveryNext::Failed => ("failed", None, Some(r.finished_at_ms)),
-                DeliveryNext::RetryAt { at_ms } => ("pending", Some(at_ms), None),
-            };
+            let (state, next_at, finished_at) = crate::plan::delivery_after(r);
             row.push_bind(r.delivery_seq)
                 .push_bind(state)
                 .push_bind(r.attempts)
@@ -307,41 +282,25 @@ pub(super) async fn record(
         released += q.build().execute(&mut *tx).await?.rows_affected();
     }
     Ok(released)
+}
+
+pub(super) async fn redeliver(
+    store: &SqliteStore,
+    delivery_id: &str,
+    now: i64,
+) -> StoreResult<DeliveryRecord> {
+    write_tx(&store.core.write, Durability::Normal, async |tx| {
+        redeliver_in(tx, delivery_id, now).await
     })
     .await
 }
 
-pub(super) async fn get_event(
-    pool: &SqlitePool,
-    id: &str,
-) -> StoreResult<Option<(Event, Vec<DeliveryRecord>)>> {
-    let row = sqlx::query(
-        "SELECT id AS event_id, events_id, object_id, dt, data FROM events WHERE id = ?",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let event = event_from_row(&row)?;
-    let mut q = QueryBuilder::<Sqlite>::new("SELECT ");
-    q.push(DELIVERY_COLUMNS)
-        .push(" FROM deliveries WHERE event_id = ")
-        .push_bind(id)
-        .push(" ORDER BY seq");
-    let rows = q.build().fetch_all(pool).await?;
-    let deliveries = rows
-        .iter()
-        .map(delivery_from_row)
-        .collect::<StoreResult<_>>()?;
-    Ok(Some((event, deliveries)))
-}
-
-pub(super) async fn redeliver(
-    pool: &SqlitePool,
+/// The statements of a redeliver, inside the caller's transaction.
+async fn redeliver_in(
+    tx: &mut SqliteConnection,
     delivery_id: &str,
     now: i64,
 ) -> StoreResult<DeliveryRecord> {
-    write_tx(pool, Durability::Normal, async |tx| {
     let state: Option<String> = sqlx::query_scalar("SELECT state FROM deliveries WHERE id = ?")
         .bind(delivery_id)
         .fetch_optional(&mut *tx)
@@ -375,58 +334,4 @@ pub(super) async fn redeliver(
         .push_bind(delivery_id);
     let row = q.build().fetch_one(&mut *tx).await?;
     delivery_from_row(&row)
-    })
-    .await
-}
-
-pub(super) async fn prune(pool: &SqlitePool, before_ms: i64, batch: u32) -> StoreResult<u64> {
-    write_tx(pool, Durability::Normal, async |tx| {
-        let limit = i64::from(batch);
-        let mut removed = 0;
-        removed += sqlx::query(
-            "DELETE FROM executions WHERE id IN
-            (SELECT id FROM executions WHERE started_at < ? ORDER BY started_at LIMIT ?)",
-        )
-        .bind(before_ms)
-        .bind(limit)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        removed += sqlx::query(
-            "DELETE FROM deliveries WHERE seq IN
-            (SELECT seq FROM deliveries WHERE state IN ('success', 'failed') AND finished_at < ?
-             ORDER BY finished_at LIMIT ?)",
-        )
-        .bind(before_ms)
-        .bind(limit)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // Event ids are ULIDs, so "older than" is a range of the primary key.
-        let oldest_kept = ulid::Ulid::from_parts(before_ms.max(0) as u64, 0).to_string();
-        removed += sqlx::query(
-            "DELETE FROM events WHERE id IN
-            (SELECT e.id FROM events e WHERE e.id < ?
-               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
-             ORDER BY e.id LIMIT ?)",
-        )
-        .bind(oldest_kept)
-        .bind(limit)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let now = now_ms();
-        removed += sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
-            .bind(now - IDEMPOTENCY_WINDOW_MS)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        removed += sqlx::query("DELETE FROM web_sessions WHERE expires_at < ?")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        Ok(removed)
-    })
-    .await
 }

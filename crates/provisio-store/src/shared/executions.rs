@@ -1,0 +1,53 @@
+//! The execution log: one row per call to a handler.
+
+use sqlx::QueryBuilder;
+
+use super::{Bind, Dialect, SqlCore};
+use crate::query::{ROWS_PER_STATEMENT, insert_executions, push_execution_filter};
+use crate::rows::Columns;
+use crate::rows::{EXECUTION_SELECT, execution as from_row};
+use crate::{ExecutionFilter, ExecutionRecord, Page, StoreResult};
+
+impl<DB: Dialect> SqlCore<DB> {
+    /// Inserts execution rows inside the caller's transaction, one statement
+    /// per thousand rows.
+    pub(crate) async fn insert_executions(
+        conn: &mut DB::Connection,
+        rows: &[&ExecutionRecord],
+    ) -> StoreResult<()> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            insert_executions::<DB>(chunk)
+                .build()
+                .execute(DB::on(&mut *conn))
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: Page,
+    ) -> StoreResult<(Vec<ExecutionRecord>, u64)> {
+        let mut count = QueryBuilder::<DB>::new("SELECT COUNT(*) AS total FROM executions");
+        push_execution_filter(&mut count, filter, DB::LIKE);
+        let total = count.build().fetch_one(self.reader()).await?.int("total")?;
+
+        let mut q = QueryBuilder::<DB>::new(EXECUTION_SELECT);
+        push_execution_filter(&mut q, filter, DB::LIKE);
+        q.push(" ORDER BY id DESC LIMIT ")
+            .bind(i64::from(page.per_page))
+            .push(" OFFSET ")
+            .bind(page.offset());
+        let rows = q.build().fetch_all(self.reader()).await?;
+        let items = rows.iter().map(from_row).collect::<StoreResult<_>>()?;
+        Ok((items, total as u64))
+    }
+
+    pub(crate) async fn get_execution(&self, id: i64) -> StoreResult<Option<ExecutionRecord>> {
+        let mut q = QueryBuilder::<DB>::new(EXECUTION_SELECT);
+        q.push(" WHERE id = ").bind(id);
+        let row = q.build().fetch_optional(self.reader()).await?;
+        row.as_ref().map(from_row).transpose()
+    }
+}

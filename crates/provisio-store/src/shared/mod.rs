@@ -1,0 +1,370 @@
+//! The store's core, written once for both SQL dialects: every statement that
+//! differs between SQLite and PostgreSQL only in its placeholders (`?` or
+//! `$n`, which `QueryBuilder::push_bind` writes for whichever driver runs it),
+//! and the code that runs it. A backend keeps only what truly differs: claims,
+//! locks, the change feed, pragmas, emit and record batches.
+//!
+//! - [`Dialect`]: the few words each database spells its own way, and how it
+//!   runs a write transaction.
+//! - [`SqlCore`]: a backend's pools and the operations on them, one file per
+//!   subject: `tokens`, `catalog`, `handlers`, `executions`, `sessions`,
+//!   `queue` (reads and settling interrupted attempts), `upkeep` (queue
+//!   statistics and retention).
+//!
+//! A new statement goes here unless it needs something only one database
+//! has: a `QueryBuilder<DB>` bound with [`Bind::bind`] (generic code's
+//! `push_bind`; a type not yet bound anywhere joins [`Dialect`]'s `Binds<…>`
+//! supertraits) and run on `self.reader()`, `self.writer()` or, inside
+//! [`Dialect::write_tx`], `DB::on(&mut *tx)`. A new handler column goes into
+//! `handlers::push_spec` (besides the migrations and `rows::handler`).
+
+mod catalog;
+mod executions;
+mod handlers;
+mod queue;
+mod sessions;
+mod tokens;
+mod upkeep;
+
+use std::fmt::Display;
+
+use sqlx::query_builder::Separated;
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type};
+
+use crate::StoreResult;
+use crate::rows::Columns;
+
+/// What a database spells its own way, for the statements written once.
+///
+/// Its supertraits say what the generic code may do with any dialect (bind
+/// these types, decode rows with [`Columns`]), so that code needs no bounds
+/// of its own: Rust implies a trait's supertraits where the trait is
+/// required, but not its other where-clauses.
+pub(crate) trait Dialect:
+    Database<Arguments: IntoArguments<Self> + Default, Row: Columns>
+    + Binds<i64>
+    + Binds<Option<i64>>
+    + Binds<bool>
+    + Binds<String>
+    + Binds<Option<String>>
+    + Binds<&'static str>
+    + Binds<Vec<u8>>
+    + Driver
+{
+    /// The case-insensitive match of searches: SQLite's `LIKE` ignores ASCII
+    /// case; PostgreSQL's `ILIKE` is the same search.
+    const LIKE: &'static str;
+    /// Appended to a selection of rows the transaction then changes:
+    /// PostgreSQL locks them (`FOR UPDATE`), since other nodes write too;
+    /// SQLite has one writer, so nothing is appended.
+    const FOR_UPDATE: &'static str;
+    /// Appended to a selection of rows to delete in batches: on PostgreSQL
+    /// rows another node holds are passed over, not waited for.
+    const SKIP_LOCKED: &'static str;
+    /// Byte order for comparing text keys (ULIDs) whatever the database's
+    /// collation: PostgreSQL's `COLLATE "C"`; SQLite compares bytes already.
+    const BYTE_ORDER: &'static str;
+
+    /// Runs `work` inside one write transaction on `pool`, committing when it
+    /// succeeds and rolling back when it fails.
+    fn write_tx<T>(
+        pool: &Pool<Self>,
+        work: impl AsyncFnOnce(&mut Self::Connection) -> StoreResult<T>,
+    ) -> impl Future<Output = StoreResult<T>>;
+}
+
+/// What both drivers offer but sqlx does not name for generic code:
+/// executors are per driver, and so is a statement's result.
+pub(crate) trait Driver: Database {
+    /// A connection as the executor of a statement.
+    fn on<'c>(conn: &'c mut Self::Connection) -> impl Executor<'c, Database = Self>;
+    /// A pool as the executor of a statement.
+    fn pool<'p>(pool: &'p Pool<Self>) -> impl Executor<'p, Database = Self>;
+    /// How many rows a statement changed.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+}
+
+macro_rules! impl_driver {
+    ($($db:ty),*) => {$(
+        impl Driver for $db {
+            fn on<'c>(conn: &'c mut Self::Connection) -> impl Executor<'c, Database = Self> {
+                conn
+            }
+
+            fn pool<'p>(pool: &'p Pool<Self>) -> impl Executor<'p, Database = Self> {
+                pool
+            }
+
+            fn rows_affected(done: &Self::QueryResult) -> u64 {
+                done.rows_affected()
+            }
+        }
+    )*};
+}
+
+impl_driver!(sqlx::Sqlite, sqlx::Postgres);
+
+/// A backend's pools, on which the shared operations run.
+pub(crate) struct SqlCore<DB: Database> {
+    /// Where writes go: SQLite's single writer connection, or PostgreSQL's
+    /// pool.
+    pub(crate) write: Pool<DB>,
+    /// Where lists and lookups go: SQLite's read-only pool, so they never
+    /// wait behind a write batch; on PostgreSQL the same pool as `write`.
+    pub(crate) read: Pool<DB>,
+}
+
+impl<DB: Dialect> SqlCore<DB> {
+    fn reader(&self) -> impl Executor<'_, Database = DB> {
+        DB::pool(&self.read)
+    }
+
+    fn writer(&self) -> impl Executor<'_, Database = DB> {
+        DB::pool(&self.write)
+    }
+}
+
+/// A database that can bind a `T` ([`Dialect`]'s supertraits name which).
+pub(crate) trait Binds<T>: Database {
+    fn bind_to(q: &mut QueryBuilder<Self>, value: T);
+    fn bind_in<Sep: Display>(row: &mut Separated<'_, Self, Sep>, value: T);
+}
+
+impl<DB: Database, T> Binds<T> for DB
+where
+    for<'t> T: Encode<'t, DB> + Type<DB>,
+{
+    fn bind_to(q: &mut QueryBuilder<DB>, value: T) {
+        q.push_bind(value);
+    }
+
+    fn bind_in<Sep: Display>(row: &mut Separated<'_, DB, Sep>, value: T) {
+        row.push_bind(value);
+    }
+}
+
+/// `push_bind` for generic code: binds any type the database [`Binds`].
+pub(crate) trait Bind<DB: Database> {
+    fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        DB: Binds<T>;
+}
+
+impl<DB: Database> Bind<DB> for QueryBuilder<DB> {
+    fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        DB: Binds<T>,
+    {
+        DB::bind_to(self, value);
+        self
+    }
+}
+
+impl<DB: Database, Sep: Display> Bind<DB> for Separated<'_, DB, Sep> {
+    fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        DB: Binds<T>,
+    {
+        DB::bind_in(self, value);
+        self
+    }
+}
+
+// Not derived: a derive would ask the database type to be `Clone` too.
+impl<DB: Database> Clone for SqlCore<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            write: self.write.clone(),
+            read: self.read.clone(),
+        }
+    }
+}
+
+/// Implements [`Store`](crate::Store) for a backend holding its pools in a
+/// `core: SqlCore<_>` field, so the mapping of the trait onto the code is
+/// written once for both backends. Every method is the shared core's, but
+/// for the methods given (`single_node`, `watch`) and those each backend
+/// writes its own way, in modules of the same names in both, each taking the
+/// store: `queue::{insert_events, claim_due, record, redeliver}` (claims,
+/// locks, emit and record batches) and `upkeep::add_p95`.
+macro_rules! impl_store {
+    ($backend:ty { $($own:tt)* }) => {
+        #[async_trait::async_trait]
+        impl $crate::Store for $backend {
+            $($own)*
+
+            async fn insert_events(&self, batch: &[NewEvent]) -> StoreResult<Vec<EmitOutcome>> {
+                queue::insert_events(self, batch).await
+            }
+
+            async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
+                queue::claim_due(self, claim).await
+            }
+
+            async fn record(
+                &self,
+                attempts: &[AttemptResult],
+                executions: &[ExecutionRecord],
+            ) -> StoreResult<u64> {
+                queue::record(self, attempts, executions).await
+            }
+
+            async fn redeliver(&self, delivery_id: &str, now_ms: i64) -> StoreResult<DeliveryRecord> {
+                queue::redeliver(self, delivery_id, now_ms).await
+            }
+
+            async fn handler_activity(
+                &self,
+                since_ms: i64,
+                bucket_ms: i64,
+            ) -> StoreResult<Vec<HandlerActivity>> {
+                let mut activity = self.core.activity_buckets(since_ms, bucket_ms).await?;
+                upkeep::add_p95(self, since_ms, &mut activity).await?;
+                Ok(activity)
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                self.core.ping().await
+            }
+
+            async fn create_token(&self, name: &str, hash: &TokenHash) -> StoreResult<TokenRecord> {
+                self.core.create_token(name, hash).await
+            }
+
+            async fn put_token(&self, name: &str, hash: &TokenHash) -> StoreResult<TokenRecord> {
+                self.core.put_token(name, hash).await
+            }
+
+            async fn find_token(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
+                self.core.find_token(hash).await
+            }
+
+            async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+                self.core.list_tokens().await
+            }
+
+            async fn revoke_token(&self, token: TokenRef<'_>) -> StoreResult<bool> {
+                self.core.revoke_token(token).await
+            }
+
+            async fn seed_event_types(
+                &self,
+                types: &[provisio_core::catalog::EventType],
+            ) -> StoreResult<()> {
+                self.core.seed_event_types(types).await
+            }
+
+            async fn list_event_types(&self) -> StoreResult<Vec<provisio_core::catalog::EventType>> {
+                self.core.list_event_types().await
+            }
+
+            async fn insert_event_type(
+                &self,
+                event_type: &provisio_core::catalog::EventType,
+            ) -> StoreResult<()> {
+                self.core.insert_event_type(event_type).await
+            }
+
+            async fn insert_handler(
+                &self,
+                spec: &provisio_core::handler::HandlerSpec,
+            ) -> StoreResult<provisio_core::handler::Handler> {
+                self.core.insert_handler(spec).await
+            }
+
+            async fn get_handler(
+                &self,
+                id: i64,
+            ) -> StoreResult<Option<provisio_core::handler::Handler>> {
+                self.core.get_handler(id).await
+            }
+
+            async fn update_handler(
+                &self,
+                id: i64,
+                spec: &provisio_core::handler::HandlerSpec,
+            ) -> StoreResult<provisio_core::handler::Handler> {
+                self.core.update_handler(id, spec).await
+            }
+
+            async fn rotate_handler_secret(
+                &self,
+                id: i64,
+            ) -> StoreResult<provisio_core::handler::Handler> {
+                self.core.rotate_handler_secret(id).await
+            }
+
+            async fn delete_handler(&self, id: i64) -> StoreResult<bool> {
+                self.core.delete_handler(id).await
+            }
+
+            async fn list_handlers(
+                &self,
+                filter: &HandlerFilter,
+                page: Page,
+            ) -> StoreResult<(Vec<provisio_core::handler::Handler>, u64)> {
+                self.core.list_handlers(filter, page).await
+            }
+
+            async fn all_handlers(&self) -> StoreResult<Vec<provisio_core::handler::Handler>> {
+                self.core.all_handlers().await
+            }
+
+            async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
+                self.core.next_due_ms().await
+            }
+
+            async fn settle_interrupted(
+                &self,
+                now_ms: i64,
+                leases_ending_before: i64,
+            ) -> StoreResult<u64> {
+                self.core.settle_interrupted(now_ms, leases_ending_before).await
+            }
+
+            async fn get_event(
+                &self,
+                id: &str,
+            ) -> StoreResult<Option<(provisio_core::event::Event, Vec<DeliveryRecord>)>> {
+                self.core.get_event(id).await
+            }
+
+            async fn queue_stats(&self) -> StoreResult<QueueStats> {
+                self.core.queue_stats().await
+            }
+
+            async fn list_executions(
+                &self,
+                filter: &ExecutionFilter,
+                page: Page,
+            ) -> StoreResult<(Vec<ExecutionRecord>, u64)> {
+                self.core.list_executions(filter, page).await
+            }
+
+            async fn get_execution(&self, id: i64) -> StoreResult<Option<ExecutionRecord>> {
+                self.core.get_execution(id).await
+            }
+
+            async fn prune(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
+                self.core.prune(before_ms, batch).await
+            }
+
+            async fn create_session(
+                &self,
+                id_hash: &[u8; 32],
+                session: &SessionRecord,
+            ) -> StoreResult<()> {
+                self.core.create_session(id_hash, session).await
+            }
+
+            async fn find_session(&self, id_hash: &[u8; 32]) -> StoreResult<Option<SessionRecord>> {
+                self.core.find_session(id_hash).await
+            }
+
+            async fn delete_session(&self, id_hash: &[u8; 32], now_ms: i64) -> StoreResult<()> {
+                self.core.delete_session(id_hash, now_ms).await
+            }
+        }
+    };
+}
+pub(crate) use impl_store;

@@ -1,0 +1,67 @@
+//! One scripted story of the `Store` trait, told to both backends: SQLite in a
+//! temporary directory and PostgreSQL in a fresh database of its own. Whatever
+//! one backend does, the other must do the same.
+//!
+//! The PostgreSQL half needs a server (`PROVISIO_TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`): without one it prints that it
+//! was skipped, unless `CI` is set, where it fails.
+//!
+//! # Layout
+//!
+//! - this file: the story's two tellings, and the order of its chapters;
+//! - one module per chapter (`tokens`, `catalog`, `handlers`, `queue`,
+//!   `log`, `upkeep`), each a function of a `&dyn Store` that carries on
+//!   where the previous chapter left the store;
+//! - `rooms` and `masking`: shorter stories, each told to both backends;
+//! - `nodes`: what only a shared database does (several nodes at once);
+//! - `support`: the handlers, events and results the chapters are made of.
+
+mod catalog;
+mod handlers;
+mod log;
+mod masking;
+mod nodes;
+mod queue;
+mod rooms;
+mod support;
+mod tokens;
+mod upkeep;
+
+use provisio_store::*;
+
+#[tokio::test]
+async fn sqlite_keeps_the_story() {
+    let (_dir, store) = support::sqlite().await;
+    assert!(store.single_node());
+    assert!(store.watch().is_none());
+    story(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_keeps_the_story() {
+    let Some((_db, store)) = support::postgres().await else {
+        return;
+    };
+    assert!(!store.single_node());
+    let mut changes = store.watch().expect("PostgreSQL announces changes");
+    assert_eq!(changes.recv().await, Some(StoreChange::Resync));
+    story(&store).await;
+    // Handler changes and new work were announced along the way.
+    let mut seen = Vec::new();
+    while let Ok(change) = changes.try_recv() {
+        seen.push(change);
+    }
+    assert!(seen.contains(&StoreChange::Routes), "{seen:?}");
+    assert!(seen.contains(&StoreChange::Work), "{seen:?}");
+    store.close().await;
+}
+
+async fn story(store: &dyn Store) {
+    store.ping().await.unwrap();
+    tokens::story(store).await;
+    catalog::story(store).await;
+    let handlers = handlers::story(store).await;
+    let t1 = queue::story(store, &handlers).await;
+    log::story(store, &handlers, t1).await;
+    upkeep::story(store, &handlers).await;
+}
