@@ -119,15 +119,25 @@ pub(super) async fn insert_events(
     let rows = crate::plan::delivery_rows(&stored);
     if !rows.is_empty() {
         sqlx::query(
-            "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at, created_at)
+            "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
+                                     created_at, last_error, finished_at)
              SELECT v.id, v.event_id, v.handler_id, v.object_key,
-                    CASE WHEN v.behind OR (v.ordered AND EXISTS (
+                    CASE WHEN NOT h.live THEN 'failed'
+                         WHEN v.behind OR (v.ordered AND EXISTS (
                         SELECT 1 FROM deliveries d WHERE d.handler_id = v.handler_id
                             AND d.object_key = v.object_key AND d.state IN ('pending', 'waiting')))
                     THEN 'waiting' ELSE 'pending' END,
-                    v.created_at, v.created_at
+                    v.created_at, v.created_at,
+                    CASE WHEN NOT h.live THEN 'not sent: the handler was deleted' END,
+                    CASE WHEN NOT h.live THEN v.created_at END
              FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::bool[], $6::bool[], $7::int8[])
                   WITH ORDINALITY AS v(id, event_id, handler_id, object_key, ordered, behind, created_at, n)
+             -- A handler deleted after this emit was routed (here or on another
+             -- node) gets its delivery as failed: one inserted pending would
+             -- never be claimed. FOR KEY SHARE makes a concurrent delete wait
+             -- for this commit, so its own sweep of open deliveries sees ours.
+             CROSS JOIN LATERAL (SELECT EXISTS (
+                 SELECT 1 FROM handlers WHERE id = v.handler_id FOR KEY SHARE) AS live) h
              ORDER BY v.n",
         )
         .bind(rows.iter().map(|r| r.delivery.id.clone()).collect::<Vec<_>>())

@@ -76,15 +76,22 @@ async fn insert_events_in(
     let rows = crate::plan::delivery_rows(&stored);
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at, created_at) ",
+            "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
+                                     created_at, last_error, finished_at) ",
         );
+        // A handler deleted after this emit was routed gets its delivery
+        // as failed: deleting failed its open deliveries, and one inserted
+        // pending now would never be claimed (claims look only at handlers
+        // that exist). The single writer makes the check exact.
         q.push_values(chunk, |mut row, r| {
             let (new, d, key, behind) = (r.new, r.delivery, &r.object_key, &r.behind);
             row.push_bind(d.id.clone())
                 .push_bind(new.event.id.clone())
                 .push_bind(d.handler_id)
                 .push_bind(key.clone())
-                .push("CASE WHEN ")
+                .push("CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ")
+                .push_bind_unseparated(d.handler_id)
+                .push_unseparated(") THEN 'failed' WHEN ")
                 .push_bind_unseparated(*behind)
                 .push_unseparated(" OR (")
                 .push_bind_unseparated(d.ordered)
@@ -96,7 +103,15 @@ async fn insert_events_in(
                     " AND state IN ('pending', 'waiting'))) THEN 'waiting' ELSE 'pending' END",
                 )
                 .push_bind(new.created_at_ms)
-                .push_bind(new.created_at_ms);
+                .push_bind(new.created_at_ms)
+                .push("CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ")
+                .push_bind_unseparated(d.handler_id)
+                .push_unseparated(") THEN 'not sent: the handler was deleted' END")
+                .push("CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ")
+                .push_bind_unseparated(d.handler_id)
+                .push_unseparated(") THEN ")
+                .push_bind_unseparated(new.created_at_ms)
+                .push_unseparated(" END");
         });
         q.build().execute(&mut *tx).await?;
     }

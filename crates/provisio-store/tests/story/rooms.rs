@@ -57,3 +57,45 @@ async fn each_handler_is_bounded_by_its_room(store: &dyn Store) {
         .unwrap();
     assert_eq!(limited.len(), 5, "the limit holds across handlers");
 }
+
+#[tokio::test]
+async fn sqlite_fails_a_delivery_for_a_handler_deleted_meanwhile() {
+    let (_dir, store) = sqlite().await;
+    a_delivery_for_a_deleted_handler_is_failed(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_fails_a_delivery_for_a_handler_deleted_meanwhile() {
+    let Some((_db, store)) = postgres().await else {
+        return;
+    };
+    a_delivery_for_a_deleted_handler_is_failed(&store).await;
+    store.close().await;
+}
+
+/// An emit routed before its handler was deleted (here, or on a node whose
+/// routing table lags) is stored failed, not pending: claims look only at
+/// handlers that exist, so a pending one would wait forever.
+async fn a_delivery_for_a_deleted_handler_is_failed(store: &dyn Store) {
+    let live = store.insert_handler(&spec("live", false)).await.unwrap().id;
+    let gone = store.insert_handler(&spec("gone", true)).await.unwrap().id;
+    assert!(store.delete_handler(gone).await.unwrap());
+    store
+        .insert_events(&[new_event(
+            10_000,
+            1_000,
+            &[(live, false), (gone, true)],
+            None,
+        )])
+        .await
+        .unwrap();
+    let (_, deliveries) = store.get_event("evt-10000").await.unwrap().unwrap();
+    let of = |h: i64| deliveries.iter().find(|d| d.handler_id == h).unwrap();
+    assert_eq!(of(live).state, provisio_core::event::DeliveryState::Pending);
+    assert_eq!(of(gone).state, provisio_core::event::DeliveryState::Failed);
+    assert_eq!(
+        of(gone).last_error.as_deref(),
+        Some("not sent: the handler was deleted")
+    );
+    assert_eq!(store.queue_stats().await.unwrap().unfinished, 1);
+}
