@@ -125,103 +125,44 @@ pub(super) struct FileSettings {
     pub(super) retention: Option<String>,
 }
 
-/// A setting's spellings, for error messages.
-pub(super) struct Name {
-    pub(super) key: &'static str,
-    pub(super) flag: &'static str,
-    pub(super) env: &'static str,
+/// A setting, by its key in `provisio.toml`. Its flag and variable are
+/// spelled from the key (`max_scripts` → `--max-scripts`,
+/// `PROVISIO_MAX_SCRIPTS`), as clap spells them from the field's name; a test
+/// holds the two to that.
+pub(super) struct Name(pub(super) &'static str);
+
+impl Name {
+    pub(super) fn key(&self) -> &'static str {
+        self.0
+    }
+
+    pub(super) fn flag(&self) -> String {
+        format!("--{}", self.0.replace('_', "-"))
+    }
+
+    pub(super) fn env(&self) -> String {
+        format!("PROVISIO_{}", self.0.to_ascii_uppercase())
+    }
 }
 
-pub(super) const LISTEN: Name = Name {
-    key: "listen",
-    flag: "--listen",
-    env: "PROVISIO_LISTEN",
-};
-pub(super) const DATA_DIR: Name = Name {
-    key: "data_dir",
-    flag: "--data-dir",
-    env: "PROVISIO_DATA_DIR",
-};
-pub(super) const DATABASE_URL: Name = Name {
-    key: "database_url",
-    flag: "--database-url",
-    env: "PROVISIO_DATABASE_URL",
-};
-pub(super) const SCRIPTS_DIR: Name = Name {
-    key: "scripts_dir",
-    flag: "--scripts-dir",
-    env: "PROVISIO_SCRIPTS_DIR",
-};
-pub(super) const RETRY_SCHEDULE: Name = Name {
-    key: "retry_schedule",
-    flag: "--retry-schedule",
-    env: "PROVISIO_RETRY_SCHEDULE",
-};
-pub(super) const ADMIN_TOKEN: Name = Name {
-    key: "admin_token",
-    flag: "--admin-token",
-    env: "PROVISIO_ADMIN_TOKEN",
-};
-pub(super) const MAX_BODY_BYTES: Name = Name {
-    key: "max_body_bytes",
-    flag: "--max-body-bytes",
-    env: "PROVISIO_MAX_BODY_BYTES",
-};
-pub(super) const DENY_NETWORKS: Name = Name {
-    key: "deny_networks",
-    flag: "--deny-networks",
-    env: "PROVISIO_DENY_NETWORKS",
-};
-pub(super) const SQLITE_SYNCHRONOUS: Name = Name {
-    key: "sqlite_synchronous",
-    flag: "--sqlite-synchronous",
-    env: "PROVISIO_SQLITE_SYNCHRONOUS",
-};
-pub(super) const LOG_FORMAT: Name = Name {
-    key: "log_format",
-    flag: "--log-format",
-    env: "PROVISIO_LOG_FORMAT",
-};
-pub(super) const BEFORE_DEADLINE: Name = Name {
-    key: "before_deadline",
-    flag: "--before-deadline",
-    env: "PROVISIO_BEFORE_DEADLINE",
-};
-pub(super) const DATABASE_MAX_CONNECTIONS: Name = Name {
-    key: "database_max_connections",
-    flag: "--database-max-connections",
-    env: "PROVISIO_DATABASE_MAX_CONNECTIONS",
-};
-pub(super) const DATABASE_ACQUIRE_TIMEOUT: Name = Name {
-    key: "database_acquire_timeout",
-    flag: "--database-acquire-timeout",
-    env: "PROVISIO_DATABASE_ACQUIRE_TIMEOUT",
-};
-pub(super) const DATABASE_STATEMENT_TIMEOUT: Name = Name {
-    key: "database_statement_timeout",
-    flag: "--database-statement-timeout",
-    env: "PROVISIO_DATABASE_STATEMENT_TIMEOUT",
-};
-pub(super) const LEASE_MARGIN: Name = Name {
-    key: "lease_margin",
-    flag: "--lease-margin",
-    env: "PROVISIO_LEASE_MARGIN",
-};
-pub(super) const RETENTION: Name = Name {
-    key: "retention",
-    flag: "--retention",
-    env: "PROVISIO_RETENTION",
-};
-pub(super) const SESSION_TTL: Name = Name {
-    key: "session_ttl",
-    flag: "--session-ttl",
-    env: "PROVISIO_SESSION_TTL",
-};
-pub(super) const MAX_SCRIPTS: Name = Name {
-    key: "max_scripts",
-    flag: "--max-scripts",
-    env: "PROVISIO_MAX_SCRIPTS",
-};
+pub(super) const LISTEN: Name = Name("listen");
+pub(super) const DATA_DIR: Name = Name("data_dir");
+pub(super) const DATABASE_URL: Name = Name("database_url");
+pub(super) const SCRIPTS_DIR: Name = Name("scripts_dir");
+pub(super) const RETRY_SCHEDULE: Name = Name("retry_schedule");
+pub(super) const ADMIN_TOKEN: Name = Name("admin_token");
+pub(super) const MAX_BODY_BYTES: Name = Name("max_body_bytes");
+pub(super) const DENY_NETWORKS: Name = Name("deny_networks");
+pub(super) const SQLITE_SYNCHRONOUS: Name = Name("sqlite_synchronous");
+pub(super) const LOG_FORMAT: Name = Name("log_format");
+pub(super) const BEFORE_DEADLINE: Name = Name("before_deadline");
+pub(super) const DATABASE_MAX_CONNECTIONS: Name = Name("database_max_connections");
+pub(super) const DATABASE_ACQUIRE_TIMEOUT: Name = Name("database_acquire_timeout");
+pub(super) const DATABASE_STATEMENT_TIMEOUT: Name = Name("database_statement_timeout");
+pub(super) const LEASE_MARGIN: Name = Name("lease_margin");
+pub(super) const RETENTION: Name = Name("retention");
+pub(super) const SESSION_TTL: Name = Name("session_ttl");
+pub(super) const MAX_SCRIPTS: Name = Name("max_scripts");
 
 pub(super) fn load_file(path: Option<&Path>) -> Result<FileSettings, ConfigError> {
     let (path, required) = match path {
@@ -244,4 +185,48 @@ pub(super) fn load_file(path: Option<&Path>) -> Result<FileSettings, ConfigError
 /// The first value given: flag or environment, then the file.
 pub(super) fn pick(arg: &Option<String>, file: Option<String>) -> Option<String> {
     arg.clone().filter(|s| !s.is_empty()).or(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spellings `Name` derives from a key are clap's: every flag's
+    /// variable is `PROVISIO_` and the flag in capitals, and every `Name`
+    /// is a flag `serve` has.
+    #[test]
+    fn flags_and_variables_are_spelled_from_the_key() {
+        let command = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+        let mut flags = Vec::new();
+        for arg in command.get_arguments() {
+            let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+                continue;
+            };
+            let name = Name(Box::leak(long.replace('-', "_").into_boxed_str()));
+            assert_eq!(env.to_str(), Some(name.env().as_str()), "--{long}");
+            flags.push(format!("--{long}"));
+        }
+        for name in [
+            LISTEN,
+            DATA_DIR,
+            DATABASE_URL,
+            SCRIPTS_DIR,
+            RETRY_SCHEDULE,
+            ADMIN_TOKEN,
+            MAX_BODY_BYTES,
+            DENY_NETWORKS,
+            SQLITE_SYNCHRONOUS,
+            LOG_FORMAT,
+            BEFORE_DEADLINE,
+            DATABASE_MAX_CONNECTIONS,
+            DATABASE_ACQUIRE_TIMEOUT,
+            DATABASE_STATEMENT_TIMEOUT,
+            LEASE_MARGIN,
+            RETENTION,
+            SESSION_TTL,
+            MAX_SCRIPTS,
+        ] {
+            assert!(flags.contains(&name.flag()), "{} has no flag", name.key());
+        }
+    }
 }

@@ -29,7 +29,10 @@ pub struct ConfigError(String);
 fn invalid(name: &Name, message: impl fmt::Display) -> ConfigError {
     ConfigError(format!(
         "invalid {} ({} / {} / {} in provisio.toml): {message}",
-        name.key, name.flag, name.env, name.key
+        name.key(),
+        name.flag(),
+        name.env(),
+        name.key()
     ))
 }
 
