@@ -4,7 +4,7 @@
 //! forbid the action; a failed call counts as its `on_failure` says. The whole
 //! chain is bounded by a deadline.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use provisio_core::event::{ExecutionStatus, ObjectId, new_event_id, payload};
 use provisio_core::handler::{HandlerKind, OnFailure, Stage};
@@ -108,7 +108,8 @@ impl Engine {
         let records = records.ok_or(EngineError::ShuttingDown)?;
 
         let id = new_event_id();
-        let dt = input.dt.unwrap_or_else(OffsetDateTime::now_utc);
+        let clock = &self.0.config.clock;
+        let dt = input.dt.unwrap_or_else(|| clock.now());
         let object_json = input.object_id.to_json();
         let object_key = input.object_id.key();
         let deadline = tokio::time::Instant::now() + self.0.config.before_deadline;
@@ -122,18 +123,11 @@ impl Engine {
         };
 
         for handler in handlers {
-            let started_at = OffsetDateTime::now_utc();
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let started_at = clock.now();
+            let handler_timeout = Duration::from_millis(handler.spec.timeout_ms.into());
+            let timeout = call_timeout(deadline, tokio::time::Instant::now(), handler_timeout);
             let body = payload(&input.events_id, &object_json, dt, &verdict.data);
-            let (reply, outcome) = if remaining.is_zero() {
-                let mut outcome = CallOutcome::new(RequestRecord {
-                    target: handler.spec.target.clone(),
-                    body,
-                    ..Default::default()
-                });
-                outcome.error = Some("not called: the chain deadline had passed".into());
-                (None, outcome)
-            } else {
+            let (reply, outcome) = if let Some(timeout) = timeout {
                 let msg_id = format!("{}_{}", verdict.id, handler.id);
                 let call = CallContext {
                     msg_id: &msg_id,
@@ -142,14 +136,19 @@ impl Engine {
                     object_id: &object_key,
                     stage: Stage::Before,
                 };
-                let timeout = remaining.min(std::time::Duration::from_millis(
-                    handler.spec.timeout_ms.into(),
-                ));
                 let outcome = self.call(&handler, &call, body, timeout).await;
                 (
                     Some(read_reply(handler.spec.kind, &handler.spec.name, &outcome)),
                     outcome,
                 )
+            } else {
+                let mut outcome = CallOutcome::new(RequestRecord {
+                    target: handler.spec.target.clone(),
+                    body,
+                    ..Default::default()
+                });
+                outcome.error = Some("not called: the chain deadline had passed".into());
+                (None, outcome)
             };
 
             let step_outcome = match &reply {
@@ -233,7 +232,19 @@ impl Engine {
     }
 }
 
-fn millis(d: std::time::Duration) -> u32 {
+/// How long the next handler of a chain may take, called at `now` under a
+/// chain `deadline`: its own timeout, cut to what is left of the chain;
+/// `None` once nothing is left, and the handler is skipped.
+fn call_timeout(
+    deadline: tokio::time::Instant,
+    now: tokio::time::Instant,
+    handler_timeout: Duration,
+) -> Option<Duration> {
+    let remaining = deadline.saturating_duration_since(now);
+    (!remaining.is_zero()).then(|| remaining.min(handler_timeout))
+}
+
+fn millis(d: Duration) -> u32 {
     d.as_millis().min(u32::MAX.into()) as u32
 }
 
@@ -362,6 +373,22 @@ mod tests {
                 prop_assert!(matches!(read, Reply::Failed(_)), "{body}");
             }
         }
+    }
+
+    #[test]
+    fn each_call_gets_its_timeout_cut_to_what_is_left_of_the_chain() {
+        let start = tokio::time::Instant::now();
+        let deadline = start + Duration::from_secs(10);
+        let own = Duration::from_secs(3);
+        assert_eq!(call_timeout(deadline, start, own), Some(own));
+        let late = start + Duration::from_millis(8_500);
+        assert_eq!(
+            call_timeout(deadline, late, own),
+            Some(Duration::from_millis(1_500))
+        );
+        // At or past the deadline the handler is skipped, not called with 0 s.
+        assert_eq!(call_timeout(deadline, deadline, own), None);
+        assert_eq!(call_timeout(deadline, deadline + own, own), None);
     }
 
     #[test]

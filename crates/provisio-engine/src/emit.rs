@@ -75,7 +75,7 @@ impl Engine {
             })
             .collect();
         drop(routes);
-        let now = OffsetDateTime::now_utc();
+        let now = self.0.config.clock.now();
         let event_id = new_event_id();
         let count = deliveries.len() as u32;
         let events_id_label = input.events_id.clone();

@@ -5,6 +5,8 @@
 //!
 //! - [`Engine`] (this file): the handle the server holds; owns the background
 //!   tasks and their shutdown.
+//! - [`clock`]: the wall clock leases, due times and log timestamps are read
+//!   from; tests move it by hand.
 //! - [`routes`]: the in-memory routing table, rebuilt on every handler change.
 //! - [`emit`]: the emit path: batches accepted events into one commit each.
 //! - [`before`]: the before-stage chain, run synchronously for the caller.
@@ -17,6 +19,7 @@
 //!   with the reload or wake that makes it take effect, and [`OpError`].
 
 pub mod before;
+pub mod clock;
 pub mod dispatch;
 pub mod emit;
 pub mod http;
@@ -34,13 +37,13 @@ use std::time::Duration;
 
 use provisio_core::handler::{Handler, HandlerKind};
 use provisio_core::retry::RetrySchedule;
-use provisio_core::timefmt::to_millis;
 use provisio_store::{Store, StoreChange, StoreError};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use before::{BeforeInput, BeforeStep, BeforeVerdict, StepOutcome};
+pub use clock::Clock;
 pub use emit::{EmitError, EmitInput, EmitReceipt};
 use outcome::{CallContext, CallOutcome};
 pub use routes::{RouteTable, Routes};
@@ -94,6 +97,9 @@ pub struct EngineConfig {
     /// `<it> script-supervisor -- <script> <args…>`, which kills everything the
     /// script started (see [`scripts`]); `None` only kills its process group.
     pub script_supervisor: Option<PathBuf>,
+    /// Where the engine reads the time of day (leases, due times, log
+    /// timestamps): the system's, or one a test moves by hand.
+    pub clock: Clock,
 }
 
 impl EngineConfig {
@@ -113,6 +119,7 @@ impl EngineConfig {
             shared_recheck: Duration::from_secs(5),
             emit_timeout: Duration::from_secs(5),
             script_supervisor: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -148,7 +155,7 @@ impl Engine {
         routes.replace(RouteTable::load(store.as_ref()).await?);
         if store.single_node() {
             // Whatever a previous run left leased was interrupted by its end.
-            let now = to_millis(time::OffsetDateTime::now_utc());
+            let now = config.clock.now_ms();
             let settled = store.settle_interrupted(now, i64::MAX).await?;
             if settled > 0 {
                 tracing::warn!(

@@ -4,9 +4,6 @@
 
 use std::time::Duration;
 
-use provisio_core::timefmt::to_millis;
-use time::OffsetDateTime;
-
 use crate::Engine;
 
 /// Rows of each kind per transaction: small enough that emits committed
@@ -19,7 +16,7 @@ pub(crate) async fn run(engine: Engine) {
         return;
     };
     loop {
-        let before = to_millis(OffsetDateTime::now_utc()) - keep.as_millis() as i64;
+        let before = shared.config.clock.now_ms() - keep.as_millis() as i64;
         let mut total = 0;
         loop {
             if shared.shutdown.is_cancelled() {
