@@ -136,7 +136,7 @@ impl Engine {
                     object_id: &object_key,
                     stage: Stage::Before,
                 };
-                let outcome = self.call(&handler, &call, body, timeout).await;
+                let outcome = self.0.executors.call(&handler, &call, body, timeout).await;
                 (
                     Some(read_reply(handler.spec.kind, &handler.spec.name, &outcome)),
                     outcome,

@@ -12,14 +12,15 @@ use provisio_core::event::ExecutionStatus;
 use provisio_core::handler::{Handler, Stage, Status};
 use provisio_core::retry::RetrySchedule;
 use provisio_core::timefmt::{from_millis, to_millis};
-use provisio_store::{AttemptResult, Claim, ClaimedDelivery, DeliveryNext, ExecutionRecord};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use provisio_store::{AttemptResult, Claim, ClaimedDelivery, DeliveryNext, ExecutionRecord, Store};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::Engine;
+use crate::executor::Executors;
 use crate::outcome::{CallContext, CallOutcome};
 use crate::record::Recorded;
+use crate::{Clock, Routes};
 
 /// The most deliveries one claim leases.
 const CLAIM_BATCH: u32 = 256;
@@ -161,9 +162,35 @@ fn next_state(
     }
 }
 
+/// What the dispatcher uses.
+pub(crate) struct Dispatcher {
+    pub(crate) store: Arc<dyn Store>,
+    /// Which handlers may be claimed for, their timeouts, and their settings
+    /// at the time of the attempt.
+    pub(crate) routes: Routes,
+    pub(crate) executors: Executors,
+    /// Where attempt results go (the recorder).
+    pub(crate) results: mpsc::Sender<Recorded>,
+    /// Woken by commits, reloads and redelivers: work may be due.
+    pub(crate) wake: Arc<Notify>,
+    /// Stops claiming; attempts in flight then drain.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) clock: Clock,
+    pub(crate) retry_schedule: RetrySchedule,
+    pub(crate) max_in_flight: usize,
+    pub(crate) max_in_flight_per_handler: usize,
+    pub(crate) lease_margin: Duration,
+    pub(crate) drain_timeout: Duration,
+    /// On a database shared with other nodes, how often to settle lapsed
+    /// leases and look for due work unannounced; `None` on a single node.
+    pub(crate) shared_recheck: Option<Duration>,
+}
+
 /// Everything an attempt task needs besides its delivery.
 struct AttemptContext {
-    engine: Engine,
+    executors: Executors,
+    clock: Clock,
+    retry_schedule: RetrySchedule,
     results: mpsc::Sender<Recorded>,
     in_flight: Arc<InFlight>,
     /// Cancelled when the drain timeout runs out: attempts still running are
@@ -171,28 +198,43 @@ struct AttemptContext {
     abort: CancellationToken,
 }
 
-pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<Recorded>) {
-    let shared = &engine.0;
-    let slots = Arc::new(Semaphore::new(shared.config.max_in_flight));
+pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
+    let Dispatcher {
+        store,
+        routes,
+        executors,
+        results,
+        wake,
+        shutdown,
+        clock,
+        retry_schedule,
+        max_in_flight,
+        max_in_flight_per_handler: per_handler,
+        lease_margin,
+        drain_timeout,
+        shared_recheck,
+    } = dispatcher;
+    let slots = Arc::new(Semaphore::new(max_in_flight));
     let ctx = Arc::new(AttemptContext {
-        engine: engine.clone(),
+        executors,
+        clock: clock.clone(),
+        retry_schedule,
         results,
         in_flight: Arc::new(InFlight::default()),
         abort: CancellationToken::new(),
     });
-    let per_handler = shared.config.max_in_flight_per_handler;
     let mut last_settle: Option<Instant> = None;
 
-    while !shared.shutdown.is_cancelled() {
+    while !shutdown.is_cancelled() {
         let mut wait_until = None;
-        let now = shared.config.clock.now_ms();
-        if engine.shared()
-            && last_settle.is_none_or(|at| at.elapsed() >= shared.config.shared_recheck)
+        let now = clock.now_ms();
+        if let Some(recheck) = shared_recheck
+            && last_settle.is_none_or(|at| at.elapsed() >= recheck)
         {
             // Leases of nodes that died lapse unannounced: log their attempts
             // as interrupted, which makes the deliveries due again.
             last_settle = Some(Instant::now());
-            match shared.store.settle_interrupted(now, now).await {
+            match store.settle_interrupted(now, now).await {
                 Ok(0) => {}
                 Ok(settled) => tracing::warn!(
                     settled,
@@ -203,22 +245,22 @@ pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<Recorde
                 }
             }
         }
-        let routes = engine.routes();
+        let routes = routes.current();
         let shares = ctx.in_flight.shares(
             routes.handler_ids(),
             slots.available_permits(),
-            shared.config.max_in_flight,
+            max_in_flight,
             per_handler,
             Instant::now(),
         );
         if let Some(shares) = shares {
             let claim = Claim {
                 now_ms: now,
-                lease_until_ms: lease_until(now, routes.max_timeout(), shared.config.lease_margin),
+                lease_until_ms: lease_until(now, routes.max_timeout(), lease_margin),
                 limit: shares.limit,
                 handlers: &shares.handlers,
             };
-            match shared.store.claim_due(&claim).await {
+            match store.claim_due(&claim).await {
                 Ok(claimed) => {
                     // Claim again at once if the claim was cut short: by its
                     // limit, or by a handler's room (that handler has more due
@@ -249,7 +291,7 @@ pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<Recorde
                 }
             }
             if wait_until.is_none() {
-                match shared.store.next_due_ms().await {
+                match store.next_due_ms().await {
                     // A due time in the past belongs to a handler at its limit:
                     // a finishing attempt will wake us.
                     Ok(Some(due)) if due > now => wait_until = Some(due),
@@ -261,31 +303,30 @@ pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<Recorde
                 }
             }
         }
-        if engine.shared() {
+        if let Some(recheck) = shared_recheck {
             // Other nodes' leases lapse unannounced; look again in a while.
-            let recheck =
-                shared.config.clock.now_ms() + shared.config.shared_recheck.as_millis() as i64;
+            let recheck = clock.now_ms() + recheck.as_millis() as i64;
             wait_until = Some(wait_until.map_or(recheck, |at| at.min(recheck)));
         }
         let sleep = async {
             match wait_until {
                 Some(at) => {
-                    let wait = at - shared.config.clock.now_ms();
+                    let wait = at - clock.now_ms();
                     tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
                 }
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            () = shared.wake.notified() => {}
+            () = wake.notified() => {}
             () = sleep => {}
-            () = shared.shutdown.cancelled() => {}
+            () = shutdown.cancelled() => {}
         }
     }
 
     // Drain: let attempts in flight finish, up to the drain timeout.
-    let all = shared.config.max_in_flight as u32;
-    if tokio::time::timeout(shared.config.drain_timeout, slots.acquire_many(all))
+    let all = max_in_flight as u32;
+    if tokio::time::timeout(drain_timeout, slots.acquire_many(all))
         .await
         .is_err()
     {
@@ -304,7 +345,7 @@ async fn attempt(
 ) {
     let handler_id = delivery.handler_id;
     let result = tokio::select! {
-        result = run_attempt(&ctx.engine, delivery, handler) => Some(result),
+        result = run_attempt(&ctx, delivery, handler) => Some(result),
         () = ctx.abort.cancelled() => None,
     };
     // Free the slot before reporting: the recorder wakes the dispatcher once
@@ -323,7 +364,7 @@ async fn attempt(
 }
 
 async fn run_attempt(
-    engine: &Engine,
+    ctx: &AttemptContext,
     delivery: ClaimedDelivery,
     handler: Option<Arc<Handler>>,
 ) -> AttemptResult {
@@ -345,14 +386,14 @@ async fn run_attempt(
                 object_key,
                 attempts: delivery.attempts,
                 next: DeliveryNext::Failed,
-                finished_at_ms: engine.0.config.clock.now_ms(),
+                finished_at_ms: ctx.clock.now_ms(),
                 last_error: Some(format!("not sent: {why}")),
                 execution: None,
             };
         }
     };
 
-    let started_at = engine.0.config.clock.now();
+    let started_at = ctx.clock.now();
     let timeout = Duration::from_millis(handler.spec.timeout_ms.into());
     let payload = delivery.event.payload();
     let call = CallContext {
@@ -362,7 +403,7 @@ async fn run_attempt(
         object_id: &object_key,
         stage: Stage::After,
     };
-    let outcome = engine.call(&handler, &call, payload, timeout).await;
+    let outcome = ctx.executors.call(&handler, &call, payload, timeout).await;
     let finished_at = started_at + outcome.duration;
 
     let next = next_state(
@@ -370,7 +411,7 @@ async fn run_attempt(
         attempts.saturating_sub(delivery.round_start),
         handler.spec.max_attempts,
         to_millis(finished_at),
-        &engine.0.config.retry_schedule,
+        &ctx.retry_schedule,
     );
 
     let handler_label = handler.id.to_string();
