@@ -6,13 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use provisio_core::event::{ExecutionStatus, ObjectId, new_event_id, payload};
+use provisio_core::event::{ObjectId, new_event_id, payload};
 use provisio_core::handler::{HandlerKind, OnFailure, Stage};
-use provisio_store::{ExecutionRecord, RequestRecord};
+use provisio_store::RequestRecord;
 use time::OffsetDateTime;
 
 use crate::emit::EmitError;
-use crate::outcome::{CallContext, CallOutcome};
+use crate::outcome::{CallContext, CallOutcome, LoggedCall, millis};
 use crate::record::Recorded;
 use crate::{Engine, EngineError};
 
@@ -175,31 +175,21 @@ impl Engine {
                 error: error.clone(),
             });
             let _ = records
-                .send(Recorded::Execution(ExecutionRecord {
-                    id: 0,
-                    delivery_id: None,
-                    handler_id: handler.id,
-                    handler_name: handler.spec.name.clone(),
-                    event_id: Some(verdict.id.clone()),
-                    events_id: input.events_id.clone(),
-                    object_id: input.object_id.clone(),
-                    stage: Stage::Before,
-                    attempt: 1,
-                    status: if error.is_some() {
-                        ExecutionStatus::Fail
-                    } else {
-                        ExecutionStatus::Success
-                    },
-                    started_at,
-                    duration_ms: millis(outcome.duration),
-                    response_status: outcome.status,
-                    response_body: outcome.body,
-                    response_truncated: outcome.truncated,
-                    error: error.clone(),
-                    next_attempt_at: None,
-                    request: outcome.request,
-                    data_after,
-                }))
+                .send(Recorded::Execution(
+                    LoggedCall {
+                        handler: &handler,
+                        delivery_id: None,
+                        event_id: verdict.id.clone(),
+                        events_id: input.events_id.clone(),
+                        object_id: input.object_id.clone(),
+                        stage: Stage::Before,
+                        attempt: 1,
+                        started_at,
+                        next_attempt_at: None,
+                        data_after,
+                    }
+                    .record(outcome, error.clone()),
+                ))
                 .await;
 
             match reply {
@@ -242,10 +232,6 @@ fn call_timeout(
 ) -> Option<Duration> {
     let remaining = deadline.saturating_duration_since(now);
     (!remaining.is_zero()).then(|| remaining.min(handler_timeout))
-}
-
-fn millis(d: Duration) -> u32 {
-    d.as_millis().min(u32::MAX.into()) as u32
 }
 
 /// A before-stage reply's fields, as far as the chain reads them. A derived

@@ -8,17 +8,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use provisio_core::event::ExecutionStatus;
 use provisio_core::handler::{Handler, Stage, Status};
 use provisio_core::retry::RetrySchedule;
 use provisio_core::timefmt::{from_millis, to_millis};
-use provisio_store::{AttemptResult, Claim, ClaimedDelivery, DeliveryNext, ExecutionRecord, Store};
+use provisio_store::{AttemptResult, Claim, ClaimedDelivery, DeliveryNext, Store};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::Executors;
-use crate::outcome::{CallContext, CallOutcome};
+use crate::outcome::{CallContext, CallOutcome, LoggedCall};
 use crate::record::Recorded;
 use crate::{Clock, Routes};
 
@@ -403,7 +402,7 @@ async fn run_attempt(
         object_id: &object_key,
         stage: Stage::After,
     };
-    let outcome = ctx.executors.call(&handler, &call, payload, timeout).await;
+    let mut outcome = ctx.executors.call(&handler, &call, payload, timeout).await;
     let finished_at = started_at + outcome.duration;
 
     let next = next_state(
@@ -427,34 +426,24 @@ async fn run_attempt(
             .increment(1);
     }
 
-    let execution = ExecutionRecord {
-        id: 0,
+    // One copy for the log row, one for the delivery.
+    let last_error = outcome.error.take();
+    let execution = LoggedCall {
+        handler: &handler,
         delivery_id: Some(delivery.id.clone()),
-        handler_id: handler.id,
-        handler_name: handler.spec.name.clone(),
-        event_id: Some(delivery.event.id.clone()),
+        event_id: delivery.event.id.clone(),
         events_id: delivery.event.events_id.clone(),
         object_id: delivery.event.object_id.clone(),
         stage: Stage::After,
         attempt: attempts,
-        status: if outcome.succeeded() {
-            ExecutionStatus::Success
-        } else {
-            ExecutionStatus::Fail
-        },
         started_at,
-        duration_ms: outcome.duration.as_millis().min(u32::MAX.into()) as u32,
-        response_status: outcome.status,
-        response_body: outcome.body,
-        response_truncated: outcome.truncated,
-        error: outcome.error.clone(),
         next_attempt_at: match next {
             DeliveryNext::RetryAt { at_ms } => Some(from_millis(at_ms)),
             _ => None,
         },
-        request: outcome.request,
         data_after: None,
-    };
+    }
+    .record(outcome, last_error.clone());
     AttemptResult {
         delivery_seq: delivery.seq,
         handler_id: handler.id,
@@ -462,7 +451,7 @@ async fn run_attempt(
         attempts,
         next,
         finished_at_ms: to_millis(finished_at),
-        last_error: outcome.error,
+        last_error,
         execution: Some(execution),
     }
 }
