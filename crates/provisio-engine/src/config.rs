@@ -54,7 +54,7 @@ pub struct EngineConfig {
     pub shared_recheck: Duration,
     /// The executable run around every script as
     /// `<it> script-supervisor -- <script> <args…>`, which kills everything the
-    /// script started (see [`scripts`]); `None` only kills its process group.
+    /// script started (see [`scripts`](crate::scripts)); `None` only kills its process group.
     pub script_supervisor: Option<PathBuf>,
     /// Where the engine reads the time of day (leases, due times, log
     /// timestamps): the system's, or one a test moves by hand.
