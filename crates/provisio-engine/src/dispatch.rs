@@ -119,14 +119,14 @@ impl InFlight {
             .running += 1;
     }
 
-    /// An attempt ended; `answered` when the handler answered it in time (any
-    /// status), rather than timing out or failing to connect.
-    fn finish(&self, handler_id: i64, answered: bool, now: Instant) {
+    /// An attempt ended; `answered_at` when the handler answered it in time
+    /// (any status), rather than timing out or failing to connect.
+    fn finish(&self, handler_id: i64, answered_at: Option<Instant>) {
         let mut map = self.0.lock().expect("in-flight lock poisoned");
         if let Some(a) = map.get_mut(&handler_id) {
             a.running = a.running.saturating_sub(1);
-            if answered {
-                a.last_finished = Some(now);
+            if answered_at.is_some() {
+                a.last_finished = answered_at;
             }
         }
     }
@@ -353,7 +353,8 @@ async fn attempt(
         .as_ref()
         .and_then(|r| r.execution.as_ref())
         .is_some_and(|e| e.response_status.is_some());
-    ctx.in_flight.finish(handler_id, answered, Instant::now());
+    ctx.in_flight
+        .finish(handler_id, answered.then(Instant::now));
     drop(permit);
     if let Some(result) = result {
         // The recorder only stops after every sender is gone, so this fails
@@ -564,7 +565,7 @@ mod tests {
         for _ in 0..3 {
             in_flight.start(7);
         }
-        in_flight.finish(7, true, start);
+        in_flight.finish(7, Some(start));
         // Handler 7 answered: two still running, room up to its cap.
         let shares = in_flight
             .shares([7, 8].into_iter(), 200, 1024, 128, start)
@@ -590,7 +591,7 @@ mod tests {
         let start = Instant::now();
         in_flight.start(7);
         in_flight.start(7);
-        in_flight.finish(7, true, start);
+        in_flight.finish(7, Some(start));
         let room = |at| {
             rooms(
                 &in_flight
@@ -602,7 +603,7 @@ mod tests {
         assert_eq!(room(start + ANSWERING)[&7], 7);
         // A timed-out attempt does not count as an answer.
         in_flight.start(7);
-        in_flight.finish(7, false, start + ANSWERING);
+        in_flight.finish(7, None);
         assert_eq!(room(start + ANSWERING)[&7], 7);
     }
 }
