@@ -4,15 +4,15 @@
 //! forbid the action; a failed call counts as its `on_failure` says. The whole
 //! chain is bounded by a deadline.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use provisio_core::event::{ExecutionStatus, ObjectId, new_event_id, payload};
+use provisio_core::event::{ObjectId, new_event_id, payload};
 use provisio_core::handler::{HandlerKind, OnFailure, Stage};
-use provisio_store::{ExecutionRecord, RequestRecord};
+use provisio_store::RequestRecord;
 use time::OffsetDateTime;
 
 use crate::emit::EmitError;
-use crate::outcome::{CallContext, CallOutcome};
+use crate::outcome::{CallContext, CallOutcome, LoggedCall, millis};
 use crate::record::Recorded;
 use crate::{Engine, EngineError};
 
@@ -108,7 +108,8 @@ impl Engine {
         let records = records.ok_or(EngineError::ShuttingDown)?;
 
         let id = new_event_id();
-        let dt = input.dt.unwrap_or_else(OffsetDateTime::now_utc);
+        let clock = &self.0.config.clock;
+        let dt = input.dt.unwrap_or_else(|| clock.now());
         let object_json = input.object_id.to_json();
         let object_key = input.object_id.key();
         let deadline = tokio::time::Instant::now() + self.0.config.before_deadline;
@@ -122,18 +123,11 @@ impl Engine {
         };
 
         for handler in handlers {
-            let started_at = OffsetDateTime::now_utc();
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let started_at = clock.now();
+            let handler_timeout = Duration::from_millis(handler.spec.timeout_ms.into());
+            let timeout = call_timeout(deadline, tokio::time::Instant::now(), handler_timeout);
             let body = payload(&input.events_id, &object_json, dt, &verdict.data);
-            let (reply, outcome) = if remaining.is_zero() {
-                let mut outcome = CallOutcome::new(RequestRecord {
-                    target: handler.spec.target.clone(),
-                    body,
-                    ..Default::default()
-                });
-                outcome.error = Some("not called: the chain deadline had passed".into());
-                (None, outcome)
-            } else {
+            let (reply, outcome) = if let Some(timeout) = timeout {
                 let msg_id = format!("{}_{}", verdict.id, handler.id);
                 let call = CallContext {
                     msg_id: &msg_id,
@@ -142,14 +136,19 @@ impl Engine {
                     object_id: &object_key,
                     stage: Stage::Before,
                 };
-                let timeout = remaining.min(std::time::Duration::from_millis(
-                    handler.spec.timeout_ms.into(),
-                ));
-                let outcome = self.call(&handler, &call, body, timeout).await;
+                let outcome = self.0.executors.call(&handler, &call, body, timeout).await;
                 (
                     Some(read_reply(handler.spec.kind, &handler.spec.name, &outcome)),
                     outcome,
                 )
+            } else {
+                let mut outcome = CallOutcome::new(RequestRecord {
+                    target: handler.spec.target.clone(),
+                    body,
+                    ..Default::default()
+                });
+                outcome.error = Some("not called: the chain deadline had passed".into());
+                (None, outcome)
             };
 
             let step_outcome = match &reply {
@@ -176,31 +175,21 @@ impl Engine {
                 error: error.clone(),
             });
             let _ = records
-                .send(Recorded::Execution(ExecutionRecord {
-                    id: 0,
-                    delivery_id: None,
-                    handler_id: handler.id,
-                    handler_name: handler.spec.name.clone(),
-                    event_id: Some(verdict.id.clone()),
-                    events_id: input.events_id.clone(),
-                    object_id: input.object_id.clone(),
-                    stage: Stage::Before,
-                    attempt: 1,
-                    status: if error.is_some() {
-                        ExecutionStatus::Fail
-                    } else {
-                        ExecutionStatus::Success
-                    },
-                    started_at,
-                    duration_ms: millis(outcome.duration),
-                    response_status: outcome.status,
-                    response_body: outcome.body,
-                    response_truncated: outcome.truncated,
-                    error: error.clone(),
-                    next_attempt_at: None,
-                    request: outcome.request,
-                    data_after,
-                }))
+                .send(Recorded::Execution(
+                    LoggedCall {
+                        handler: &handler,
+                        delivery_id: None,
+                        event_id: verdict.id.clone(),
+                        events_id: input.events_id.clone(),
+                        object_id: input.object_id.clone(),
+                        stage: Stage::Before,
+                        attempt: 1,
+                        started_at,
+                        next_attempt_at: None,
+                        data_after,
+                    }
+                    .record(outcome, error.clone()),
+                ))
                 .await;
 
             match reply {
@@ -233,8 +222,16 @@ impl Engine {
     }
 }
 
-fn millis(d: std::time::Duration) -> u32 {
-    d.as_millis().min(u32::MAX.into()) as u32
+/// How long the next handler of a chain may take, called at `now` under a
+/// chain `deadline`: its own timeout, cut to what is left of the chain;
+/// `None` once nothing is left, and the handler is skipped.
+fn call_timeout(
+    deadline: tokio::time::Instant,
+    now: tokio::time::Instant,
+    handler_timeout: Duration,
+) -> Option<Duration> {
+    let remaining = deadline.saturating_duration_since(now);
+    (!remaining.is_zero()).then(|| remaining.min(handler_timeout))
 }
 
 /// A before-stage reply's fields, as far as the chain reads them. A derived
@@ -362,6 +359,22 @@ mod tests {
                 prop_assert!(matches!(read, Reply::Failed(_)), "{body}");
             }
         }
+    }
+
+    #[test]
+    fn each_call_gets_its_timeout_cut_to_what_is_left_of_the_chain() {
+        let start = tokio::time::Instant::now();
+        let deadline = start + Duration::from_secs(10);
+        let own = Duration::from_secs(3);
+        assert_eq!(call_timeout(deadline, start, own), Some(own));
+        let late = start + Duration::from_millis(8_500);
+        assert_eq!(
+            call_timeout(deadline, late, own),
+            Some(Duration::from_millis(1_500))
+        );
+        // At or past the deadline the handler is skipped, not called with 0 s.
+        assert_eq!(call_timeout(deadline, deadline, own), None);
+        assert_eq!(call_timeout(deadline, deadline + own, own), None);
     }
 
     #[test]

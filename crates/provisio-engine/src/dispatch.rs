@@ -8,17 +8,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use provisio_core::event::ExecutionStatus;
 use provisio_core::handler::{Handler, Stage, Status};
+use provisio_core::retry::RetrySchedule;
 use provisio_core::timefmt::{from_millis, to_millis};
-use provisio_store::{AttemptResult, Claim, ClaimedDelivery, DeliveryNext, ExecutionRecord};
-use time::OffsetDateTime;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use provisio_store::{AttemptResult, Claim, ClaimedDelivery, DeliveryNext, Store};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::Engine;
-use crate::outcome::CallContext;
+use crate::executor::Executors;
+use crate::outcome::{CallContext, CallOutcome, LoggedCall};
 use crate::record::Recorded;
+use crate::{Clock, Routes};
 
 /// The most deliveries one claim leases.
 const CLAIM_BATCH: u32 = 256;
@@ -45,11 +46,11 @@ struct InFlight(Mutex<HashMap<i64, Activity>>);
 #[derive(Default)]
 struct Activity {
     running: usize,
-    last_finished: Option<tokio::time::Instant>,
+    last_finished: Option<Instant>,
 }
 
 impl Activity {
-    fn answering(&self, now: tokio::time::Instant) -> bool {
+    fn answering(&self, now: Instant) -> bool {
         self.last_finished
             .is_some_and(|at| now.saturating_duration_since(at) < ANSWERING)
     }
@@ -77,6 +78,7 @@ impl InFlight {
         free: usize,
         total: usize,
         per_handler: usize,
+        now: Instant,
     ) -> Option<Shares> {
         let reserve = total / RESERVE_DIVISOR;
         let within_reserve = free <= reserve;
@@ -89,7 +91,6 @@ impl InFlight {
         } else {
             per_handler
         };
-        let now = tokio::time::Instant::now();
         let mut map = self.0.lock().expect("in-flight lock poisoned");
         map.retain(|_, a| a.running > 0 || a.answering(now));
         let handlers = handlers
@@ -118,22 +119,77 @@ impl InFlight {
             .running += 1;
     }
 
-    /// An attempt ended; `answered` when the handler answered it in time (any
-    /// status), rather than timing out or failing to connect.
-    fn finish(&self, handler_id: i64, answered: bool) {
+    /// An attempt ended; `answered_at` when the handler answered it in time
+    /// (any status), rather than timing out or failing to connect.
+    fn finish(&self, handler_id: i64, answered_at: Option<Instant>) {
         let mut map = self.0.lock().expect("in-flight lock poisoned");
         if let Some(a) = map.get_mut(&handler_id) {
             a.running = a.running.saturating_sub(1);
-            if answered {
-                a.last_finished = Some(tokio::time::Instant::now());
+            if answered_at.is_some() {
+                a.last_finished = answered_at;
             }
         }
     }
 }
 
+/// When a claim made at `now_ms` leases its deliveries until: long enough for
+/// the slowest handler's attempt plus the margin to record its result.
+fn lease_until(now_ms: i64, longest_timeout: Duration, margin: Duration) -> i64 {
+    now_ms + (longest_timeout + margin).as_millis() as i64
+}
+
+/// What an attempt that ended at `finished_at_ms` means for its delivery:
+/// done, failed for good once its `round`-th attempt used up `max_attempts`,
+/// or due again after the schedule's delay (or the receiver's longer
+/// `Retry-After`).
+fn next_state(
+    outcome: &CallOutcome,
+    round: u32,
+    max_attempts: u32,
+    finished_at_ms: i64,
+    schedule: &RetrySchedule,
+) -> DeliveryNext {
+    if outcome.succeeded() {
+        DeliveryNext::Succeeded
+    } else if round >= max_attempts {
+        DeliveryNext::Failed
+    } else {
+        let delay = schedule.delay(round, outcome.retry_after);
+        DeliveryNext::RetryAt {
+            at_ms: finished_at_ms + delay.as_millis() as i64,
+        }
+    }
+}
+
+/// What the dispatcher uses.
+pub(crate) struct Dispatcher {
+    pub(crate) store: Arc<dyn Store>,
+    /// Which handlers may be claimed for, their timeouts, and their settings
+    /// at the time of the attempt.
+    pub(crate) routes: Routes,
+    pub(crate) executors: Executors,
+    /// Where attempt results go (the recorder).
+    pub(crate) results: mpsc::Sender<Recorded>,
+    /// Woken by commits, reloads and redelivers: work may be due.
+    pub(crate) wake: Arc<Notify>,
+    /// Stops claiming; attempts in flight then drain.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) clock: Clock,
+    pub(crate) retry_schedule: RetrySchedule,
+    pub(crate) max_in_flight: usize,
+    pub(crate) max_in_flight_per_handler: usize,
+    pub(crate) lease_margin: Duration,
+    pub(crate) drain_timeout: Duration,
+    /// On a database shared with other nodes, how often to settle lapsed
+    /// leases and look for due work unannounced; `None` on a single node.
+    pub(crate) shared_recheck: Option<Duration>,
+}
+
 /// Everything an attempt task needs besides its delivery.
 struct AttemptContext {
-    engine: Engine,
+    executors: Executors,
+    clock: Clock,
+    retry_schedule: RetrySchedule,
     results: mpsc::Sender<Recorded>,
     in_flight: Arc<InFlight>,
     /// Cancelled when the drain timeout runs out: attempts still running are
@@ -141,28 +197,43 @@ struct AttemptContext {
     abort: CancellationToken,
 }
 
-pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<Recorded>) {
-    let shared = &engine.0;
-    let slots = Arc::new(Semaphore::new(shared.config.max_in_flight));
+pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
+    let Dispatcher {
+        store,
+        routes,
+        executors,
+        results,
+        wake,
+        shutdown,
+        clock,
+        retry_schedule,
+        max_in_flight,
+        max_in_flight_per_handler: per_handler,
+        lease_margin,
+        drain_timeout,
+        shared_recheck,
+    } = dispatcher;
+    let slots = Arc::new(Semaphore::new(max_in_flight));
     let ctx = Arc::new(AttemptContext {
-        engine: engine.clone(),
+        executors,
+        clock: clock.clone(),
+        retry_schedule,
         results,
         in_flight: Arc::new(InFlight::default()),
         abort: CancellationToken::new(),
     });
-    let per_handler = shared.config.max_in_flight_per_handler;
-    let mut last_settle: Option<tokio::time::Instant> = None;
+    let mut last_settle: Option<Instant> = None;
 
-    while !shared.shutdown.is_cancelled() {
+    while !shutdown.is_cancelled() {
         let mut wait_until = None;
-        let now = to_millis(OffsetDateTime::now_utc());
-        if engine.shared()
-            && last_settle.is_none_or(|at| at.elapsed() >= shared.config.shared_recheck)
+        let now = clock.now_ms();
+        if let Some(recheck) = shared_recheck
+            && last_settle.is_none_or(|at| at.elapsed() >= recheck)
         {
             // Leases of nodes that died lapse unannounced: log their attempts
             // as interrupted, which makes the deliveries due again.
-            last_settle = Some(tokio::time::Instant::now());
-            match shared.store.settle_interrupted(now, now).await {
+            last_settle = Some(Instant::now());
+            match store.settle_interrupted(now, now).await {
                 Ok(0) => {}
                 Ok(settled) => tracing::warn!(
                     settled,
@@ -173,22 +244,22 @@ pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<Recorde
                 }
             }
         }
-        let routes = engine.routes();
+        let routes = routes.current();
         let shares = ctx.in_flight.shares(
             routes.handler_ids(),
             slots.available_permits(),
-            shared.config.max_in_flight,
+            max_in_flight,
             per_handler,
+            Instant::now(),
         );
         if let Some(shares) = shares {
-            let lease = routes.max_timeout() + shared.config.lease_margin;
             let claim = Claim {
                 now_ms: now,
-                lease_until_ms: now + lease.as_millis() as i64,
+                lease_until_ms: lease_until(now, routes.max_timeout(), lease_margin),
                 limit: shares.limit,
                 handlers: &shares.handlers,
             };
-            match shared.store.claim_due(&claim).await {
+            match store.claim_due(&claim).await {
                 Ok(claimed) => {
                     // Claim again at once if the claim was cut short: by its
                     // limit, or by a handler's room (that handler has more due
@@ -219,7 +290,7 @@ pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<Recorde
                 }
             }
             if wait_until.is_none() {
-                match shared.store.next_due_ms().await {
+                match store.next_due_ms().await {
                     // A due time in the past belongs to a handler at its limit:
                     // a finishing attempt will wake us.
                     Ok(Some(due)) if due > now => wait_until = Some(due),
@@ -231,31 +302,30 @@ pub(crate) async fn run_dispatcher(engine: Engine, results: mpsc::Sender<Recorde
                 }
             }
         }
-        if engine.shared() {
+        if let Some(recheck) = shared_recheck {
             // Other nodes' leases lapse unannounced; look again in a while.
-            let recheck = to_millis(OffsetDateTime::now_utc())
-                + shared.config.shared_recheck.as_millis() as i64;
+            let recheck = clock.now_ms() + recheck.as_millis() as i64;
             wait_until = Some(wait_until.map_or(recheck, |at| at.min(recheck)));
         }
         let sleep = async {
             match wait_until {
                 Some(at) => {
-                    let wait = at - to_millis(OffsetDateTime::now_utc());
+                    let wait = at - clock.now_ms();
                     tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
                 }
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            () = shared.wake.notified() => {}
+            () = wake.notified() => {}
             () = sleep => {}
-            () = shared.shutdown.cancelled() => {}
+            () = shutdown.cancelled() => {}
         }
     }
 
     // Drain: let attempts in flight finish, up to the drain timeout.
-    let all = shared.config.max_in_flight as u32;
-    if tokio::time::timeout(shared.config.drain_timeout, slots.acquire_many(all))
+    let all = max_in_flight as u32;
+    if tokio::time::timeout(drain_timeout, slots.acquire_many(all))
         .await
         .is_err()
     {
@@ -274,7 +344,7 @@ async fn attempt(
 ) {
     let handler_id = delivery.handler_id;
     let result = tokio::select! {
-        result = run_attempt(&ctx.engine, delivery, handler) => Some(result),
+        result = run_attempt(&ctx, delivery, handler) => Some(result),
         () = ctx.abort.cancelled() => None,
     };
     // Free the slot before reporting: the recorder wakes the dispatcher once
@@ -283,7 +353,8 @@ async fn attempt(
         .as_ref()
         .and_then(|r| r.execution.as_ref())
         .is_some_and(|e| e.response_status.is_some());
-    ctx.in_flight.finish(handler_id, answered);
+    ctx.in_flight
+        .finish(handler_id, answered.then(Instant::now));
     drop(permit);
     if let Some(result) = result {
         // The recorder only stops after every sender is gone, so this fails
@@ -293,7 +364,7 @@ async fn attempt(
 }
 
 async fn run_attempt(
-    engine: &Engine,
+    ctx: &AttemptContext,
     delivery: ClaimedDelivery,
     handler: Option<Arc<Handler>>,
 ) -> AttemptResult {
@@ -315,14 +386,14 @@ async fn run_attempt(
                 object_key,
                 attempts: delivery.attempts,
                 next: DeliveryNext::Failed,
-                finished_at_ms: to_millis(OffsetDateTime::now_utc()),
+                finished_at_ms: ctx.clock.now_ms(),
                 last_error: Some(format!("not sent: {why}")),
                 execution: None,
             };
         }
     };
 
-    let started_at = OffsetDateTime::now_utc();
+    let started_at = ctx.clock.now();
     let timeout = Duration::from_millis(handler.spec.timeout_ms.into());
     let payload = delivery.event.payload();
     let call = CallContext {
@@ -332,24 +403,16 @@ async fn run_attempt(
         object_id: &object_key,
         stage: Stage::After,
     };
-    let outcome = engine.call(&handler, &call, payload, timeout).await;
+    let mut outcome = ctx.executors.call(&handler, &call, payload, timeout).await;
     let finished_at = started_at + outcome.duration;
 
-    let round = attempts.saturating_sub(delivery.round_start);
-    let next = if outcome.succeeded() {
-        DeliveryNext::Succeeded
-    } else if round >= handler.spec.max_attempts {
-        DeliveryNext::Failed
-    } else {
-        let delay = engine
-            .0
-            .config
-            .retry_schedule
-            .delay(round, outcome.retry_after);
-        DeliveryNext::RetryAt {
-            at_ms: to_millis(finished_at) + delay.as_millis() as i64,
-        }
-    };
+    let next = next_state(
+        &outcome,
+        attempts.saturating_sub(delivery.round_start),
+        handler.spec.max_attempts,
+        to_millis(finished_at),
+        &ctx.retry_schedule,
+    );
 
     let handler_label = handler.id.to_string();
     metrics::histogram!("provisio_attempt_duration_seconds", "handler" => handler_label.clone())
@@ -364,34 +427,24 @@ async fn run_attempt(
             .increment(1);
     }
 
-    let execution = ExecutionRecord {
-        id: 0,
+    // One copy for the log row, one for the delivery.
+    let last_error = outcome.error.take();
+    let execution = LoggedCall {
+        handler: &handler,
         delivery_id: Some(delivery.id.clone()),
-        handler_id: handler.id,
-        handler_name: handler.spec.name.clone(),
-        event_id: Some(delivery.event.id.clone()),
+        event_id: delivery.event.id.clone(),
         events_id: delivery.event.events_id.clone(),
         object_id: delivery.event.object_id.clone(),
         stage: Stage::After,
         attempt: attempts,
-        status: if outcome.succeeded() {
-            ExecutionStatus::Success
-        } else {
-            ExecutionStatus::Fail
-        },
         started_at,
-        duration_ms: outcome.duration.as_millis().min(u32::MAX.into()) as u32,
-        response_status: outcome.status,
-        response_body: outcome.body,
-        response_truncated: outcome.truncated,
-        error: outcome.error.clone(),
         next_attempt_at: match next {
             DeliveryNext::RetryAt { at_ms } => Some(from_millis(at_ms)),
             _ => None,
         },
-        request: outcome.request,
         data_after: None,
-    };
+    }
+    .record(outcome, last_error.clone());
     AttemptResult {
         delivery_seq: delivery.seq,
         handler_id: handler.id,
@@ -399,7 +452,158 @@ async fn run_attempt(
         attempts,
         next,
         finished_at_ms: to_millis(finished_at),
-        last_error: outcome.error,
+        last_error,
         execution: Some(execution),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use provisio_store::RequestRecord;
+
+    use super::*;
+    use crate::Clock;
+
+    const SEC: i64 = 1000;
+
+    fn failed(retry_after: Option<Duration>) -> CallOutcome {
+        let mut outcome = CallOutcome::new(RequestRecord::default());
+        outcome.error = Some("connection refused".into());
+        outcome.retry_after = retry_after;
+        outcome
+    }
+
+    /// The retry time an attempt result gets, in ms after `finished`.
+    fn retry_in(next: DeliveryNext, finished: i64) -> i64 {
+        match next {
+            DeliveryNext::RetryAt { at_ms } => at_ms - finished,
+            other => panic!("expected a retry, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_attempt_is_due_again_after_the_schedules_delay_from_its_end() {
+        let schedule = RetrySchedule::parse("10s,60s").unwrap();
+        let finished = Clock::manual(1_700_000_000_000).now_ms();
+        // ±20 % jitter around the round's entry.
+        let first = retry_in(
+            next_state(&failed(None), 1, 5, finished, &schedule),
+            finished,
+        );
+        assert!((8 * SEC..=12 * SEC).contains(&first), "{first}");
+        let second = retry_in(
+            next_state(&failed(None), 2, 5, finished, &schedule),
+            finished,
+        );
+        assert!((48 * SEC..=72 * SEC).contains(&second), "{second}");
+    }
+
+    #[test]
+    fn a_longer_retry_after_wins_over_the_schedule() {
+        let schedule = RetrySchedule::parse("10s").unwrap();
+        let asked = Some(Duration::from_secs(120));
+        let next = next_state(&failed(asked), 1, 5, 0, &schedule);
+        assert_eq!(retry_in(next, 0), 120 * SEC);
+        // A shorter one does not make the retry earlier.
+        let next = next_state(&failed(Some(Duration::from_secs(1))), 1, 5, 0, &schedule);
+        assert!(retry_in(next, 0) >= 8 * SEC);
+    }
+
+    #[test]
+    fn the_last_attempt_of_a_round_fails_the_delivery_and_a_success_finishes_it() {
+        let schedule = RetrySchedule::default();
+        assert_eq!(
+            next_state(&failed(None), 3, 3, 0, &schedule),
+            DeliveryNext::Failed
+        );
+        let ok = CallOutcome::new(RequestRecord::default());
+        assert_eq!(next_state(&ok, 3, 3, 0, &schedule), DeliveryNext::Succeeded);
+    }
+
+    #[test]
+    fn a_lease_ends_the_longest_timeout_plus_the_margin_after_the_claim() {
+        let clock = Clock::manual(1_000_000);
+        clock.advance(Duration::from_secs(5));
+        let until = lease_until(
+            clock.now_ms(),
+            Duration::from_secs(30),
+            Duration::from_secs(30),
+        );
+        assert_eq!(until, 1_005_000 + 60 * SEC);
+        // A lease is over once the clock reaches its end, and not before.
+        clock.advance(Duration::from_millis(59_999));
+        assert!(clock.now_ms() < until);
+        clock.advance(Duration::from_millis(1));
+        assert!(clock.now_ms() >= until);
+    }
+
+    fn rooms(shares: &Shares) -> HashMap<i64, u32> {
+        shares.handlers.iter().copied().collect()
+    }
+
+    #[test]
+    fn above_the_reserve_every_handler_may_fill_its_cap_from_the_slots_above_it() {
+        let in_flight = InFlight::default();
+        let now = Instant::now();
+        // 1,024 slots: the reserve is 256.
+        let shares = in_flight
+            .shares([1, 2].into_iter(), 1024, 1024, 128, now)
+            .unwrap();
+        assert_eq!(shares.limit, CLAIM_BATCH);
+        assert_eq!(rooms(&shares), HashMap::from([(1, 128), (2, 128)]));
+        // Only the 44 slots above the reserve are handed out.
+        let shares = in_flight
+            .shares([1].into_iter(), 300, 1024, 128, now)
+            .unwrap();
+        assert_eq!((shares.limit, rooms(&shares)[&1]), (44, 44));
+    }
+
+    #[test]
+    fn within_the_reserve_newcomers_get_eight_and_answering_handlers_their_cap() {
+        let in_flight = InFlight::default();
+        let start = Instant::now();
+        for _ in 0..3 {
+            in_flight.start(7);
+        }
+        in_flight.finish(7, Some(start));
+        // Handler 7 answered: two still running, room up to its cap.
+        let shares = in_flight
+            .shares([7, 8].into_iter(), 200, 1024, 128, start)
+            .unwrap();
+        assert_eq!(shares.limit, 200);
+        assert_eq!(rooms(&shares), HashMap::from([(7, 126), (8, 8)]));
+        // Exactly at the reserve counts as within it.
+        let shares = in_flight
+            .shares([8].into_iter(), 256, 1024, 128, start)
+            .unwrap();
+        assert_eq!(rooms(&shares)[&8], 8);
+        // No free slot: nothing to claim.
+        assert!(
+            in_flight
+                .shares([8].into_iter(), 0, 1024, 128, start)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_handler_stops_counting_as_answering_one_second_after_its_last_answer() {
+        let in_flight = InFlight::default();
+        let start = Instant::now();
+        in_flight.start(7);
+        in_flight.start(7);
+        in_flight.finish(7, Some(start));
+        let room = |at| {
+            rooms(
+                &in_flight
+                    .shares([7].into_iter(), 200, 1024, 128, at)
+                    .unwrap(),
+            )
+        };
+        assert_eq!(room(start + Duration::from_millis(999))[&7], 127);
+        assert_eq!(room(start + ANSWERING)[&7], 7);
+        // A timed-out attempt does not count as an answer.
+        in_flight.start(7);
+        in_flight.finish(7, None);
+        assert_eq!(room(start + ANSWERING)[&7], 7);
     }
 }

@@ -3,12 +3,15 @@
 //! has queued up in one transaction (group commit), so under load the cost of a
 //! commit is shared by many events while a lone emit still commits at once.
 
+use std::sync::Arc;
+
 use provisio_core::event::{Event, ObjectId, new_event_id};
 use provisio_core::handler::Stage;
 use provisio_core::timefmt::to_millis;
-use provisio_store::{EmitOutcome, Idempotency, NewDelivery, NewEvent};
+use provisio_store::{EmitOutcome, Idempotency, NewDelivery, NewEvent, Store};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::{Engine, EngineError};
 
@@ -75,7 +78,7 @@ impl Engine {
             })
             .collect();
         drop(routes);
-        let now = OffsetDateTime::now_utc();
+        let now = self.0.config.clock.now();
         let event_id = new_event_id();
         let count = deliveries.len() as u32;
         let events_id_label = input.events_id.clone();
@@ -126,15 +129,24 @@ impl Engine {
     }
 }
 
+/// What the emit writer uses.
+pub(crate) struct Writer {
+    pub(crate) store: Arc<dyn Store>,
+    /// Wakes the dispatcher after a commit that stored deliveries.
+    pub(crate) wake: Arc<Notify>,
+    /// At shutdown the writer commits what is queued and stops.
+    pub(crate) shutdown: CancellationToken,
+}
+
 /// The writer task: commits queued emits in batches until shutdown, then
 /// commits what is still queued and stops.
-pub(crate) async fn run_writer(engine: Engine, mut rx: mpsc::Receiver<Pending>) {
+pub(crate) async fn run_writer(writer: Writer, mut rx: mpsc::Receiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     let mut events: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
     loop {
         let received = tokio::select! {
             n = rx.recv_many(&mut batch, MAX_BATCH) => n,
-            () = engine.0.shutdown.cancelled() => {
+            () = writer.shutdown.cancelled() => {
                 rx.close();
                 rx.recv_many(&mut batch, MAX_BATCH).await
             }
@@ -156,7 +168,7 @@ pub(crate) async fn run_writer(engine: Engine, mut rx: mpsc::Receiver<Pending>) 
         if events.is_empty() {
             continue;
         }
-        match engine.0.store.insert_events(&events).await {
+        match writer.store.insert_events(&events).await {
             Ok(outcomes) => {
                 let new_work = outcomes
                     .iter()
@@ -166,7 +178,7 @@ pub(crate) async fn run_writer(engine: Engine, mut rx: mpsc::Receiver<Pending>) 
                     let _ = reply.send(Ok(outcome));
                 }
                 if new_work {
-                    engine.0.wake.notify_one();
+                    writer.wake.notify_one();
                 }
             }
             Err(err) => {

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use provisio_store::RequestRecord;
+use provisio_core::event::{ExecutionStatus, ObjectId};
+use provisio_core::handler::{Handler, Stage};
+use provisio_store::{ExecutionRecord, RequestRecord};
+use time::OffsetDateTime;
 
 /// How much of a response body the execution log keeps.
 pub const RESPONSE_BODY_CAP: usize = 64 * 1024;
@@ -49,6 +52,63 @@ impl CallOutcome {
     pub fn succeeded(&self) -> bool {
         self.error.is_none()
     }
+}
+
+/// Who was called about what, as the execution log keeps it: everything an
+/// execution row holds besides what the call produced.
+pub(crate) struct LoggedCall<'a> {
+    pub(crate) handler: &'a Handler,
+    /// The delivery an after-stage attempt belongs to; `None` before.
+    pub(crate) delivery_id: Option<String>,
+    /// The event, or the before-stage run.
+    pub(crate) event_id: String,
+    pub(crate) events_id: String,
+    pub(crate) object_id: ObjectId,
+    pub(crate) stage: Stage,
+    pub(crate) attempt: u32,
+    pub(crate) started_at: OffsetDateTime,
+    /// When a failed attempt runs again.
+    pub(crate) next_attempt_at: Option<OffsetDateTime>,
+    /// The data a before-stage handler replaced.
+    pub(crate) data_after: Option<String>,
+}
+
+impl LoggedCall<'_> {
+    /// The execution row for this call and what it produced. `error` is the
+    /// failure the log records (`None`: a success): an attempt's is the
+    /// outcome's own, a before-stage step's is read from the reply.
+    pub(crate) fn record(self, outcome: CallOutcome, error: Option<String>) -> ExecutionRecord {
+        ExecutionRecord {
+            id: 0,
+            delivery_id: self.delivery_id,
+            handler_id: self.handler.id,
+            handler_name: self.handler.spec.name.clone(),
+            event_id: Some(self.event_id),
+            events_id: self.events_id,
+            object_id: self.object_id,
+            stage: self.stage,
+            attempt: self.attempt,
+            status: if error.is_none() {
+                ExecutionStatus::Success
+            } else {
+                ExecutionStatus::Fail
+            },
+            started_at: self.started_at,
+            duration_ms: millis(outcome.duration),
+            response_status: outcome.status,
+            response_body: outcome.body,
+            response_truncated: outcome.truncated,
+            error,
+            next_attempt_at: self.next_attempt_at,
+            request: outcome.request,
+            data_after: self.data_after,
+        }
+    }
+}
+
+/// A duration as the log's whole milliseconds.
+pub(crate) fn millis(d: Duration) -> u32 {
+    d.as_millis().min(u32::MAX.into()) as u32
 }
 
 /// Bytes as text for the log: UTF-8 where it is, replacement characters where not.

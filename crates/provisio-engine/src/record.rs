@@ -1,12 +1,12 @@
 //! The recorder: commits attempt results and before-stage executions in
 //! batches, then wakes the dispatcher for whatever became due.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use provisio_store::{AttemptResult, ExecutionRecord};
-use tokio::sync::mpsc;
-
-use crate::Engine;
+use provisio_store::{AttemptResult, ExecutionRecord, Store};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 
 pub(crate) const QUEUE_DEPTH: usize = 8192;
 /// The most items one transaction records.
@@ -20,9 +20,21 @@ pub(crate) enum Recorded {
     Execution(ExecutionRecord),
 }
 
+/// What the recorder uses.
+pub(crate) struct Recorder {
+    pub(crate) store: Arc<dyn Store>,
+    /// Wakes the dispatcher after each batch: a retry, an ordered successor
+    /// or a freed slot may have made work due.
+    pub(crate) wake: Arc<Notify>,
+    /// Once shut down, the recorder gives up on a batch the database keeps
+    /// refusing after `drain_timeout`.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) drain_timeout: Duration,
+}
+
 /// Runs until every sender is gone (the dispatcher has drained and the engine
 /// has dropped its own), committing what arrives.
-pub(crate) async fn run(engine: Engine, mut rx: mpsc::Receiver<Recorded>) {
+pub(crate) async fn run(recorder: Recorder, mut rx: mpsc::Receiver<Recorded>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut attempts = Vec::with_capacity(BATCH);
     let mut executions = Vec::new();
@@ -33,43 +45,45 @@ pub(crate) async fn run(engine: Engine, mut rx: mpsc::Receiver<Recorded>) {
                 Recorded::Execution(e) => executions.push(e),
             }
         }
-        commit(&engine, &attempts, &executions).await;
+        recorder.commit(&attempts, &executions).await;
         attempts.clear();
         executions.clear();
-        engine.0.wake.notify_one();
+        recorder.wake.notify_one();
     }
 }
 
-/// Commits one batch, retrying until it lands. Results are never dropped: a
-/// delivery whose success was not recorded would be sent again, and its log
-/// row would be missing. While the database refuses (a full disk, PostgreSQL
-/// restarting), the channel fills and attempts wait to hand in their results,
-/// so the dispatcher stops starting new ones: backpressure, not loss. Only at
-/// shutdown, once the drain timeout has passed, does it give up; the leases
-/// then bring those deliveries back after the restart, logged as interrupted.
-async fn commit(engine: &Engine, attempts: &[AttemptResult], executions: &[ExecutionRecord]) {
-    let mut delay = Duration::from_millis(100);
-    let mut failed_since = None;
-    loop {
-        let err = match engine.0.store.record(attempts, executions).await {
-            Ok(_) => {
-                if failed_since.is_some() {
-                    tracing::info!(
-                        attempts = attempts.len(),
-                        "recorded results after the database came back"
-                    );
+impl Recorder {
+    /// Commits one batch, retrying until it lands. Results are never dropped: a
+    /// delivery whose success was not recorded would be sent again, and its log
+    /// row would be missing. While the database refuses (a full disk, PostgreSQL
+    /// restarting), the channel fills and attempts wait to hand in their results,
+    /// so the dispatcher stops starting new ones: backpressure, not loss. Only at
+    /// shutdown, once the drain timeout has passed, does it give up; the leases
+    /// then bring those deliveries back after the restart, logged as interrupted.
+    async fn commit(&self, attempts: &[AttemptResult], executions: &[ExecutionRecord]) {
+        let mut delay = Duration::from_millis(100);
+        let mut failed_since = None;
+        loop {
+            let err = match self.store.record(attempts, executions).await {
+                Ok(_) => {
+                    if failed_since.is_some() {
+                        tracing::info!(
+                            attempts = attempts.len(),
+                            "recorded results after the database came back"
+                        );
+                    }
+                    return;
                 }
+                Err(err) => err,
+            };
+            let since = *failed_since.get_or_insert_with(tokio::time::Instant::now);
+            if self.shutdown.is_cancelled() && since.elapsed() > self.drain_timeout {
+                tracing::error!(error = %err, attempts = attempts.len(), "shutting down with results unrecorded; their deliveries will be sent again");
                 return;
             }
-            Err(err) => err,
-        };
-        let since = *failed_since.get_or_insert_with(tokio::time::Instant::now);
-        if engine.0.shutdown.is_cancelled() && since.elapsed() > engine.0.config.drain_timeout {
-            tracing::error!(error = %err, attempts = attempts.len(), "shutting down with results unrecorded; their deliveries will be sent again");
-            return;
+            tracing::error!(error = %err, attempts = attempts.len(), "could not record results; keeping them and retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
-        tracing::error!(error = %err, attempts = attempts.len(), "could not record results; keeping them and retrying");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

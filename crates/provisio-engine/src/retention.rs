@@ -2,30 +2,45 @@
 //! deliveries, their events) in small batches, so disk use stays bounded and no
 //! single transaction holds the writer for long. Unfinished work is never pruned.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use provisio_core::timefmt::to_millis;
-use time::OffsetDateTime;
+use provisio_store::Store;
+use tokio_util::sync::CancellationToken;
 
-use crate::Engine;
+use crate::Clock;
 
 /// Rows of each kind per transaction: small enough that emits committed
 /// between two batches are never held up noticeably.
 const BATCH: u32 = 1000;
 
-pub(crate) async fn run(engine: Engine) {
-    let shared = &engine.0;
-    let Some(keep) = shared.config.retention else {
-        return;
-    };
+/// What retention uses.
+pub(crate) struct Retention {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Clock,
+    /// History older than this is deleted.
+    pub(crate) keep: Duration,
+    /// How long it sleeps between runs.
+    pub(crate) every: Duration,
+    pub(crate) shutdown: CancellationToken,
+}
+
+pub(crate) async fn run(retention: Retention) {
+    let Retention {
+        store,
+        clock,
+        keep,
+        every,
+        shutdown,
+    } = retention;
     loop {
-        let before = to_millis(OffsetDateTime::now_utc()) - keep.as_millis() as i64;
+        let before = clock.now_ms() - keep.as_millis() as i64;
         let mut total = 0;
         loop {
-            if shared.shutdown.is_cancelled() {
+            if shutdown.is_cancelled() {
                 return;
             }
-            match shared.store.prune(before, BATCH).await {
+            match store.prune(before, BATCH).await {
                 Ok(0) => break,
                 Ok(n) => total += n,
                 Err(err) => {
@@ -44,8 +59,8 @@ pub(crate) async fn run(engine: Engine) {
             metrics::counter!("provisio_pruned_rows_total").increment(total);
         }
         tokio::select! {
-            () = tokio::time::sleep(shared.config.prune_every) => {}
-            () = shared.shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
         }
     }
 }

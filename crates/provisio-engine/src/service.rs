@@ -174,7 +174,7 @@ impl Engine {
 
     /// Queues a finished delivery for a fresh round of attempts, due now.
     pub async fn redeliver(&self, delivery_id: &str) -> Result<DeliveryRecord, OpError> {
-        let now = timefmt::to_millis(time::OffsetDateTime::now_utc());
+        let now = self.config().clock.now_ms();
         let delivery = self
             .store()
             .redeliver(delivery_id, now)
