@@ -465,3 +465,57 @@ async fn emits_answer_503_within_the_acquire_timeout_while_the_database_is_unrea
         "an emit waited {slowest:?}, past the 1 s acquire timeout"
     );
 }
+
+/// A receiver that answers a NUL byte, or a script that writes one to its
+/// stderr, is logged like any other: PostgreSQL refuses NUL in text, and a
+/// batch that can never commit would hold every later result behind it.
+#[tokio::test]
+async fn a_nul_byte_in_a_reply_or_an_error_is_logged_and_blocks_nothing() {
+    let Some(db) = ScratchDatabase::create().await else {
+        return;
+    };
+    let url = db.url().to_owned();
+    let app = TestApp::spawn_with(|s| {
+        s.store.database =
+            provisio::config::Database::Postgres(provisio_store::postgres::PgSettings::new(url));
+    })
+    .await;
+    let receiver = Receiver::sequence(vec![Reply::with_body(200, "ok\0then more")]).await;
+    app.create_handler(json!({ "target": receiver.url(), "events_id": "clients.create" }))
+        .await;
+    app.write_script("nul.sh", "#!/bin/sh\nprintf 'bad\\000input' >&2\nexit 3\n");
+    app.create_handler(json!({ "kind": "script", "target": "nul.sh",
+                               "events_id": "clients.update", "max_attempts": 1 }))
+        .await;
+
+    let sent = app.emit("clients.create", json!(1), json!({})).await;
+    let failed = app.emit("clients.update", json!(1), json!({})).await;
+    app.wait_for_event(sent["id"].as_str().unwrap(), |e| {
+        e["deliveries"][0]["state"] == "success"
+    })
+    .await;
+    let event = app
+        .wait_for_event(failed["id"].as_str().unwrap(), |e| {
+            e["deliveries"][0]["state"] == "failed"
+        })
+        .await;
+    assert!(
+        event["deliveries"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("bad\u{FFFD}input"),
+        "{event}"
+    );
+    let rows = app.wait_executions("", 2).await;
+    assert!(
+        rows.iter()
+            .any(|r| r["response_body"] == "ok\u{FFFD}then more"),
+        "{rows:?}"
+    );
+    // Later results are recorded as usual.
+    let later = app.emit("clients.create", json!(2), json!({})).await;
+    app.wait_for_event(later["id"].as_str().unwrap(), |e| {
+        e["deliveries"][0]["state"] == "success"
+    })
+    .await;
+}
