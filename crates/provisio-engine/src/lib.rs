@@ -14,7 +14,8 @@
 //! - [`before`]: the before-stage chain ([`Engine::run_before`]), run
 //!   synchronously for the caller.
 //! - [`dispatch`]: the **dispatcher** task: claims due deliveries, runs
-//!   attempts with fair per-handler shares of the slots, decides retries.
+//!   attempts, decides retries. `shares`: each handler's fair share of the
+//!   in-flight slots, with a reserve for handlers that answer.
 //! - `record`: the **recorder** task: commits attempt results and
 //!   before-stage executions in batches.
 //! - `retention`: the **retention** task: prunes old history.
@@ -42,6 +43,7 @@ mod retention;
 pub mod routes;
 pub mod scripts;
 pub mod service;
+mod shares;
 
 pub use before::{BeforeInput, BeforeStep, BeforeVerdict, StepOutcome};
 pub use clock::Clock;
