@@ -6,25 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use provisio_core::event::{ObjectId, new_event_id, payload};
+use provisio_core::event::{new_event_id, payload};
 use provisio_core::handler::{HandlerKind, OnFailure, Stage};
 use provisio_store::RequestRecord;
-use time::OffsetDateTime;
 
 use crate::emit::EmitError;
 use crate::outcome::{CallContext, CallOutcome, LoggedCall, millis};
 use crate::record::Recorded;
-use crate::{Engine, EngineError};
-
-/// A validated before-stage request.
-#[derive(Debug, Clone)]
-pub struct BeforeInput {
-    pub events_id: String,
-    pub object_id: ObjectId,
-    pub dt: Option<OffsetDateTime>,
-    /// Compact JSON object text.
-    pub data: String,
-}
+use crate::{Engine, EngineError, EventInput};
 
 /// What one handler of the chain did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +77,7 @@ enum Reply {
 
 impl Engine {
     /// Runs the before-stage chain for one event and returns the verdict.
-    pub async fn run_before(&self, input: BeforeInput) -> Result<BeforeVerdict, EmitError> {
+    pub async fn run_before(&self, input: EventInput) -> Result<BeforeVerdict, EmitError> {
         let started = Instant::now();
         let routes = self.routes();
         if routes.event_type(&input.events_id).is_none() {

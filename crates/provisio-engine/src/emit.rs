@@ -20,16 +20,16 @@ pub(crate) const QUEUE_DEPTH: usize = 8192;
 /// The most events one transaction commits.
 const MAX_BATCH: usize = 1024;
 
-/// A validated emit request.
+/// An event as a caller gives it, its fields checked: what both the emit
+/// (after stage) and the before-stage chain take.
 #[derive(Debug, Clone)]
-pub struct EmitInput {
+pub struct EventInput {
     pub events_id: String,
     pub object_id: ObjectId,
     /// When the action happened; now if not given.
     pub dt: Option<OffsetDateTime>,
     /// Compact JSON object text.
     pub data: String,
-    pub idempotency: Option<Idempotency>,
 }
 
 /// The answer to an emit.
@@ -64,7 +64,12 @@ pub(crate) struct Pending {
 impl Engine {
     /// Stores the event with one delivery per matching enabled after-stage
     /// handler, in priority order, and returns once that is committed.
-    pub async fn emit(&self, input: EmitInput) -> Result<EmitReceipt, EmitError> {
+    /// An `idempotency` key seen before answers what was stored then.
+    pub async fn emit(
+        &self,
+        input: EventInput,
+        idempotency: Option<Idempotency>,
+    ) -> Result<EmitReceipt, EmitError> {
         let routes = self.routes();
         if routes.event_type(&input.events_id).is_none() {
             return Err(EmitError::UnknownEventType(input.events_id));
@@ -90,7 +95,7 @@ impl Engine {
                 dt: input.dt.unwrap_or(now),
                 data: input.data,
             },
-            idempotency: input.idempotency,
+            idempotency,
             deliveries,
             created_at_ms: to_millis(now),
         };

@@ -45,10 +45,10 @@ pub mod scripts;
 pub mod service;
 mod shares;
 
-pub use before::{BeforeInput, BeforeStep, BeforeVerdict, StepOutcome};
+pub use before::{BeforeStep, BeforeVerdict, StepOutcome};
 pub use clock::Clock;
 pub use config::{EngineConfig, EngineError};
-pub use emit::{EmitError, EmitInput, EmitReceipt};
+pub use emit::{EmitError, EmitReceipt, EventInput};
 pub use engine::Engine;
 pub use routes::{RouteTable, Routes};
 pub use service::{ExecutionSearch, OpError};

@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use provisio_core::event::{DeliveryState, ObjectId};
 use provisio_core::timefmt;
-use provisio_engine::{BeforeInput, EmitInput};
+use provisio_engine::EventInput;
 use provisio_store::{DeliveryRecord, Idempotency};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -54,17 +54,10 @@ pub struct EmitOut {
     pub deliveries: u32,
 }
 
-/// An emit body's fields, checked.
-struct ValidEvent {
-    events_id: String,
-    object_id: ObjectId,
-    dt: Option<time::OffsetDateTime>,
-    data: String,
-}
-
 impl EmitIn {
-    fn validate(self) -> ApiResult<ValidEvent> {
-        Ok(ValidEvent {
+    /// The event, its fields checked.
+    fn validate(self) -> ApiResult<EventInput> {
+        Ok(EventInput {
             object_id: ObjectId::parse(self.object_id.get())
                 .map_err(|e| ApiError::invalid_field("object_id", e))?,
             dt: self
@@ -98,19 +91,12 @@ async fn emit(
     let started = std::time::Instant::now();
     let idempotency_key = idempotency_key(&headers)?;
     let body = read_body(req, &state).await?;
-    let input: EmitIn = parse_json(&body)?;
-    let event = input.validate()?;
-    let input = EmitInput {
-        events_id: event.events_id,
-        object_id: event.object_id,
-        dt: event.dt,
-        data: event.data,
-        idempotency: idempotency_key.map(|key| Idempotency {
-            key,
-            body_hash: Sha256::digest(&body).into(),
-        }),
-    };
-    let receipt = state.engine().emit(input).await?;
+    let idempotency = idempotency_key.map(|key| Idempotency {
+        key,
+        body_hash: Sha256::digest(&body).into(),
+    });
+    let input = parse_json::<EmitIn>(&body)?.validate()?;
+    let receipt = state.engine().emit(input, idempotency).await?;
     metrics::histogram!("provisio_emit_seconds").record(started.elapsed().as_secs_f64());
     let mut response = (
         StatusCode::ACCEPTED,
@@ -181,16 +167,7 @@ async fn before(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<EmitIn>,
 ) -> ApiResult<Json<BeforeOut>> {
-    let event = input.validate()?;
-    let verdict = state
-        .engine()
-        .run_before(BeforeInput {
-            events_id: event.events_id,
-            object_id: event.object_id,
-            dt: event.dt,
-            data: event.data,
-        })
-        .await?;
+    let verdict = state.engine().run_before(input.validate()?).await?;
     Ok(Json(BeforeOut {
         id: verdict.id,
         allowed: verdict.allowed,

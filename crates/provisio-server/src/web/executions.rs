@@ -31,24 +31,16 @@ const PER_PAGE: u32 = 50;
 
 /// The Advanced Search fields, as typed.
 #[derive(Deserialize, Default, Clone)]
+#[serde(default)]
 struct Search {
-    #[serde(default)]
     handler_id: String,
-    #[serde(default)]
     events_id: String,
-    #[serde(default)]
     status: String,
-    #[serde(default)]
     stage: String,
-    #[serde(default)]
     object_id: String,
-    #[serde(default)]
     data: String,
-    #[serde(default)]
     error: String,
-    #[serde(default)]
     from: String,
-    #[serde(default)]
     to: String,
     page: Option<u32>,
 }

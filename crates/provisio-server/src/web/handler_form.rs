@@ -10,32 +10,20 @@ use serde::Deserialize;
 /// The handler form's fields as the browser sends them: all text, so what the
 /// operator typed can be shown again next to its error.
 #[derive(Deserialize, Default, Clone)]
+#[serde(default)]
 pub(super) struct HandlerForm {
-    #[serde(default)]
     pub(super) name: String,
-    #[serde(default)]
     pub(super) events_id: String,
-    #[serde(default)]
     pub(super) stage: String,
-    #[serde(default)]
     pub(super) status: String,
-    #[serde(default)]
     pub(super) priority: String,
-    #[serde(default)]
     pub(super) kind: String,
-    #[serde(default)]
     pub(super) target: String,
-    #[serde(default)]
     pub(super) timeout_ms: String,
-    #[serde(default)]
     pub(super) max_attempts: String,
-    #[serde(default)]
     pub(super) on_failure: String,
-    #[serde(default)]
     pub(super) ordered: Option<String>,
-    #[serde(default)]
     pub(super) headers: String,
-    #[serde(default)]
     pub(super) args: String,
 }
 

@@ -35,14 +35,11 @@ const PER_PAGE: u32 = 25;
 
 /// The Advanced Search fields, as typed (kept in the URL for bookmarks).
 #[derive(Deserialize, Default)]
+#[serde(default)]
 struct Search {
-    #[serde(default)]
     events_id: String,
-    #[serde(default)]
     kind: String,
-    #[serde(default)]
     status: String,
-    #[serde(default)]
     q: String,
     page: Option<u32>,
     notice: Option<String>,

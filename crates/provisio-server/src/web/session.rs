@@ -200,8 +200,8 @@ struct LoginPage {
 }
 
 #[derive(Deserialize, Default)]
+#[serde(default)]
 struct LoginQuery {
-    #[serde(default)]
     next: String,
     notice: Option<String>,
 }
@@ -286,11 +286,10 @@ async fn login_page(axum::extract::Query(q): axum::extract::Query<LoginQuery>) -
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct LoginForm {
-    #[serde(default)]
     token: String,
-    #[serde(default)]
     next: String,
 }
 
