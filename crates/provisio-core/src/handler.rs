@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use crate::FieldErrors;
 use crate::catalog::EventPattern;
+use crate::filter::Filter;
 use crate::signing::SigningSecret;
 use crate::wire_enum;
 
@@ -91,6 +92,8 @@ pub struct HandlerDraft {
     pub max_attempts: i64,
     pub ordered: bool,
     pub on_failure: OnFailure,
+    /// A CEL condition on the event (see [`crate::filter`]); empty for none.
+    pub filter: String,
 }
 
 /// A handler's settings once validated: the only form storage accepts.
@@ -112,6 +115,9 @@ pub struct HandlerSpec {
     pub max_attempts: u32,
     pub ordered: bool,
     pub on_failure: OnFailure,
+    /// Only the events that pass it are delivered to (or run through) this
+    /// handler.
+    pub filter: Option<Filter>,
 }
 
 /// A stored handler.
@@ -199,6 +205,13 @@ impl HandlerDraft {
             errors.add("headers", e);
         }
 
+        let filter = match self.filter.trim() {
+            "" => None,
+            source => Filter::parse(source)
+                .map_err(|e| errors.add("filter", e))
+                .ok(),
+        };
+
         errors.into_result()?;
         Ok(HandlerSpec {
             name,
@@ -214,6 +227,7 @@ impl HandlerDraft {
             max_attempts: self.max_attempts as u32,
             ordered: self.ordered,
             on_failure: self.on_failure,
+            filter,
         })
     }
 }
@@ -236,6 +250,10 @@ impl From<&HandlerSpec> for HandlerDraft {
             max_attempts: spec.max_attempts.into(),
             ordered: spec.ordered,
             on_failure: spec.on_failure,
+            filter: spec
+                .filter
+                .as_ref()
+                .map_or_else(String::new, |f| f.as_str().to_owned()),
         }
     }
 }

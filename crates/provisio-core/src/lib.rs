@@ -6,6 +6,7 @@
 //! - [`catalog`]: event type ids, the built-in catalog, and handler event patterns.
 //! - [`handler`]: a handler's settings, their defaults and their validation.
 //! - [`event`]: an emitted event, its object id and the exact payload receivers get.
+//! - [`filter`]: handler filters in CEL, checked when saved, bounded when run.
 //! - [`signing`]: Standard Webhooks secrets and signatures.
 //! - [`retry`]: the retry schedule and the delay before the next attempt.
 //! - [`timefmt`]: the one timestamp format provisio writes.
@@ -13,6 +14,7 @@
 
 pub mod catalog;
 pub mod event;
+pub mod filter;
 pub mod handler;
 pub mod retry;
 pub mod signing;

@@ -7,12 +7,15 @@
 use std::time::{Duration, Instant};
 
 use provisio_core::event::{new_event_id, payload};
+use provisio_core::filter::FilterInput;
 use provisio_core::handler::{HandlerKind, OnFailure, Stage};
+use provisio_core::timefmt;
 use provisio_store::RequestRecord;
 
 use crate::emit::EmitError;
 use crate::outcome::{CallContext, CallOutcome, LoggedCall, millis};
 use crate::record::Recorded;
+use crate::routes::count_filter_check;
 use crate::{Engine, EngineError, EventInput};
 
 /// What one handler of the chain did.
@@ -28,6 +31,8 @@ pub enum StepOutcome {
     Failed,
     /// Not called: the chain deadline had passed.
     Skipped,
+    /// Not called: the data as it stood did not pass the handler's filter.
+    FilteredOut,
 }
 
 impl StepOutcome {
@@ -38,6 +43,7 @@ impl StepOutcome {
             Self::Forbidden => "forbidden",
             Self::Failed => "failed",
             Self::Skipped => "skipped",
+            Self::FilteredOut => "filtered_out",
         }
     }
 }
@@ -113,10 +119,49 @@ impl Engine {
 
         for handler in handlers {
             let started_at = clock.now();
+            // A filter sees the data as the handlers before it left it. One
+            // that cannot be evaluated counts as the handler's failure, so
+            // its `on_failure` decides: a filter error never turns a forbid
+            // into an allow.
+            let unfiltered = match &handler.spec.filter {
+                None => Ok(()),
+                Some(filter) => {
+                    let checked = FilterInput::new(
+                        &input.events_id,
+                        &input.object_id,
+                        &timefmt::format_seconds(dt),
+                        &verdict.data,
+                    )
+                    .and_then(|event| filter.check(&event));
+                    count_filter_check(&checked);
+                    match checked {
+                        Ok(true) => Ok(()),
+                        Ok(false) => {
+                            verdict.steps.push(BeforeStep {
+                                handler_id: handler.id,
+                                handler_name: handler.spec.name.clone(),
+                                outcome: StepOutcome::FilteredOut,
+                                duration_ms: 0,
+                                error: None,
+                            });
+                            continue;
+                        }
+                        Err(err) => Err(format!("not called: its filter failed: {err}")),
+                    }
+                }
+            };
             let handler_timeout = Duration::from_millis(handler.spec.timeout_ms.into());
             let timeout = call_timeout(deadline, tokio::time::Instant::now(), handler_timeout);
             let body = payload(&input.events_id, &object_json, dt, &verdict.data);
-            let (reply, outcome) = if let Some(timeout) = timeout {
+            let (reply, outcome) = if let Err(err) = unfiltered {
+                let mut outcome = CallOutcome::new(RequestRecord {
+                    target: handler.spec.target.clone(),
+                    body,
+                    ..Default::default()
+                });
+                outcome.error = Some(err.clone());
+                (Some(Reply::Failed(err)), outcome)
+            } else if let Some(timeout) = timeout {
                 let msg_id = format!("{}_{}", verdict.id, handler.id);
                 let call = CallContext {
                     msg_id: &msg_id,

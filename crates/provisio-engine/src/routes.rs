@@ -1,10 +1,24 @@
 //! The routing table: which handlers an event goes to. Read on every emit from
 //! memory, rebuilt from storage whenever a handler changes, so a change governs
-//! every event emitted after the API answered.
+//! every event emitted after the API answered. An event goes to the enabled
+//! handlers of its stage whose pattern matches it and whose filter, if they
+//! have one, it passes.
 
 use std::sync::{Arc, RwLock};
 
+use provisio_core::event::Event;
+use provisio_core::filter::FilterInput;
 use provisio_core::handler::{Handler, Stage, Status};
+use provisio_core::timefmt;
+use provisio_store::FilteredOut;
+
+/// Where an event goes: the handlers it is for, in run order, and those
+/// whose filter it did not pass.
+#[derive(Debug, Default)]
+pub struct Routed {
+    pub handlers: Vec<Arc<Handler>>,
+    pub filtered_out: Vec<FilteredOut>,
+}
 
 /// An immutable snapshot of the enabled handlers, in run order.
 #[derive(Debug, Default)]
@@ -47,17 +61,64 @@ impl RouteTable {
 
     /// The enabled handlers of `stage` that match `events_id`, lowest priority
     /// first, ties by id.
-    pub fn matching<'a>(
+    pub fn matching<'a, 'e>(
         &'a self,
         stage: Stage,
-        events_id: &'a str,
-    ) -> impl Iterator<Item = &'a Arc<Handler>> + 'a {
+        events_id: &'e str,
+    ) -> impl Iterator<Item = &'a Arc<Handler>> + use<'a, 'e> {
         let list = match stage {
             Stage::After => &self.after,
             Stage::Before => &self.before,
         };
         list.iter()
             .filter(move |h| h.spec.events_id.matches(events_id))
+    }
+
+    /// The handlers `event` goes to at `stage`: [`RouteTable::matching`],
+    /// less those whose filter it does not pass. A filter that cannot be
+    /// evaluated (a key the data lacks, a type mismatch) does not pass: a
+    /// handler is called only for events its filter accepts. The event is
+    /// converted for filters once, and only if one of them has a filter.
+    pub fn route(&self, stage: Stage, event: &Event) -> Routed {
+        let mut routed = Routed::default();
+        let mut input = None;
+        for handler in self.matching(stage, &event.events_id) {
+            let Some(filter) = &handler.spec.filter else {
+                routed.handlers.push(handler.clone());
+                continue;
+            };
+            let input = input.get_or_insert_with(|| {
+                FilterInput::new(
+                    &event.events_id,
+                    &event.object_id,
+                    &timefmt::format_seconds(event.dt),
+                    &event.data,
+                )
+            });
+            let verdict = match input {
+                Ok(input) => filter.check(input),
+                Err(err) => Err(err.clone()),
+            };
+            count_filter_check(&verdict);
+            match verdict {
+                Ok(true) => routed.handlers.push(handler.clone()),
+                Ok(false) => routed.filtered_out.push(FilteredOut {
+                    handler_id: handler.id,
+                    error: None,
+                }),
+                Err(error) => routed.filtered_out.push(FilteredOut {
+                    handler_id: handler.id,
+                    error: Some(error),
+                }),
+            }
+        }
+        routed
+    }
+
+    /// Whether an event of `events_id` meets a filter at `stage`.
+    pub fn filters(&self, stage: Stage, events_id: &str) -> bool {
+        self.matching(stage, events_id)
+            .any(|h| h.spec.filter.is_some())
     }
 
     pub fn get(&self, id: i64) -> Option<&Arc<Handler>> {
@@ -111,4 +172,14 @@ impl RouteTable {
     pub fn max_timeout(&self) -> std::time::Duration {
         self.max_timeout
     }
+}
+
+/// Counts one filter evaluation by its result: pass, fail or error.
+pub(crate) fn count_filter_check(verdict: &Result<bool, String>) {
+    let result = match verdict {
+        Ok(true) => "pass",
+        Ok(false) => "fail",
+        Err(_) => "error",
+    };
+    metrics::counter!("provisio_filter_checks_total", "result" => result).increment(1);
 }

@@ -205,6 +205,9 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &str,
     ) -> StoreResult<Option<(provisio_core::event::Event, Vec<DeliveryRecord>)>>;
+    /// The handlers whose filter the event did not pass (empty for an
+    /// unknown event).
+    async fn filtered_out(&self, event_id: &str) -> StoreResult<Vec<FilteredOut>>;
     /// How many deliveries are unfinished, and the age of the oldest.
     async fn queue_stats(&self) -> StoreResult<QueueStats>;
     /// Queues a finished delivery for a fresh round of attempts.

@@ -88,7 +88,27 @@ pub struct NewEvent {
     pub event: Event,
     pub idempotency: Option<Idempotency>,
     pub deliveries: Vec<NewDelivery>,
+    /// The handlers whose filter the event did not pass: no delivery.
+    pub filtered_out: Vec<FilteredOut>,
     pub created_at_ms: i64,
+}
+
+/// A handler whose filter an event did not pass, kept with the event so its
+/// detail can say why that handler was not called.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FilteredOut {
+    pub handler_id: i64,
+    /// Why the filter could not be evaluated (a missing key, a type
+    /// mismatch); `None` when it was simply false.
+    pub error: Option<String>,
+}
+
+impl NewEvent {
+    /// [`NewEvent::filtered_out`] as stored: JSON, or NULL for none.
+    pub(crate) fn filtered_out_json(&self) -> Option<String> {
+        (!self.filtered_out.is_empty())
+            .then(|| serde_json::to_string(&self.filtered_out).expect("plain fields serialize"))
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@
 
 use provisio_core::catalog::{EventPattern, EventType};
 use provisio_core::event::{DeliveryState, Event, ObjectId};
+use provisio_core::filter::Filter;
 use provisio_core::handler::{Handler, HandlerSpec};
 use provisio_core::signing::SigningSecret;
 use provisio_core::timefmt::{self, from_millis};
@@ -89,7 +90,7 @@ pub(crate) fn event_type(row: &impl Columns) -> StoreResult<EventType> {
 
 /// `SELECT` of every handler column, for [`handler`].
 pub(crate) const HANDLER_COLUMNS: &str = "id, name, events_id, stage, status, priority, kind, target, args, headers, \
-     timeout_ms, max_attempts, ordered, on_failure, secret, created_at, updated_at";
+     timeout_ms, max_attempts, ordered, on_failure, event_filter, secret, created_at, updated_at";
 
 pub(crate) fn handler(row: &impl Columns) -> StoreResult<Handler> {
     let priority = row.int("priority")?;
@@ -122,6 +123,11 @@ pub(crate) fn handler(row: &impl Columns) -> StoreResult<Handler> {
             .text("on_failure")?
             .parse()
             .map_err(|e| corrupt("handler on_failure", e))?,
+        filter: row
+            .opt_text("event_filter")?
+            .map(|f| Filter::parse(&f))
+            .transpose()
+            .map_err(|e| corrupt("handler event_filter", e))?,
     };
     Ok(Handler {
         id: row.int("id")?,

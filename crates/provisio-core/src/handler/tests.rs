@@ -16,6 +16,7 @@ fn draft() -> HandlerDraft {
         max_attempts: 10,
         ordered: true,
         on_failure: OnFailure::Forbid,
+        filter: String::new(),
     }
 }
 
@@ -177,6 +178,7 @@ fn any_draft() -> impl Strategy<Value = HandlerDraft> {
                     max_attempts,
                     ordered,
                     on_failure,
+                    filter: String::new(),
                 }
             },
         )
@@ -259,4 +261,22 @@ proptest! {
         let shown = masked_target(&spec.target);
         prop_assert_eq!(masked_target(&shown), shown.clone());
     }
+}
+
+#[test]
+fn a_filter_is_checked_with_the_rest_and_kept_as_written() {
+    let mut d = draft();
+    d.filter = "data.balance <".into();
+    let errors = validate(d).unwrap_err();
+    assert!(errors.get("filter").unwrap().starts_with("line 1, column "));
+
+    let mut d = draft();
+    d.filter = "  data.balance < 0  ".into();
+    let spec = validate(d).unwrap();
+    assert_eq!(spec.filter.as_ref().unwrap().as_str(), "data.balance < 0");
+    assert_eq!(HandlerDraft::from(&spec).filter, "data.balance < 0");
+
+    let mut d = draft();
+    d.filter = "   ".into();
+    assert_eq!(validate(d).unwrap().filter, None);
 }

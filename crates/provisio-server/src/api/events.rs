@@ -228,6 +228,18 @@ pub struct EventOut {
     #[schema(value_type = Object)]
     pub data: Box<RawValue>,
     pub deliveries: Vec<DeliveryOut>,
+    /// The handlers the event matched but whose filter it did not pass: no
+    /// delivery was made for them.
+    pub filtered_out: Vec<FilteredOutOut>,
+}
+
+/// A handler whose filter an event did not pass.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FilteredOutOut {
+    pub handler_id: i64,
+    /// Why the filter could not be evaluated (a key the data lacks, a type
+    /// mismatch); null when it was false.
+    pub error: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events", params(("id" = String, Path, description = "Event id")),
@@ -242,6 +254,7 @@ async fn read(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("event {id}")))?;
     let data = RawValue::from_string(event.data).map_err(ApiError::internal)?;
+    let filtered_out = state.store().filtered_out(&id).await?;
     Ok(Json(EventOut {
         id: event.id,
         events_id: event.events_id,
@@ -249,6 +262,13 @@ async fn read(
         dt: timefmt::format_seconds(event.dt),
         data,
         deliveries: deliveries.into_iter().map(Into::into).collect(),
+        filtered_out: filtered_out
+            .into_iter()
+            .map(|f| FilteredOutOut {
+                handler_id: f.handler_id,
+                error: f.error,
+            })
+            .collect(),
     }))
 }
 

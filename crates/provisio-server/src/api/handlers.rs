@@ -45,6 +45,9 @@ pub struct HandlerOut {
     pub max_attempts: u32,
     pub ordered: bool,
     pub on_failure: OnFailure,
+    /// The CEL condition an event must pass to reach this handler; null: every
+    /// event its pattern matches.
+    pub filter: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -67,6 +70,7 @@ impl From<&Handler> for HandlerOut {
             max_attempts: s.max_attempts,
             ordered: s.ordered,
             on_failure: s.on_failure,
+            filter: s.filter.as_ref().map(|f| f.as_str().to_owned()),
             created_at: ts(h.created_at),
             updated_at: ts(h.updated_at),
         }
@@ -94,6 +98,11 @@ pub struct HandlerIn {
     pub max_attempts: Option<i64>,
     pub ordered: Option<bool>,
     pub on_failure: Option<OnFailure>,
+    /// A condition in the Common Expression Language over `event` (`id`,
+    /// `events_id`, `object_id`, `dt`) and `data`, e.g.
+    /// `data.currency == "EUR" && data.balance < 0`; only events that pass it
+    /// reach this handler.
+    pub filter: Option<String>,
 }
 
 impl From<HandlerIn> for HandlerDraft {
@@ -113,6 +122,7 @@ impl From<HandlerIn> for HandlerDraft {
             max_attempts: i.max_attempts.unwrap_or(defaults::MAX_ATTEMPTS),
             ordered: i.ordered.unwrap_or(defaults::ORDERED),
             on_failure: i.on_failure.unwrap_or(defaults::ON_FAILURE),
+            filter: i.filter.unwrap_or_default(),
         }
     }
 }
@@ -134,6 +144,8 @@ pub struct HandlerPatch {
     pub max_attempts: Option<i64>,
     pub ordered: Option<bool>,
     pub on_failure: Option<OnFailure>,
+    /// A new filter; `""` removes it.
+    pub filter: Option<String>,
 }
 
 impl HandlerPatch {
@@ -154,7 +166,8 @@ impl HandlerPatch {
             timeout_ms,
             max_attempts,
             ordered,
-            on_failure
+            on_failure,
+            filter
         );
     }
 }

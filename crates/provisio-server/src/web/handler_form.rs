@@ -25,6 +25,7 @@ pub(super) struct HandlerForm {
     pub(super) ordered: Option<String>,
     pub(super) headers: String,
     pub(super) args: String,
+    pub(super) filter: String,
 }
 
 impl HandlerForm {
@@ -61,6 +62,10 @@ impl HandlerForm {
                 .collect::<Vec<_>>()
                 .join("\n"),
             args: s.args.join("\n"),
+            filter: s
+                .filter
+                .as_ref()
+                .map_or_else(String::new, |f| f.as_str().to_owned()),
         }
     }
 
@@ -138,6 +143,7 @@ impl HandlerForm {
             max_attempts,
             ordered: self.ordered.is_some(),
             on_failure: self.on_failure.parse().unwrap_or(defaults::ON_FAILURE),
+            filter: self.filter.clone(),
         };
         (draft, errors)
     }

@@ -99,8 +99,8 @@ pub(super) async fn insert_events(
     // per table whatever the batch size, with no bound-parameter limit.
     let events = |f: fn(&NewEvent) -> String| stored.iter().map(|n| f(n)).collect::<Vec<_>>();
     sqlx::query(
-        "INSERT INTO events (id, events_id, object_id, object_key, dt, data, created_at)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[])",
+        "INSERT INTO events (id, events_id, object_id, object_key, dt, data, filtered_out, created_at)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[])",
     )
     .bind(events(|n| n.event.id.clone()))
     .bind(events(|n| n.event.events_id.clone()))
@@ -108,6 +108,7 @@ pub(super) async fn insert_events(
     .bind(events(|n| n.event.object_id.key()))
     .bind(events(|n| timefmt::format_seconds(n.event.dt)))
     .bind(events(|n| n.event.data.clone()))
+    .bind(stored.iter().map(|n| n.filtered_out_json()).collect::<Vec<_>>())
     .bind(stored.iter().map(|n| n.created_at_ms).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;

@@ -159,7 +159,11 @@ fn push_spec<DB: Dialect>(q: &mut QueryBuilder<DB>, spec: &HandlerSpec, form: Fo
         .field("timeout_ms", i64::from(spec.timeout_ms))
         .field("max_attempts", i64::from(spec.max_attempts))
         .field("ordered", spec.ordered)
-        .field("on_failure", spec.on_failure.as_str());
+        .field("on_failure", spec.on_failure.as_str())
+        .field(
+            "event_filter",
+            spec.filter.as_ref().map(|f| f.as_str().to_owned()),
+        );
 }
 
 struct SpecWriter<'q, DB: Dialect> {

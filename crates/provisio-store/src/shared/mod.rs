@@ -329,6 +329,10 @@ macro_rules! impl_store {
                 self.core.get_event(id).await
             }
 
+            async fn filtered_out(&self, event_id: &str) -> StoreResult<Vec<FilteredOut>> {
+                self.core.filtered_out(event_id).await
+            }
+
             async fn queue_stats(&self) -> StoreResult<QueueStats> {
                 self.core.queue_stats().await
             }

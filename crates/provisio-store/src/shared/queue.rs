@@ -8,9 +8,9 @@ use sqlx::QueryBuilder;
 use super::{Bind, Dialect, SqlCore};
 use crate::query::{ROWS_PER_STATEMENT, log_interrupted, settle_leases};
 use crate::rows::{
-    Columns, DELIVERY_COLUMNS, delivery as delivery_from_row, event as event_from_row,
+    Columns, DELIVERY_COLUMNS, corrupt, delivery as delivery_from_row, event as event_from_row,
 };
-use crate::{DeliveryRecord, StoreResult};
+use crate::{DeliveryRecord, FilteredOut, StoreResult};
 
 impl<DB: Dialect> SqlCore<DB> {
     /// From the writer's pool, which has just committed the work it asks
@@ -45,6 +45,18 @@ impl<DB: Dialect> SqlCore<DB> {
             .map(delivery_from_row)
             .collect::<StoreResult<_>>()?;
         Ok(Some((event, deliveries)))
+    }
+
+    pub(crate) async fn filtered_out(&self, event_id: &str) -> StoreResult<Vec<FilteredOut>> {
+        let mut q = QueryBuilder::<DB>::new("SELECT filtered_out FROM events WHERE id = ");
+        q.bind(event_id.to_owned());
+        let Some(row) = q.build().fetch_optional(self.reader()).await? else {
+            return Ok(Vec::new());
+        };
+        match row.opt_text("filtered_out")? {
+            None => Ok(Vec::new()),
+            Some(json) => serde_json::from_str(&json).map_err(|e| corrupt("event filtered_out", e)),
+        }
     }
 
     /// Two PostgreSQL nodes settling at once cannot both settle a delivery:

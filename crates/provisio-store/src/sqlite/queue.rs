@@ -55,7 +55,7 @@ async fn insert_events_in(
 
     for chunk in stored.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO events (id, events_id, object_id, object_key, dt, data, created_at) ",
+            "INSERT INTO events (id, events_id, object_id, object_key, dt, data, filtered_out, created_at) ",
         );
         q.push_values(chunk, |mut row, new| {
             let e = &new.event;
@@ -65,6 +65,7 @@ async fn insert_events_in(
                 .push_bind(e.object_id.key())
                 .push_bind(timefmt::format_seconds(e.dt))
                 .push_bind(e.data.clone())
+                .push_bind(new.filtered_out_json())
                 .push_bind(new.created_at_ms);
         });
         q.build().execute(&mut *tx).await?;

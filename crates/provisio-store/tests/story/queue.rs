@@ -58,17 +58,27 @@ pub async fn story(store: &dyn Store, handlers: &Handlers) -> i64 {
             EmitOutcome::Stored,
         ]
     );
-    // Past the window, the key is new again.
-    let expired = store
-        .insert_events(&[new_event(
-            6,
-            t0 + IDEMPOTENCY_WINDOW_MS + 10,
-            &[],
-            Some("key-1"),
-        )])
-        .await
-        .unwrap();
+    // Past the window, the key is new again. This event passed neither
+    // handler's filter: it is stored with why, and no delivery.
+    let mut six = new_event(6, t0 + IDEMPOTENCY_WINDOW_MS + 10, &[], Some("key-1"));
+    six.filtered_out = vec![
+        FilteredOut {
+            handler_id: h,
+            error: None,
+        },
+        FilteredOut {
+            handler_id: u,
+            error: Some("No such key: plan".into()),
+        },
+    ];
+    let expired = store.insert_events(&[six.clone()]).await.unwrap();
     assert_eq!(expired, vec![EmitOutcome::Stored]);
+    assert_eq!(
+        store.filtered_out("evt-00006").await.unwrap(),
+        six.filtered_out
+    );
+    assert!(store.filtered_out("evt-00001").await.unwrap().is_empty());
+    assert!(store.filtered_out("nope").await.unwrap().is_empty());
 
     use DeliveryState::*;
     assert_eq!(states(store, "evt-00001").await, vec![Pending, Pending]);

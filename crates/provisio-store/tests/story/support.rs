@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use provisio_core::catalog::EventPattern;
 use provisio_core::event::{DeliveryState, Event, ExecutionStatus, ObjectId};
+use provisio_core::filter::Filter;
 use provisio_core::handler::{HandlerKind, HandlerSpec, OnFailure, Stage, Status};
 use provisio_core::timefmt::from_millis;
 use provisio_store::postgres::scratch::ScratchDatabase;
@@ -50,6 +51,8 @@ pub fn spec(name: &str, ordered: bool) -> HandlerSpec {
         max_attempts: 3,
         ordered,
         on_failure: OnFailure::Forbid,
+        // Stored and read back on both backends, as written.
+        filter: Some(Filter::parse("has(data.plan) && data.plan != 'trial'").unwrap()),
     }
 }
 
@@ -57,6 +60,7 @@ pub fn spec(name: &str, ordered: bool) -> HandlerSpec {
 pub fn new_event(n: u64, at_ms: i64, handlers: &[(i64, bool)], key: Option<&str>) -> NewEvent {
     let object = if n >= 10_000 { n } else { 7 };
     NewEvent {
+        filtered_out: Vec::new(),
         event: Event {
             id: format!("evt-{n:05}"),
             events_id: "clients.update".to_owned(),

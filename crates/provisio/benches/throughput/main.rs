@@ -9,7 +9,7 @@
 //! - the fixed-rate latency again beside eight handlers that never answer.
 //!
 //! Run with `cargo bench --bench throughput` (add `-- --events N --rate R
-//! --seconds S` to change the load; `-- --database-url URL [--nodes 2]` to run
+//! --seconds S` to change the load; `-- --filters` for the filter phase alone; `-- --database-url URL [--nodes 2]` to run
 //! on a PostgreSQL database, which should be empty: the benchmark's handler
 //! must be the only one). With two nodes, the emits are spread across both.
 //! Figures depend on the machine; they are printed, not asserted.
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use harness::{Server, Sink, emit, percentile, start_sink, wait_received};
-use phases::{before_chain, fixed_rate, hung_handlers};
+use phases::{before_chain, filter_cost, fixed_rate, hung_handlers};
 
 pub const TOKEN: &str = "bench-admin-token-0123456789";
 
@@ -89,6 +89,11 @@ fn options() -> Options {
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().any(|a| a == "--filters") {
+        // The filter phase alone: it needs no server.
+        filter_cost();
+        return;
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let opts = options();
     let dir = tempfile::tempdir().unwrap();
@@ -255,6 +260,7 @@ async fn main() {
 
     before_chain(&client, &base, opts.chains).await;
     hung_handlers(&client, &base, &emit_urls, &sink, &opts).await;
+    filter_cost();
 }
 
 /// The bytes of every file under `path`.

@@ -87,6 +87,10 @@ pub struct HandlerFields {
     /// `forbid` or `allow`.
     #[arg(long)]
     pub on_failure: Option<String>,
+    /// Only events that pass this CEL condition reach the handler, e.g.
+    /// `data.currency == "EUR"`; `""` removes it.
+    #[arg(long)]
+    pub filter: Option<String>,
 }
 
 impl HandlerFields {
@@ -108,6 +112,7 @@ impl HandlerFields {
         put("max_attempts", self.max_attempts.map(Value::from));
         put("ordered", self.ordered.map(Value::from));
         put("on_failure", self.on_failure.clone().map(Value::from));
+        put("filter", self.filter.clone().map(Value::from));
         if !self.args.is_empty() {
             put("args", Some(json!(self.args)));
         }

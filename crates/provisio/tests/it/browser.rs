@@ -177,9 +177,12 @@ async fn an_operator_manages_handlers_and_reads_the_logs_in_a_real_browser() {
     fill(c, "#name", "Softswitch sync").await;
     click(c, "#events_id option[value='clients.create']").await;
     fill(c, "#target", "ftp://switch.example.net").await;
+    fill(c, "#filter", "has(data.name) &&").await;
     click(c, "main form button[type=submit]").await;
     let error = text_of(c, "#target-error").await;
     assert!(error.contains("http or https"), "{error}");
+    let error = text_of(c, "#filter-error").await;
+    assert!(error.starts_with("line 1, column "), "{error}");
     let kept = c
         .find(Locator::Css("#name"))
         .await
@@ -194,6 +197,7 @@ async fn an_operator_manages_handlers_and_reads_the_logs_in_a_real_browser() {
     );
     screenshot(c, "handler-form-error").await;
     fill(c, "#target", &receiver.url()).await;
+    fill(c, "#filter", "has(data.name)").await;
     click(c, "main form button[type=submit]").await;
     wait_for_text(c, "The handler was created.").await;
     let row = text_of(c, "tbody tr").await;
@@ -205,6 +209,7 @@ async fn an_operator_manages_handlers_and_reads_the_logs_in_a_real_browser() {
     );
     let (_, list) = app.get("/api/v1/handlers").await;
     let id = list["items"][0]["id"].as_i64().unwrap();
+    assert_eq!(list["items"][0]["filter"], "has(data.name)");
 
     // Toggle the status off and on again.
     click(c, &format!("#handler-{id} button.status")).await;

@@ -17,6 +17,7 @@ mod delivery;
 mod emit;
 mod examples;
 mod executions;
+mod filters;
 mod full_disk;
 mod hardening_inp;
 mod hardening_srv;
