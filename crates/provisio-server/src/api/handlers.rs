@@ -144,8 +144,20 @@ pub struct HandlerPatch {
     pub max_attempts: Option<i64>,
     pub ordered: Option<bool>,
     pub on_failure: Option<OnFailure>,
-    /// A new filter; `""` removes it.
-    pub filter: Option<String>,
+    /// A new filter; `null` (or `""`) removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub filter: Option<Option<String>>,
+}
+
+/// A field that may be set to `null`: absent is `None`, `null` is
+/// `Some(None)`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 impl HandlerPatch {
@@ -166,9 +178,11 @@ impl HandlerPatch {
             timeout_ms,
             max_attempts,
             ordered,
-            on_failure,
-            filter
+            on_failure
         );
+        if let Some(filter) = self.filter {
+            d.filter = filter.unwrap_or_default();
+        }
     }
 }
 

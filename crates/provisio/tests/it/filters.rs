@@ -137,8 +137,11 @@ async fn a_filter_that_does_not_parse_is_refused_with_its_position_and_nothing_c
 
     app.emit("clients.create", json!(1), json!({ "vip": false }))
         .await;
-    // An empty filter removes it: every event reaches the handler again.
-    let (status, body) = app.patch(&path, json!({ "filter": "" })).await;
+    // A patch that leaves the filter out keeps it; null (or "") removes it:
+    // every event reaches the handler again.
+    let (_, body) = app.patch(&path, json!({ "name": "renamed" })).await;
+    assert_eq!(body["filter"], "data.vip == true");
+    let (status, body) = app.patch(&path, json!({ "filter": null })).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["filter"], Value::Null);
     app.emit("clients.create", json!(2), json!({ "vip": false }))
