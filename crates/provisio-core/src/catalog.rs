@@ -19,6 +19,8 @@ pub struct EventType {
     pub empty_data: bool,
     /// True for types seeded from [`BUILTIN`]; operators add the others.
     pub builtin: bool,
+    /// Sample `data` (a JSON object, as text) for previews and test sends.
+    pub example: Option<String>,
 }
 
 /// Checks an event type id: lowercase dotted segments, each starting with a
@@ -110,6 +112,7 @@ impl fmt::Display for EventPattern {
 }
 
 /// `(id, group, description, empty_data)` for every built-in type (DESIGN §3).
+/// Their example data is [`builtin_example`].
 const BUILTIN_ROWS: &[(&str, &str, &str, bool)] = &[
     ("clients.create", "Clients", "A client was created", false),
     (
@@ -206,6 +209,54 @@ const BUILTIN_ROWS: &[(&str, &str, &str, bool)] = &[
     ),
 ];
 
+/// The `data` a billing platform sends with a built-in type, as JSON text:
+/// what the catalog shows and a handler test sends by default. `{}` for the
+/// types whose data is always empty.
+pub fn builtin_example(id: &str) -> &'static str {
+    match id {
+        "clients.create" => {
+            r#"{"id":12,"name":"ACME Telecom Ltd","login":"acme","email":"billing@acme.example","currency":"EUR","balance":150.25,"credit_limit":0,"status":"active","tariff_id":3,"created_at":"2026-11-27T10:00:00+00:00"}"#
+        }
+        "clients.update" => {
+            r#"{"id":12,"name":"ACME Telecom Group Ltd","login":"acme","email":"billing@acme.example","currency":"EUR","balance":150.25,"credit_limit":0,"status":"active","tariff_id":3,"created_at":"2026-11-27T10:00:00+00:00"}"#
+        }
+        "clients.custom_fields.update" => {
+            r#"{"id":12,"custom_fields":{"sip_realm":"acme.voip.example","account_manager":"J. Doe"}}"#
+        }
+        "clients.accounts.create" => {
+            r#"{"id":345,"client_id":12,"login":"10012345","type":"sip","status":"active","caller_id":"+442071234567","max_sessions":4,"tariff_id":3}"#
+        }
+        "clients.accounts.update" => {
+            r#"{"id":345,"client_id":12,"login":"10012345","type":"sip","status":"active","caller_id":"+442071234567","max_sessions":8,"tariff_id":3}"#
+        }
+        "clients.subscriptions.assign" => {
+            r#"{"id":78,"client_id":12,"service_id":5,"service_name":"Unlimited UK calls","start_date":"2026-11-01","end_date":"2026-11-30","price":19.99,"currency":"EUR","status":"assigned"}"#
+        }
+        "clients.subscriptions.activate" => {
+            r#"{"id":78,"client_id":12,"service_id":5,"service_name":"Unlimited UK calls","start_date":"2026-11-01","end_date":"2026-11-30","price":19.99,"currency":"EUR","status":"active"}"#
+        }
+        "clients.subscriptions.deactivate" => {
+            r#"{"id":78,"client_id":12,"service_id":5,"service_name":"Unlimited UK calls","start_date":"2026-11-01","end_date":"2026-11-30","price":19.99,"currency":"EUR","status":"inactive"}"#
+        }
+        "clients.subscriptions.renew" => {
+            r#"{"id":78,"client_id":12,"service_id":5,"service_name":"Unlimited UK calls","start_date":"2026-12-01","end_date":"2026-12-31","price":19.99,"currency":"EUR","status":"active"}"#
+        }
+        "clients.subscriptions.close" => {
+            r#"{"id":78,"client_id":12,"service_id":5,"service_name":"Unlimited UK calls","start_date":"2026-11-01","end_date":"2026-11-30","price":19.99,"currency":"EUR","status":"closed"}"#
+        }
+        "email_rates_manager.import" => {
+            r#"{"id":901,"file":"rates-2026-11.csv","rates_table_id":7,"rows_total":12840,"rows_imported":12840,"rows_failed":0,"started_at":"2026-11-27T09:58:12+00:00","finished_at":"2026-11-27T09:58:40+00:00"}"#
+        }
+        "importd.process_success" => {
+            r#"{"id":902,"type":"cdrs","file":"cdrs-2026-11-26.csv","rows_total":55012,"rows_imported":55012,"rows_failed":0,"started_at":"2026-11-27T02:00:00+00:00","finished_at":"2026-11-27T02:03:31+00:00"}"#
+        }
+        "importd.process_failed" => {
+            r#"{"id":903,"type":"cdrs","file":"cdrs-2026-11-27.csv","rows_total":0,"rows_imported":0,"rows_failed":0,"error":"line 1: unknown column 'callee'","started_at":"2026-11-27T03:00:00+00:00","finished_at":"2026-11-27T03:00:02+00:00"}"#
+        }
+        _ => "{}",
+    }
+}
+
 /// The catalog every installation starts with.
 pub fn builtin() -> Vec<EventType> {
     BUILTIN_ROWS
@@ -216,6 +267,7 @@ pub fn builtin() -> Vec<EventType> {
             description: description.into(),
             empty_data,
             builtin: true,
+            example: Some(builtin_example(id).to_owned()),
         })
         .collect()
 }
@@ -223,6 +275,16 @@ pub fn builtin() -> Vec<EventType> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_builtin_example_is_a_json_object_and_empty_where_the_data_is() {
+        for t in builtin() {
+            let example = t.example.unwrap();
+            let value: serde_json::Value = serde_json::from_str(&example).unwrap();
+            let fields = value.as_object().unwrap().len();
+            assert_eq!(fields == 0, t.empty_data, "{}: {example}", t.id);
+        }
+    }
 
     #[test]
     fn builtin_ids_are_valid_and_unique() {

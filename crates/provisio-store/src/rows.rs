@@ -85,6 +85,7 @@ pub(crate) fn event_type(row: &impl Columns) -> StoreResult<EventType> {
         description: row.text("description")?,
         empty_data: row.flag("empty_data")?,
         builtin: row.flag("builtin")?,
+        example: row.opt_text("example")?,
     })
 }
 

@@ -7,6 +7,7 @@ use axum::{Json, Router};
 use provisio_core::FieldErrors;
 use provisio_core::catalog::{EventType, validate_event_type_id};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::ListOut;
@@ -25,6 +26,10 @@ pub struct EventTypeOut {
     pub description: String,
     pub empty_data: bool,
     pub builtin: bool,
+    /// Sample `data` for this type, as a billing platform sends it: what a
+    /// handler test sends unless told otherwise.
+    #[schema(value_type = Option<Object>)]
+    pub example: Option<Box<RawValue>>,
 }
 
 impl From<EventType> for EventTypeOut {
@@ -35,6 +40,7 @@ impl From<EventType> for EventTypeOut {
             description: t.description,
             empty_data: t.empty_data,
             builtin: t.builtin,
+            example: t.example.and_then(|e| RawValue::from_string(e).ok()),
         }
     }
 }
@@ -48,6 +54,9 @@ pub struct EventTypeIn {
     pub group: Option<String>,
     pub description: Option<String>,
     pub empty_data: Option<bool>,
+    /// Sample `data` (a JSON object) for previews and test sends.
+    #[schema(value_type = Option<Object>)]
+    pub example: Option<Box<RawValue>>,
 }
 
 const MAX_GROUP_LEN: usize = 100;
@@ -76,6 +85,16 @@ impl EventTypeIn {
                 format!("must be at most {MAX_DESCRIPTION_LEN} characters"),
             );
         }
+        // Kept compact, as event data is.
+        let example = self.example.and_then(|e| {
+            match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(e.get()) {
+                Ok(object) => Some(serde_json::Value::Object(object).to_string()),
+                Err(_) => {
+                    errors.add("example", "must be a JSON object");
+                    None
+                }
+            }
+        });
         errors.into_result()?;
         Ok(EventType {
             id: self.id,
@@ -83,6 +102,7 @@ impl EventTypeIn {
             description,
             empty_data: self.empty_data.unwrap_or(false),
             builtin: false,
+            example,
         })
     }
 }

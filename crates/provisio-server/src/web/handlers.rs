@@ -16,7 +16,8 @@ use serde::Deserialize;
 use super::handler_form::HandlerForm;
 use super::session::{CsrfForm, Operator, Posted, Session};
 use super::{
-    Chrome, EventGroup, PageError, PageResult, Pager, event_groups, render, see_other, with_query,
+    Chrome, EventGroup, PageError, PageResult, Pager, Sample, event_groups,
+    event_groups_and_samples, render, see_other, with_query,
 };
 use crate::AppState;
 use crate::extract::ApiPath;
@@ -148,6 +149,7 @@ struct FormPage {
     form: HandlerForm,
     errors: BTreeMap<String, String>,
     event_groups: Vec<EventGroup>,
+    samples: Vec<Sample>,
 }
 
 /// Which handler a form is about: a new one, or a stored one by id and name.
@@ -186,7 +188,7 @@ async fn form_page(
     form: HandlerForm,
     errors: FieldErrors,
 ) -> PageResult {
-    let mut groups = event_groups(state).await?;
+    let (mut groups, samples) = event_groups_and_samples(state).await?;
     // A pattern typed through the API that the lists do not offer is kept.
     if !form.events_id.is_empty() && !groups.iter().any(|g| g.types.contains(&form.events_id)) {
         groups.push(EventGroup {
@@ -213,6 +215,7 @@ async fn form_page(
             form,
             errors,
             event_groups: groups,
+            samples,
         },
     ))
 }

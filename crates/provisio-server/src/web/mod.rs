@@ -260,10 +260,13 @@ pub struct EventGroup {
 }
 
 pub async fn event_groups(state: &AppState) -> Result<Vec<EventGroup>, PageError> {
-    let types = state.store().list_event_types().await?;
+    Ok(group_event_types(&state.store().list_event_types().await?))
+}
+
+fn group_event_types(types: &[provisio_core::catalog::EventType]) -> Vec<EventGroup> {
     let mut groups: Vec<EventGroup> = Vec::new();
     let mut patterns: Vec<String> = vec!["*".into()];
-    for t in &types {
+    for t in types {
         match groups.iter_mut().find(|g| g.name == t.group) {
             Some(g) => g.types.push(t.id.clone()),
             None => groups.push(EventGroup {
@@ -287,7 +290,32 @@ pub async fn event_groups(state: &AppState) -> Result<Vec<EventGroup>, PageError
         name: "Patterns".into(),
         types: patterns,
     });
-    Ok(groups)
+    groups
+}
+
+/// An event type's sample data, indented, for the handler form.
+pub struct Sample {
+    pub events_id: String,
+    pub data: String,
+}
+
+/// The catalog grouped for `<select>`s, and each type's sample data.
+pub async fn event_groups_and_samples(
+    state: &AppState,
+) -> Result<(Vec<EventGroup>, Vec<Sample>), PageError> {
+    let types = state.store().list_event_types().await?;
+    let samples = types
+        .iter()
+        .filter_map(|t| {
+            let example = t.example.as_deref()?;
+            let value: serde_json::Value = serde_json::from_str(example).ok()?;
+            Some(Sample {
+                events_id: t.id.clone(),
+                data: serde_json::to_string_pretty(&value).ok()?,
+            })
+        })
+        .collect();
+    Ok((group_event_types(&types), samples))
 }
 
 /// Where a list page stands among its pages, with links to its neighbours.

@@ -10,13 +10,19 @@ use crate::{StoreResult, conflict_on_unique, now_ms};
 
 impl<DB: Dialect> SqlCore<DB> {
     /// One statement per thousand types; nodes starting together both
-    /// succeed (`ON CONFLICT DO NOTHING`).
+    /// succeed. A type that exists keeps its row, but a built-in one takes
+    /// this release's example (written only when it differs, since every
+    /// write to the catalog makes the other nodes reload).
     pub(crate) async fn seed_event_types(&self, types: &[EventType]) -> StoreResult<()> {
         DB::write_tx(&self.write, async |tx| {
             let now = now_ms();
             for chunk in types.chunks(ROWS_PER_STATEMENT) {
                 let mut q = insert(chunk, now);
-                q.push(" ON CONFLICT (id) DO NOTHING");
+                q.push(
+                    " ON CONFLICT (id) DO UPDATE SET example = excluded.example
+                      WHERE event_types.builtin
+                        AND event_types.example IS DISTINCT FROM excluded.example",
+                );
                 q.build().execute(DB::on(&mut *tx)).await?;
             }
             Ok(())
@@ -26,7 +32,7 @@ impl<DB: Dialect> SqlCore<DB> {
 
     pub(crate) async fn list_event_types(&self) -> StoreResult<Vec<EventType>> {
         QueryBuilder::<DB>::new(
-            "SELECT id, group_name, description, empty_data, builtin FROM event_types
+            "SELECT id, group_name, description, empty_data, builtin, example FROM event_types
              ORDER BY builtin DESC, created_at, id",
         )
         .build()
@@ -49,7 +55,7 @@ impl<DB: Dialect> SqlCore<DB> {
 
 fn insert<DB: Dialect>(types: &[EventType], now: i64) -> QueryBuilder<DB> {
     let mut q = QueryBuilder::<DB>::new(
-        "INSERT INTO event_types (id, group_name, description, empty_data, builtin, created_at) ",
+        "INSERT INTO event_types (id, group_name, description, empty_data, builtin, example, created_at) ",
     );
     q.push_values(types, |mut row, t| {
         row.bind(t.id.clone())
@@ -57,6 +63,7 @@ fn insert<DB: Dialect>(types: &[EventType], now: i64) -> QueryBuilder<DB> {
             .bind(t.description.clone())
             .bind(t.empty_data)
             .bind(t.builtin)
+            .bind(t.example.clone())
             .bind(now);
     });
     q
