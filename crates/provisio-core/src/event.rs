@@ -385,3 +385,21 @@ crate::wire_enum! {
     /// the receiver.
     ExecutionStatus { Success = "success", Fail = "fail", Unknown = "unknown" }
 }
+
+/// An event as filters and templates see it: the payload's shape,
+/// `{"event": {"events_id", "object_id", "dt"}, "data": …}`, as a JSON value.
+pub fn as_value(
+    events_id: &str,
+    object_id_json: &str,
+    dt: &str,
+    data_json: &str,
+) -> Result<serde_json::Value, String> {
+    let data: serde_json::Value =
+        serde_json::from_str(data_json).map_err(|e| format!("the data is not JSON: {e}"))?;
+    let object_id: serde_json::Value =
+        serde_json::from_str(object_id_json).unwrap_or(serde_json::Value::Null);
+    Ok(serde_json::json!({
+        "event": { "events_id": events_id, "object_id": object_id, "dt": dt },
+        "data": data,
+    }))
+}

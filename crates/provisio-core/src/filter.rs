@@ -134,19 +134,11 @@ impl FilterInput {
         dt: &str,
         data: &str,
     ) -> Result<Self, String> {
-        let data: serde_json::Value =
-            serde_json::from_str(data).map_err(|e| format!("the data is not JSON: {e}"))?;
-        let object_id: serde_json::Value =
-            serde_json::from_str(&object_id.to_json()).unwrap_or(serde_json::Value::Null);
-        let event = serde_json::json!({
-            "events_id": events_id,
-            "object_id": object_id,
-            "dt": dt,
-        });
-        let convert = |v: serde_json::Value| cel::to_value(v).map_err(|e| e.to_string());
+        let mut value = crate::event::as_value(events_id, &object_id.to_json(), dt, data)?;
+        let mut convert = |key: &str| cel::to_value(value[key].take()).map_err(|e| e.to_string());
         Ok(Self {
-            event: convert(event)?,
-            data: convert(data)?,
+            event: convert("event")?,
+            data: convert("data")?,
         })
     }
 }

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use crate::FieldErrors;
 use crate::catalog::EventPattern;
 use crate::filter::Filter;
+use crate::request::{RequestSpec, RequestTemplate};
 use crate::signing::SigningSecret;
 use crate::wire_enum;
 
@@ -94,6 +95,9 @@ pub struct HandlerDraft {
     pub on_failure: OnFailure,
     /// A CEL condition on the event (see [`crate::filter`]); empty for none.
     pub filter: String,
+    /// How an HTTP handler's request is built (see [`crate::request`]);
+    /// `None` POSTs the payload.
+    pub request: Option<RequestSpec>,
 }
 
 /// A handler's settings once validated: the only form storage accepts.
@@ -118,6 +122,8 @@ pub struct HandlerSpec {
     /// Only the events that pass it are delivered to (or run through) this
     /// handler.
     pub filter: Option<Filter>,
+    /// The request template of an HTTP handler; `None` POSTs the payload.
+    pub request: Option<RequestTemplate>,
 }
 
 /// A stored handler.
@@ -205,6 +211,26 @@ impl HandlerDraft {
             errors.add("headers", e);
         }
 
+        let request = match (self.request, self.kind) {
+            (None, _) => None,
+            (Some(_), HandlerKind::Script) => {
+                errors.add("request", "only HTTP handlers take a request template");
+                None
+            }
+            (Some(spec), HandlerKind::Http) => {
+                for headers in std::iter::once(&spec.headers)
+                    .chain(spec.by_event.values().filter_map(|o| o.headers.as_ref()))
+                {
+                    if let Err(e) = validate_template_headers(headers) {
+                        errors.add("request.headers", e);
+                    }
+                }
+                RequestTemplate::compile(spec)
+                    .map_err(|(field, e)| errors.add(field, e))
+                    .ok()
+            }
+        };
+
         let filter = match self.filter.trim() {
             "" => None,
             source => Filter::parse(source)
@@ -228,6 +254,7 @@ impl HandlerDraft {
             ordered: self.ordered,
             on_failure: self.on_failure,
             filter,
+            request,
         })
     }
 }
@@ -254,6 +281,7 @@ impl From<&HandlerSpec> for HandlerDraft {
                 .filter
                 .as_ref()
                 .map_or_else(String::new, |f| f.as_str().to_owned()),
+            request: spec.request.as_ref().map(|r| r.spec().clone()),
         }
     }
 }
@@ -333,6 +361,25 @@ pub fn validate_script_target(target: &str) -> Result<(), String> {
         )
     }) {
         return Err("must stay inside the scripts directory (no ..)".into());
+    }
+    Ok(())
+}
+
+/// A request template's header names: as a handler's own, except that it may
+/// set `Content-Type` (its body may be other than JSON). Values are templates,
+/// checked once rendered.
+fn validate_template_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
+    if headers.len() > MAX_HEADERS {
+        return Err(format!("at most {MAX_HEADERS} headers"));
+    }
+    for name in headers.keys() {
+        let parsed = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("{name:?} is not a valid header name"))?;
+        if parsed != http::header::CONTENT_TYPE && RESERVED_HEADERS.contains(&parsed.as_str()) {
+            return Err(format!(
+                "{name} is set by provisio and cannot be overridden"
+            ));
+        }
     }
     Ok(())
 }

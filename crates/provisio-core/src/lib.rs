@@ -7,6 +7,7 @@
 //! - [`handler`]: a handler's settings, their defaults and their validation.
 //! - [`event`]: an emitted event, its object id and the exact payload receivers get.
 //! - [`filter`]: handler filters in CEL, checked when saved, bounded when run.
+//! - [`request`]: request templates (minijinja) for HTTP handlers, sandboxed.
 //! - [`signing`]: Standard Webhooks secrets and signatures.
 //! - [`retry`]: the retry schedule and the delay before the next attempt.
 //! - [`timefmt`]: the one timestamp format provisio writes.
@@ -16,6 +17,7 @@ pub mod catalog;
 pub mod event;
 pub mod filter;
 pub mod handler;
+pub mod request;
 pub mod retry;
 pub mod signing;
 pub mod timefmt;

@@ -41,7 +41,7 @@ fn next_state(
 ) -> DeliveryNext {
     if outcome.succeeded() {
         DeliveryNext::Succeeded
-    } else if round >= max_attempts {
+    } else if round >= max_attempts || outcome.permanent {
         DeliveryNext::Failed
     } else {
         let delay = schedule.delay(round, outcome.retry_after);
@@ -408,6 +408,14 @@ mod tests {
         );
         let ok = CallOutcome::new(RequestRecord::default());
         assert_eq!(next_state(&ok, 3, 3, 0, &schedule), DeliveryNext::Succeeded);
+    }
+
+    #[test]
+    fn a_permanent_failure_fails_the_delivery_at_its_first_attempt() {
+        let mut broken = failed(None);
+        broken.permanent = true;
+        let next = next_state(&broken, 1, 10, 0, &RetrySchedule::default());
+        assert_eq!(next, DeliveryNext::Failed);
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! The HTTP executor: one POST of the payload to a handler's URL, with the
-//! Standard Webhooks headers, the handler's own headers and its timeout.
+//! The HTTP executor: one POST of the payload to a handler's URL (or the
+//! request its template renders), with the Standard Webhooks headers, the
+//! handler's own headers and its timeout.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use provisio_core::handler::{Handler, masked_target};
+use provisio_core::request::{Rendered, RequestTemplate};
 use provisio_store::RequestRecord;
+use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 
 use crate::netguard::{DenyList, GuardedResolver};
@@ -43,22 +46,49 @@ impl HttpExecutor {
         })
     }
 
-    /// POSTs `body` to the handler. `msg_id` is the delivery id (`webhook-id`),
-    /// stable across retries so receivers can drop duplicates.
+    /// POSTs `payload` to the handler, or sends what its request template
+    /// renders from it. `msg_id` is the delivery id (`webhook-id`), stable
+    /// across retries so receivers can drop duplicates. The signature covers
+    /// the body actually sent.
     pub async fn call(
         &self,
         handler: &Handler,
         call: &CallContext<'_>,
-        body: String,
+        payload: String,
         timeout: Duration,
     ) -> CallOutcome {
         let msg_id = call.msg_id;
         let started = Instant::now();
+        let (method, url, extra, body) = match &handler.spec.request {
+            None => (Method::POST, handler.spec.target.clone(), None, payload),
+            Some(template) => match render(template, &handler.spec.target, &payload) {
+                Ok(r) => {
+                    let body = match r.body {
+                        None => payload,
+                        Some(None) => String::new(),
+                        Some(Some(body)) => body,
+                    };
+                    (method_of(r.method), r.url, Some(r.headers), body)
+                }
+                Err(e) => {
+                    let mut outcome = CallOutcome::new(RequestRecord {
+                        target: masked_target(&handler.spec.target).into_owned(),
+                        headers: BTreeMap::new(),
+                        body: payload,
+                    });
+                    outcome.error = Some(format!("the request template failed: {e}"));
+                    outcome.permanent = true;
+                    outcome.duration = started.elapsed();
+                    return outcome;
+                }
+            },
+        };
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let signature = handler.secret.sign(msg_id, timestamp, body.as_bytes());
 
         let mut headers = HeaderMap::with_capacity(8 + handler.spec.headers.len());
-        for (name, value) in &handler.spec.headers {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (name, value) in handler.spec.headers.iter().chain(extra.iter().flatten()) {
             // Validated when the handler was saved.
             if let (Ok(name), Ok(value)) = (
                 HeaderName::try_from(name.as_str()),
@@ -67,7 +97,6 @@ impl HttpExecutor {
                 headers.insert(name, value);
             }
         }
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, self.user_agent.clone());
         headers.insert(
             "webhook-id",
@@ -79,14 +108,20 @@ impl HttpExecutor {
             HeaderValue::from_str(&signature).expect("base64 is a valid header value"),
         );
 
+        // The log shows the method only where it is not the usual POST.
+        let target = masked_target(&url);
         let request = RequestRecord {
-            target: masked_target(&handler.spec.target).into_owned(),
+            target: if method == Method::POST {
+                target.into_owned()
+            } else {
+                format!("{method} {target}")
+            },
             headers: record_headers(&headers),
             body,
         };
         let mut outcome = CallOutcome::new(request);
 
-        if let Err(e) = self.deny.check_url(&handler.spec.target) {
+        if let Err(e) = self.deny.check_url(&url) {
             outcome.error = Some(e);
             outcome.duration = started.elapsed();
             return outcome;
@@ -94,7 +129,7 @@ impl HttpExecutor {
 
         let sent = self
             .client
-            .post(&handler.spec.target)
+            .request(method, &url)
             .headers(headers)
             .body(outcome.request.body.clone())
             .timeout(timeout)
@@ -139,6 +174,43 @@ impl HttpExecutor {
         }
         outcome.duration = started.elapsed();
         outcome
+    }
+}
+
+/// The request `template` renders for the event in `payload` (provisio's own
+/// JSON, so its parts are read back exactly as they were written).
+fn render(template: &RequestTemplate, target: &str, payload: &str) -> Result<Rendered, String> {
+    #[derive(serde::Deserialize)]
+    struct Payload<'a> {
+        #[serde(borrow)]
+        event: PayloadEvent<'a>,
+        #[serde(borrow)]
+        data: &'a serde_json::value::RawValue,
+    }
+    #[derive(serde::Deserialize)]
+    struct PayloadEvent<'a> {
+        dt: &'a str,
+        events_id: &'a str,
+        #[serde(borrow)]
+        object_id: &'a serde_json::value::RawValue,
+    }
+    let p: Payload = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+    template.render(
+        target,
+        p.event.events_id,
+        p.event.object_id.get(),
+        p.event.dt,
+        p.data.get(),
+    )
+}
+
+fn method_of(method: provisio_core::request::Method) -> Method {
+    use provisio_core::request::Method as M;
+    match method {
+        M::Post => Method::POST,
+        M::Put => Method::PUT,
+        M::Patch => Method::PATCH,
+        M::Delete => Method::DELETE,
     }
 }
 

@@ -33,6 +33,9 @@ pub struct CallOutcome {
     pub error: Option<String>,
     /// A receiver's `Retry-After`.
     pub retry_after: Option<Duration>,
+    /// A failure no retry can mend (the request template cannot render this
+    /// event): the delivery fails at once.
+    pub permanent: bool,
     pub duration: Duration,
 }
 
@@ -45,6 +48,7 @@ impl CallOutcome {
             truncated: false,
             error: None,
             retry_after: None,
+            permanent: false,
             duration: Duration::ZERO,
         }
     }

@@ -10,6 +10,7 @@ use provisio_core::catalog::{EventPattern, EventType};
 use provisio_core::event::{DeliveryState, Event, ObjectId};
 use provisio_core::filter::Filter;
 use provisio_core::handler::{Handler, HandlerSpec};
+use provisio_core::request::RequestTemplate;
 use provisio_core::signing::SigningSecret;
 use provisio_core::timefmt::{self, from_millis};
 
@@ -91,7 +92,7 @@ pub(crate) fn event_type(row: &impl Columns) -> StoreResult<EventType> {
 
 /// `SELECT` of every handler column, for [`handler`].
 pub(crate) const HANDLER_COLUMNS: &str = "id, name, events_id, stage, status, priority, kind, target, args, headers, \
-     timeout_ms, max_attempts, ordered, on_failure, event_filter, secret, created_at, updated_at";
+     timeout_ms, max_attempts, ordered, on_failure, event_filter, request_template, secret, created_at, updated_at";
 
 pub(crate) fn handler(row: &impl Columns) -> StoreResult<Handler> {
     let priority = row.int("priority")?;
@@ -129,6 +130,16 @@ pub(crate) fn handler(row: &impl Columns) -> StoreResult<Handler> {
             .map(|f| Filter::parse(&f))
             .transpose()
             .map_err(|e| corrupt("handler event_filter", e))?,
+        request: match row.opt_text("request_template")? {
+            None => None,
+            Some(json) => {
+                let spec = serde_json::from_str(&json)
+                    .map_err(|e| corrupt("handler request_template", e))?;
+                Some(RequestTemplate::compile(spec).map_err(|(field, e)| {
+                    corrupt("handler request_template", format!("{field}: {e}"))
+                })?)
+            }
+        },
     };
     Ok(Handler {
         id: row.int("id")?,

@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use provisio_core::handler::{
     Handler, HandlerDraft, HandlerKind, OnFailure, Stage, Status, defaults,
 };
+use provisio_core::request::RequestSpec;
 use provisio_store::HandlerFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -48,6 +49,9 @@ pub struct HandlerOut {
     /// The CEL condition an event must pass to reach this handler; null: every
     /// event its pattern matches.
     pub filter: Option<String>,
+    /// How an HTTP handler's request is built from the event; null: the
+    /// payload is POSTed to `target`.
+    pub request: Option<RequestSpec>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -71,6 +75,7 @@ impl From<&Handler> for HandlerOut {
             ordered: s.ordered,
             on_failure: s.on_failure,
             filter: s.filter.as_ref().map(|f| f.as_str().to_owned()),
+            request: s.request.as_ref().map(|r| r.spec().clone()),
             created_at: ts(h.created_at),
             updated_at: ts(h.updated_at),
         }
@@ -103,6 +108,10 @@ pub struct HandlerIn {
     /// `data.currency == "EUR" && data.balance < 0`; only events that pass it
     /// reach this handler.
     pub filter: Option<String>,
+    /// HTTP handlers: method, URL, headers and body as templates over `event`
+    /// and `data`, with per-event-type overrides in `by_event`; left out, the
+    /// payload is POSTed to `target`.
+    pub request: Option<RequestSpec>,
 }
 
 impl From<HandlerIn> for HandlerDraft {
@@ -123,6 +132,7 @@ impl From<HandlerIn> for HandlerDraft {
             ordered: i.ordered.unwrap_or(defaults::ORDERED),
             on_failure: i.on_failure.unwrap_or(defaults::ON_FAILURE),
             filter: i.filter.unwrap_or_default(),
+            request: i.request,
         }
     }
 }
@@ -148,6 +158,10 @@ pub struct HandlerPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub filter: Option<Option<String>>,
+    /// A new request template; `null` removes it (the payload is POSTed again).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RequestSpec>)]
+    pub request: Option<Option<RequestSpec>>,
 }
 
 /// A field that may be set to `null`: absent is `None`, `null` is
@@ -182,6 +196,9 @@ impl HandlerPatch {
         );
         if let Some(filter) = self.filter {
             d.filter = filter.unwrap_or_default();
+        }
+        if let Some(request) = self.request {
+            d.request = request;
         }
     }
 }

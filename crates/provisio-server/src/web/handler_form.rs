@@ -26,6 +26,8 @@ pub(super) struct HandlerForm {
     pub(super) headers: String,
     pub(super) args: String,
     pub(super) filter: String,
+    /// The request template as JSON; empty for none.
+    pub(super) request: String,
 }
 
 impl HandlerForm {
@@ -66,6 +68,11 @@ impl HandlerForm {
                 .filter
                 .as_ref()
                 .map_or_else(String::new, |f| f.as_str().to_owned()),
+            request: s
+                .request
+                .as_ref()
+                .and_then(|r| serde_json::to_string_pretty(r.spec()).ok())
+                .unwrap_or_default(),
         }
     }
 
@@ -123,6 +130,12 @@ impl HandlerForm {
                 None => errors.add("headers", format!("{line:?} is not \"Name: value\"")),
             }
         }
+        let request = match self.request.trim() {
+            "" => None,
+            json => serde_json::from_str(json)
+                .map_err(|e| errors.add("request", format!("is not a request template: {e}")))
+                .ok(),
+        };
         let draft = HandlerDraft {
             name: self.name.clone(),
             events_id: self.events_id.clone(),
@@ -144,6 +157,7 @@ impl HandlerForm {
             ordered: self.ordered.is_some(),
             on_failure: self.on_failure.parse().unwrap_or(defaults::ON_FAILURE),
             filter: self.filter.clone(),
+            request,
         };
         (draft, errors)
     }

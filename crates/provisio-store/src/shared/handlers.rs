@@ -163,6 +163,10 @@ fn push_spec<DB: Dialect>(q: &mut QueryBuilder<DB>, spec: &HandlerSpec, form: Fo
         .field(
             "event_filter",
             spec.filter.as_ref().map(|f| f.as_str().to_owned()),
+        )
+        .field(
+            "request_template",
+            spec.request.as_ref().map(|r| json(r.spec())),
         );
 }
 

@@ -6,6 +6,7 @@ use provisio_core::catalog::EventPattern;
 use provisio_core::event::{DeliveryState, Event, ExecutionStatus, ObjectId};
 use provisio_core::filter::Filter;
 use provisio_core::handler::{HandlerKind, HandlerSpec, OnFailure, Stage, Status};
+use provisio_core::request::RequestTemplate;
 use provisio_core::timefmt::from_millis;
 use provisio_store::postgres::scratch::ScratchDatabase;
 use provisio_store::postgres::{PgSettings, PgStore};
@@ -53,6 +54,17 @@ pub fn spec(name: &str, ordered: bool) -> HandlerSpec {
         on_failure: OnFailure::Forbid,
         // Stored and read back on both backends, as written.
         filter: Some(Filter::parse("has(data.plan) && data.plan != 'trial'").unwrap()),
+        request: Some(
+            RequestTemplate::compile(
+                serde_json::from_value(serde_json::json!({
+                    "method": "PUT",
+                    "url": "http://127.0.0.1:9/customers/{{ event.object_id }}",
+                    "by_event": { "clients.delete": { "method": "DELETE", "body": null } }
+                }))
+                .unwrap(),
+            )
+            .unwrap(),
+        ),
     }
 }
 

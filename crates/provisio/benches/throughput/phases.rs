@@ -209,8 +209,9 @@ pub async fn before_chain(client: &reqwest::Client, base: &str, runs: usize) {
     );
 }
 
-/// Phase 5, handler filters: what one filter costs per event (the emit path
-/// evaluates it for every matching event), and the worst a filter the save
+/// Phase 5, handler filters and request templates: what one filter costs per
+/// event (the emit path evaluates it for every matching event), what one
+/// template costs (each attempt renders it), and the worst a filter the save
 /// check accepts can cost over the largest event the API takes (1 MiB).
 pub fn filter_cost() {
     use provisio_core::event::ObjectId;
@@ -234,11 +235,40 @@ pub fn filter_cost() {
                        "plan": "pro", "tags": ["vip", "b2b"] })
     .to_string();
     println!();
-    println!("filters: one CEL filter per event, evaluated in process");
+    println!("filters and templates: one of each per event, evaluated in process");
     println!(
         "  typical filter, {} B of data:  {:>7.1} µs per event",
         data.len(),
         time(&typical, &data, 20_000).as_secs_f64() * 1e6
+    );
+
+    // A request template: a PUT to the object's URL with a reshaped body.
+    let template = provisio_core::request::RequestTemplate::compile(
+        serde_json::from_value(json!({
+            "method": "PUT",
+            "url": "https://switch.example.net/api/v2/customers/{{ event.object_id }}",
+            "body": "{\"name\": {{ data.name|tojson }}, \"currency\": {{ data.currency|tojson }}, \"credit\": {{ data.balance }}}"
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let runs = 20_000;
+    let started = Instant::now();
+    for _ in 0..runs {
+        let rendered = template
+            .render(
+                "https://switch.example.net/api/v2/customers",
+                "clients.update",
+                "12345",
+                "2026-11-27T10:00:00+00:00",
+                &data,
+            )
+            .unwrap();
+        std::hint::black_box(rendered);
+    }
+    println!(
+        "  typical request template:       {:>7.1} µs per event",
+        (started.elapsed() / runs).as_secs_f64() * 1e6
     );
 
     // The largest events: a list, or one string, filling the 1 MiB body

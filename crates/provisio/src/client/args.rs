@@ -91,6 +91,10 @@ pub struct HandlerFields {
     /// `data.currency == "EUR"`; `""` removes it.
     #[arg(long)]
     pub filter: Option<String>,
+    /// A request template as JSON (`{"method": "PUT", "url": …, "body": …}`);
+    /// `null` removes it.
+    #[arg(long)]
+    pub request: Option<String>,
 }
 
 impl HandlerFields {
@@ -113,6 +117,11 @@ impl HandlerFields {
         put("ordered", self.ordered.map(Value::from));
         put("on_failure", self.on_failure.clone().map(Value::from));
         put("filter", self.filter.clone().map(Value::from));
+        if let Some(request) = &self.request {
+            let parsed = serde_json::from_str(request)
+                .with_context(|| format!("--request {request:?} is not JSON"))?;
+            put("request", Some(parsed));
+        }
         if !self.args.is_empty() {
             put("args", Some(json!(self.args)));
         }

@@ -178,11 +178,19 @@ async fn an_operator_manages_handlers_and_reads_the_logs_in_a_real_browser() {
     click(c, "#events_id option[value='clients.create']").await;
     fill(c, "#target", "ftp://switch.example.net").await;
     fill(c, "#filter", "has(data.name) &&").await;
+    fill(
+        c,
+        "#request",
+        r#"{"method": "PUT", "body": "{{ data.name "}"#,
+    )
+    .await;
     click(c, "main form button[type=submit]").await;
     let error = text_of(c, "#target-error").await;
     assert!(error.contains("http or https"), "{error}");
     let error = text_of(c, "#filter-error").await;
     assert!(error.starts_with("line 1, column "), "{error}");
+    let error = text_of(c, "#request-error").await;
+    assert!(error.contains("syntax error"), "{error}");
     let kept = c
         .find(Locator::Css("#name"))
         .await
@@ -198,6 +206,7 @@ async fn an_operator_manages_handlers_and_reads_the_logs_in_a_real_browser() {
     screenshot(c, "handler-form-error").await;
     fill(c, "#target", &receiver.url()).await;
     fill(c, "#filter", "has(data.name)").await;
+    fill(c, "#request", "").await;
     click(c, "main form button[type=submit]").await;
     wait_for_text(c, "The handler was created.").await;
     let row = text_of(c, "tbody tr").await;

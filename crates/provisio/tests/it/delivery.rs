@@ -14,7 +14,7 @@ use crate::helpers::*;
 
 /// The Standard Webhooks check, written from the specification, independent of
 /// provisio's signer.
-fn verify(secret: &str, r: &Received) -> bool {
+pub(crate) fn verify(secret: &str, r: &Received) -> bool {
     let key = base64::engine::general_purpose::STANDARD
         .decode(secret.strip_prefix("whsec_").unwrap())
         .unwrap();
@@ -395,18 +395,8 @@ async fn denied_networks_are_refused_at_connect_time() {
     app.create_handler(json!({ "target": "http://127.0.0.2:9/hook", "max_attempts": 1 }))
         .await;
     let emitted = app.emit("clients.create", json!(1), json!({})).await;
-    let event = app
-        .wait_for_event(emitted["id"].as_str().unwrap(), |e| {
-            e["deliveries"][0]["state"] == "failed"
-        })
-        .await;
-    assert!(
-        event["deliveries"][0]["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("denied"),
-        "{event}"
-    );
+    let error = app.wait_first_delivery_failed(&emitted).await;
+    assert!(error.contains("denied"), "{error}");
 }
 
 #[tokio::test]

@@ -202,6 +202,20 @@ impl TestApp {
         }
     }
 
+    /// Waits until the emitted event's first delivery has failed, and returns
+    /// its last error.
+    pub async fn wait_first_delivery_failed(&self, emitted: &Value) -> String {
+        let event = self
+            .wait_for_event(emitted["id"].as_str().unwrap(), |e| {
+                e["deliveries"][0]["state"] == "failed"
+            })
+            .await;
+        event["deliveries"][0]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// Stops the server and waits for it to drain.
     pub async fn stop(mut self) -> tempfile::TempDir {
         self.running.take().unwrap().stop().await.unwrap();

@@ -26,4 +26,5 @@ mod retention;
 mod scripts;
 mod scripts_descendants;
 mod telemetry;
+mod templates;
 mod web;

@@ -494,18 +494,8 @@ async fn a_nul_byte_in_a_reply_or_an_error_is_logged_and_blocks_nothing() {
         e["deliveries"][0]["state"] == "success"
     })
     .await;
-    let event = app
-        .wait_for_event(failed["id"].as_str().unwrap(), |e| {
-            e["deliveries"][0]["state"] == "failed"
-        })
-        .await;
-    assert!(
-        event["deliveries"][0]["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("bad\u{FFFD}input"),
-        "{event}"
-    );
+    let error = app.wait_first_delivery_failed(&failed).await;
+    assert!(error.contains("bad\u{FFFD}input"), "{error}");
     let rows = app.wait_executions("", 2).await;
     assert!(
         rows.iter()

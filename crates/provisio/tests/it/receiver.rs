@@ -14,6 +14,9 @@ use crate::helpers::PATIENCE;
 /// One request a receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub method: String,
+    /// The path and query.
+    pub path: String,
     pub headers: HeaderMap,
     pub body: String,
     pub at: tokio::time::Instant,
@@ -109,37 +112,47 @@ impl Receiver {
             arrived: Notify::new(),
         });
         let app_state = state.clone();
-        let app = axum::Router::new().fallback(move |headers: HeaderMap, body: String| {
-            let state = app_state.clone();
-            async move {
-                let mut received = Received {
-                    headers,
-                    body,
-                    at: tokio::time::Instant::now(),
-                    status: 0,
-                };
-                let reply = {
-                    let mut list = state.received.lock().unwrap();
-                    let n = list.len();
-                    let reply = (state.replies.lock().unwrap())(&received, n);
-                    received.status = reply.status;
-                    list.push(received);
-                    reply
-                };
-                state.arrived.notify_waiters();
-                if !reply.delay.is_zero() {
-                    tokio::time::sleep(reply.delay).await;
+        let app = axum::Router::new().fallback(
+            move |method: axum::http::Method,
+                  uri: axum::http::Uri,
+                  headers: HeaderMap,
+                  body: String| {
+                let state = app_state.clone();
+                async move {
+                    let mut received = Received {
+                        method: method.to_string(),
+                        path: uri
+                            .path_and_query()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default(),
+                        headers,
+                        body,
+                        at: tokio::time::Instant::now(),
+                        status: 0,
+                    };
+                    let reply = {
+                        let mut list = state.received.lock().unwrap();
+                        let n = list.len();
+                        let reply = (state.replies.lock().unwrap())(&received, n);
+                        received.status = reply.status;
+                        list.push(received);
+                        reply
+                    };
+                    state.arrived.notify_waiters();
+                    if !reply.delay.is_zero() {
+                        tokio::time::sleep(reply.delay).await;
+                    }
+                    let mut response = axum::response::IntoResponse::into_response((
+                        StatusCode::from_u16(reply.status).unwrap(),
+                        reply.body,
+                    ));
+                    for (name, value) in reply.headers {
+                        response.headers_mut().insert(name, value.parse().unwrap());
+                    }
+                    response
                 }
-                let mut response = axum::response::IntoResponse::into_response((
-                    StatusCode::from_u16(reply.status).unwrap(),
-                    reply.body,
-                ));
-                for (name, value) in reply.headers {
-                    response.headers_mut().insert(name, value.parse().unwrap());
-                }
-                response
-            }
-        });
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

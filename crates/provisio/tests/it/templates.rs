@@ -1,0 +1,182 @@
+//! Request templates: an HTTP handler calls a REST API in its own shape, built
+//! from the event, with no adapter in between.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::delivery::verify;
+use crate::helpers::*;
+
+/// A customer's life cycle on a REST API: PUT to create or change, DELETE
+/// to remove.
+fn customers(base: &str) -> Value {
+    json!({
+        "method": "PUT",
+        "url": format!("{base}/api/v2/customers/{{{{ event.object_id }}}}"),
+        "headers": { "X-Event": "{{ event.events_id }}" },
+        "body": "{\"name\": {{ data.name|tojson }}, \"plan\": {{ data.plan|default('basic')|tojson }}}",
+        "by_event": { "clients.delete": { "method": "DELETE", "body": null } }
+    })
+}
+
+#[tokio::test]
+async fn a_templated_handler_sends_exactly_the_rendered_requests_signed() {
+    let app = TestApp::spawn().await;
+    let switch = Receiver::ok().await;
+    let base = switch.url().trim_end_matches("/hook").to_owned();
+    let h = app
+        .create_handler(json!({ "events_id": "clients.*", "target": switch.url(),
+                                "request": customers(&base) }))
+        .await;
+    assert_eq!(h["request"]["method"], "PUT", "{h}");
+    let (_, secret) = app
+        .get(&format!("/api/v1/handlers/{}/secret", h["id"]))
+        .await;
+    let secret = secret["secret"].as_str().unwrap();
+
+    app.emit(
+        "clients.update",
+        json!(7),
+        json!({ "name": "ACME \"Telecom\"" }),
+    )
+    .await;
+    app.emit("clients.delete", json!(7), json!({})).await;
+    let got = switch.wait_for(2).await;
+
+    assert_eq!(
+        (got[0].method.as_str(), got[0].path.as_str()),
+        ("PUT", "/api/v2/customers/7")
+    );
+    assert_eq!(
+        got[0].json(),
+        json!({ "name": "ACME \"Telecom\"", "plan": "basic" })
+    );
+    assert_eq!(got[0].header("x-event"), "clients.update");
+    assert_eq!(got[0].header("content-type"), "application/json");
+    assert!(
+        verify(secret, &got[0]),
+        "the signature covers the rendered body"
+    );
+
+    assert_eq!(
+        (got[1].method.as_str(), got[1].path.as_str()),
+        ("DELETE", "/api/v2/customers/7")
+    );
+    assert_eq!(got[1].body, "");
+    assert!(verify(secret, &got[1]));
+
+    // The log shows the request as sent.
+    let rows = app
+        .wait_executions(&format!("handler_id={}", h["id"]), 2)
+        .await;
+    let delete = rows
+        .iter()
+        .find(|r| r["events_id"] == "clients.delete")
+        .unwrap();
+    assert!(
+        delete["request"]["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("DELETE http://"),
+        "{delete}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_be_rendered_fails_at_once_with_the_reason() {
+    let app = TestApp::spawn().await;
+    let switch = Receiver::ok().await;
+    let h = app
+        .create_handler(json!({ "target": switch.url(), "max_attempts": 10,
+                                "request": { "body": "{\"n\": {{ data.missing }}}" } }))
+        .await;
+    let emitted = app.emit("clients.create", json!(1), json!({})).await;
+    let event = app
+        .wait_for_event(emitted["id"].as_str().unwrap(), |e| {
+            e["deliveries"][0]["state"] == "failed"
+        })
+        .await;
+    assert_eq!(
+        event["deliveries"][0]["attempts"], 1,
+        "not retried: {event}"
+    );
+    let rows = app.executions(&format!("handler_id={}", h["id"])).await;
+    let error = rows[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("request template") && error.contains("undefined"),
+        "{error}"
+    );
+    assert!(switch.received().is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn bad_templates_are_refused_when_saved_and_nothing_changes() {
+    let app = TestApp::spawn().await;
+    let switch = Receiver::ok().await;
+    for (request, field) in [
+        (json!({ "body": "{{ data.name " }), "request.body"),
+        (
+            json!({ "by_event": { "clients.delete": { "url": "{% if %}" } } }),
+            "request.by_event.clients.delete.url",
+        ),
+        (json!({ "method": "GET" }), "request"),
+        (
+            json!({ "headers": { "webhook-signature": "x" } }),
+            "request.headers",
+        ),
+        (json!({ "nope": 1 }), "request"),
+    ] {
+        let (status, body) = app
+            .post(
+                "/api/v1/handlers",
+                json!({ "name": "x", "events_id": "clients.create", "target": switch.url(), "request": request }),
+            )
+            .await;
+        assert!(
+            status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{request}: {status} {body}"
+        );
+        let message = body["error"]["fields"][field]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+            + body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(field.split('.').next_back().unwrap_or(field)),
+            "{request}: {body}"
+        );
+    }
+    // Script handlers take no template.
+    app.write_script("hook.sh", "#!/bin/sh\ncat >/dev/null\n");
+    let (status, body) = app
+        .post(
+            "/api/v1/handlers",
+            json!({ "name": "s", "events_id": "clients.create", "kind": "script", "target": "hook.sh",
+                    "request": { "method": "PUT" } }),
+        )
+        .await;
+    let fields = assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert!(fields["request"].as_str().unwrap().contains("only HTTP"));
+    let (_, list) = app.get("/api/v1/handlers").await;
+    assert_eq!(list["total"], 0);
+
+    // A URL that could leave the target's origin fails the delivery, never
+    // reaches another host.
+    let h = app
+        .create_handler(json!({ "target": switch.url(), "request": { "url": "{{ data.where }}" } }))
+        .await;
+    let emitted = app
+        .emit(
+            "clients.create",
+            json!(2),
+            json!({ "where": "http://127.0.0.2:1/steal" }),
+        )
+        .await;
+    let error = app.wait_first_delivery_failed(&emitted).await;
+    assert!(error.contains("origin"), "{error}");
+    // And null removes the template: the payload is POSTed again.
+    let path = format!("/api/v1/handlers/{}", h["id"]);
+    let (status, body) = app.patch(&path, json!({ "request": null })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["request"], Value::Null);
+}
