@@ -74,7 +74,7 @@ pub struct BeforeVerdict {
 }
 
 /// How a reply reads.
-enum Reply {
+pub(crate) enum Reply {
     Changed(String),
     Unchanged,
     Forbidden(String),
@@ -221,6 +221,7 @@ impl Engine {
                         started_at,
                         next_attempt_at: None,
                         data_after,
+                        test: false,
                     }
                     .record(outcome, error.clone()),
                 ))
@@ -284,7 +285,7 @@ struct ReplyBody {
 /// Reads a reply per DESIGN §4 "Before-stage replies" and §9: a reply that was
 /// cut at the cap or cannot be parsed is a failure of the handler (its
 /// `on_failure` applies), never "unchanged".
-fn read_reply(kind: HandlerKind, name: &str, outcome: &CallOutcome) -> Reply {
+pub(crate) fn read_reply(kind: HandlerKind, name: &str, outcome: &CallOutcome) -> Reply {
     let body = outcome.body.as_deref().unwrap_or("").trim();
     let parsed: Result<ReplyBody, _> = serde_json::from_str(body);
     let reason = parsed

@@ -333,6 +333,7 @@ async fn run_attempt(
             _ => None,
         },
         data_after: None,
+        test: false,
     }
     .record(outcome, last_error.clone());
     AttemptResult {

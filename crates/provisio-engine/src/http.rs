@@ -57,31 +57,47 @@ impl HttpExecutor {
         payload: String,
         timeout: Duration,
     ) -> CallOutcome {
-        let msg_id = call.msg_id;
         let started = Instant::now();
+        match self.prepare(handler, call.msg_id, &payload) {
+            Ok(prepared) => self.send(prepared, timeout, started).await,
+            Err(e) => {
+                let mut outcome = CallOutcome::new(RequestRecord {
+                    target: masked_target(&handler.spec.target).into_owned(),
+                    headers: BTreeMap::new(),
+                    body: payload,
+                });
+                outcome.error = Some(format!("the request template failed: {e}"));
+                outcome.permanent = true;
+                outcome.duration = started.elapsed();
+                outcome
+            }
+        }
+    }
+
+    /// The request a call sends, signed, without sending it: what a handler
+    /// test previews. Fails only when the request template cannot render.
+    pub fn prepare(
+        &self,
+        handler: &Handler,
+        msg_id: &str,
+        payload: &str,
+    ) -> Result<Prepared, String> {
         let (method, url, extra, body) = match &handler.spec.request {
-            None => (Method::POST, handler.spec.target.clone(), None, payload),
-            Some(template) => match render(template, &handler.spec.target, &payload) {
-                Ok(r) => {
-                    let body = match r.body {
-                        None => payload,
-                        Some(None) => String::new(),
-                        Some(Some(body)) => body,
-                    };
-                    (method_of(r.method), r.url, Some(r.headers), body)
-                }
-                Err(e) => {
-                    let mut outcome = CallOutcome::new(RequestRecord {
-                        target: masked_target(&handler.spec.target).into_owned(),
-                        headers: BTreeMap::new(),
-                        body: payload,
-                    });
-                    outcome.error = Some(format!("the request template failed: {e}"));
-                    outcome.permanent = true;
-                    outcome.duration = started.elapsed();
-                    return outcome;
-                }
-            },
+            None => (
+                Method::POST,
+                handler.spec.target.clone(),
+                None,
+                payload.to_owned(),
+            ),
+            Some(template) => {
+                let r = render(template, &handler.spec.target, payload)?;
+                let body = match r.body {
+                    None => payload.to_owned(),
+                    Some(None) => String::new(),
+                    Some(Some(body)) => body,
+                };
+                (method_of(r.method), r.url, Some(r.headers), body)
+            }
         };
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let signature = handler.secret.sign(msg_id, timestamp, body.as_bytes());
@@ -108,6 +124,21 @@ impl HttpExecutor {
             HeaderValue::from_str(&signature).expect("base64 is a valid header value"),
         );
 
+        Ok(Prepared {
+            method,
+            url,
+            headers,
+            body,
+        })
+    }
+
+    async fn send(&self, prepared: Prepared, timeout: Duration, started: Instant) -> CallOutcome {
+        let Prepared {
+            method,
+            url,
+            headers,
+            body,
+        } = prepared;
         // The log shows the method only where it is not the usual POST.
         let target = masked_target(&url);
         let request = RequestRecord {
@@ -174,6 +205,21 @@ impl HttpExecutor {
         }
         outcome.duration = started.elapsed();
         outcome
+    }
+}
+
+/// A request ready to send.
+pub struct Prepared {
+    pub method: Method,
+    pub url: String,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Prepared {
+    /// The headers as the log and a preview show them: credentials masked.
+    pub fn shown_headers(&self) -> BTreeMap<String, String> {
+        record_headers(&self.headers)
     }
 }
 

@@ -44,6 +44,7 @@ pub mod routes;
 pub mod scripts;
 pub mod service;
 mod shares;
+mod trial;
 
 pub use before::{BeforeStep, BeforeVerdict, StepOutcome};
 pub use clock::Clock;
@@ -52,3 +53,4 @@ pub use emit::{EmitError, EmitReceipt, EventInput};
 pub use engine::Engine;
 pub use routes::{RouteTable, Routes};
 pub use service::{ExecutionSearch, OpError};
+pub use trial::{TestCall, TestEvent, TestReport, TestRequest, TestResponse, TestVerdict};

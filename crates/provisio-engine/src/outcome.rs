@@ -75,6 +75,8 @@ pub(crate) struct LoggedCall<'a> {
     pub(crate) next_attempt_at: Option<OffsetDateTime>,
     /// The data a before-stage handler replaced.
     pub(crate) data_after: Option<String>,
+    /// A handler test's call.
+    pub(crate) test: bool,
 }
 
 impl LoggedCall<'_> {
@@ -106,6 +108,7 @@ impl LoggedCall<'_> {
             next_attempt_at: self.next_attempt_at,
             request: outcome.request,
             data_after: self.data_after,
+            test: self.test,
         }
     }
 }

@@ -21,7 +21,7 @@ pub(crate) fn insert_executions<DB: Dialect>(rows: &[&ExecutionRecord]) -> Query
         "INSERT INTO executions (delivery_id, handler_id, handler_name, event_id, events_id, object_id,
             object_key, stage, attempt, status, started_at, duration_ms, request_target, request_headers,
             request_body, response_status, response_body, response_truncated, error, next_attempt_at,
-            data_after) ",
+            data_after, test) ",
     );
     q.push_values(rows, |mut row, e| {
         row.bind(e.delivery_id.clone())
@@ -46,7 +46,8 @@ pub(crate) fn insert_executions<DB: Dialect>(rows: &[&ExecutionRecord]) -> Query
             .bind(e.response_truncated)
             .bind(e.error.clone())
             .bind(e.next_attempt_at.map(provisio_core::timefmt::to_millis))
-            .bind(e.data_after.clone());
+            .bind(e.data_after.clone())
+            .bind(e.test);
     });
     q
 }

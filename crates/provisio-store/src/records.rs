@@ -238,6 +238,8 @@ pub struct ExecutionRecord {
     pub next_attempt_at: Option<OffsetDateTime>,
     /// Before stage: the data as the handler left it, when it changed it.
     pub data_after: Option<String>,
+    /// A call made by a handler test, not by a delivery or a before chain.
+    pub test: bool,
 }
 
 /// The execution log's filters.

@@ -204,7 +204,7 @@ pub(crate) fn delivery(row: &impl Columns) -> StoreResult<DeliveryRecord> {
 /// `SELECT` of every execution column, for [`execution`].
 pub(crate) const EXECUTION_SELECT: &str = "SELECT id, delivery_id, handler_id, handler_name, event_id, events_id, object_id, stage, \
      attempt, status, started_at, duration_ms, request_target, request_headers, request_body, response_status, \
-     response_body, response_truncated, error, next_attempt_at, data_after FROM executions";
+     response_body, response_truncated, error, next_attempt_at, data_after, test FROM executions";
 
 pub(crate) fn execution(row: &impl Columns) -> StoreResult<ExecutionRecord> {
     let response_status = row
@@ -246,6 +246,7 @@ pub(crate) fn execution(row: &impl Columns) -> StoreResult<ExecutionRecord> {
         error: row.opt_text("error")?,
         next_attempt_at: row.opt_int("next_attempt_at")?.map(from_millis),
         data_after: row.opt_text("data_after")?,
+        test: row.flag("test")?,
     })
 }
 

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{event_types, events, executions, handlers};
+use super::{event_types, events, executions, handler_tests, handlers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,6 +13,7 @@ use super::{event_types, events, executions, handlers};
         event_types::list, event_types::create,
         handlers::list, handlers::create, handlers::read, handlers::update, handlers::remove,
         handlers::secret, handlers::rotate_secret,
+        handler_tests::test_stored, handler_tests::test_draft,
         events::emit, events::before, events::read, events::redeliver,
         executions::list, executions::read,
     ),

@@ -64,6 +64,9 @@ pub struct ExecutionOut {
     /// (the data it was given is in the request body).
     #[schema(value_type = Option<Object>)]
     pub data_after: Option<Box<serde_json::value::RawValue>>,
+    /// A call made by a handler test (`POST /api/v1/handlers/{id}/test` with
+    /// `"send": true`), not by a delivery or a before chain.
+    pub test: bool,
 }
 
 impl From<ExecutionRecord> for ExecutionOut {
@@ -94,6 +97,7 @@ impl From<ExecutionRecord> for ExecutionOut {
             data_after: e
                 .data_after
                 .and_then(|d| serde_json::value::RawValue::from_string(d).ok()),
+            test: e.test,
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod doc;
 pub mod event_types;
 pub mod events;
 pub mod executions;
+pub mod handler_tests;
 pub mod handlers;
 
 use axum::Router;
@@ -18,6 +19,7 @@ pub fn router(_state: AppState) -> Router<AppState> {
     Router::new()
         .merge(event_types::router())
         .merge(handlers::router())
+        .merge(handler_tests::router())
         .merge(events::router())
         .merge(executions::router())
 }

@@ -98,6 +98,8 @@ struct Row {
     object_id: String,
     response: String,
     duration_ms: u32,
+    /// A handler test's call.
+    test: bool,
 }
 
 fn date(t: OffsetDateTime) -> String {
@@ -131,6 +133,7 @@ fn row(e: &ExecutionRecord) -> Row {
         object_id: e.object_id.key(),
         response,
         duration_ms: e.duration_ms,
+        test: e.test,
     }
 }
 

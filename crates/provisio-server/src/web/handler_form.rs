@@ -28,6 +28,10 @@ pub(super) struct HandlerForm {
     pub(super) filter: String,
     /// The request template as JSON; empty for none.
     pub(super) request: String,
+    /// Set by the Preview button: show what the form's handler would send
+    /// for an event of `preview_events_id`, and save nothing.
+    pub(super) preview: String,
+    pub(super) preview_events_id: String,
 }
 
 impl HandlerForm {
@@ -73,6 +77,7 @@ impl HandlerForm {
                 .as_ref()
                 .and_then(|r| serde_json::to_string_pretty(r.spec()).ok())
                 .unwrap_or_default(),
+            ..Self::default()
         }
     }
 

@@ -10,6 +10,7 @@ use axum::routing::get;
 use provisio_core::FieldErrors;
 use provisio_core::handler::{Handler, HandlerKind};
 use provisio_engine::OpError;
+use provisio_engine::{TestCall, TestEvent, TestReport, TestRequest};
 use provisio_store::{HandlerFilter, Page};
 use serde::Deserialize;
 
@@ -150,6 +151,35 @@ struct FormPage {
     errors: BTreeMap<String, String>,
     event_groups: Vec<EventGroup>,
     samples: Vec<Sample>,
+    preview: Option<Preview>,
+}
+
+/// What the form's handler would send for a sample event.
+struct Preview {
+    events_id: String,
+    passed_filter: bool,
+    filter_error: Option<String>,
+    request: Option<TestCall>,
+    error: Option<String>,
+}
+
+impl From<TestReport> for Preview {
+    fn from(r: TestReport) -> Self {
+        let request = r.request.map(|mut call| {
+            // JSON bodies indented, as the log shows them.
+            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&call.body) {
+                call.body = serde_json::to_string_pretty(&value).unwrap_or(call.body);
+            }
+            call
+        });
+        Self {
+            events_id: r.event.events_id,
+            passed_filter: r.passed_filter,
+            filter_error: r.filter_error,
+            request,
+            error: r.error,
+        }
+    }
 }
 
 /// Which handler a form is about: a new one, or a stored one by id and name.
@@ -187,6 +217,7 @@ async fn form_page(
     editing: &Editing,
     form: HandlerForm,
     errors: FieldErrors,
+    preview: Option<Preview>,
 ) -> PageResult {
     let (mut groups, samples) = event_groups_and_samples(state).await?;
     // A pattern typed through the API that the lists do not offer is kept.
@@ -216,17 +247,34 @@ async fn form_page(
             errors,
             event_groups: groups,
             samples,
+            preview,
         },
     ))
 }
 
 async fn new_form(Operator { state, session }: Operator) -> PageResult {
     let blank = HandlerForm::blank();
-    form_page(&state, &session, &Editing::New, blank, FieldErrors::new()).await
+    form_page(
+        &state,
+        &session,
+        &Editing::New,
+        blank,
+        FieldErrors::new(),
+        None,
+    )
+    .await
+}
+
+/// What a posted form led to.
+enum Done {
+    Saved(&'static str),
+    Previewed(Box<TestReport>),
 }
 
 /// Saves a posted form through the engine, which validates it the way the API
 /// validates JSON; a form with errors is shown again with the operator's input.
+/// The Preview button saves nothing: the form comes back with what its
+/// handler, as typed, would send for the chosen event type's sample.
 async fn save(
     state: &AppState,
     session: &Session,
@@ -234,16 +282,41 @@ async fn save(
     form: HandlerForm,
 ) -> PageResult {
     let engine = state.engine();
-    let saved = match (form.to_draft(engine), &editing) {
-        (Err(errors), _) => Err(OpError::Invalid(errors)),
-        (Ok(draft), Editing::New) => engine.create_handler(draft).await.map(|_| "created"),
-        (Ok(draft), Editing::Stored(id, _)) => {
-            engine.update_handler(*id, draft).await.map(|_| "updated")
+    let draft = form.to_draft(engine).map_err(OpError::Invalid);
+    let done = match (draft, &editing) {
+        (Err(refused), _) => Err(refused),
+        (Ok(draft), _) if !form.preview.is_empty() => {
+            let test = TestRequest {
+                event: TestEvent::Given {
+                    events_id: Some(form.preview_events_id.clone()).filter(|e| !e.is_empty()),
+                    object_id: None,
+                    data: None,
+                },
+                send: false,
+            };
+            engine
+                .test_draft(draft, test)
+                .await
+                .map(|r| Done::Previewed(Box::new(r)))
         }
+        (Ok(draft), Editing::New) => engine
+            .create_handler(draft)
+            .await
+            .map(|_| Done::Saved("created")),
+        (Ok(draft), Editing::Stored(id, _)) => engine
+            .update_handler(*id, draft)
+            .await
+            .map(|_| Done::Saved("updated")),
     };
-    match saved {
-        Ok(notice) => Ok(see_other(&format!("/handlers?notice={notice}"))),
-        Err(OpError::Invalid(errors)) => form_page(state, session, &editing, form, errors).await,
+    match done {
+        Ok(Done::Saved(notice)) => Ok(see_other(&format!("/handlers?notice={notice}"))),
+        Ok(Done::Previewed(report)) => {
+            let preview = Some((*report).into());
+            form_page(state, session, &editing, form, FieldErrors::new(), preview).await
+        }
+        Err(OpError::Invalid(errors)) => {
+            form_page(state, session, &editing, form, errors, None).await
+        }
         Err(err) => Err(gone(session, err)),
     }
 }
@@ -272,7 +345,7 @@ async fn edit_form(Operator { state, session }: Operator, ApiPath(id): ApiPath<i
     let handler = find(&state, &session, id).await?;
     let form = HandlerForm::from_spec(&handler.spec);
     let editing = Editing::Stored(id, handler.spec.name);
-    form_page(&state, &session, &editing, form, FieldErrors::new()).await
+    form_page(&state, &session, &editing, form, FieldErrors::new(), None).await
 }
 
 async fn update(

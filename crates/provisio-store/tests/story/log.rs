@@ -116,6 +116,7 @@ pub async fn story(store: &dyn Store, handlers: &Handlers, t1: i64) {
         .0
         .remove(0);
     assert_eq!(before_row.data_after.as_deref(), Some("{\"n\":0}"));
+    assert!(before_row.test, "a test call is marked");
     assert_eq!(before_row.response_status, Some(200));
     assert_eq!(
         before_row.request.target, "http://alice:***@127.0.0.1:9/hook",

@@ -187,6 +187,7 @@ pub async fn story(store: &dyn Store, handlers: &Handlers) -> i64 {
         delivery_id: None,
         event_id: None,
         data_after: Some("{\"n\":0}".to_owned()),
+        test: true,
         request: RequestRecord {
             target: "http://alice:s3cret@127.0.0.1:9/hook".to_owned(),
             ..finished(&d1, DeliveryNext::Succeeded, t1 + 600)

@@ -141,6 +141,7 @@ pub fn finished(c: &ClaimedDelivery, next: DeliveryNext, at_ms: i64) -> AttemptR
                 _ => None,
             },
             data_after: None,
+            test: false,
         }),
     }
 }

@@ -177,6 +177,26 @@ pub enum HandlersCommand {
     Archive { id: i64 },
     /// Delete a handler.
     Delete { id: i64 },
+    /// Show the request a handler sends for an event (its filter and request
+    /// template applied); `--send` makes the call once and shows the answer.
+    Test {
+        id: i64,
+        /// The event type (default: the handler's, when it names one).
+        #[arg(long)]
+        events_id: Option<String>,
+        /// The object's id as JSON (`12` or `"c-12"`; default: the sample's).
+        #[arg(long)]
+        object_id: Option<String>,
+        /// The event's data as a JSON object (default: the type's sample).
+        #[arg(long)]
+        data: Option<String>,
+        /// Use a logged event instead.
+        #[arg(long, conflicts_with_all = ["events_id", "object_id", "data"])]
+        event_id: Option<String>,
+        /// Send it once (the call is logged, marked test).
+        #[arg(long)]
+        send: bool,
+    },
 }
 
 /// The execution log's filters.

@@ -296,6 +296,43 @@ pub async fn handlers(client: &ClientArgs, command: HandlersCommand) -> anyhow::
         HandlersCommand::Enable { id } => (set_status(&api, id, "enabled").await?, false),
         HandlersCommand::Disable { id } => (set_status(&api, id, "disabled").await?, false),
         HandlersCommand::Archive { id } => (set_status(&api, id, "archived").await?, false),
+        HandlersCommand::Test {
+            id,
+            events_id,
+            object_id,
+            data,
+            event_id,
+            send,
+        } => {
+            let json_arg = |flag: &str, text: Option<String>| -> anyhow::Result<Option<Value>> {
+                text.map(|t| {
+                    serde_json::from_str(&t).with_context(|| format!("--{flag} {t:?} is not JSON"))
+                })
+                .transpose()
+            };
+            let mut body = json!({ "send": send });
+            for (key, value) in [
+                ("events_id", events_id.map(Value::from)),
+                ("event_id", event_id.map(Value::from)),
+                ("object_id", json_arg("object-id", object_id)?),
+                ("data", json_arg("data", data)?),
+            ] {
+                if let Some(value) = value {
+                    body[key] = value;
+                }
+            }
+            let report = api
+                .send(
+                    reqwest::Method::POST,
+                    &format!("/handlers/{id}/test"),
+                    &[],
+                    Some(body),
+                    &[],
+                )
+                .await?;
+            print_json(&report);
+            return Ok(());
+        }
         HandlersCommand::Delete { id } => {
             api.send(
                 reqwest::Method::DELETE,

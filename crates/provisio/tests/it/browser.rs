@@ -206,6 +206,20 @@ async fn an_operator_manages_handlers_and_reads_the_logs_in_a_real_browser() {
     screenshot(c, "handler-form-error").await;
     fill(c, "#target", &receiver.url()).await;
     fill(c, "#filter", "has(data.name)").await;
+    // Preview before saving: the request as the form stands, for a sample.
+    fill(c, "#request", r#"{"method": "PUT"}"#).await;
+    click(c, "#preview_events_id option[value='clients.create']").await;
+    click(c, "button[name=preview]").await;
+    wait_for_text(c, "for a clients.create event").await;
+    let shown = text_of(c, "#preview-result").await;
+    assert!(shown.contains("PUT http://127.0.0.1"), "{shown}");
+    assert!(shown.contains("ACME Telecom"), "the sample data: {shown}");
+    screenshot(c, "handler-preview").await;
+    assert_eq!(
+        app.get("/api/v1/handlers").await.1["total"],
+        0,
+        "nothing saved"
+    );
     fill(c, "#request", "").await;
     click(c, "main form button[type=submit]").await;
     wait_for_text(c, "The handler was created.").await;

@@ -350,3 +350,58 @@ fn logs_to_a_pipe_have_no_colour_codes() {
         "colour codes in a piped log: {seen:?}"
     );
 }
+
+#[tokio::test]
+async fn a_handler_is_tested_from_the_command_line() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::ok().await;
+    let h = app
+        .create_handler(json!({ "events_id": "clients.*", "target": receiver.url(),
+                                "request": { "method": "PATCH" } }))
+        .await;
+    let id = h["id"].to_string();
+    let (ok, out, err) = cli(
+        &app,
+        &[
+            "handlers",
+            "test",
+            &id,
+            "--events-id",
+            "clients.update",
+            "--data",
+            r#"{"id": 4}"#,
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["request"]["method"], "PATCH");
+    assert_eq!(report["event"]["object_id"], 4);
+    assert!(receiver.received().is_empty());
+
+    let (ok, out, err) = cli(
+        &app,
+        &[
+            "handlers",
+            "test",
+            &id,
+            "--events-id",
+            "clients.update",
+            "--send",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["response"]["status"],
+        200
+    );
+    assert_eq!(receiver.wait_for(1).await[0].method, "PATCH");
+
+    // Bad JSON is one line and a non-zero exit; nothing is sent.
+    let (ok, _, err) = cli(&app, &["handlers", "test", &id, "--data", "{nope"]).await;
+    assert!(
+        !ok && err.trim().lines().count() == 1 && err.contains("--data"),
+        "{err}"
+    );
+}

@@ -180,3 +180,177 @@ async fn bad_templates_are_refused_when_saved_and_nothing_changes() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["request"], Value::Null);
 }
+
+#[tokio::test]
+async fn a_test_previews_the_exact_request_and_sends_it_once_when_asked() {
+    let app = TestApp::spawn().await;
+    let switch = Receiver::with(|_, _| Reply::with_body(201, r#"{"created": true}"#)).await;
+    let base = switch.url().trim_end_matches("/hook").to_owned();
+    let h = app
+        .create_handler(json!({ "events_id": "clients.*", "target": switch.url(),
+                                "filter": "data.currency == \"EUR\"",
+                                "request": customers(&base) }))
+        .await;
+    let test = format!("/api/v1/handlers/{}/test", h["id"]);
+
+    // The event type's sample data by default: a preview, nothing sent.
+    let (status, report) = app
+        .post(&test, json!({ "events_id": "clients.update" }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["passed_filter"], true);
+    assert_eq!(report["event"]["object_id"], 12, "the sample's id");
+    assert_eq!(report["request"]["method"], "PUT");
+    assert_eq!(
+        report["request"]["url"],
+        format!("{base}/api/v2/customers/12")
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(report["request"]["body"].as_str().unwrap()).unwrap(),
+        json!({ "name": "ACME Telecom Group Ltd", "plan": "basic" })
+    );
+    assert!(report["request"]["headers"]["webhook-signature"].is_string());
+    assert_eq!(report["response"], Value::Null);
+    assert!(switch.received().is_empty(), "a preview sends nothing");
+
+    // An event the filter drops shows that, and no request.
+    let (_, report) = app
+        .post(
+            &test,
+            json!({ "events_id": "clients.update", "object_id": 5, "data": { "currency": "USD" } }),
+        )
+        .await;
+    assert_eq!(
+        (report["passed_filter"].clone(), report["request"].clone()),
+        (json!(false), Value::Null)
+    );
+
+    // Sent once: the answer, one request at the receiver, a log row marked test.
+    let (_, report) = app
+        .post(&test, json!({ "events_id": "clients.delete", "object_id": 9, "data": { "currency": "EUR" }, "send": true }))
+        .await;
+    assert_eq!(report["response"]["status"], 201, "{report}");
+    assert_eq!(report["response"]["body"], r#"{"created": true}"#);
+    let got = switch.wait_for(1).await;
+    assert_eq!(
+        (got[0].method.as_str(), got[0].path.as_str()),
+        ("DELETE", "/api/v2/customers/9")
+    );
+    let rows = app
+        .wait_executions(&format!("handler_id={}", h["id"]), 1)
+        .await;
+    assert_eq!(rows[0]["test"], true, "{}", rows[0]);
+    assert_eq!(rows[0]["delivery_id"], Value::Null);
+
+    // A draft is tested the same way, with its fields as a create takes them.
+    let (status, report) = app
+        .post("/api/v1/handlers/test", json!({
+            "handler": { "name": "draft", "events_id": "clients.create", "target": switch.url() },
+        }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["request"]["method"], "POST");
+    let sent: Value = serde_json::from_str(report["request"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["event"]["events_id"], "clients.create");
+    assert_eq!(sent["data"]["currency"], "EUR", "the sample data");
+    let (_, list) = app.get("/api/v1/handlers").await;
+    assert_eq!(list["total"], 1, "a draft test saves nothing");
+
+    // Bad input changes nothing and says what is wrong.
+    for (path, body, expected, field) in [
+        (
+            test.clone(),
+            json!({ "events_id": "nope.nope" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "events_id",
+        ),
+        (
+            test.clone(),
+            json!({ "events_id": "importd.process_failed" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "events_id",
+        ),
+        (
+            test.clone(),
+            json!({}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "events_id",
+        ),
+        (
+            test.clone(),
+            json!({ "data": [1] , "events_id": "clients.update"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "data",
+        ),
+        (
+            "/api/v1/handlers/test".to_owned(),
+            json!({ "events_id": "clients.create" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "handler",
+        ),
+        (
+            "/api/v1/handlers/test".to_owned(),
+            json!({ "handler": { "name": "x", "events_id": "clients.create", "target": "ftp://x" } }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "target",
+        ),
+    ] {
+        let (status, body) = app.post(&path, body.clone()).await;
+        let fields = assert_error(status, &body, expected, "invalid");
+        assert!(fields[field].is_string(), "{path} {body}");
+    }
+    let (status, body) = app
+        .post(
+            "/api/v1/handlers/999/test",
+            json!({ "events_id": "clients.update" }),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = app.post(&test, json!({ "event_id": "01NOPE" })).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(
+        switch.received().len(),
+        1,
+        "only the one test that asked to send"
+    );
+}
+
+#[tokio::test]
+async fn a_before_stage_test_shows_the_verdict_and_the_data_after_the_handler() {
+    let app = TestApp::spawn().await;
+    let checker = Receiver::with(|r, _| {
+        let mut data = r.json()["data"].clone();
+        data["checked"] = json!(true);
+        Reply::with_body(200, json!({ "data": data }).to_string())
+    })
+    .await;
+    let refuser = Receiver::with(|_, _| Reply::with_body(403, r#"{"reason": "no credit"}"#)).await;
+    let ok = app
+        .create_handler(json!({ "stage": "before", "target": checker.url() }))
+        .await;
+    let no = app
+        .create_handler(json!({ "stage": "before", "target": refuser.url() }))
+        .await;
+
+    let (_, report) = app
+        .post(
+            &format!("/api/v1/handlers/{}/test", ok["id"]),
+            json!({ "send": true }),
+        )
+        .await;
+    assert_eq!(report["verdict"]["allowed"], true, "{report}");
+    assert_eq!(report["verdict"]["data"]["checked"], true);
+    assert_eq!(
+        report["verdict"]["data"]["currency"], "EUR",
+        "the sample data, changed"
+    );
+
+    let (_, report) = app
+        .post(
+            &format!("/api/v1/handlers/{}/test", no["id"]),
+            json!({ "send": true }),
+        )
+        .await;
+    assert_eq!(report["verdict"]["allowed"], false, "{report}");
+    assert_eq!(report["verdict"]["reason"], "no credit");
+}

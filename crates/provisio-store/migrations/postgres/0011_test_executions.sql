@@ -1,0 +1,3 @@
+-- Calls made by a handler test ("send it once"), logged like any other and
+-- marked, so they are never mistaken for a delivery.
+ALTER TABLE executions ADD COLUMN test BOOLEAN NOT NULL DEFAULT false;
