@@ -53,4 +53,7 @@ pub use emit::{EmitError, EmitReceipt, EventInput};
 pub use engine::Engine;
 pub use routes::{RouteTable, Routes};
 pub use service::{ExecutionSearch, OpError};
-pub use trial::{TestCall, TestEvent, TestReport, TestRequest, TestResponse, TestVerdict};
+pub use trial::{
+    DryRun, DrySample, MAX_DRY_RUN, TestCall, TestEvent, TestReport, TestRequest, TestResponse,
+    TestVerdict,
+};

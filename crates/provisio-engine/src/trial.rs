@@ -83,6 +83,36 @@ pub struct TestReport {
     pub verdict: Option<TestVerdict>,
 }
 
+/// The most logged events one dry run looks at.
+pub const MAX_DRY_RUN: u32 = 1000;
+/// How many rendered requests a dry run shows.
+const DRY_RUN_SAMPLES: usize = 5;
+
+/// A handler over recent history.
+#[derive(Debug, Clone, Default)]
+pub struct DryRun {
+    /// Logged events of the handler's pattern looked at, newest first.
+    pub examined: u32,
+    /// Those that pass its filter and render.
+    pub passed: u32,
+    /// Those its filter could not be evaluated for.
+    pub filter_errors: u32,
+    /// Those its request template could not render.
+    pub render_errors: u32,
+    /// The first few that pass (or fail to evaluate or render), as sent.
+    pub samples: Vec<DrySample>,
+}
+
+/// One event of a dry run, and the request it would make.
+#[derive(Debug, Clone)]
+pub struct DrySample {
+    pub event_id: String,
+    pub events_id: String,
+    pub request: Option<TestCall>,
+    /// Why the filter or the template failed for it.
+    pub error: Option<String>,
+}
+
 impl Engine {
     /// Tests a stored handler.
     pub async fn test_handler(&self, id: i64, test: TestRequest) -> Result<TestReport, OpError> {
@@ -97,73 +127,33 @@ impl Engine {
         draft: HandlerDraft,
         test: TestRequest,
     ) -> Result<TestReport, OpError> {
+        let handler = self.draft_handler(draft)?;
+        self.run_test(&handler, test).await
+    }
+
+    /// A draft as a handler that could be saved, signing with a throwaway
+    /// secret.
+    fn draft_handler(&self, draft: HandlerDraft) -> Result<Handler, OpError> {
         let spec = self.validate_handler(draft).map_err(OpError::Invalid)?;
         let now = self.config().clock.now();
-        let handler = Handler {
+        Ok(Handler {
             id: 0,
             spec,
             secret: SigningSecret::generate(),
             created_at: now,
             updated_at: now,
-        };
-        self.run_test(&handler, test).await
+        })
     }
 
     async fn run_test(&self, handler: &Handler, test: TestRequest) -> Result<TestReport, OpError> {
         let event = self.test_event(handler, test.event).await?;
-        let mut report = TestReport {
-            passed_filter: true,
-            filter_error: None,
-            request: None,
-            response: None,
-            error: None,
-            verdict: None,
-            event,
-        };
-        let event = &report.event;
-        if let Some(filter) = &handler.spec.filter {
-            let checked = FilterInput::new(
-                &event.events_id,
-                &event.object_id,
-                &timefmt::format_seconds(event.dt),
-                &event.data,
-            )
-            .and_then(|input| filter.check(&input));
-            report.passed_filter = checked == Ok(true);
-            report.filter_error = checked.err();
-            if !report.passed_filter {
-                return Ok(report);
-            }
-        }
-
         let msg_id = format!("test_{}", ulid::Ulid::new());
-        let payload = event.payload();
-        report.request = match handler.spec.kind {
-            HandlerKind::Http => match self.0.executors.http.prepare(handler, &msg_id, &payload) {
-                Ok(prepared) => Some(TestCall {
-                    method: prepared.method.to_string(),
-                    url: provisio_core::handler::masked_target(&prepared.url).into_owned(),
-                    headers: prepared.shown_headers(),
-                    body: prepared.body,
-                }),
-                Err(e) => {
-                    report.error = Some(format!("the request template failed: {e}"));
-                    return Ok(report);
-                }
-            },
-            HandlerKind::Script => Some(TestCall {
-                method: "RUN".into(),
-                url: std::iter::once(handler.spec.target.as_str())
-                    .chain(handler.spec.args.iter().map(String::as_str))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                headers: BTreeMap::new(),
-                body: payload.clone(),
-            }),
-        };
-        if !test.send {
+        let mut report = self.preview(handler, event, &msg_id);
+        if !test.send || report.request.is_none() {
             return Ok(report);
         }
+        let event = &report.event;
+        let payload = event.payload();
 
         let started_at = self.config().clock.now();
         let object_key = event.object_id.key();
@@ -238,6 +228,108 @@ impl Engine {
             let _ = records.send(Recorded::Execution(row)).await;
         }
         Ok(report)
+    }
+
+    /// What `handler` would do with `event`: its filter's verdict and the
+    /// request it would send (nothing is sent).
+    fn preview(&self, handler: &Handler, event: Event, msg_id: &str) -> TestReport {
+        let mut report = TestReport {
+            passed_filter: true,
+            filter_error: None,
+            request: None,
+            response: None,
+            error: None,
+            verdict: None,
+            event,
+        };
+        let event = &report.event;
+        if let Some(filter) = &handler.spec.filter {
+            let checked = FilterInput::new(
+                &event.events_id,
+                &event.object_id,
+                &timefmt::format_seconds(event.dt),
+                &event.data,
+            )
+            .and_then(|input| filter.check(&input));
+            report.passed_filter = checked == Ok(true);
+            report.filter_error = checked.err();
+            if !report.passed_filter {
+                return report;
+            }
+        }
+        let payload = event.payload();
+        report.request = match handler.spec.kind {
+            HandlerKind::Http => match self.0.executors.http.prepare(handler, msg_id, &payload) {
+                Ok(prepared) => Some(TestCall {
+                    method: prepared.method.to_string(),
+                    url: provisio_core::handler::masked_target(&prepared.url).into_owned(),
+                    headers: prepared.shown_headers(),
+                    body: prepared.body,
+                }),
+                Err(e) => {
+                    report.error = Some(format!("the request template failed: {e}"));
+                    None
+                }
+            },
+            HandlerKind::Script => Some(TestCall {
+                method: "RUN".into(),
+                url: std::iter::once(handler.spec.target.as_str())
+                    .chain(handler.spec.args.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                headers: BTreeMap::new(),
+                body: payload,
+            }),
+        };
+        report
+    }
+
+    /// A stored handler over the last `limit` logged events of its pattern.
+    pub async fn dry_run_handler(&self, id: i64, limit: u32) -> Result<DryRun, OpError> {
+        let handler = self.handler(id).await?;
+        self.dry_run(&handler, limit).await
+    }
+
+    /// A draft over the last `limit` logged events of its pattern.
+    pub async fn dry_run_draft(&self, draft: HandlerDraft, limit: u32) -> Result<DryRun, OpError> {
+        let handler = self.draft_handler(draft)?;
+        self.dry_run(&handler, limit).await
+    }
+
+    async fn dry_run(&self, handler: &Handler, limit: u32) -> Result<DryRun, OpError> {
+        if !(1..=MAX_DRY_RUN).contains(&limit) {
+            return Err(OpError::invalid_field(
+                "limit",
+                format!("must be from 1 to {MAX_DRY_RUN}"),
+            ));
+        }
+        let events = self
+            .store()
+            .recent_events(&handler.spec.events_id, limit)
+            .await?;
+        let mut run = DryRun {
+            examined: events.len() as u32,
+            ..DryRun::default()
+        };
+        for event in events {
+            let report = self.preview(handler, event, "dry_run");
+            match (&report.filter_error, &report.error) {
+                (Some(_), _) => run.filter_errors += 1,
+                (None, Some(_)) => run.render_errors += 1,
+                (None, None) if report.passed_filter => run.passed += 1,
+                _ => {}
+            }
+            let shown = report.passed_filter || report.filter_error.is_some();
+            if shown && run.samples.len() < DRY_RUN_SAMPLES {
+                run.samples.push(DrySample {
+                    event_id: report.event.id,
+                    events_id: report.event.events_id,
+                    request: report.request,
+                    error: report.filter_error.or(report.error),
+                });
+            }
+        }
+        Ok(run)
     }
 
     /// The event a test uses: from the log, or as given, filled in from

@@ -205,6 +205,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &str,
     ) -> StoreResult<Option<(provisio_core::event::Event, Vec<DeliveryRecord>)>>;
+    /// The newest `limit` logged events whose type `pattern` matches, newest
+    /// first.
+    async fn recent_events(
+        &self,
+        pattern: &provisio_core::catalog::EventPattern,
+        limit: u32,
+    ) -> StoreResult<Vec<provisio_core::event::Event>>;
     /// The handlers whose filter the event did not pass (empty for an
     /// unknown event).
     async fn filtered_out(&self, event_id: &str) -> StoreResult<Vec<FilteredOut>>;

@@ -1,6 +1,7 @@
 //! `/handlers/{id}/test` and `/handlers/test`: what a handler (stored, or a
 //! draft) would send for one event, and, with `"send": true`, what one real
 //! call answers. Nothing is queued; a call made is logged, marked `test`.
+//! `…/dry-run`: the same over the newest logged events of its pattern.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use provisio_core::event::ObjectId;
 use provisio_core::timefmt;
-use provisio_engine::{TestEvent, TestReport, TestRequest};
+use provisio_engine::{DryRun, TestEvent, TestReport, TestRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
@@ -23,6 +24,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/handlers/test", post(test_draft))
         .route("/handlers/{id}/test", post(test_stored))
+        .route("/handlers/dry-run", post(dry_run_draft))
+        .route("/handlers/{id}/dry-run", post(dry_run_stored))
 }
 
 /// The event to test with: one from the log (`event_id`), or one described
@@ -154,12 +157,7 @@ impl TryFrom<TestReport> for TestOut {
             },
             passed_filter: r.passed_filter,
             filter_error: r.filter_error,
-            request: r.request.map(|c| TestCallOut {
-                method: c.method,
-                url: c.url,
-                headers: c.headers,
-                body: c.body,
-            }),
+            request: r.request.map(Into::into),
             response: r.response.map(|c| TestResponseOut {
                 status: c.status,
                 body: c.body,
@@ -217,4 +215,115 @@ pub(super) async fn test_draft(
         .test_draft(draft.into(), input.request()?)
         .await?;
     Ok(Json(report.try_into()?))
+}
+
+/// A dry run: the handler over the last `limit` logged events of its pattern.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DryRunIn {
+    /// The handler to try, for `/handlers/dry-run` only (a create body).
+    pub handler: Option<HandlerIn>,
+    /// How many of the newest logged events to look at (1 to 1000; 100).
+    pub limit: Option<u32>,
+}
+
+/// What a dry run found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DryRunOut {
+    /// Logged events of the handler's pattern looked at, newest first.
+    pub examined: u32,
+    /// Those that pass its filter (and render, with a template).
+    pub passed: u32,
+    /// Those its filter could not be evaluated for.
+    pub filter_errors: u32,
+    /// Those its request template could not render.
+    pub render_errors: u32,
+    /// The first few that pass, as they would be sent (or why not).
+    pub samples: Vec<DrySampleOut>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DrySampleOut {
+    pub event_id: String,
+    pub events_id: String,
+    pub request: Option<TestCallOut>,
+    pub error: Option<String>,
+}
+
+const DEFAULT_DRY_RUN: u32 = 100;
+
+impl From<provisio_engine::TestCall> for TestCallOut {
+    fn from(c: provisio_engine::TestCall) -> Self {
+        TestCallOut {
+            method: c.method,
+            url: c.url,
+            headers: c.headers,
+            body: c.body,
+        }
+    }
+}
+
+impl From<DryRun> for DryRunOut {
+    fn from(r: DryRun) -> Self {
+        DryRunOut {
+            examined: r.examined,
+            passed: r.passed,
+            filter_errors: r.filter_errors,
+            render_errors: r.render_errors,
+            samples: r
+                .samples
+                .into_iter()
+                .map(|s| DrySampleOut {
+                    event_id: s.event_id,
+                    events_id: s.events_id,
+                    request: s.request.map(Into::into),
+                    error: s.error,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/handlers/{id}/dry-run", tag = "handlers", request_body = DryRunIn,
+    params(("id" = i64, Path, description = "Handler id")),
+    responses((status = 200, description = "The handler over recent logged events", body = DryRunOut), (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such handler", body = ErrorBody), (status = 422, description = "Invalid input, per field", body = ErrorBody)))]
+pub(super) async fn dry_run_stored(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(input): ApiJson<DryRunIn>,
+) -> ApiResult<Json<DryRunOut>> {
+    if input.handler.is_some() {
+        return Err(ApiError::invalid_field(
+            "handler",
+            "a stored handler runs as saved; try a draft with POST /api/v1/handlers/dry-run",
+        ));
+    }
+    let limit = input.limit.unwrap_or(DEFAULT_DRY_RUN);
+    Ok(Json(
+        state.engine().dry_run_handler(id, limit).await?.into(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/handlers/dry-run", tag = "handlers", request_body = DryRunIn,
+    responses((status = 200, description = "The draft handler over recent logged events", body = DryRunOut), (status = 400, description = "Malformed JSON", body = ErrorBody), (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 422, description = "Invalid input, per field", body = ErrorBody)))]
+pub(super) async fn dry_run_draft(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<DryRunIn>,
+) -> ApiResult<Json<DryRunOut>> {
+    let Some(draft) = input.handler else {
+        return Err(ApiError::invalid_field(
+            "handler",
+            "the handler to try is required (a create body)",
+        ));
+    };
+    let limit = input.limit.unwrap_or(DEFAULT_DRY_RUN);
+    Ok(Json(
+        state
+            .engine()
+            .dry_run_draft(draft.into(), limit)
+            .await?
+            .into(),
+    ))
 }

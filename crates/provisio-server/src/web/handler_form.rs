@@ -32,6 +32,8 @@ pub(super) struct HandlerForm {
     /// for an event of `preview_events_id`, and save nothing.
     pub(super) preview: String,
     pub(super) preview_events_id: String,
+    /// Set by the Dry run button: the form's handler over recent history.
+    pub(super) dry_run: String,
 }
 
 impl HandlerForm {

@@ -10,7 +10,7 @@ use axum::routing::get;
 use provisio_core::FieldErrors;
 use provisio_core::handler::{Handler, HandlerKind};
 use provisio_engine::OpError;
-use provisio_engine::{TestCall, TestEvent, TestReport, TestRequest};
+use provisio_engine::{DryRun, TestCall, TestEvent, TestReport, TestRequest};
 use provisio_store::{HandlerFilter, Page};
 use serde::Deserialize;
 
@@ -151,7 +151,13 @@ struct FormPage {
     errors: BTreeMap<String, String>,
     event_groups: Vec<EventGroup>,
     samples: Vec<Sample>,
-    preview: Option<Preview>,
+    tried: Option<Tried>,
+}
+
+/// What the form's Preview or Dry run button found.
+enum Tried {
+    Preview(Preview),
+    DryRun(DryRun),
 }
 
 /// What the form's handler would send for a sample event.
@@ -217,7 +223,7 @@ async fn form_page(
     editing: &Editing,
     form: HandlerForm,
     errors: FieldErrors,
-    preview: Option<Preview>,
+    tried: Option<Tried>,
 ) -> PageResult {
     let (mut groups, samples) = event_groups_and_samples(state).await?;
     // A pattern typed through the API that the lists do not offer is kept.
@@ -247,7 +253,7 @@ async fn form_page(
             errors,
             event_groups: groups,
             samples,
-            preview,
+            tried,
         },
     ))
 }
@@ -269,7 +275,11 @@ async fn new_form(Operator { state, session }: Operator) -> PageResult {
 enum Done {
     Saved(&'static str),
     Previewed(Box<TestReport>),
+    DryRun(DryRun),
 }
+
+/// How many logged events the form's Dry run looks at.
+const DRY_RUN_EVENTS: u32 = 100;
 
 /// Saves a posted form through the engine, which validates it the way the API
 /// validates JSON; a form with errors is shown again with the operator's input.
@@ -285,6 +295,10 @@ async fn save(
     let draft = form.to_draft(engine).map_err(OpError::Invalid);
     let done = match (draft, &editing) {
         (Err(refused), _) => Err(refused),
+        (Ok(draft), _) if !form.dry_run.is_empty() => engine
+            .dry_run_draft(draft, DRY_RUN_EVENTS)
+            .await
+            .map(Done::DryRun),
         (Ok(draft), _) if !form.preview.is_empty() => {
             let test = TestRequest {
                 event: TestEvent::Given {
@@ -311,8 +325,12 @@ async fn save(
     match done {
         Ok(Done::Saved(notice)) => Ok(see_other(&format!("/handlers?notice={notice}"))),
         Ok(Done::Previewed(report)) => {
-            let preview = Some((*report).into());
+            let preview = Some(Tried::Preview((*report).into()));
             form_page(state, session, &editing, form, FieldErrors::new(), preview).await
+        }
+        Ok(Done::DryRun(run)) => {
+            let tried = Some(Tried::DryRun(run));
+            form_page(state, session, &editing, form, FieldErrors::new(), tried).await
         }
         Err(OpError::Invalid(errors)) => {
             form_page(state, session, &editing, form, errors, None).await

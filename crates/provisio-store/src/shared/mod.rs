@@ -329,6 +329,14 @@ macro_rules! impl_store {
                 self.core.get_event(id).await
             }
 
+            async fn recent_events(
+                &self,
+                pattern: &provisio_core::catalog::EventPattern,
+                limit: u32,
+            ) -> StoreResult<Vec<provisio_core::event::Event>> {
+                self.core.recent_events(pattern, limit).await
+            }
+
             async fn filtered_out(&self, event_id: &str) -> StoreResult<Vec<FilteredOut>> {
                 self.core.filtered_out(event_id).await
             }

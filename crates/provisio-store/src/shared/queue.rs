@@ -2,6 +2,7 @@
 //! claims, records and redelivers differ per backend (see each backend's
 //! `queue.rs`).
 
+use provisio_core::catalog::EventPattern;
 use provisio_core::event::Event;
 use sqlx::QueryBuilder;
 
@@ -45,6 +46,37 @@ impl<DB: Dialect> SqlCore<DB> {
             .map(delivery_from_row)
             .collect::<StoreResult<_>>()?;
         Ok(Some((event, deliveries)))
+    }
+
+    /// Event ids are ULIDs: their order is emit order, and the primary key
+    /// walks it backwards.
+    pub(crate) async fn recent_events(
+        &self,
+        pattern: &EventPattern,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        let mut q = QueryBuilder::<DB>::new(
+            "SELECT id AS event_id, events_id, object_id, dt, data FROM events",
+        );
+        match pattern {
+            EventPattern::All => {}
+            EventPattern::Exact(id) => {
+                q.push(" WHERE events_id = ").bind(id.clone());
+            }
+            EventPattern::Prefix(prefix) => {
+                q.push(" WHERE substr(events_id, 1, ")
+                    .bind(prefix.len() as i64)
+                    .push(") = ")
+                    .bind(prefix.clone());
+            }
+        }
+        q.push(" ORDER BY id DESC LIMIT ").bind(i64::from(limit));
+        q.build()
+            .fetch_all(self.reader())
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
     }
 
     pub(crate) async fn filtered_out(&self, event_id: &str) -> StoreResult<Vec<FilteredOut>> {

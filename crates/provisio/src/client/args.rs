@@ -197,6 +197,14 @@ pub enum HandlersCommand {
         #[arg(long)]
         send: bool,
     },
+    /// Run a handler's filter and request template over the newest logged
+    /// events of its pattern: how many pass, and the first requests.
+    DryRun {
+        id: i64,
+        /// How many logged events to look at (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 /// The execution log's filters.

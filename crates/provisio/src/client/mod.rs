@@ -333,6 +333,19 @@ pub async fn handlers(client: &ClientArgs, command: HandlersCommand) -> anyhow::
             print_json(&report);
             return Ok(());
         }
+        HandlersCommand::DryRun { id, limit } => {
+            let report = api
+                .send(
+                    reqwest::Method::POST,
+                    &format!("/handlers/{id}/dry-run"),
+                    &[],
+                    Some(json!({ "limit": limit })),
+                    &[],
+                )
+                .await?;
+            print_json(&report);
+            return Ok(());
+        }
         HandlersCommand::Delete { id } => {
             api.send(
                 reqwest::Method::DELETE,

@@ -354,3 +354,116 @@ async fn a_before_stage_test_shows_the_verdict_and_the_data_after_the_handler() 
     assert_eq!(report["verdict"]["allowed"], false, "{report}");
     assert_eq!(report["verdict"]["reason"], "no credit");
 }
+
+#[tokio::test]
+async fn a_dry_run_shows_what_a_filter_and_template_would_do_to_recent_history() {
+    let app = TestApp::spawn().await;
+    let switch = Receiver::ok().await;
+    let base = switch.url().trim_end_matches("/hook").to_owned();
+    // History: 30 client events, a third in USD, one without a currency.
+    let logger = app
+        .create_handler(json!({ "events_id": "clients.*", "target": switch.url() }))
+        .await;
+    for n in 0..30 {
+        let currency = if n % 3 == 0 { "USD" } else { "EUR" };
+        app.emit(
+            "clients.update",
+            json!(n),
+            json!({ "name": format!("c{n}"), "currency": currency }),
+        )
+        .await;
+    }
+    app.emit(
+        "clients.update",
+        json!(99),
+        json!({ "name": "no currency" }),
+    )
+    .await;
+    app.emit("clients.accounts.create", json!(5), json!({ "id": 5 }))
+        .await;
+
+    let draft = json!({
+        "name": "EUR only", "events_id": "clients.update", "target": switch.url(),
+        "filter": "data.currency == \"EUR\"", "request": customers(&base),
+    });
+    let (status, run) = app
+        .post(
+            "/api/v1/handlers/dry-run",
+            json!({ "handler": draft, "limit": 1000 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["examined"], 31, "only clients.update: {run}");
+    assert_eq!(run["passed"], 20);
+    assert_eq!(run["filter_errors"], 1, "the event without a currency");
+    let samples = run["samples"].as_array().unwrap();
+    assert!(samples.len() <= 5 && !samples.is_empty());
+    let with_request = samples.iter().find(|s| s["request"].is_object()).unwrap();
+    assert_eq!(with_request["request"]["method"], "PUT");
+    assert!(
+        with_request["request"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/api/v2/customers/"))
+    );
+
+    // The stored handler, limited to the newest ten; nothing is sent.
+    let before = switch.received().len();
+    let (_, run) = app
+        .post(
+            &format!("/api/v1/handlers/{}/dry-run", logger["id"]),
+            json!({ "limit": 10 }),
+        )
+        .await;
+    assert_eq!(
+        (run["examined"].clone(), run["passed"].clone()),
+        (json!(10), json!(10)),
+        "{run}"
+    );
+    assert_eq!(switch.received().len(), before);
+
+    for body in [json!({ "limit": 0 }), json!({ "limit": 1001 })] {
+        let (status, body) = app
+            .post(&format!("/api/v1/handlers/{}/dry-run", logger["id"]), body)
+            .await;
+        let fields = assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        assert!(fields["limit"].is_string(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn the_handler_form_dry_runs_a_draft_over_recent_events_without_saving() {
+    let app = TestApp::spawn().await;
+    let switch = Receiver::ok().await;
+    for n in 0..4 {
+        let currency = if n == 0 { "USD" } else { "EUR" };
+        app.emit("clients.create", json!(n), json!({ "currency": currency }))
+            .await;
+    }
+    let client = crate::web::web_client();
+    let (cookie, csrf) = crate::web::login(&app, &client).await;
+    let page = client
+        .post(app.url("/handlers"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "EUR only"),
+            ("events_id", "clients.create"),
+            ("stage", "after"),
+            ("status", "enabled"),
+            ("kind", "http"),
+            ("target", &switch.url()),
+            ("filter", "data.currency == \"EUR\""),
+            ("dry_run", "1"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Of the last 4 logged events"), "{page}");
+    assert!(page.contains("<strong>3</strong> would be sent"), "{page}");
+    let (_, list) = app.get("/api/v1/handlers").await;
+    assert_eq!(list["total"], 0, "nothing saved");
+}
