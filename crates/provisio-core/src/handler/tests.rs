@@ -16,6 +16,8 @@ fn draft() -> HandlerDraft {
         max_attempts: 10,
         ordered: true,
         on_failure: OnFailure::Forbid,
+        on_exhausted: OnExhausted::Block,
+        conflate: false,
     }
 }
 
@@ -177,6 +179,8 @@ fn any_draft() -> impl Strategy<Value = HandlerDraft> {
                     max_attempts,
                     ordered,
                     on_failure,
+                    on_exhausted: OnExhausted::Block,
+                    conflate: false,
                 }
             },
         )

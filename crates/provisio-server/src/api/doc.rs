@@ -13,7 +13,7 @@ use super::{event_types, events, executions, handlers};
         event_types::list, event_types::create,
         handlers::list, handlers::create, handlers::read, handlers::update, handlers::remove,
         handlers::secret, handlers::rotate_secret,
-        events::emit, events::before, events::read, events::redeliver,
+        events::emit, events::before, events::read, events::redeliver, events::skip,
         executions::list, executions::read,
     ),
     modifiers(&BearerAuth),

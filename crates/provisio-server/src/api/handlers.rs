@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use provisio_core::handler::{
-    Handler, HandlerDraft, HandlerKind, OnFailure, Stage, Status, defaults,
+    Handler, HandlerDraft, HandlerKind, OnExhausted, OnFailure, Stage, Status, defaults,
 };
 use provisio_store::HandlerFilter;
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,11 @@ pub struct HandlerOut {
     pub max_attempts: u32,
     pub ordered: bool,
     pub on_failure: OnFailure,
+    /// Ordered handlers: `block` keeps an object's later deliveries waiting
+    /// behind one that used up its attempts; `skip` lets them go.
+    pub on_exhausted: OnExhausted,
+    /// Of several deliveries of one object waiting, only the newest is sent.
+    pub conflate: bool,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -67,6 +72,8 @@ impl From<&Handler> for HandlerOut {
             max_attempts: s.max_attempts,
             ordered: s.ordered,
             on_failure: s.on_failure,
+            on_exhausted: s.on_exhausted,
+            conflate: s.conflate,
             created_at: ts(h.created_at),
             updated_at: ts(h.updated_at),
         }
@@ -75,7 +82,8 @@ impl From<&Handler> for HandlerOut {
 
 /// A new handler. Left-out fields take their defaults: stage `after`, status
 /// `enabled`, priority 100, kind `http`, timeout 10 s (5 s before), 10 attempts,
-/// ordered, on_failure `forbid`.
+/// ordered, on_failure `forbid`, on_exhausted `block` (it only matters for
+/// ordered handlers), conflate off.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandlerIn {
@@ -94,6 +102,8 @@ pub struct HandlerIn {
     pub max_attempts: Option<i64>,
     pub ordered: Option<bool>,
     pub on_failure: Option<OnFailure>,
+    pub on_exhausted: Option<OnExhausted>,
+    pub conflate: Option<bool>,
 }
 
 impl From<HandlerIn> for HandlerDraft {
@@ -113,6 +123,8 @@ impl From<HandlerIn> for HandlerDraft {
             max_attempts: i.max_attempts.unwrap_or(defaults::MAX_ATTEMPTS),
             ordered: i.ordered.unwrap_or(defaults::ORDERED),
             on_failure: i.on_failure.unwrap_or(defaults::ON_FAILURE),
+            on_exhausted: i.on_exhausted.unwrap_or(defaults::ON_EXHAUSTED),
+            conflate: i.conflate.unwrap_or(defaults::CONFLATE),
         }
     }
 }
@@ -134,6 +146,8 @@ pub struct HandlerPatch {
     pub max_attempts: Option<i64>,
     pub ordered: Option<bool>,
     pub on_failure: Option<OnFailure>,
+    pub on_exhausted: Option<OnExhausted>,
+    pub conflate: Option<bool>,
 }
 
 impl HandlerPatch {
@@ -154,7 +168,9 @@ impl HandlerPatch {
             timeout_ms,
             max_attempts,
             ordered,
-            on_failure
+            on_failure,
+            on_exhausted,
+            conflate
         );
     }
 }

@@ -6,7 +6,7 @@ use provisio_core::signing::SigningSecret;
 use sqlx::QueryBuilder;
 
 use super::{Bind, Binds, Dialect, SqlCore};
-use crate::query::push_handler_filter;
+use crate::query::{OPEN_STATES, push_handler_filter};
 use crate::rows::Columns;
 use crate::rows::{HANDLER_COLUMNS, handler as from_row, json};
 use crate::{HandlerFilter, Page, StoreError, StoreResult, now_ms};
@@ -81,7 +81,8 @@ impl<DB: Dialect> SqlCore<DB> {
             q.bind(now_ms())
                 .push(" WHERE handler_id = ")
                 .bind(id)
-                .push(" AND state IN ('pending', 'waiting')");
+                .push(" AND state IN ")
+                .push(OPEN_STATES);
             q.build().execute(DB::on(&mut *tx)).await?;
             Ok(DB::rows_affected(&done) > 0)
         })
@@ -159,7 +160,9 @@ fn push_spec<DB: Dialect>(q: &mut QueryBuilder<DB>, spec: &HandlerSpec, form: Fo
         .field("timeout_ms", i64::from(spec.timeout_ms))
         .field("max_attempts", i64::from(spec.max_attempts))
         .field("ordered", spec.ordered)
-        .field("on_failure", spec.on_failure.as_str());
+        .field("on_failure", spec.on_failure.as_str())
+        .field("on_exhausted", spec.on_exhausted.as_str())
+        .field("conflate", spec.conflate);
 }
 
 struct SpecWriter<'q, DB: Dialect> {

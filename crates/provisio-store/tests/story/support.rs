@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use provisio_core::catalog::EventPattern;
 use provisio_core::event::{DeliveryState, Event, ExecutionStatus, ObjectId};
-use provisio_core::handler::{HandlerKind, HandlerSpec, OnFailure, Stage, Status};
+use provisio_core::handler::{HandlerKind, HandlerSpec, OnExhausted, OnFailure, Stage, Status};
 use provisio_core::timefmt::from_millis;
 use provisio_store::postgres::scratch::ScratchDatabase;
 use provisio_store::postgres::{PgSettings, PgStore};
@@ -50,6 +50,8 @@ pub fn spec(name: &str, ordered: bool) -> HandlerSpec {
         max_attempts: 3,
         ordered,
         on_failure: OnFailure::Forbid,
+        on_exhausted: OnExhausted::Block,
+        conflate: false,
     }
 }
 
