@@ -207,6 +207,14 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &str,
     ) -> StoreResult<Option<(provisio_core::event::Event, Vec<DeliveryRecord>)>>;
+    /// The `waiting` deliveries of the line (handler, object) of delivery
+    /// `delivery_id`, oldest first, at most `limit`: what a blocked delivery
+    /// holds up.
+    async fn waiting_behind(
+        &self,
+        delivery_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<DeliveryRecord>>;
     /// How many deliveries are unfinished, and the age of the oldest.
     async fn queue_stats(&self) -> StoreResult<QueueStats>;
     /// Queues a finished or blocked delivery for a fresh round of attempts

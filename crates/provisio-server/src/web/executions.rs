@@ -30,6 +30,8 @@ pub fn router() -> Router<AppState> {
 }
 
 const PER_PAGE: u32 = 50;
+/// How many of the deliveries a blocked one holds up its page lists.
+const HELD_UP_SHOWN: u32 = 20;
 
 /// The Advanced Search fields, as typed.
 #[derive(Deserialize, Default, Clone)]
@@ -236,7 +238,9 @@ fn pretty(text: &str) -> String {
 /// A delivery of the execution's event as the detail page lists it.
 struct DeliveryView {
     id: String,
+    event_id: String,
     handler_id: i64,
+    created_at: String,
     state: &'static str,
     attempts: u32,
     /// A waiting delivery: the blocked one its line waits behind.
@@ -250,7 +254,9 @@ impl From<DeliveryRecord> for DeliveryView {
     fn from(d: DeliveryRecord) -> Self {
         Self {
             id: d.id,
+            event_id: d.event_id,
             handler_id: d.handler_id,
+            created_at: date(d.created_at),
             state: d.state.as_str(),
             attempts: d.attempts,
             blocked_by: d.blocked_by,
@@ -270,6 +276,8 @@ struct DetailPage {
     /// The state of the delivery this execution was an attempt of, now.
     delivery_state: Option<&'static str>,
     deliveries: Vec<DeliveryView>,
+    /// A blocked delivery: the first of the deliveries its line holds up.
+    held_up: Vec<DeliveryView>,
     date: String,
     next_attempt_at: Option<String>,
     request_body: String,
@@ -313,6 +321,16 @@ async fn detail_page(
         .iter()
         .find(|d| e.delivery_id.as_deref() == Some(d.id.as_str()))
         .map(|d| d.state);
+    let held_up = match (&e.delivery_id, delivery_state) {
+        (Some(id), Some("blocked")) => state
+            .store()
+            .waiting_behind(id, HELD_UP_SHOWN)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+        _ => Vec::new(),
+    };
     let chrome = Chrome::new(session, "executions", notice);
     Ok(render(
         StatusCode::OK,
@@ -320,6 +338,7 @@ async fn detail_page(
             chrome,
             delivery_state,
             deliveries,
+            held_up,
             date: date(e.started_at),
             next_attempt_at: e.next_attempt_at.map(date),
             request_body: pretty(&e.request.body),

@@ -357,6 +357,14 @@ macro_rules! impl_store {
                 self.core.get_event(id).await
             }
 
+            async fn waiting_behind(
+                &self,
+                delivery_id: &str,
+                limit: u32,
+            ) -> StoreResult<Vec<DeliveryRecord>> {
+                self.core.waiting_behind(delivery_id, limit).await
+            }
+
             async fn queue_stats(&self) -> StoreResult<QueueStats> {
                 self.core.queue_stats().await
             }

@@ -65,6 +65,18 @@ async fn a_blocked_line_waits_until_retried_or_skipped(store: &dyn Store) {
         assert_eq!(waiting.state, Waiting);
         assert_eq!(waiting.blocked_by, Some(dlv(1)), "linked to its blocker");
     }
+    let held: Vec<String> = store
+        .waiting_behind(&dlv(1), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(
+        held,
+        [dlv(2), dlv(3)],
+        "what the blocked one holds up, in order"
+    );
     assert!(claim(store, 3_000, &[]).await.is_empty());
     assert_eq!(store.queue_stats().await.unwrap().unfinished, 3);
     // A new emit for the object joins the blocked line.

@@ -425,3 +425,76 @@ async fn postgres_a_blocked_line_is_respected_across_two_nodes() {
     a.terminate();
     b.terminate();
 }
+
+#[tokio::test]
+async fn the_command_line_sets_the_policy_lists_a_blocked_line_and_skips() {
+    use crate::cli::cli;
+    let app = TestApp::spawn().await;
+    let receiver = failing_for_object_1(Arc::new(AtomicBool::new(false))).await;
+    // Runs a handler command with `--json`: the handler's (on_exhausted, conflate).
+    let policy = async |args: &[&str]| -> (Value, Value, String) {
+        let args = [args, &["--json"]].concat();
+        let (ok, out, err) = cli(&app, &args).await;
+        assert!(ok, "{err}");
+        let handler: Value = serde_json::from_str(&out).unwrap();
+        let id = handler["id"].to_string();
+        (
+            handler["on_exhausted"].clone(),
+            handler["conflate"].clone(),
+            id,
+        )
+    };
+    let url = receiver.url();
+    let (on_exhausted, conflate, id) = policy(&[
+        "handlers",
+        "create",
+        "--name",
+        "sync",
+        "--events-id",
+        "clients.*",
+        "--target",
+        &url,
+        "--max-attempts",
+        "1",
+        "--on-exhausted",
+        "skip",
+        "--conflate",
+        "true",
+    ])
+    .await;
+    assert_eq!((on_exhausted, conflate), (json!("skip"), json!(true)));
+    let (on_exhausted, conflate, _) = policy(&[
+        "handlers",
+        "update",
+        &id,
+        "--on-exhausted",
+        "block",
+        "--conflate",
+        "false",
+    ])
+    .await;
+    assert_eq!((on_exhausted, conflate), (json!("block"), json!(false)));
+    let (ok, _, err) = cli(
+        &app,
+        &["handlers", "update", &id, "--on-exhausted", "never"],
+    )
+    .await;
+    assert!(!ok && err.contains("on_exhausted"), "{err}");
+
+    let create = emit_step(&app, 1, 0).await;
+    let update = emit_step(&app, 1, 1).await;
+    let blocked = delivery_id(&wait_state(&app, &create, "blocked").await);
+    wait_state(&app, &update, "waiting").await;
+    let (ok, out, err) = cli(&app, &["deliveries", "list", &update]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("waiting") && out.contains(&format!("behind blocked {blocked}")),
+        "{out}"
+    );
+    let (ok, out, err) = cli(&app, &["deliveries", "skip", &blocked]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("skipped (failed)"), "{out}");
+    let (ok, _, err) = cli(&app, &["deliveries", "skip", &blocked]).await;
+    assert!(!ok && err.contains("not blocked"), "{err}");
+    wait_state(&app, &update, "blocked").await;
+}
