@@ -187,6 +187,11 @@ pub struct AttemptResult {
     /// Attempts made, this one included.
     pub attempts: u32,
     pub next: DeliveryNext,
+    /// The handler conflated when the attempt started: a finished delivery's
+    /// release then supersedes the older waiting ones of its line (the store
+    /// checks the handler's setting again; without this, a record batch
+    /// skips the conflation step).
+    pub conflate: bool,
     pub finished_at_ms: i64,
     pub last_error: Option<String>,
     /// The execution-log row; `None` when no call was made (handler gone).

@@ -21,7 +21,7 @@
 //!   key emitted on two nodes at once is stored once.
 
 use provisio_core::timefmt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{Acquire, PgConnection, Postgres};
 
@@ -351,7 +351,15 @@ pub(super) async fn record(
         .map(|r| r.finished_at_ms)
         .max()
         .unwrap_or_default();
-    let moved = move_lines_on::<Postgres>(&mut tx, &closed, now).await?;
+    // Of those, the lines whose handler conflated when the attempt started.
+    let closed_here: HashSet<&Line> = closed.iter().collect();
+    let conflating: Vec<Line> = batch
+        .iter()
+        .filter(|r| r.conflate && r.next.closes_line())
+        .map(|r| (r.handler_id, r.object_key.clone()))
+        .filter(|line| closed_here.contains(line))
+        .collect();
+    let moved = move_lines_on::<Postgres>(&mut tx, &closed, &conflating, now).await?;
     tx.commit().await?;
     Ok(moved)
 }

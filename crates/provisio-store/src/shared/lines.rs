@@ -22,16 +22,19 @@ pub(crate) type Line = (i64, String);
 /// Lets the next delivery of each line in `lines` go, where nothing of the
 /// line is pending or blocked any more: on a conflating handler the newest
 /// waiting one (the older waiting ones become `superseded` by it), otherwise
-/// the oldest. Runs inside the caller's transaction, which holds the lines'
-/// locks.
+/// the oldest. `conflating` are the lines that may conflate (the handler's
+/// setting is checked again): a record batch names those whose handler
+/// conflated, so a batch without any costs no statement more. Runs inside
+/// the caller's transaction, which holds the lines' locks.
 pub(crate) async fn move_lines_on<DB: Dialect>(
     conn: &mut DB::Connection,
     lines: &[Line],
+    conflating: &[Line],
     now: i64,
 ) -> StoreResult<RecordOutcome> {
     let mut moved = RecordOutcome::default();
     // Two binds a line, well under both databases' limits.
-    for chunk in lines.chunks(ROWS_PER_STATEMENT) {
+    for chunk in conflating.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<DB>::new(
             "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, lease_until = NULL,
                 finished_at = ",
@@ -51,7 +54,8 @@ pub(crate) async fn move_lines_on<DB: Dialect>(
                  AND n.object_key = d.object_key AND n.state = 'waiting'))",
             );
         moved.superseded += DB::rows_affected(&q.build().execute(DB::on(&mut *conn)).await?);
-
+    }
+    for chunk in lines.chunks(ROWS_PER_STATEMENT) {
         // The oldest waiting one (after the step above, on a conflating
         // handler the only one) goes, unless something of its line is still
         // pending or blocked (the state literals repeat `deliveries_open`'s
@@ -138,7 +142,8 @@ impl<DB: Dialect> SqlCore<DB> {
                 .push(" WHERE id = ")
                 .bind(id.to_owned());
             q.build().execute(DB::on(&mut *tx)).await?;
-            let moved = move_lines_on::<DB>(tx, &[line], now).await?;
+            let lines = [line];
+            let moved = move_lines_on::<DB>(tx, &lines, &lines, now).await?;
             Ok((read_delivery::<DB>(tx, id).await?, moved))
         })
         .await

@@ -271,17 +271,16 @@ async fn record_in(
 
     // Each finished delivery lets the next waiting one of its (handler,
     // object) become due; a blocked one holds its line.
-    let closed: Vec<Line> = batch
-        .iter()
-        .filter(|r| r.next.closes_line())
-        .map(|r| (r.handler_id, r.object_key.clone()))
-        .collect();
+    let line = |r: &AttemptResult| (r.handler_id, r.object_key.clone());
+    let closing = || batch.iter().filter(|r| r.next.closes_line());
+    let closed: Vec<Line> = closing().map(line).collect();
+    let conflating: Vec<Line> = closing().filter(|r| r.conflate).map(line).collect();
     let now = batch
         .iter()
         .map(|r| r.finished_at_ms)
         .max()
         .unwrap_or_default();
-    move_lines_on::<Sqlite>(tx, &closed, now).await
+    move_lines_on::<Sqlite>(tx, &closed, &conflating, now).await
 }
 
 pub(super) async fn redeliver(

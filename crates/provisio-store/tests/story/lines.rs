@@ -158,13 +158,11 @@ async fn a_conflating_handler_sends_only_the_newest(store: &dyn Store) {
     assert_eq!(in_flight.len(), 1);
     let behind: Vec<NewEvent> = (101..=109).map(|n| event_for(n, 8, h, 10_001)).collect();
     store.insert_events(&behind).await.unwrap();
-    let moved = store
-        .record(
-            &[finished(&in_flight[0], DeliveryNext::Succeeded, 10_100)],
-            &[],
-        )
-        .await
-        .unwrap();
+    let done = AttemptResult {
+        conflate: true,
+        ..finished(&in_flight[0], DeliveryNext::Succeeded, 10_100)
+    };
+    let moved = store.record(&[done], &[]).await.unwrap();
     assert_eq!(
         moved,
         RecordOutcome {
