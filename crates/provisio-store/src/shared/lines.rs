@@ -12,7 +12,7 @@
 use sqlx::QueryBuilder;
 
 use super::{Bind, Dialect, SqlCore};
-use crate::query::{OPEN_STATES, ROWS_PER_STATEMENT};
+use crate::query::{OPEN_STATES, ROWS_PER_STATEMENT, open_states};
 use crate::rows::{Columns, DELIVERY_COLUMNS, delivery as delivery_from_row};
 use crate::{DeliveryRecord, RecordOutcome, StoreError, StoreResult};
 
@@ -181,8 +181,15 @@ impl<DB: Dialect> SqlCore<DB> {
             }
             DB::lock_lines(tx, &lines).await?;
 
-            let newest = "(SELECT MAX(n.seq) FROM deliveries n WHERE n.handler_id = deliveries.handler_id
-                AND n.object_key = deliveries.object_key AND n.state IN ('pending', 'waiting'))";
+            // The line's newest pending or waiting delivery. Each state
+            // condition here repeats `deliveries_open`'s (OPEN_STATES), then
+            // narrows it, so SQLite seeks that index instead of scanning.
+            let newest = concat!(
+                "(SELECT MAX(m.seq) FROM deliveries m WHERE m.handler_id = deliveries.handler_id
+                AND m.object_key = deliveries.object_key AND m.state IN ",
+                open_states!(),
+                " AND m.state <> 'blocked')"
+            );
             let mut q = QueryBuilder::<DB>::new(
                 "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, finished_at = ",
             );
@@ -193,8 +200,10 @@ impl<DB: Dialect> SqlCore<DB> {
                 .push(newest)
                 .push(") WHERE handler_id = ")
                 .bind(handler_id)
+                .push(" AND state IN ")
+                .push(OPEN_STATES)
                 .push(
-                    " AND state IN ('pending', 'waiting') AND attempts = 0 AND lease_until IS NULL
+                    " AND state <> 'blocked' AND attempts = 0 AND lease_until IS NULL
                       AND seq < ",
                 )
                 .push(newest);
