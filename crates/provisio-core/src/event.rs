@@ -375,8 +375,15 @@ mod tests {
 crate::wire_enum! {
     /// Where a delivery stands. `waiting` holds an ordered delivery behind an
     /// earlier unfinished one for the same object; `pending` is queued or being
-    /// attempted; `success` and `failed` are final (until redelivered by hand).
-    DeliveryState { Waiting = "waiting", Pending = "pending", Success = "success", Failed = "failed" }
+    /// attempted; `blocked` is an ordered delivery of an `on_exhausted: block`
+    /// handler that used up its attempts: it keeps its object's line closed
+    /// until it is redelivered (and succeeds) or skipped. `success`, `failed`
+    /// and `superseded` (conflated away by a newer delivery of the same
+    /// object) are final (until redelivered by hand).
+    DeliveryState {
+        Waiting = "waiting", Pending = "pending", Blocked = "blocked",
+        Success = "success", Failed = "failed", Superseded = "superseded"
+    }
 }
 
 crate::wire_enum! {

@@ -33,6 +33,15 @@ wire_enum! {
     OnFailure { Forbid = "forbid", Allow = "allow" }
 }
 
+wire_enum! {
+    /// What an ordered handler's delivery that used up its attempts does to
+    /// the later deliveries of its object: `block` keeps them waiting behind
+    /// it (the delivery is `blocked` until an operator retries or skips it),
+    /// `skip` fails it and lets the next one go. Unordered handlers have no
+    /// line to hold, so for them it changes nothing.
+    OnExhausted { Block = "block", Skip = "skip" }
+}
+
 pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_TARGET_LEN: usize = 2048;
 pub const MAX_HEADERS: usize = 32;
@@ -65,6 +74,9 @@ pub mod defaults {
     pub const MAX_ATTEMPTS: i64 = 10;
     pub const ORDERED: bool = true;
     pub const ON_FAILURE: OnFailure = OnFailure::Forbid;
+    /// A provisioning line must not run ahead of a change it depends on.
+    pub const ON_EXHAUSTED: OnExhausted = OnExhausted::Block;
+    pub const CONFLATE: bool = false;
 
     /// After-stage calls may take their time; a before-stage call holds up the
     /// business action, so it gets less.
@@ -98,6 +110,8 @@ pub struct HandlerDraft {
     /// How an HTTP handler's request is built (see [`crate::request`]);
     /// `None` POSTs the payload.
     pub request: Option<RequestSpec>,
+    pub on_exhausted: OnExhausted,
+    pub conflate: bool,
 }
 
 /// A handler's settings once validated: the only form storage accepts.
@@ -124,6 +138,19 @@ pub struct HandlerSpec {
     pub filter: Option<Filter>,
     /// The request template of an HTTP handler; `None` POSTs the payload.
     pub request: Option<RequestTemplate>,
+    /// Ordered handlers only: block the object's line behind a delivery that
+    /// used up its attempts, or skip it.
+    pub on_exhausted: OnExhausted,
+    /// When several deliveries of one object wait, send only the newest; the
+    /// older ones become `superseded`.
+    pub conflate: bool,
+}
+
+impl HandlerSpec {
+    /// Whether a delivery that used up its attempts blocks its object's line.
+    pub fn blocks_when_exhausted(&self) -> bool {
+        self.ordered && self.on_exhausted == OnExhausted::Block
+    }
 }
 
 /// A stored handler.
@@ -255,6 +282,8 @@ impl HandlerDraft {
             on_failure: self.on_failure,
             filter,
             request,
+            on_exhausted: self.on_exhausted,
+            conflate: self.conflate,
         })
     }
 }
@@ -282,6 +311,8 @@ impl From<&HandlerSpec> for HandlerDraft {
                 .as_ref()
                 .map_or_else(String::new, |f| f.as_str().to_owned()),
             request: spec.request.as_ref().map(|r| r.spec().clone()),
+            on_exhausted: spec.on_exhausted,
+            conflate: spec.conflate,
         }
     }
 }

@@ -29,20 +29,25 @@ fn lease_until(now_ms: i64, longest_timeout: Duration, margin: Duration) -> i64 
 }
 
 /// What an attempt that ended at `finished_at_ms` means for its delivery:
-/// done, failed for good once its `round`-th attempt used up `max_attempts`,
-/// or due again after the schedule's delay (or the receiver's longer
-/// `Retry-After`).
+/// done, given up once its `round`-th attempt used up `max_attempts` or
+/// failed for good (failed, or blocked when `blocks` says the handler holds the object's line), or due
+/// again after the schedule's delay (or the receiver's longer `Retry-After`).
 fn next_state(
     outcome: &CallOutcome,
     round: u32,
     max_attempts: u32,
+    blocks: bool,
     finished_at_ms: i64,
     schedule: &RetrySchedule,
 ) -> DeliveryNext {
     if outcome.succeeded() {
         DeliveryNext::Succeeded
     } else if round >= max_attempts || outcome.permanent {
-        DeliveryNext::Failed
+        if blocks {
+            DeliveryNext::Blocked
+        } else {
+            DeliveryNext::Failed
+        }
     } else {
         let delay = schedule.delay(round, outcome.retry_after);
         DeliveryNext::RetryAt {
@@ -276,6 +281,7 @@ async fn run_attempt(
                 object_key,
                 attempts: delivery.attempts,
                 next: DeliveryNext::Failed,
+                conflate: false,
                 finished_at_ms: ctx.clock.now_ms(),
                 last_error: Some(format!("not sent: {why}")),
                 execution: None,
@@ -300,6 +306,7 @@ async fn run_attempt(
         &outcome,
         attempts.saturating_sub(delivery.round_start),
         handler.spec.max_attempts,
+        handler.spec.blocks_when_exhausted(),
         to_millis(finished_at),
         &ctx.retry_schedule,
     );
@@ -308,10 +315,10 @@ async fn run_attempt(
     metrics::histogram!("provisio_attempt_duration_seconds", "handler" => handler_label.clone())
         .record(outcome.duration.as_secs_f64());
     if !matches!(next, DeliveryNext::RetryAt { .. }) {
-        let label = if next == DeliveryNext::Succeeded {
-            "success"
-        } else {
-            "failed"
+        let label = match next {
+            DeliveryNext::Succeeded => "success",
+            DeliveryNext::Blocked => "blocked",
+            _ => "failed",
         };
         metrics::counter!("provisio_deliveries_finished_total", "handler" => handler_label, "outcome" => label)
             .increment(1);
@@ -342,6 +349,7 @@ async fn run_attempt(
         object_key,
         attempts,
         next,
+        conflate: handler.spec.conflate,
         finished_at_ms: to_millis(finished_at),
         last_error,
         execution: Some(execution),
@@ -378,12 +386,12 @@ mod tests {
         let finished = Clock::manual(1_700_000_000_000).now_ms();
         // ±20 % jitter around the round's entry.
         let first = retry_in(
-            next_state(&failed(None), 1, 5, finished, &schedule),
+            next_state(&failed(None), 1, 5, false, finished, &schedule),
             finished,
         );
         assert!((8 * SEC..=12 * SEC).contains(&first), "{first}");
         let second = retry_in(
-            next_state(&failed(None), 2, 5, finished, &schedule),
+            next_state(&failed(None), 2, 5, false, finished, &schedule),
             finished,
         );
         assert!((48 * SEC..=72 * SEC).contains(&second), "{second}");
@@ -393,10 +401,17 @@ mod tests {
     fn a_longer_retry_after_wins_over_the_schedule() {
         let schedule = RetrySchedule::parse("10s").unwrap();
         let asked = Some(Duration::from_secs(120));
-        let next = next_state(&failed(asked), 1, 5, 0, &schedule);
+        let next = next_state(&failed(asked), 1, 5, false, 0, &schedule);
         assert_eq!(retry_in(next, 0), 120 * SEC);
         // A shorter one does not make the retry earlier.
-        let next = next_state(&failed(Some(Duration::from_secs(1))), 1, 5, 0, &schedule);
+        let next = next_state(
+            &failed(Some(Duration::from_secs(1))),
+            1,
+            5,
+            false,
+            0,
+            &schedule,
+        );
         assert!(retry_in(next, 0) >= 8 * SEC);
     }
 
@@ -404,19 +419,39 @@ mod tests {
     fn the_last_attempt_of_a_round_fails_the_delivery_and_a_success_finishes_it() {
         let schedule = RetrySchedule::default();
         assert_eq!(
-            next_state(&failed(None), 3, 3, 0, &schedule),
+            next_state(&failed(None), 3, 3, false, 0, &schedule),
             DeliveryNext::Failed
         );
         let ok = CallOutcome::new(RequestRecord::default());
-        assert_eq!(next_state(&ok, 3, 3, 0, &schedule), DeliveryNext::Succeeded);
+        assert_eq!(
+            next_state(&ok, 3, 3, true, 0, &schedule),
+            DeliveryNext::Succeeded
+        );
+    }
+
+    #[test]
+    fn the_last_attempt_of_a_blocking_handler_blocks_and_earlier_ones_retry() {
+        let schedule = RetrySchedule::default();
+        assert_eq!(
+            next_state(&failed(None), 3, 3, true, 0, &schedule),
+            DeliveryNext::Blocked
+        );
+        assert!(matches!(
+            next_state(&failed(None), 2, 3, true, 0, &schedule),
+            DeliveryNext::RetryAt { .. }
+        ));
     }
 
     #[test]
     fn a_permanent_failure_fails_the_delivery_at_its_first_attempt() {
         let mut broken = failed(None);
         broken.permanent = true;
-        let next = next_state(&broken, 1, 10, 0, &RetrySchedule::default());
+        let next = next_state(&broken, 1, 10, false, 0, &RetrySchedule::default());
         assert_eq!(next, DeliveryNext::Failed);
+        // On a line that blocks, it blocks: the operator mends the template
+        // and retries it.
+        let next = next_state(&broken, 1, 10, true, 0, &RetrySchedule::default());
+        assert_eq!(next, DeliveryNext::Blocked);
     }
 
     #[test]

@@ -65,7 +65,8 @@ impl Recorder {
         let mut failed_since = None;
         loop {
             let err = match self.store.record(attempts, executions).await {
-                Ok(_) => {
+                Ok(moved) => {
+                    count_superseded(moved.superseded);
                     if failed_since.is_some() {
                         tracing::info!(
                             attempts = attempts.len(),
@@ -85,5 +86,13 @@ impl Recorder {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }
+    }
+}
+
+/// Counts deliveries conflated away (by a finished delivery's release, a
+/// skip, or a handler's backlog conflated at once).
+pub(crate) fn count_superseded(n: u64) {
+    if n > 0 {
+        metrics::counter!("provisio_deliveries_superseded_total").increment(n);
     }
 }

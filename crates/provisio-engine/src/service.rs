@@ -183,6 +183,49 @@ impl Engine {
         self.wake();
         Ok(delivery)
     }
+
+    /// Gives up a blocked delivery: it fails as "skipped by `who`" (an API
+    /// token's name) and the next waiting delivery of its object becomes due
+    /// now. Only a blocked delivery can be skipped ([`OpError::Conflict`]).
+    pub async fn skip_delivery(
+        &self,
+        delivery_id: &str,
+        who: &str,
+    ) -> Result<DeliveryRecord, OpError> {
+        let now = self.config().clock.now_ms();
+        let (delivery, moved) = self
+            .store()
+            .skip_blocked(delivery_id, who, now)
+            .await
+            .map_err(about(|| format!("delivery {delivery_id}")))?;
+        tracing::warn!(
+            delivery = delivery_id,
+            handler = delivery.handler_id,
+            who,
+            released = moved.released,
+            "skipped a blocked delivery; its object's line moves on"
+        );
+        metrics::counter!("provisio_deliveries_skipped_total").increment(1);
+        crate::record::count_superseded(moved.superseded);
+        self.wake();
+        Ok(delivery)
+    }
+
+    /// Conflates handler `id`'s backlog at once: of each object's unsent
+    /// deliveries only the newest stays (see `Store::conflate_lines`). For a
+    /// handler that does not conflate it does nothing. Returns how many were
+    /// superseded.
+    pub async fn conflate_lines(&self, id: i64) -> Result<u64, OpError> {
+        let now = self.config().clock.now_ms();
+        let superseded = self
+            .store()
+            .conflate_lines(id, now)
+            .await
+            .map_err(about(|| handler_name(id)))?;
+        crate::record::count_superseded(superseded);
+        self.wake();
+        Ok(superseded)
+    }
 }
 
 /// The execution log's filters as a caller gives them: empty text means any,

@@ -194,13 +194,15 @@ pub trait Store: Send + Sync + 'static {
     async fn settle_interrupted(&self, now_ms: i64, leases_ending_before: i64) -> StoreResult<u64>;
     /// Records a batch in one transaction: attempt results (their execution
     /// rows, delivery states, and the release of the next delivery of each
-    /// finished ordered (handler, object) queue) and executions that belong to
-    /// no delivery (before-stage calls). Returns how many deliveries became due.
+    /// finished ordered (handler, object) queue, with conflation on handlers
+    /// that conflate) and executions that belong to no delivery (before-stage
+    /// calls). A `blocked` result releases nothing. Returns how many
+    /// deliveries became due and how many were superseded.
     async fn record(
         &self,
         attempts: &[AttemptResult],
         executions: &[ExecutionRecord],
-    ) -> StoreResult<u64>;
+    ) -> StoreResult<RecordOutcome>;
     async fn get_event(
         &self,
         id: &str,
@@ -215,10 +217,35 @@ pub trait Store: Send + Sync + 'static {
     /// The handlers whose filter the event did not pass (empty for an
     /// unknown event).
     async fn filtered_out(&self, event_id: &str) -> StoreResult<Vec<FilteredOut>>;
+    /// The `waiting` deliveries of the line (handler, object) of delivery
+    /// `delivery_id`, oldest first, at most `limit`: what a blocked delivery
+    /// holds up.
+    async fn waiting_behind(
+        &self,
+        delivery_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<DeliveryRecord>>;
     /// How many deliveries are unfinished, and the age of the oldest.
     async fn queue_stats(&self) -> StoreResult<QueueStats>;
-    /// Queues a finished delivery for a fresh round of attempts.
+    /// Queues a finished or blocked delivery for a fresh round of attempts
+    /// (a blocked one is due at once: it heads its line).
     async fn redeliver(&self, delivery_id: &str, now_ms: i64) -> StoreResult<DeliveryRecord>;
+    /// Fails a `blocked` delivery with "skipped by `who`" and moves its line
+    /// on (the next waiting delivery becomes due, conflated on a conflating
+    /// handler). [`StoreError::NotFound`] for no such delivery,
+    /// [`StoreError::Conflict`] when it is not blocked.
+    async fn skip_blocked(
+        &self,
+        delivery_id: &str,
+        who: &str,
+        now_ms: i64,
+    ) -> StoreResult<(DeliveryRecord, RecordOutcome)>;
+    /// For a conflating handler (a no-op for others): supersedes every
+    /// unleased, never-attempted pending or waiting delivery that has a newer
+    /// pending or waiting one of the same object (`superseded_by` the newest),
+    /// and makes a waiting one pending where nothing open precedes it.
+    /// Returns how many were superseded.
+    async fn conflate_lines(&self, handler_id: i64, now_ms: i64) -> StoreResult<u64>;
 
     // --- Execution log ----------------------------------------------------
 

@@ -135,11 +135,14 @@ pub(crate) fn delivery_rows<'a>(stored: &[&'a NewEvent]) -> Vec<DeliveryRow<'a>>
 }
 
 /// What a recorded attempt makes of its delivery: its new state, when it is
-/// due again (a retry) and when it finished (success or failure).
+/// due again (a retry) and when it finished (success or failure; a blocked
+/// delivery is not finished).
 pub(crate) fn delivery_after(r: &AttemptResult) -> (&'static str, Option<i64>, Option<i64>) {
     match r.next {
         DeliveryNext::Succeeded => ("success", None, Some(r.finished_at_ms)),
         DeliveryNext::Failed => ("failed", None, Some(r.finished_at_ms)),
         DeliveryNext::RetryAt { at_ms } => ("pending", Some(at_ms), None),
+        // Not finished: it holds its line until retried or skipped.
+        DeliveryNext::Blocked => ("blocked", None, None),
     }
 }

@@ -10,6 +10,23 @@ use crate::shared::{Bind, Dialect};
 use crate::rows::like_pattern;
 use crate::{ExecutionFilter, ExecutionRecord, HandlerFilter};
 
+/// [`OPEN_STATES`] as a literal, for statements built with `concat!`.
+macro_rules! open_states {
+    () => {
+        "('pending', 'waiting', 'blocked')"
+    };
+}
+pub(crate) use open_states;
+
+/// The delivery states that keep a (handler, object) line open: a later
+/// ordered delivery of the object waits while one of its line is in one of
+/// them. The partial index `deliveries_open` covers the same set.
+pub(crate) const OPEN_STATES: &str = open_states!();
+
+/// The delivery states that are final (until redelivered by hand); retention
+/// deletes them (index `deliveries_finished`).
+pub(crate) const FINISHED_STATES: &str = "('success', 'failed', 'superseded')";
+
 /// Rows per multi-row statement: well under both databases' bound-parameter
 /// limits (SQLite 32,766; PostgreSQL 65,535) at 21 columns a row.
 pub(crate) const ROWS_PER_STATEMENT: usize = 1000;

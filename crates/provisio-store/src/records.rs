@@ -172,8 +172,30 @@ pub struct ClaimedDelivery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryNext {
     Succeeded,
-    RetryAt { at_ms: i64 },
+    RetryAt {
+        at_ms: i64,
+    },
     Failed,
+    /// Used up its attempts and holds its object's line (`blocked`): an
+    /// ordered delivery of an `on_exhausted: block` handler. Its successors
+    /// are not released.
+    Blocked,
+}
+
+impl DeliveryNext {
+    /// Whether the delivery is done, so the next of its line may go.
+    pub fn closes_line(self) -> bool {
+        matches!(self, DeliveryNext::Succeeded | DeliveryNext::Failed)
+    }
+}
+
+/// What a [`crate::Store::record`] batch moved on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecordOutcome {
+    /// Waiting deliveries that became due because the one before finished.
+    pub released: u64,
+    /// Waiting deliveries of conflating handlers replaced by a newer one.
+    pub superseded: u64,
 }
 
 /// One finished attempt (or a delivery given up without one).
@@ -185,6 +207,11 @@ pub struct AttemptResult {
     /// Attempts made, this one included.
     pub attempts: u32,
     pub next: DeliveryNext,
+    /// The handler conflated when the attempt started: a finished delivery's
+    /// release then supersedes the older waiting ones of its line (the store
+    /// checks the handler's setting again; without this, a record batch
+    /// skips the conflation step).
+    pub conflate: bool,
     pub finished_at_ms: i64,
     pub last_error: Option<String>,
     /// The execution-log row; `None` when no call was made (handler gone).
@@ -202,6 +229,12 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     pub created_at: OffsetDateTime,
     pub finished_at: Option<OffsetDateTime>,
+    /// A `superseded` delivery: the newer one of its object that was sent
+    /// instead.
+    pub superseded_by: Option<String>,
+    /// A `waiting` delivery whose line is held by a `blocked` one: that one
+    /// (computed on read).
+    pub blocked_by: Option<String>,
 }
 
 /// What was sent: the URL (or script path and arguments), headers and body.
@@ -264,6 +297,9 @@ pub struct ExecutionFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
     pub token_id: i64,
+    /// The token's name: who acts in the web section (a skip records it).
+    /// Read from the token; ignored when a session is created.
+    pub token_name: String,
     /// The anti-CSRF token every form of this session carries.
     pub csrf: String,
     pub expires_at_ms: i64,
@@ -283,7 +319,7 @@ pub struct HandlerActivity {
 /// The queue's size, for monitoring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueStats {
-    /// Deliveries not yet finished (`pending` or `waiting`).
+    /// Deliveries not yet finished (`pending`, `waiting` or `blocked`).
     pub unfinished: u64,
     /// When the oldest unfinished delivery was created.
     pub oldest_created_ms: Option<i64>,

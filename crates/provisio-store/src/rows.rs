@@ -92,7 +92,7 @@ pub(crate) fn event_type(row: &impl Columns) -> StoreResult<EventType> {
 
 /// `SELECT` of every handler column, for [`handler`].
 pub(crate) const HANDLER_COLUMNS: &str = "id, name, events_id, stage, status, priority, kind, target, args, headers, \
-     timeout_ms, max_attempts, ordered, on_failure, event_filter, request_template, secret, created_at, updated_at";
+     timeout_ms, max_attempts, ordered, on_failure, event_filter, request_template, on_exhausted, conflate, secret, created_at, updated_at";
 
 pub(crate) fn handler(row: &impl Columns) -> StoreResult<Handler> {
     let priority = row.int("priority")?;
@@ -140,6 +140,11 @@ pub(crate) fn handler(row: &impl Columns) -> StoreResult<Handler> {
                 })?)
             }
         },
+        on_exhausted: row
+            .text("on_exhausted")?
+            .parse()
+            .map_err(|e| corrupt("handler on_exhausted", e))?,
+        conflate: row.flag("conflate")?,
     };
     Ok(Handler {
         id: row.int("id")?,
@@ -175,8 +180,13 @@ pub(crate) fn claimed(row: &impl Columns) -> StoreResult<ClaimedDelivery> {
     })
 }
 
-/// Columns of `deliveries`, in the order [`delivery`] reads them.
-pub(crate) const DELIVERY_COLUMNS: &str = "id, event_id, handler_id, state, attempts, next_attempt_at, lease_until, last_error, created_at, finished_at";
+/// Columns of `deliveries` (selected `FROM deliveries`, unaliased), in the
+/// order [`delivery`] reads them. `blocked_by` is computed: for a waiting
+/// delivery, the blocked one that holds its line (index `deliveries_blocked`).
+pub(crate) const DELIVERY_COLUMNS: &str = "id, event_id, handler_id, state, attempts, next_attempt_at, lease_until, \
+     last_error, created_at, finished_at, superseded_by, \
+     (SELECT b.id FROM deliveries b WHERE deliveries.state = 'waiting' AND b.handler_id = deliveries.handler_id \
+      AND b.object_key = deliveries.object_key AND b.state = 'blocked' ORDER BY b.seq LIMIT 1) AS blocked_by";
 
 pub(crate) fn delivery(row: &impl Columns) -> StoreResult<DeliveryRecord> {
     let state: DeliveryState = row
@@ -198,6 +208,8 @@ pub(crate) fn delivery(row: &impl Columns) -> StoreResult<DeliveryRecord> {
         last_error: row.opt_text("last_error")?,
         created_at: from_millis(row.int("created_at")?),
         finished_at: row.opt_int("finished_at")?.map(from_millis),
+        superseded_by: row.opt_text("superseded_by")?,
+        blocked_by: row.opt_text("blocked_by")?,
     })
 }
 

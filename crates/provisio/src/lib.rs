@@ -7,7 +7,7 @@
 //! - [`serve`]: opens the store, seeds the catalog, bootstraps the admin token,
 //!   starts the engine and the HTTP server, and shuts them down in order.
 //! - [`tokens`]: `provisio token create|list|revoke` on the local database.
-//! - [`client`]: `provisio emit|handlers|executions|redeliver` against a running server.
+//! - [`client`]: `provisio emit|handlers|executions|deliveries|redeliver` against a running server.
 //! - [`output`]: standard output that ends quietly when its pipe closes.
 //! - [`supervisor`]: the hidden `provisio script-supervisor`, run around every
 //!   script so nothing the script started outlives it.

@@ -1,7 +1,9 @@
 //! `provisio`: parses the command line and hands over to the library.
 
 use clap::{CommandFactory, Parser, Subcommand};
-use provisio::client::{ClientArgs, EmitArgs, ExecutionsCommand, HandlersCommand};
+use provisio::client::{
+    ClientArgs, DeliveriesCommand, EmitArgs, ExecutionsCommand, HandlersCommand,
+};
 use provisio::config::{LogFormat, ServeArgs, StoreArgs};
 use provisio::tokens::TokenCommand;
 
@@ -49,7 +51,14 @@ enum Command {
         #[command(subcommand)]
         command: ExecutionsCommand,
     },
-    /// Send a finished delivery again.
+    /// Follow, retry and skip deliveries on a running server.
+    Deliveries {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+    /// Send a finished or blocked delivery again.
     Redeliver {
         #[command(flatten)]
         client: ClientArgs,
@@ -119,6 +128,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Handlers { client, command } => provisio::client::handlers(&client, command).await,
         Command::Executions { client, command } => {
             provisio::client::executions(&client, command).await
+        }
+        Command::Deliveries { client, command } => {
+            provisio::client::deliveries(&client, command).await
         }
         Command::Redeliver {
             client,

@@ -18,6 +18,8 @@ fn draft() -> HandlerDraft {
         on_failure: OnFailure::Forbid,
         filter: String::new(),
         request: None,
+        on_exhausted: OnExhausted::Block,
+        conflate: false,
     }
 }
 
@@ -181,6 +183,8 @@ fn any_draft() -> impl Strategy<Value = HandlerDraft> {
                     on_failure,
                     filter: String::new(),
                     request: None,
+                    on_exhausted: OnExhausted::Block,
+                    conflate: false,
                 }
             },
         )

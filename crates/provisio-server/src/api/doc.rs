@@ -15,7 +15,7 @@ use super::{event_types, events, executions, handler_tests, handlers};
         handlers::secret, handlers::rotate_secret,
         handler_tests::test_stored, handler_tests::test_draft,
         handler_tests::dry_run_stored, handler_tests::dry_run_draft,
-        events::emit, events::before, events::read, events::redeliver,
+        events::emit, events::before, events::read, events::redeliver, events::skip,
         executions::list, executions::read,
     ),
     modifiers(&BearerAuth),

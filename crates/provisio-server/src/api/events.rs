@@ -1,15 +1,15 @@
 //! `/events`: emit at the after stage, read an event with its deliveries, and
-//! `/deliveries/{id}/redeliver`.
+//! `/deliveries/{id}/redeliver` and `/deliveries/{id}/skip`.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use provisio_core::event::{DeliveryState, ObjectId};
 use provisio_core::timefmt;
 use provisio_engine::EventInput;
-use provisio_store::{DeliveryRecord, Idempotency};
+use provisio_store::{DeliveryRecord, Idempotency, TokenRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/events/before", post(before))
         .route("/events/{id}", get(read))
         .route("/deliveries/{id}/redeliver", post(redeliver))
+        .route("/deliveries/{id}/skip", post(skip))
 }
 
 /// An event to emit.
@@ -200,6 +201,12 @@ pub struct DeliveryOut {
     pub last_error: Option<String>,
     pub created_at: String,
     pub finished_at: Option<String>,
+    /// A `superseded` delivery: the newer delivery of the same object that
+    /// was sent instead (conflation).
+    pub superseded_by: Option<String>,
+    /// A `waiting` delivery held up by a `blocked` one of the same object:
+    /// that delivery's id (retry it with redeliver, or skip it).
+    pub blocked_by: Option<String>,
 }
 
 impl From<DeliveryRecord> for DeliveryOut {
@@ -214,6 +221,8 @@ impl From<DeliveryRecord> for DeliveryOut {
             last_error: d.last_error,
             created_at: ts(d.created_at),
             finished_at: d.finished_at.map(ts),
+            superseded_by: d.superseded_by,
+            blocked_by: d.blocked_by,
         }
     }
 }
@@ -273,7 +282,7 @@ async fn read(
 }
 
 #[utoipa::path(post, path = "/api/v1/deliveries/{id}/redeliver", tag = "events", params(("id" = String, Path, description = "Delivery id")),
-    responses((status = 202, description = "Queued again", body = DeliveryOut), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody),
+    responses((status = 202, description = "Queued again (a blocked delivery: retried now, and its object's line moves on once it succeeds)", body = DeliveryOut), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody),
         (status = 409, description = "The delivery is still pending", body = ErrorBody)))]
 async fn redeliver(
     State(state): State<AppState>,
@@ -281,4 +290,17 @@ async fn redeliver(
 ) -> ApiResult<(StatusCode, Json<DeliveryOut>)> {
     let delivery = state.engine().redeliver(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(delivery.into())))
+}
+
+#[utoipa::path(post, path = "/api/v1/deliveries/{id}/skip", tag = "events", params(("id" = String, Path, description = "Delivery id")),
+    responses((status = 200, description = "Skipped: the delivery is failed (\"skipped by <token name>\") and the next waiting delivery of its object is due", body = DeliveryOut),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "The delivery is not blocked", body = ErrorBody)))]
+async fn skip(
+    State(state): State<AppState>,
+    Extension(token): Extension<TokenRecord>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<DeliveryOut>> {
+    let delivery = state.engine().skip_delivery(&id, &token.name).await?;
+    Ok(Json(delivery.into()))
 }

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use provisio_core::handler::{
-    Handler, HandlerDraft, HandlerKind, OnFailure, Stage, Status, defaults,
+    Handler, HandlerDraft, HandlerKind, OnExhausted, OnFailure, Stage, Status, defaults,
 };
 use provisio_core::request::RequestSpec;
 use provisio_store::HandlerFilter;
@@ -52,6 +52,11 @@ pub struct HandlerOut {
     /// How an HTTP handler's request is built from the event; null: the
     /// payload is POSTed to `target`.
     pub request: Option<RequestSpec>,
+    /// Ordered handlers: `block` keeps an object's later deliveries waiting
+    /// behind one that used up its attempts; `skip` lets them go.
+    pub on_exhausted: OnExhausted,
+    /// Of several deliveries of one object waiting, only the newest is sent.
+    pub conflate: bool,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -76,6 +81,8 @@ impl From<&Handler> for HandlerOut {
             on_failure: s.on_failure,
             filter: s.filter.as_ref().map(|f| f.as_str().to_owned()),
             request: s.request.as_ref().map(|r| r.spec().clone()),
+            on_exhausted: s.on_exhausted,
+            conflate: s.conflate,
             created_at: ts(h.created_at),
             updated_at: ts(h.updated_at),
         }
@@ -84,7 +91,8 @@ impl From<&Handler> for HandlerOut {
 
 /// A new handler. Left-out fields take their defaults: stage `after`, status
 /// `enabled`, priority 100, kind `http`, timeout 10 s (5 s before), 10 attempts,
-/// ordered, on_failure `forbid`.
+/// ordered, on_failure `forbid`, on_exhausted `block` (it only matters for
+/// ordered handlers), conflate off.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandlerIn {
@@ -112,6 +120,8 @@ pub struct HandlerIn {
     /// and `data`, with per-event-type overrides in `by_event`; left out, the
     /// payload is POSTed to `target`.
     pub request: Option<RequestSpec>,
+    pub on_exhausted: Option<OnExhausted>,
+    pub conflate: Option<bool>,
 }
 
 impl From<HandlerIn> for HandlerDraft {
@@ -133,6 +143,8 @@ impl From<HandlerIn> for HandlerDraft {
             on_failure: i.on_failure.unwrap_or(defaults::ON_FAILURE),
             filter: i.filter.unwrap_or_default(),
             request: i.request,
+            on_exhausted: i.on_exhausted.unwrap_or(defaults::ON_EXHAUSTED),
+            conflate: i.conflate.unwrap_or(defaults::CONFLATE),
         }
     }
 }
@@ -154,6 +166,8 @@ pub struct HandlerPatch {
     pub max_attempts: Option<i64>,
     pub ordered: Option<bool>,
     pub on_failure: Option<OnFailure>,
+    pub on_exhausted: Option<OnExhausted>,
+    pub conflate: Option<bool>,
     /// A new filter; `null` (or `""`) removes it.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
@@ -192,7 +206,9 @@ impl HandlerPatch {
             timeout_ms,
             max_attempts,
             ordered,
-            on_failure
+            on_failure,
+            on_exhausted,
+            conflate
         );
         if let Some(filter) = self.filter {
             d.filter = filter.unwrap_or_default();

@@ -1,5 +1,6 @@
 //! The Execution Logs: the filtered table (with rows that refresh on their
-//! own), one execution's details, and redeliver.
+//! own), one execution's details with its event's deliveries, redeliver, and
+//! skip (of a blocked delivery).
 
 use askama::Template;
 use axum::Router;
@@ -7,7 +8,7 @@ use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use provisio_engine::{ExecutionSearch, OpError};
-use provisio_store::{ExecutionRecord, Page};
+use provisio_store::{DeliveryRecord, ExecutionRecord, Page};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
@@ -25,9 +26,12 @@ pub fn router() -> Router<AppState> {
         .route("/executions/rows", get(rows))
         .route("/executions/{id}", get(detail))
         .route("/deliveries/{id}/redeliver", post(redeliver))
+        .route("/deliveries/{id}/skip", post(skip))
 }
 
 const PER_PAGE: u32 = 50;
+/// How many of the deliveries a blocked one holds up its page lists.
+const HELD_UP_SHOWN: u32 = 20;
 
 /// The Advanced Search fields, as typed.
 #[derive(Deserialize, Default, Clone)]
@@ -38,6 +42,7 @@ struct Search {
     status: String,
     stage: String,
     object_id: String,
+    delivery_id: String,
     data: String,
     error: String,
     from: String,
@@ -53,6 +58,7 @@ impl Search {
             ("status", self.status.clone()),
             ("stage", self.stage.clone()),
             ("object_id", self.object_id.clone()),
+            ("delivery_id", self.delivery_id.clone()),
             ("data", self.data.clone()),
             ("error", self.error.clone()),
             ("from", self.from.clone()),
@@ -78,6 +84,7 @@ impl Search {
             status: self.status.parse().ok(),
             stage: self.stage.parse().ok(),
             object_id: text(&self.object_id),
+            delivery_id: text(&self.delivery_id),
             data: text(&self.data),
             error: text(&self.error),
             from: text(&self.from),
@@ -231,12 +238,49 @@ fn pretty(text: &str) -> String {
         .unwrap_or_else(|| text.to_owned())
 }
 
-/// One execution as stored, with its instants and bodies made readable.
+/// A delivery of the execution's event as the detail page lists it.
+struct DeliveryView {
+    id: String,
+    event_id: String,
+    handler_id: i64,
+    created_at: String,
+    state: &'static str,
+    attempts: u32,
+    /// A waiting delivery: the blocked one its line waits behind.
+    blocked_by: Option<String>,
+    /// A superseded delivery: the one sent instead.
+    superseded_by: Option<String>,
+    last_error: Option<String>,
+}
+
+impl From<DeliveryRecord> for DeliveryView {
+    fn from(d: DeliveryRecord) -> Self {
+        Self {
+            id: d.id,
+            event_id: d.event_id,
+            handler_id: d.handler_id,
+            created_at: date(d.created_at),
+            state: d.state.as_str(),
+            attempts: d.attempts,
+            blocked_by: d.blocked_by,
+            superseded_by: d.superseded_by,
+            last_error: d.last_error,
+        }
+    }
+}
+
+/// One execution as stored, with its instants and bodies made readable, and
+/// where its event's deliveries stand now.
 #[derive(Template)]
 #[template(path = "execution.html")]
 struct DetailPage {
     chrome: Chrome,
     e: ExecutionRecord,
+    /// The state of the delivery this execution was an attempt of, now.
+    delivery_state: Option<&'static str>,
+    deliveries: Vec<DeliveryView>,
+    /// A blocked delivery: the first of the deliveries its line holds up.
+    held_up: Vec<DeliveryView>,
     date: String,
     next_attempt_at: Option<String>,
     request_body: String,
@@ -267,11 +311,37 @@ async fn detail_page(
             "There is no execution with that id.",
         )
     })?;
+    let deliveries: Vec<DeliveryView> = match &e.event_id {
+        Some(event_id) => state
+            .store()
+            .get_event(event_id)
+            .await?
+            .map(|(_, deliveries)| deliveries.into_iter().map(Into::into).collect())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let delivery_state = deliveries
+        .iter()
+        .find(|d| e.delivery_id.as_deref() == Some(d.id.as_str()))
+        .map(|d| d.state);
+    let held_up = match (&e.delivery_id, delivery_state) {
+        (Some(id), Some("blocked")) => state
+            .store()
+            .waiting_behind(id, HELD_UP_SHOWN)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+        _ => Vec::new(),
+    };
     let chrome = Chrome::new(session, "executions", notice);
     Ok(render(
         StatusCode::OK,
         &DetailPage {
             chrome,
+            delivery_state,
+            deliveries,
+            held_up,
             date: date(e.started_at),
             next_attempt_at: e.next_attempt_at.map(date),
             request_body: pretty(&e.request.body),
@@ -283,9 +353,10 @@ async fn detail_page(
     ))
 }
 
-/// Redeliver is asked on an execution's page; the answer is that page again.
+/// Redeliver and skip are asked on an execution's page; the answer is that
+/// page again.
 #[derive(Deserialize)]
-struct RedeliverForm {
+struct DeliveryActionForm {
     #[serde(default)]
     execution: i64,
 }
@@ -293,15 +364,38 @@ struct RedeliverForm {
 async fn redeliver(
     Operator { state, session }: Operator,
     ApiPath(id): ApiPath<String>,
-    Posted(form): Posted<RedeliverForm>,
+    Posted(form): Posted<DeliveryActionForm>,
 ) -> PageResult {
-    match state.engine().redeliver(&id).await {
+    let done = state.engine().redeliver(&id).await;
+    answer_action(&state, &session, done, form.execution, "redelivered").await
+}
+
+/// Skips a blocked delivery in the name of the session's token.
+async fn skip(
+    Operator { state, session }: Operator,
+    ApiPath(id): ApiPath<String>,
+    Posted(form): Posted<DeliveryActionForm>,
+) -> PageResult {
+    let done = state.engine().skip_delivery(&id, &session.token_name).await;
+    answer_action(&state, &session, done, form.execution, "skipped").await
+}
+
+/// The execution's page after an action on its delivery: with the notice
+/// when it was done, with the refusal when it clashed with the delivery's
+/// state.
+async fn answer_action(
+    state: &AppState,
+    session: &Session,
+    done: Result<DeliveryRecord, OpError>,
+    execution: i64,
+    notice: &str,
+) -> PageResult {
+    match done {
         Ok(_) => Ok(see_other(&format!(
-            "/executions/{}?notice=redelivered",
-            form.execution
+            "/executions/{execution}?notice={notice}"
         ))),
         Err(OpError::Conflict(message)) => {
-            detail_page(&state, &session, form.execution, None, Some(message)).await
+            detail_page(state, session, execution, None, Some(message)).await
         }
         Err(err) => Err(session.not_found(
             err,

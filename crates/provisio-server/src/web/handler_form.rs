@@ -23,6 +23,8 @@ pub(super) struct HandlerForm {
     pub(super) max_attempts: String,
     pub(super) on_failure: String,
     pub(super) ordered: Option<String>,
+    pub(super) on_exhausted: String,
+    pub(super) conflate: Option<String>,
     pub(super) headers: String,
     pub(super) args: String,
     pub(super) filter: String,
@@ -46,6 +48,8 @@ impl HandlerForm {
             max_attempts: defaults::MAX_ATTEMPTS.to_string(),
             on_failure: defaults::ON_FAILURE.as_str().into(),
             ordered: Some("true".into()),
+            on_exhausted: defaults::ON_EXHAUSTED.as_str().into(),
+            conflate: defaults::CONFLATE.then(|| "true".into()),
             ..Self::default()
         }
     }
@@ -63,6 +67,8 @@ impl HandlerForm {
             max_attempts: s.max_attempts.to_string(),
             on_failure: s.on_failure.as_str().into(),
             ordered: s.ordered.then(|| "true".into()),
+            on_exhausted: s.on_exhausted.as_str().into(),
+            conflate: s.conflate.then(|| "true".into()),
             headers: s
                 .headers
                 .iter()
@@ -165,6 +171,8 @@ impl HandlerForm {
             on_failure: self.on_failure.parse().unwrap_or(defaults::ON_FAILURE),
             filter: self.filter.clone(),
             request,
+            on_exhausted: self.on_exhausted.parse().unwrap_or(defaults::ON_EXHAUSTED),
+            conflate: self.conflate.is_some(),
         };
         (draft, errors)
     }

@@ -95,6 +95,7 @@ fn notice_text(key: &str) -> Option<&'static str> {
         "enabled" => "The handler is enabled.",
         "disabled" => "The handler is disabled.",
         "redelivered" => "The delivery was queued to be sent again.",
+        "skipped" => "The delivery was skipped; the next one of its object is on its way.",
         "logged-out" => "You are logged out.",
         "expired" => "Your session expired; please log in again.",
         _ => return None,

@@ -35,6 +35,8 @@ pub fn router() -> Router<AppState> {
 /// A logged-in operator.
 pub struct Session {
     pub csrf: String,
+    /// The name of the API token the operator logged in with: who acts.
+    pub token_name: String,
     id_hash: [u8; 32],
 }
 
@@ -182,6 +184,7 @@ impl FromRequestParts<AppState> for Session {
                 parts.extensions.insert(SessionCsrf(s.csrf.clone()));
                 Ok(Session {
                     csrf: s.csrf,
+                    token_name: s.token_name,
                     id_hash,
                 })
             }
@@ -338,6 +341,7 @@ async fn login(
     let ttl = state.config().session_ttl;
     let session = SessionRecord {
         token_id: record.id,
+        token_name: record.name.clone(),
         csrf: crate::auth::random_secret(),
         expires_at_ms: to_millis(OffsetDateTime::now_utc()) + ttl.as_millis() as i64,
     };

@@ -113,6 +113,17 @@ impl Dialect for Postgres {
         tx.commit().await?;
         Ok(value)
     }
+
+    async fn lock_lines(
+        conn: &mut PgConnection,
+        lines: &[crate::shared::lines::Line],
+    ) -> StoreResult<()> {
+        queue::lock_lines(conn, lines).await
+    }
+
+    async fn announce_work(conn: &mut PgConnection) -> StoreResult<()> {
+        notify_work(conn).await
+    }
 }
 
 #[derive(Clone)]

@@ -21,13 +21,15 @@
 //!   key emitted on two nodes at once is stored once.
 
 use provisio_core::timefmt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{Acquire, PgConnection, Postgres};
 
 use super::{PgStore, notify_work};
-use crate::rows::{claimed, delivery};
+use crate::query::open_states;
+use crate::rows::{DELIVERY_COLUMNS, claimed, delivery};
 use crate::shared::SqlCore;
+use crate::shared::lines::{Line, move_lines_on};
 use crate::*;
 
 /// The advisory-lock key text of a (handler, object) queue.
@@ -55,6 +57,16 @@ async fn lock_keys(conn: &mut PgConnection, keys: Vec<String>) -> StoreResult<()
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Takes the advisory locks of (handler, object) lines, for the shared code
+/// (`Dialect::lock_lines`).
+pub(super) async fn lock_lines(
+    conn: &mut PgConnection,
+    lines: &[crate::shared::lines::Line],
+) -> StoreResult<()> {
+    let keys = lines.iter().map(|(h, o)| queue_key(*h, o)).collect();
+    lock_keys(conn, keys).await
 }
 
 pub(super) async fn insert_events(
@@ -119,14 +131,16 @@ pub(super) async fn insert_events(
     // `WITH ORDINALITY … ORDER BY` gives `seq` in emit order.
     let rows = crate::plan::delivery_rows(&stored);
     if !rows.is_empty() {
-        sqlx::query(
+        sqlx::query(concat!(
             "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
                                      created_at, last_error, finished_at)
              SELECT v.id, v.event_id, v.handler_id, v.object_key,
                     CASE WHEN NOT h.live THEN 'failed'
                          WHEN v.behind OR (v.ordered AND EXISTS (
                         SELECT 1 FROM deliveries d WHERE d.handler_id = v.handler_id
-                            AND d.object_key = v.object_key AND d.state IN ('pending', 'waiting')))
+                            AND d.object_key = v.object_key AND d.state IN ",
+            open_states!(),
+            "))
                     THEN 'waiting' ELSE 'pending' END,
                     v.created_at, v.created_at,
                     CASE WHEN NOT h.live THEN 'not sent: the handler was deleted' END,
@@ -139,8 +153,8 @@ pub(super) async fn insert_events(
              -- for this commit, so its own sweep of open deliveries sees ours.
              CROSS JOIN LATERAL (SELECT EXISTS (
                  SELECT 1 FROM handlers WHERE id = v.handler_id FOR KEY SHARE) AS live) h
-             ORDER BY v.n",
-        )
+             ORDER BY v.n"
+        ))
         .bind(rows.iter().map(|r| r.delivery.id.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.new.event.id.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.delivery.handler_id).collect::<Vec<_>>())
@@ -266,9 +280,9 @@ pub(super) async fn record(
     store: &PgStore,
     batch: &[AttemptResult],
     plain: &[ExecutionRecord],
-) -> StoreResult<u64> {
+) -> StoreResult<RecordOutcome> {
     let mut tx = store.core.write.begin().await?;
-    let finishes = |r: &&AttemptResult| !matches!(r.next, DeliveryNext::RetryAt { .. });
+    let finishes = |r: &&AttemptResult| r.next.closes_line();
     lock_keys(
         &mut tx,
         batch
@@ -287,7 +301,7 @@ pub(super) async fn record(
     SqlCore::<Postgres>::insert_executions(&mut tx, &executions).await?;
     if batch.is_empty() {
         tx.commit().await?;
-        return Ok(0);
+        return Ok(RecordOutcome::default());
     }
 
     let mut seqs = Vec::with_capacity(batch.len());
@@ -308,7 +322,7 @@ pub(super) async fn record(
     // Only a delivery still pending takes a result. One already finished was
     // also attempted by another node after its lease lapsed here; the first
     // result stands, and its successor is not released a second time.
-    let closed: Vec<(i64, String)> = sqlx::query_as(
+    let closed: Vec<Line> = sqlx::query_as(
         "UPDATE deliveries d SET state = v.state, attempts = v.attempts, next_attempt_at = v.next_at,
              lease_until = NULL, last_error = v.last_error, finished_at = v.finished_at
          FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[])
@@ -326,42 +340,29 @@ pub(super) async fn record(
     .await
     .map(|rows: Vec<(i64, String, String)>| {
         rows.into_iter()
-            .filter(|(_, _, state)| state != "pending")
+            .filter(|(_, _, state)| !matches!(state.as_str(), "pending" | "blocked"))
             .map(|(h, o, _)| (h, o))
             .collect()
     })?;
 
-    // Each finished delivery lets the oldest waiting one of its (handler,
+    // Each finished delivery lets the next waiting one of its (handler,
     // object) become due.
-    let mut released = 0;
-    if !closed.is_empty() {
-        let now = batch
-            .iter()
-            .map(|r| r.finished_at_ms)
-            .max()
-            .unwrap_or_default();
-        let (handlers, objects): (Vec<i64>, Vec<String>) = closed.into_iter().unzip();
-        released = sqlx::query(
-            "UPDATE deliveries SET state = 'pending', next_attempt_at = $3
-             WHERE seq IN (
-                 SELECT MIN(d.seq)
-                 FROM unnest($1::int8[], $2::text[]) AS v(handler_id, object_key)
-                 JOIN deliveries d ON d.handler_id = v.handler_id AND d.object_key = v.object_key
-                                  AND d.state = 'waiting'
-                 GROUP BY d.handler_id, d.object_key)",
-        )
-        .bind(handlers)
-        .bind(objects)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if released > 0 {
-            notify_work(&mut tx).await?;
-        }
-    }
+    let now = batch
+        .iter()
+        .map(|r| r.finished_at_ms)
+        .max()
+        .unwrap_or_default();
+    // Of those, the lines whose handler conflated when the attempt started.
+    let closed_here: HashSet<&Line> = closed.iter().collect();
+    let conflating: Vec<Line> = batch
+        .iter()
+        .filter(|r| r.conflate && r.next.closes_line())
+        .map(|r| (r.handler_id, r.object_key.clone()))
+        .filter(|line| closed_here.contains(line))
+        .collect();
+    let moved = move_lines_on::<Postgres>(&mut tx, &closed, &conflating, now).await?;
     tx.commit().await?;
-    Ok(released)
+    Ok(moved)
 }
 
 pub(super) async fn redeliver(
@@ -389,24 +390,31 @@ pub(super) async fn redeliver(
             "the delivery is still pending; it will be attempted again on its own".into(),
         ));
     }
-    // Behind any unfinished delivery of the same object, so order still holds.
-    let row = sqlx::query(concat!(
+    // Behind any other unfinished delivery of the same object, so order
+    // still holds; a blocked one heads its line and is due at once.
+    sqlx::query(concat!(
         "UPDATE deliveries SET
-            state = CASE WHEN EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = $3
-                                      AND o.object_key = $4 AND o.state IN ('pending', 'waiting'))
+            state = CASE WHEN state <> 'blocked' AND EXISTS (SELECT 1 FROM deliveries o
+                                      WHERE o.handler_id = $3 AND o.object_key = $4 AND o.id <> $2
+                                      AND o.state IN ",
+        open_states!(),
+        ")
                          THEN 'waiting' ELSE 'pending' END,
+            superseded_by = NULL,
             round_start = attempts, next_attempt_at = $1, lease_until = NULL, finished_at = NULL
-         WHERE id = $2 RETURNING ",
-        "id, event_id, handler_id, state, attempts, next_attempt_at, lease_until, ",
-        "last_error, created_at, finished_at"
+         WHERE id = $2"
     ))
     .bind(now)
     .bind(delivery_id)
     .bind(handler_id)
     .bind(&object_key)
-    .fetch_one(&mut *tx)
+    .execute(&mut *tx)
     .await?;
-    let record = delivery(&row)?;
+    let mut q = sqlx::QueryBuilder::<Postgres>::new("SELECT ");
+    q.push(DELIVERY_COLUMNS)
+        .push(" FROM deliveries WHERE id = ")
+        .push_bind(delivery_id);
+    let record = delivery(&q.build().fetch_one(&mut *tx).await?)?;
     if record.state == provisio_core::event::DeliveryState::Pending {
         notify_work(&mut tx).await?;
     }

@@ -6,7 +6,7 @@ use provisio_core::signing::SigningSecret;
 use sqlx::QueryBuilder;
 
 use super::{Bind, Binds, Dialect, SqlCore};
-use crate::query::push_handler_filter;
+use crate::query::{OPEN_STATES, push_handler_filter};
 use crate::rows::Columns;
 use crate::rows::{HANDLER_COLUMNS, handler as from_row, json};
 use crate::{HandlerFilter, Page, StoreError, StoreResult, now_ms};
@@ -81,7 +81,8 @@ impl<DB: Dialect> SqlCore<DB> {
             q.bind(now_ms())
                 .push(" WHERE handler_id = ")
                 .bind(id)
-                .push(" AND state IN ('pending', 'waiting')");
+                .push(" AND state IN ")
+                .push(OPEN_STATES);
             q.build().execute(DB::on(&mut *tx)).await?;
             Ok(DB::rows_affected(&done) > 0)
         })
@@ -167,7 +168,9 @@ fn push_spec<DB: Dialect>(q: &mut QueryBuilder<DB>, spec: &HandlerSpec, form: Fo
         .field(
             "request_template",
             spec.request.as_ref().map(|r| json(r.spec())),
-        );
+        )
+        .field("on_exhausted", spec.on_exhausted.as_str())
+        .field("conflate", spec.conflate);
 }
 
 struct SpecWriter<'q, DB: Dialect> {

@@ -8,7 +8,8 @@
 //!   runs a write transaction.
 //! - [`SqlCore`]: a backend's pools and the operations on them, one file per
 //!   subject: `tokens`, `catalog`, `handlers`, `executions`, `sessions`,
-//!   `queue` (reads and settling interrupted attempts), `upkeep` (queue
+//!   `queue` (reads and settling interrupted attempts), `lines` (moving an
+//!   object's line on: release, conflation, skip), `upkeep` (queue
 //!   statistics and retention).
 //!
 //! A new statement goes here unless it needs something only one database
@@ -21,6 +22,7 @@
 mod catalog;
 mod executions;
 mod handlers;
+pub(crate) mod lines;
 mod queue;
 mod sessions;
 mod tokens;
@@ -71,6 +73,19 @@ pub(crate) trait Dialect:
         pool: &Pool<Self>,
         work: impl AsyncFnOnce(&mut Self::Connection) -> StoreResult<T>,
     ) -> impl Future<Output = StoreResult<T>>;
+
+    /// Inside a write transaction, before it reads whether a (handler,
+    /// object) line is open: PostgreSQL takes the lines' advisory locks, so
+    /// other nodes' transactions on them wait; SQLite's single writer needs
+    /// nothing.
+    fn lock_lines(
+        conn: &mut Self::Connection,
+        lines: &[lines::Line],
+    ) -> impl Future<Output = StoreResult<()>>;
+
+    /// Inside a write transaction that made deliveries due: PostgreSQL tells
+    /// every node at commit; a single SQLite node wakes its own dispatcher.
+    fn announce_work(conn: &mut Self::Connection) -> impl Future<Output = StoreResult<()>>;
 }
 
 /// What both drivers offer but sqlx does not name for generic code:
@@ -205,12 +220,25 @@ macro_rules! impl_store {
                 &self,
                 attempts: &[AttemptResult],
                 executions: &[ExecutionRecord],
-            ) -> StoreResult<u64> {
+            ) -> StoreResult<RecordOutcome> {
                 queue::record(self, attempts, executions).await
             }
 
             async fn redeliver(&self, delivery_id: &str, now_ms: i64) -> StoreResult<DeliveryRecord> {
                 queue::redeliver(self, delivery_id, now_ms).await
+            }
+
+            async fn skip_blocked(
+                &self,
+                delivery_id: &str,
+                who: &str,
+                now_ms: i64,
+            ) -> StoreResult<(DeliveryRecord, RecordOutcome)> {
+                self.core.skip_blocked(delivery_id, who, now_ms).await
+            }
+
+            async fn conflate_lines(&self, handler_id: i64, now_ms: i64) -> StoreResult<u64> {
+                self.core.conflate_lines(handler_id, now_ms).await
             }
 
             async fn handler_activity(
@@ -339,6 +367,14 @@ macro_rules! impl_store {
 
             async fn filtered_out(&self, event_id: &str) -> StoreResult<Vec<FilteredOut>> {
                 self.core.filtered_out(event_id).await
+            }
+
+            async fn waiting_behind(
+                &self,
+                delivery_id: &str,
+                limit: u32,
+            ) -> StoreResult<Vec<DeliveryRecord>> {
+                self.core.waiting_behind(delivery_id, limit).await
             }
 
             async fn queue_stats(&self) -> StoreResult<QueueStats> {

@@ -48,6 +48,31 @@ impl<DB: Dialect> SqlCore<DB> {
         Ok(Some((event, deliveries)))
     }
 
+    /// The line's waiting deliveries (index `deliveries_waiting`).
+    pub(crate) async fn waiting_behind(
+        &self,
+        delivery_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        let mut q = QueryBuilder::<DB>::new("SELECT ");
+        q.push(DELIVERY_COLUMNS)
+            .push(
+                " FROM deliveries WHERE state = 'waiting'
+                  AND handler_id = (SELECT handler_id FROM deliveries WHERE id = ",
+            )
+            .bind(delivery_id.to_owned())
+            .push(") AND object_key = (SELECT object_key FROM deliveries WHERE id = ")
+            .bind(delivery_id.to_owned())
+            .push(") ORDER BY seq LIMIT ")
+            .bind(i64::from(limit));
+        q.build()
+            .fetch_all(self.reader())
+            .await?
+            .iter()
+            .map(delivery_from_row)
+            .collect()
+    }
+
     /// Event ids are ULIDs: their order is emit order, and the primary key
     /// walks it backwards.
     pub(crate) async fn recent_events(

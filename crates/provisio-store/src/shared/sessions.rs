@@ -32,7 +32,7 @@ impl<DB: Dialect> SqlCore<DB> {
         id_hash: &[u8; 32],
     ) -> StoreResult<Option<SessionRecord>> {
         let mut q = QueryBuilder::<DB>::new(
-            "SELECT s.token_id, s.csrf, s.expires_at FROM web_sessions s
+            "SELECT s.token_id, t.name AS token_name, s.csrf, s.expires_at FROM web_sessions s
              JOIN api_tokens t ON t.id = s.token_id AND t.revoked_at IS NULL
              WHERE s.id_hash = ",
         );
@@ -41,6 +41,7 @@ impl<DB: Dialect> SqlCore<DB> {
         row.map(|row| {
             Ok(SessionRecord {
                 token_id: row.int("token_id")?,
+                token_name: row.text("token_name")?,
                 csrf: row.text("csrf")?,
                 expires_at_ms: row.int("expires_at")?,
             })

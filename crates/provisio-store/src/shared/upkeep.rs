@@ -4,6 +4,7 @@
 use sqlx::QueryBuilder;
 
 use super::{Bind, Dialect, SqlCore};
+use crate::query::{FINISHED_STATES, OPEN_STATES};
 use crate::rows::Columns;
 use crate::{HandlerActivity, IDEMPOTENCY_WINDOW_MS, QueueStats, StoreResult, now_ms};
 
@@ -18,13 +19,10 @@ impl<DB: Dialect> SqlCore<DB> {
     }
 
     pub(crate) async fn queue_stats(&self) -> StoreResult<QueueStats> {
-        let row = QueryBuilder::<DB>::new(
-            "SELECT COUNT(*) AS unfinished, MIN(created_at) AS oldest FROM deliveries
-             WHERE state IN ('pending', 'waiting')",
-        )
-        .build()
-        .fetch_one(self.reader())
-        .await?;
+        let mut q = QueryBuilder::<DB>::new(
+            "SELECT COUNT(*) AS unfinished, MIN(created_at) AS oldest FROM deliveries WHERE state IN ",
+        );
+        let row = q.push(OPEN_STATES).build().fetch_one(self.reader()).await?;
         Ok(QueueStats {
             unfinished: row.int("unfinished")? as u64,
             oldest_created_ms: row.opt_int("oldest")?,
@@ -72,9 +70,11 @@ impl<DB: Dialect> SqlCore<DB> {
             // node is pruning are skipped rather than waited for.
             let mut q = QueryBuilder::<DB>::new(
                 "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries
-                 WHERE state IN ('success', 'failed') AND finished_at < ",
+                 WHERE state IN ",
             );
-            q.bind(before_ms)
+            q.push(FINISHED_STATES)
+                .push(" AND finished_at < ")
+                .bind(before_ms)
                 .push(" ORDER BY finished_at LIMIT ")
                 .bind(limit)
                 .push(DB::SKIP_LOCKED)

@@ -87,6 +87,19 @@ impl Dialect for Sqlite {
     ) -> impl Future<Output = StoreResult<T>> {
         write_tx(pool, Durability::Normal, work)
     }
+
+    /// The single writer serializes every transaction already.
+    async fn lock_lines(
+        _conn: &mut SqliteConnection,
+        _lines: &[crate::shared::lines::Line],
+    ) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// The engine wakes its dispatcher after every change it makes.
+    async fn announce_work(_conn: &mut SqliteConnection) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 #[derive(Clone)]

@@ -14,9 +14,10 @@ use std::collections::HashMap;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{Durability, SqliteStore, write_tx};
-use crate::query::ROWS_PER_STATEMENT;
+use crate::query::{OPEN_STATES, ROWS_PER_STATEMENT, open_states};
 use crate::rows::{DELIVERY_COLUMNS, claimed as claimed_from_row, delivery as delivery_from_row};
 use crate::shared::SqlCore;
+use crate::shared::lines::{Line, move_lines_on};
 use crate::*;
 
 pub(super) async fn insert_events(
@@ -100,9 +101,9 @@ async fn insert_events_in(
                 .push_bind_unseparated(d.handler_id)
                 .push_unseparated(" AND object_key = ")
                 .push_bind_unseparated(key.clone())
-                .push_unseparated(
-                    " AND state IN ('pending', 'waiting'))) THEN 'waiting' ELSE 'pending' END",
-                )
+                .push_unseparated(" AND state IN ")
+                .push_unseparated(OPEN_STATES)
+                .push_unseparated(")) THEN 'waiting' ELSE 'pending' END")
                 .push_bind(new.created_at_ms)
                 .push_bind(new.created_at_ms)
                 .push("CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ")
@@ -230,7 +231,7 @@ pub(super) async fn record(
     store: &SqliteStore,
     batch: &[AttemptResult],
     plain: &[ExecutionRecord],
-) -> StoreResult<u64> {
+) -> StoreResult<RecordOutcome> {
     write_tx(&store.core.write, Durability::Normal, async |tx| {
         record_in(tx, batch, plain).await
     })
@@ -242,7 +243,7 @@ async fn record_in(
     tx: &mut SqliteConnection,
     batch: &[AttemptResult],
     plain: &[ExecutionRecord],
-) -> StoreResult<u64> {
+) -> StoreResult<RecordOutcome> {
     let executions: Vec<&ExecutionRecord> = batch
         .iter()
         .filter_map(|r| r.execution.as_ref())
@@ -269,35 +270,18 @@ async fn record_in(
         q.build().execute(&mut *tx).await?;
     }
 
-    // Each finished delivery lets the oldest waiting one of its (handler,
-    // object) become due.
-    let finished: Vec<&AttemptResult> = batch
+    // Each finished delivery lets the next waiting one of its (handler,
+    // object) become due; a blocked one holds its line.
+    let line = |r: &AttemptResult| (r.handler_id, r.object_key.clone());
+    let closing = || batch.iter().filter(|r| r.next.closes_line());
+    let closed: Vec<Line> = closing().map(line).collect();
+    let conflating: Vec<Line> = closing().filter(|r| r.conflate).map(line).collect();
+    let now = batch
         .iter()
-        .filter(|r| !matches!(r.next, DeliveryNext::RetryAt { .. }))
-        .collect();
-    let mut released = 0;
-    for chunk in finished.chunks(ROWS_PER_STATEMENT) {
-        let now = chunk
-            .iter()
-            .map(|r| r.finished_at_ms)
-            .max()
-            .unwrap_or_default();
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "UPDATE deliveries SET state = 'pending', next_attempt_at = ",
-        );
-        q.push_bind(now)
-            .push(" WHERE seq IN (SELECT MIN(d.seq) FROM (");
-        q.push_values(chunk, |mut row, r| {
-            row.push_bind(r.handler_id).push_bind(r.object_key.clone());
-        });
-        q.push(
-            ") AS v JOIN deliveries d
-                ON d.handler_id = v.column1 AND d.object_key = v.column2 AND d.state = 'waiting'
-             GROUP BY d.handler_id, d.object_key)",
-        );
-        released += q.build().execute(&mut *tx).await?.rows_affected();
-    }
-    Ok(released)
+        .map(|r| r.finished_at_ms)
+        .max()
+        .unwrap_or_default();
+    move_lines_on::<Sqlite>(tx, &closed, &conflating, now).await
 }
 
 pub(super) async fn redeliver(
@@ -330,16 +314,21 @@ async fn redeliver_in(
         }
         Some(_) => {}
     }
-    // Behind any unfinished delivery of the same object, so order still holds.
-    sqlx::query(
+    // Behind any other unfinished delivery of the same object, so order
+    // still holds; a blocked one heads its line and is due at once.
+    sqlx::query(concat!(
         "UPDATE deliveries SET
-            state = CASE WHEN EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = deliveries.handler_id
-                                      AND o.object_key = deliveries.object_key
-                                      AND o.state IN ('pending', 'waiting'))
+            state = CASE WHEN state <> 'blocked' AND EXISTS (SELECT 1 FROM deliveries o
+                                      WHERE o.handler_id = deliveries.handler_id
+                                      AND o.object_key = deliveries.object_key AND o.id <> deliveries.id
+                                      AND o.state IN ",
+        open_states!(),
+        ")
                          THEN 'waiting' ELSE 'pending' END,
+            superseded_by = NULL,
             round_start = attempts, next_attempt_at = ?, lease_until = NULL, finished_at = NULL
-         WHERE id = ?",
-    )
+         WHERE id = ?"
+    ))
     .bind(now)
     .bind(delivery_id)
     .execute(&mut *tx)

@@ -12,12 +12,14 @@
 //! - one module per chapter (`tokens`, `catalog`, `handlers`, `queue`,
 //!   `log`, `upkeep`), each a function of a `&dyn Store` that carries on
 //!   where the previous chapter left the store;
-//! - `rooms` and `masking`: shorter stories, each told to both backends;
+//! - `rooms`, `masking` and `lines` (blocked lines, skip, conflation):
+//!   shorter stories, each told to both backends;
 //! - `nodes`: what only a shared database does (several nodes at once);
 //! - `support`: the handlers, events and results the chapters are made of.
 
 mod catalog;
 mod handlers;
+mod lines;
 mod log;
 mod masking;
 mod nodes;

@@ -166,7 +166,7 @@ pub async fn story(store: &dyn Store, handlers: &Handlers) -> i64 {
     // --- Record and release ---------------------------------------------
     let d1 = by_event("evt-00001", h);
     let retry = finished(&d1, DeliveryNext::RetryAt { at_ms: t1 + 500 }, t1 + 10);
-    assert_eq!(store.record(&[retry], &[]).await.unwrap(), 0);
+    assert_eq!(store.record(&[retry], &[]).await.unwrap().released, 0);
     assert_eq!(states(store, "evt-00002").await, vec![Waiting, Pending]);
     let (_, after_retry) = store.get_event("evt-00001").await.unwrap().unwrap();
     assert_eq!(
@@ -210,7 +210,7 @@ pub async fn story(store: &dyn Store, handlers: &Handlers) -> i64 {
         )
         .await
         .unwrap();
-    assert_eq!(released, 1, "event 2 takes event 1's turn");
+    assert_eq!(released.released, 1, "event 2 takes event 1's turn");
     assert_eq!(states(store, "evt-00001").await, vec![Success, Success]);
     assert_eq!(states(store, "evt-00002").await, vec![Pending, Pending]);
     assert_eq!(states(store, "evt-00005").await, vec![Waiting]);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use provisio_core::catalog::EventPattern;
 use provisio_core::event::{DeliveryState, Event, ExecutionStatus, ObjectId};
 use provisio_core::filter::Filter;
-use provisio_core::handler::{HandlerKind, HandlerSpec, OnFailure, Stage, Status};
+use provisio_core::handler::{HandlerKind, HandlerSpec, OnExhausted, OnFailure, Stage, Status};
 use provisio_core::request::RequestTemplate;
 use provisio_core::timefmt::from_millis;
 use provisio_store::postgres::scratch::ScratchDatabase;
@@ -65,6 +65,8 @@ pub fn spec(name: &str, ordered: bool) -> HandlerSpec {
             )
             .unwrap(),
         ),
+        on_exhausted: OnExhausted::Block,
+        conflate: false,
     }
 }
 
@@ -104,6 +106,7 @@ pub fn finished(c: &ClaimedDelivery, next: DeliveryNext, at_ms: i64) -> AttemptR
         object_key: c.event.object_id.key(),
         attempts: c.attempts + 1,
         next,
+        conflate: false,
         finished_at_ms: at_ms,
         last_error: (next != DeliveryNext::Succeeded).then(|| "HTTP 500".to_owned()),
         execution: Some(ExecutionRecord {

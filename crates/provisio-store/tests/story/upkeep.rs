@@ -42,6 +42,7 @@ pub async fn story(store: &dyn Store, handlers: &Handlers) {
         .unwrap();
     let session = SessionRecord {
         token_id: token.id,
+        token_name: "web".into(),
         csrf: "csrf-1".into(),
         expires_at_ms: 4_000_000_000_000,
     };

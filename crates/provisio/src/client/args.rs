@@ -95,6 +95,13 @@ pub struct HandlerFields {
     /// `null` removes it.
     #[arg(long)]
     pub request: Option<String>,
+    /// Ordered handlers: `block` (a delivery that used up its attempts holds
+    /// its object's later ones) or `skip`.
+    #[arg(long)]
+    pub on_exhausted: Option<String>,
+    /// `true`: of an object's waiting deliveries, send only the newest.
+    #[arg(long)]
+    pub conflate: Option<bool>,
 }
 
 impl HandlerFields {
@@ -122,6 +129,8 @@ impl HandlerFields {
                 .with_context(|| format!("--request {request:?} is not JSON"))?;
             put("request", Some(parsed));
         }
+        put("on_exhausted", self.on_exhausted.clone().map(Value::from));
+        put("conflate", self.conflate.map(Value::from));
         if !self.args.is_empty() {
             put("args", Some(json!(self.args)));
         }
@@ -243,4 +252,23 @@ pub enum ExecutionsCommand {
     List(Box<ExecutionFilters>),
     /// Show one execution in full.
     Show { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// List an event's deliveries and where each stands.
+    List {
+        /// The event's id.
+        event_id: String,
+    },
+    /// Send a finished or blocked delivery again.
+    Redeliver {
+        /// The delivery's id.
+        id: String,
+    },
+    /// Give up a blocked delivery so its object's later deliveries go on.
+    Skip {
+        /// The delivery's id.
+        id: String,
+    },
 }

@@ -1,5 +1,5 @@
 //! The command-line client: `provisio emit`, `handlers`, `executions`,
-//! `redeliver`, talking to a running server over its API. Tables for people,
+//! `deliveries`, `redeliver`, talking to a running server over its API. Tables for people,
 //! `--json` for scripts; any error is one line and a non-zero exit.
 //!
 //! - `args`: what each command takes.
@@ -11,7 +11,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 pub use args::{
-    ClientArgs, EmitArgs, ExecutionFilters, ExecutionsCommand, HandlerFields, HandlersCommand,
+    ClientArgs, DeliveriesCommand, EmitArgs, ExecutionFilters, ExecutionsCommand, HandlerFields,
+    HandlersCommand,
 };
 
 /// A connection to the API.
@@ -474,24 +475,76 @@ pub async fn executions(client: &ClientArgs, command: ExecutionsCommand) -> anyh
 }
 
 pub async fn redeliver(client: &ClientArgs, delivery_id: &str) -> anyhow::Result<()> {
+    deliveries(
+        client,
+        DeliveriesCommand::Redeliver {
+            id: delivery_id.to_owned(),
+        },
+    )
+    .await
+}
+
+pub async fn deliveries(client: &ClientArgs, command: DeliveriesCommand) -> anyhow::Result<()> {
     let api = Api::new(client)?;
+    let (path, done) = match &command {
+        DeliveriesCommand::List { event_id } => {
+            let answer = api
+                .send(
+                    reqwest::Method::GET,
+                    &format!("/events/{event_id}"),
+                    &[],
+                    None,
+                    &[],
+                )
+                .await?;
+            if client.json {
+                print_json(&answer["deliveries"]);
+            } else {
+                delivery_rows(answer["deliveries"].as_array().map_or(&[], Vec::as_slice));
+            }
+            return Ok(());
+        }
+        DeliveriesCommand::Redeliver { id } => {
+            (format!("/deliveries/{id}/redeliver"), "queued again")
+        }
+        DeliveriesCommand::Skip { id } => (format!("/deliveries/{id}/skip"), "skipped"),
+    };
     let answer = api
-        .send(
-            reqwest::Method::POST,
-            &format!("/deliveries/{delivery_id}/redeliver"),
-            &[],
-            Some(json!({})),
-            &[],
-        )
+        .send(reqwest::Method::POST, &path, &[], Some(json!({})), &[])
         .await?;
     if client.json {
         print_json(&answer);
     } else {
         crate::out!(
-            "delivery {} queued again ({})",
+            "delivery {} {done} ({})",
             text(&answer["id"]),
             text(&answer["state"])
         );
     }
     Ok(())
+}
+
+/// Deliveries as a table; the note says what a waiting one waits behind, what
+/// replaced a superseded one, or the last error.
+fn delivery_rows(items: &[Value]) {
+    let rows = items
+        .iter()
+        .map(|d| {
+            let note = if let Some(b) = d["blocked_by"].as_str() {
+                format!("behind blocked {b}")
+            } else if let Some(n) = d["superseded_by"].as_str() {
+                format!("superseded by {n}")
+            } else {
+                text(&d["last_error"])
+            };
+            vec![
+                text(&d["id"]),
+                text(&d["handler_id"]),
+                text(&d["state"]),
+                text(&d["attempts"]),
+                note,
+            ]
+        })
+        .collect();
+    table(&["ID", "HANDLER", "STATE", "ATTEMPTS", "NOTE"], rows);
 }

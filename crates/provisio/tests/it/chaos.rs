@@ -302,16 +302,8 @@ async fn nothing_accepted_is_lost_when_the_server_is_killed() {
     let token = env[0].1;
     let client = http_client();
     let up = Arc::new(AtomicBool::new(false));
-    let flag = up.clone();
     // Down (503) until the server has been killed, then up.
-    let receiver = Receiver::with(move |_, _| {
-        Reply::status(if flag.load(Ordering::SeqCst) {
-            200
-        } else {
-            503
-        })
-    })
-    .await;
+    let receiver = Receiver::down_until(up.clone()).await;
 
     let server = Binary::serve(dir.path(), &env);
     let created = client

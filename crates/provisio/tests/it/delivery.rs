@@ -147,8 +147,10 @@ async fn a_delivery_fails_after_max_attempts_and_can_be_redelivered() {
         })
     })
     .await;
-    app.create_handler(json!({ "target": receiver.url(), "max_attempts": 2 }))
-        .await;
+    app.create_handler(
+        json!({ "target": receiver.url(), "max_attempts": 2, "on_exhausted": "skip" }),
+    )
+    .await;
     let emitted = app.emit("clients.create", json!(1), json!({})).await;
     let event_id = emitted["id"].as_str().unwrap();
     let event = app
@@ -392,8 +394,10 @@ async fn a_deleted_handlers_executions_remain_with_its_name() {
 async fn denied_networks_are_refused_at_connect_time() {
     let app =
         TestApp::spawn_with(|s| s.deny_networks = vec!["127.0.0.2/32".parse().unwrap()]).await;
-    app.create_handler(json!({ "target": "http://127.0.0.2:9/hook", "max_attempts": 1 }))
-        .await;
+    app.create_handler(
+        json!({ "target": "http://127.0.0.2:9/hook", "max_attempts": 1, "on_exhausted": "skip" }),
+    )
+    .await;
     let emitted = app.emit("clients.create", json!(1), json!({})).await;
     let error = app.wait_first_delivery_failed(&emitted).await;
     assert!(error.contains("denied"), "{error}");

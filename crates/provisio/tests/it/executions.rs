@@ -142,7 +142,7 @@ async fn an_event_shows_its_deliveries_and_their_state() {
         .create_handler(json!({ "priority": 1, "target": ok.url() }))
         .await;
     let b = app
-        .create_handler(json!({ "priority": 2, "target": down.url(), "max_attempts": 1 }))
+        .create_handler(json!({ "priority": 2, "target": down.url(), "max_attempts": 1, "on_exhausted": "skip" }))
         .await;
     let emitted = app
         .emit("clients.create", json!(3), json!({ "k": "v" }))

@@ -21,6 +21,7 @@ mod filters;
 mod full_disk;
 mod hardening_inp;
 mod hardening_srv;
+mod head_of_line;
 mod postgres;
 mod retention;
 mod scripts;

@@ -59,6 +59,8 @@ async fn the_openapi_document_describes_every_route() {
         "max_attempts",
         "ordered",
         "on_failure",
+        "on_exhausted",
+        "conflate",
     ] {
         assert!(handler_in[field].is_object(), "HandlerIn.{field} missing");
     }

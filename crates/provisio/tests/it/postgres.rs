@@ -485,7 +485,8 @@ async fn a_nul_byte_in_a_reply_or_an_error_is_logged_and_blocks_nothing() {
         .await;
     app.write_script("nul.sh", "#!/bin/sh\nprintf 'bad\\000input' >&2\nexit 3\n");
     app.create_handler(json!({ "kind": "script", "target": "nul.sh",
-                               "events_id": "clients.update", "max_attempts": 1 }))
+                               "events_id": "clients.update", "max_attempts": 1,
+                               "on_exhausted": "skip" }))
         .await;
 
     let sent = app.emit("clients.create", json!(1), json!({})).await;

@@ -99,6 +99,19 @@ impl Receiver {
         Self::with(|_, _| Reply::status(200)).await
     }
 
+    /// Answers 503 until `up` is set, then 200: a receiver that is down for
+    /// a while.
+    pub async fn down_until(up: Arc<std::sync::atomic::AtomicBool>) -> Receiver {
+        Self::with(move |_, _| {
+            Reply::status(if up.load(std::sync::atomic::Ordering::SeqCst) {
+                200
+            } else {
+                503
+            })
+        })
+        .await
+    }
+
     /// Answers with `replies[n]` to the n-th request (the last repeats).
     pub async fn sequence(replies: Vec<Reply>) -> Receiver {
         Self::with(move |_, n| replies[n.min(replies.len() - 1)].clone()).await

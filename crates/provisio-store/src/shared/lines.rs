@@ -1,0 +1,233 @@
+//! Moving an object's line on. A (handler, object) line is open while one of
+//! its deliveries is in [`OPEN_STATES`]; its later ordered deliveries wait.
+//! When the delivery at its head finishes (or an operator skips a blocked
+//! one), the oldest waiting one becomes due; on a conflating handler the
+//! newest does, and the older waiting ones are `superseded` by it, in the same
+//! transaction. [`SqlCore::conflate_lines`] does the same to a whole handler's
+//! backlog at once (on resume).
+//!
+//! Every transaction here takes its lines' locks first ([`Dialect::lock_lines`]),
+//! as emits, records and redelivers do.
+
+use sqlx::QueryBuilder;
+
+use super::{Bind, Dialect, SqlCore};
+use crate::query::{OPEN_STATES, ROWS_PER_STATEMENT, open_states};
+use crate::rows::{Columns, DELIVERY_COLUMNS, delivery as delivery_from_row};
+use crate::{DeliveryRecord, RecordOutcome, StoreError, StoreResult};
+
+/// A (handler id, object key) line.
+pub(crate) type Line = (i64, String);
+
+/// Lets the next delivery of each line in `lines` go, where nothing of the
+/// line is pending or blocked any more: on a conflating handler the newest
+/// waiting one (the older waiting ones become `superseded` by it), otherwise
+/// the oldest. `conflating` are the lines that may conflate (the handler's
+/// setting is checked again): a record batch names those whose handler
+/// conflated, so a batch without any costs no statement more. Runs inside
+/// the caller's transaction, which holds the lines' locks.
+pub(crate) async fn move_lines_on<DB: Dialect>(
+    conn: &mut DB::Connection,
+    lines: &[Line],
+    conflating: &[Line],
+    now: i64,
+) -> StoreResult<RecordOutcome> {
+    let mut moved = RecordOutcome::default();
+    // Two binds a line, well under both databases' limits.
+    for chunk in conflating.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<DB>::new(
+            "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, lease_until = NULL,
+                finished_at = ",
+        );
+        q.bind(now).push(
+            ", superseded_by = (SELECT n.id FROM deliveries n WHERE n.handler_id = deliveries.handler_id
+                AND n.object_key = deliveries.object_key AND n.state = 'waiting' ORDER BY n.seq DESC LIMIT 1)
+             WHERE seq IN (SELECT d.seq FROM (",
+        );
+        push_lines(&mut q, chunk);
+        q.push(") AS v JOIN handlers h ON h.id = v.column1 AND h.conflate = ")
+            .bind(true)
+            .push(
+                " JOIN deliveries d ON d.handler_id = v.column1 AND d.object_key = v.column2
+                 AND d.state = 'waiting'
+             WHERE d.seq < (SELECT MAX(n.seq) FROM deliveries n WHERE n.handler_id = d.handler_id
+                 AND n.object_key = d.object_key AND n.state = 'waiting'))",
+            );
+        moved.superseded += DB::rows_affected(&q.build().execute(DB::on(&mut *conn)).await?);
+    }
+    for chunk in lines.chunks(ROWS_PER_STATEMENT) {
+        // The oldest waiting one (after the step above, on a conflating
+        // handler the only one) goes, unless something of its line is still
+        // pending or blocked (the state literals repeat `deliveries_open`'s
+        // condition, so SQLite uses that index).
+        let mut q =
+            QueryBuilder::<DB>::new("UPDATE deliveries SET state = 'pending', next_attempt_at = ");
+        q.bind(now).push(" WHERE seq IN (SELECT MIN(d.seq) FROM (");
+        push_lines(&mut q, chunk);
+        q.push(
+            ") AS v JOIN deliveries d ON d.handler_id = v.column1 AND d.object_key = v.column2
+                 AND d.state = 'waiting'
+             WHERE NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = d.handler_id
+                 AND o.object_key = d.object_key AND o.state IN ",
+        )
+        .push(OPEN_STATES)
+        .push(
+            " AND o.state <> 'waiting')
+             GROUP BY d.handler_id, d.object_key)",
+        );
+        moved.released += DB::rows_affected(&q.build().execute(DB::on(&mut *conn)).await?);
+    }
+    if moved.released > 0 {
+        DB::announce_work(conn).await?;
+    }
+    Ok(moved)
+}
+
+/// `VALUES (handler, object), …`: columns `column1` and `column2` on both
+/// databases.
+fn push_lines<DB: Dialect>(q: &mut QueryBuilder<DB>, lines: &[Line]) {
+    q.push_values(lines, |mut row, (handler_id, object_key)| {
+        row.bind(*handler_id).bind(object_key.clone());
+    });
+}
+
+/// The delivery `id` as a record, inside a transaction.
+async fn read_delivery<DB: Dialect>(
+    conn: &mut DB::Connection,
+    id: &str,
+) -> StoreResult<DeliveryRecord> {
+    let mut q = QueryBuilder::<DB>::new("SELECT ");
+    q.push(DELIVERY_COLUMNS)
+        .push(" FROM deliveries WHERE id = ")
+        .bind(id.to_owned());
+    delivery_from_row(&q.build().fetch_one(DB::on(conn)).await?)
+}
+
+impl<DB: Dialect> SqlCore<DB> {
+    /// Fails a blocked delivery as "skipped by `who`" and moves its line on.
+    /// [`StoreError::NotFound`] when there is no such delivery,
+    /// [`StoreError::Conflict`] when it is not blocked.
+    pub(crate) async fn skip_blocked(
+        &self,
+        id: &str,
+        who: &str,
+        now: i64,
+    ) -> StoreResult<(DeliveryRecord, RecordOutcome)> {
+        DB::write_tx(&self.write, async |tx| {
+            // A line's key never changes, so it can be read before the lock.
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT handler_id, object_key FROM deliveries WHERE id = ",
+            );
+            q.bind(id.to_owned());
+            let Some(row) = q.build().fetch_optional(DB::on(&mut *tx)).await? else {
+                return Err(StoreError::NotFound);
+            };
+            let line = (row.int("handler_id")?, row.text("object_key")?);
+            DB::lock_lines(tx, std::slice::from_ref(&line)).await?;
+            let mut q = QueryBuilder::<DB>::new("SELECT state FROM deliveries WHERE id = ");
+            q.bind(id.to_owned()).push(DB::FOR_UPDATE);
+            let state = q.build().fetch_one(DB::on(&mut *tx)).await?.text("state")?;
+            if state != "blocked" {
+                return Err(StoreError::Conflict(format!(
+                    "delivery {id} is {state}, not blocked: only a blocked delivery can be skipped"
+                )));
+            }
+            let mut q = QueryBuilder::<DB>::new(
+                "UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, lease_until = NULL,
+                    last_error = ",
+            );
+            q.bind(format!("skipped by {who}"))
+                .push(", finished_at = ")
+                .bind(now)
+                .push(" WHERE id = ")
+                .bind(id.to_owned());
+            q.build().execute(DB::on(&mut *tx)).await?;
+            let lines = [line];
+            let moved = move_lines_on::<DB>(tx, &lines, &lines, now).await?;
+            Ok((read_delivery::<DB>(tx, id).await?, moved))
+        })
+        .await
+    }
+
+    /// For one conflating handler: supersedes every unleased, never-attempted
+    /// pending or waiting delivery that has a newer pending or waiting one of
+    /// the same object, and makes each waiting one pending when nothing open
+    /// precedes it in its line. Returns how many were superseded. Does
+    /// nothing to a handler that does not conflate.
+    pub(crate) async fn conflate_lines(&self, handler_id: i64, now: i64) -> StoreResult<u64> {
+        DB::write_tx(&self.write, async |tx| {
+            let mut q = QueryBuilder::<DB>::new("SELECT conflate FROM handlers WHERE id = ");
+            q.bind(handler_id);
+            let conflates = match q.build().fetch_optional(DB::on(&mut *tx)).await? {
+                Some(row) => row.flag("conflate")?,
+                None => false,
+            };
+            if !conflates {
+                return Ok(0);
+            }
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT DISTINCT object_key FROM deliveries WHERE handler_id = ",
+            );
+            q.bind(handler_id).push(" AND state IN ").push(OPEN_STATES);
+            let lines = q
+                .build()
+                .fetch_all(DB::on(&mut *tx))
+                .await?
+                .iter()
+                .map(|row| Ok((handler_id, row.text("object_key")?)))
+                .collect::<StoreResult<Vec<Line>>>()?;
+            if lines.is_empty() {
+                return Ok(0);
+            }
+            DB::lock_lines(tx, &lines).await?;
+
+            // The line's newest pending or waiting delivery. Each state
+            // condition here repeats `deliveries_open`'s (OPEN_STATES), then
+            // narrows it, so SQLite seeks that index instead of scanning.
+            let newest = concat!(
+                "(SELECT MAX(m.seq) FROM deliveries m WHERE m.handler_id = deliveries.handler_id
+                AND m.object_key = deliveries.object_key AND m.state IN ",
+                open_states!(),
+                " AND m.state <> 'blocked')"
+            );
+            let mut q = QueryBuilder::<DB>::new(
+                "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, finished_at = ",
+            );
+            q.bind(now)
+                .push(
+                    ", superseded_by = (SELECT n.id FROM deliveries n WHERE n.seq = ",
+                )
+                .push(newest)
+                .push(") WHERE handler_id = ")
+                .bind(handler_id)
+                .push(" AND state IN ")
+                .push(OPEN_STATES)
+                .push(
+                    " AND state <> 'blocked' AND attempts = 0 AND lease_until IS NULL
+                      AND seq < ",
+                )
+                .push(newest);
+            let superseded = DB::rows_affected(&q.build().execute(DB::on(&mut *tx)).await?);
+
+            let mut q = QueryBuilder::<DB>::new(
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ",
+            );
+            q.bind(now)
+                .push(" WHERE handler_id = ")
+                .bind(handler_id)
+                .push(
+                    " AND state = 'waiting' AND NOT EXISTS (SELECT 1 FROM deliveries o
+                      WHERE o.handler_id = deliveries.handler_id AND o.object_key = deliveries.object_key
+                        AND o.state IN ",
+                )
+                .push(OPEN_STATES)
+                .push(" AND o.seq < deliveries.seq)");
+            let released = DB::rows_affected(&q.build().execute(DB::on(&mut *tx)).await?);
+            if released > 0 {
+                DB::announce_work(tx).await?;
+            }
+            Ok(superseded)
+        })
+        .await
+    }
+}
