@@ -7,6 +7,7 @@
 //! - [`handler`]: a handler's settings, their defaults and their validation.
 //! - [`event`]: an emitted event, its object id and the exact payload receivers get.
 //! - [`signing`]: Standard Webhooks secrets and signatures.
+//! - [`replay`]: replay jobs' states and what they resend.
 //! - [`retry`]: the retry schedule and the delay before the next attempt.
 //! - [`timefmt`]: the one timestamp format provisio writes.
 //! - [`FieldErrors`]: per-field validation messages, shared by every validator.
@@ -14,6 +15,7 @@
 pub mod catalog;
 pub mod event;
 pub mod handler;
+pub mod replay;
 pub mod retry;
 pub mod signing;
 pub mod timefmt;

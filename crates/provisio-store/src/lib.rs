@@ -210,6 +210,22 @@ pub trait Store: Send + Sync + 'static {
     /// Queues a finished delivery for a fresh round of attempts.
     async fn redeliver(&self, delivery_id: &str, now_ms: i64) -> StoreResult<DeliveryRecord>;
 
+    // --- Replay jobs --------------------------------------------------------
+
+    /// Stores a replay job and, in the same transaction, queues one delivery
+    /// per matching event (in emit order) that has no unfinished delivery to
+    /// the handler from a running replay. [`StoreError::NotFound`] when the
+    /// handler is gone.
+    async fn start_replay(&self, job: &NewReplay) -> StoreResult<ReplayRecord>;
+    async fn get_replay(&self, id: &str) -> StoreResult<Option<ReplayRecord>>;
+    /// Newest first.
+    async fn list_replays(&self, page: Page) -> StoreResult<(Vec<ReplayRecord>, u64)>;
+    /// Fails the job's deliveries not yet sent (those no attempt holds) and
+    /// lets the lines they held move on; returns the job and how many
+    /// deliveries became due. [`StoreError::NotFound`] for an unknown job,
+    /// [`StoreError::Conflict`] for one with nothing left to send.
+    async fn cancel_replay(&self, id: &str, now_ms: i64) -> StoreResult<(ReplayRecord, u64)>;
+
     // --- Execution log ----------------------------------------------------
 
     async fn list_executions(

@@ -10,6 +10,10 @@ use crate::shared::{Bind, Dialect};
 use crate::rows::like_pattern;
 use crate::{ExecutionFilter, ExecutionRecord, HandlerFilter};
 
+/// The delivery states that keep a (handler, object) line open: a later
+/// ordered delivery of that object waits while one of these is ahead of it.
+pub(crate) const OPEN_STATES: &str = "('pending', 'waiting')";
+
 /// Rows per multi-row statement: well under both databases' bound-parameter
 /// limits (SQLite 32,766; PostgreSQL 65,535) at 21 columns a row.
 pub(crate) const ROWS_PER_STATEMENT: usize = 1000;

@@ -103,6 +103,7 @@ impl Dialect for Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const BYTE_ORDER: &'static str = r#" COLLATE "C""#;
+    const EVENT_ORDER: &'static str = "e.seq";
 
     async fn write_tx<T>(
         pool: &PgPool,

@@ -412,3 +412,49 @@ pub(super) async fn redeliver(
     tx.commit().await?;
     Ok(record)
 }
+
+/// Queueing a replay joins (handler, object) queues, so it takes their
+/// locks first, like an emit: it reads which objects it would queue for,
+/// locks them, and then queues only for those (an object whose first event
+/// was stored in between is left out: that event reached the handler by its
+/// own emit, or was stored after the job began).
+pub(super) async fn start_replay(store: &PgStore, job: &NewReplay) -> StoreResult<ReplayRecord> {
+    let mut tx = store.core.write.begin().await?;
+    let keys = SqlCore::<Postgres>::replay_object_keys_in(&mut tx, job).await?;
+    lock_keys(
+        &mut tx,
+        keys.iter().map(|k| queue_key(job.handler_id, k)).collect(),
+    )
+    .await?;
+    let record = SqlCore::<Postgres>::start_replay_in(&mut tx, job, |q| {
+        q.push(" AND m.object_key = ANY(").push_bind(keys).push(")");
+    })
+    .await?;
+    if record.queued > 0 {
+        notify_work(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(record)
+}
+
+/// A cancel closes and reopens (handler, object) queues: under their locks.
+pub(super) async fn cancel_replay(
+    store: &PgStore,
+    id: &str,
+    now: i64,
+) -> StoreResult<(ReplayRecord, u64)> {
+    let mut tx = store.core.write.begin().await?;
+    let (handler_id, keys) = SqlCore::<Postgres>::replay_open_keys_in(&mut tx, id).await?;
+    lock_keys(
+        &mut tx,
+        keys.iter().map(|k| queue_key(handler_id, k)).collect(),
+    )
+    .await?;
+    let (record, released) =
+        SqlCore::<Postgres>::cancel_replay_in(&mut tx, id, handler_id, now).await?;
+    if released > 0 {
+        notify_work(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok((record, released))
+}

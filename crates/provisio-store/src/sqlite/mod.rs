@@ -78,6 +78,7 @@ impl Dialect for Sqlite {
     const FOR_UPDATE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
     const BYTE_ORDER: &'static str = "";
+    const EVENT_ORDER: &'static str = "e.rowid";
 
     /// Every write transaction but an emit batch's commits at NORMAL: what
     /// it writes can be redone.
