@@ -51,4 +51,4 @@ pub use config::{EngineConfig, EngineError};
 pub use emit::{EmitError, EmitReceipt, EventInput};
 pub use engine::Engine;
 pub use routes::{RouteTable, Routes};
-pub use service::{ExecutionSearch, OpError};
+pub use service::{ExecutionSearch, OpError, ReplayRequest};

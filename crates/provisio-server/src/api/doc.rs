@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{event_types, events, executions, handlers};
+use super::{event_types, events, executions, handlers, replays};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,7 @@ use super::{event_types, events, executions, handlers};
         handlers::secret, handlers::rotate_secret,
         events::emit, events::before, events::read, events::redeliver,
         executions::list, executions::read,
+        replays::start, replays::list, replays::read, replays::cancel,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -23,6 +24,7 @@ use super::{event_types, events, executions, handlers};
         (name = "handlers", description = "Who is called for which events"),
         (name = "events", description = "Emitting events and following their deliveries"),
         (name = "executions", description = "The execution log"),
+        (name = "replays", description = "Resending stored events to a handler: replay and resync jobs"),
     )
 )]
 pub struct ApiDoc;

@@ -21,6 +21,7 @@ mod full_disk;
 mod hardening_inp;
 mod hardening_srv;
 mod postgres;
+mod replay;
 mod retention;
 mod scripts;
 mod scripts_descendants;
