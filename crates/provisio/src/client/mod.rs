@@ -1,11 +1,13 @@
 //! The command-line client: `provisio emit`, `handlers`, `executions`,
-//! `redeliver`, talking to a running server over its API. Tables for people,
+//! `redeliver`, `replay`, talking to a running server over its API. Tables for people,
 //! `--json` for scripts; any error is one line and a non-zero exit.
 //!
 //! - `args`: what each command takes.
+//! - `replay`: starting and following replay jobs, and the job commands.
 //! - this file: the API connection, output (tables or JSON) and the commands.
 
 mod args;
+mod replay;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -13,6 +15,7 @@ use serde_json::{Value, json};
 pub use args::{
     ClientArgs, EmitArgs, ExecutionFilters, ExecutionsCommand, HandlerFields, HandlersCommand,
 };
+pub use replay::{ReplayCommand, ReplayStart, replay};
 
 /// A connection to the API.
 struct Api {
@@ -33,6 +36,11 @@ impl Api {
             base: args.url.trim_end_matches('/').to_owned(),
             token,
         })
+    }
+
+    /// A request without query, body or extra headers.
+    async fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+        self.send(method, path, &[], None, &[]).await
     }
 
     async fn send(

@@ -355,3 +355,55 @@ async fn bad_replay_input_is_refused_by_field_and_changes_nothing() {
         .await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
 }
+
+#[tokio::test]
+async fn replays_are_started_followed_and_cancelled_from_the_command_line() {
+    use crate::cli::cli;
+    let app = Arc::new(TestApp::spawn().await);
+    emit_objects(&app, 2, 5).await;
+    let receiver = Receiver::ok().await;
+    let handler = app
+        .create_handler(json!({ "events_id": "clients.*", "target": receiver.url() }))
+        .await;
+    let id = handler["id"].to_string();
+
+    // Followed to the end: plain progress lines when not on a terminal.
+    let (ok, out, err) = cli(&app, &["replay", "--handler", &id]).await;
+    assert!(ok, "{err}");
+    let last = out.lines().last().unwrap();
+    assert!(last.contains(" done: 10/10 sent, 0 failed"), "{out}");
+    assert_eq!(receiver.received().len(), 10);
+    let first = last.split(' ').nth(1).unwrap().to_owned();
+
+    let (ok, out, err) = cli(
+        &app,
+        &[
+            "replay",
+            "--handler",
+            &id,
+            "--latest-per-object",
+            "--detach",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let resync = out.trim().to_owned();
+    assert_eq!(resync.len(), 26, "a job id: {out}");
+    let job = wait_job(&app, &resync, |j| j["state"] == "done").await;
+    assert_eq!(counts(&job), [2, 2, 2, 0]);
+
+    let (ok, out, _) = cli(&app, &["replay", "status", &resync]).await;
+    assert!(
+        ok && out.contains(&format!("replay {resync} done: 2/2 sent")),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&app, &["replay", "list"]).await;
+    assert!(
+        ok && out.contains("(2 in all)") && out.contains(&first),
+        "{out}"
+    );
+    let (ok, _, err) = cli(&app, &["replay", "cancel", &first]).await;
+    assert!(!ok && err.contains("409 conflict"), "{err}");
+    let (ok, _, err) = cli(&app, &["replay", "--handler", "999"]).await;
+    assert!(!ok && err.contains("422 invalid"), "{err}");
+}
