@@ -69,6 +69,23 @@ impl Search {
         with_query(path, &refs)
     }
 
+    /// "Replay these to …": the replay form with the filters a replay
+    /// shares (a log filtered by `fail` replays the failed ones).
+    fn replay_url(&self) -> String {
+        let status = if self.status == "fail" { "failed" } else { "" };
+        with_query(
+            "/replays/new",
+            &[
+                ("handler_id", &self.handler_id),
+                ("events_id", &self.events_id),
+                ("object_id", &self.object_id),
+                ("from", &self.from),
+                ("to", &self.to),
+                ("status", status),
+            ],
+        )
+    }
+
     /// The same filters the API takes, parsed the same way.
     fn to_search(&self) -> ExecutionSearch {
         let text = |s: &String| Some(s.clone()).filter(|s| !s.is_empty());
@@ -100,7 +117,7 @@ struct Row {
     duration_ms: u32,
 }
 
-fn date(t: OffsetDateTime) -> String {
+pub(super) fn date(t: OffsetDateTime) -> String {
     let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
     t.to_offset(time::UtcOffset::UTC)
         .format(f)
@@ -146,6 +163,8 @@ struct ListPage {
     total: u64,
     pager: Pager,
     rows_url: String,
+    /// The replay form, filled with these filters.
+    replay_url: String,
 }
 
 #[derive(Template)]
@@ -197,6 +216,7 @@ async fn list(Operator { state, session }: Operator, Query(filter): Query<Search
         filter.url("/executions", Some(p))
     });
     let rows_url = filter.url("/executions/rows", None);
+    let replay_url = filter.replay_url();
     let chrome = Chrome::new(&session, "executions", None);
     Ok(render(
         StatusCode::OK,
@@ -210,6 +230,7 @@ async fn list(Operator { state, session }: Operator, Query(filter): Query<Search
             total: found.total,
             pager,
             rows_url,
+            replay_url,
         },
     ))
 }

@@ -35,6 +35,8 @@ pub fn router() -> Router<AppState> {
 /// A logged-in operator.
 pub struct Session {
     pub csrf: String,
+    /// The API token the operator logged in with: who did what a page does.
+    pub token_id: i64,
     id_hash: [u8; 32],
 }
 
@@ -182,6 +184,7 @@ impl FromRequestParts<AppState> for Session {
                 parts.extensions.insert(SessionCsrf(s.csrf.clone()));
                 Ok(Session {
                     csrf: s.csrf,
+                    token_id: s.token_id,
                     id_hash,
                 })
             }
