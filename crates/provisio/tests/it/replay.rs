@@ -407,3 +407,73 @@ async fn replays_are_started_followed_and_cancelled_from_the_command_line() {
     let (ok, _, err) = cli(&app, &["replay", "--handler", "999"]).await;
     assert!(!ok && err.contains("422 invalid"), "{err}");
 }
+
+#[tokio::test]
+async fn the_replays_page_cancels_a_running_job_with_the_sessions_token() {
+    use crate::web::{get_page, login, web_client};
+    let (app, receiver, handler) = slow_line(100).await;
+    let client = web_client();
+    let (cookie, csrf) = login(&app, &client).await;
+
+    // Started from the form, as the Execution Logs' link opens it.
+    let resp = client
+        .post(app.url("/replays"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("handler_id", &handler.to_string()),
+            ("events_id", "clients.*"),
+            ("status", "all"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/replays?notice=replay-started");
+    let (_, list) = app.get("/api/v1/replays").await;
+    let id = list["items"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list["items"][0]["created_by"], "admin");
+    receiver.wait_for(2).await;
+    let page = get_page(&app, &client, &cookie, "/replays")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&format!("/replays/{id}/cancel")), "{page}");
+
+    // Without the session's CSRF token nothing happens.
+    let resp = client
+        .post(app.url(&format!("/replays/{id}/cancel")))
+        .header("cookie", &cookie)
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = client
+        .post(app.url(&format!("/replays/{id}/cancel")))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let job = wait_job(&app, &id, |j| j["remaining"] == 0).await;
+    assert_eq!(job["state"], "cancelled");
+    assert!(job["cancelled"].as_u64().unwrap() > 0, "{job}");
+    assert_eq!(
+        receiver.received().len() as u64,
+        job["sent"].as_u64().unwrap()
+    );
+
+    // A form without a handler is shown again, naming the field.
+    let resp = client
+        .post(app.url("/replays"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("handler_id", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    assert!(resp.text().await.unwrap().contains("choose a handler"));
+}
