@@ -390,6 +390,8 @@ pub struct ExecutionSearch {
     pub from: Option<String>,
     /// Up to this instant or date (to its end, UTC).
     pub to: Option<String>,
+    /// Calls made for this replay job.
+    pub replay_id: Option<String>,
 }
 
 impl ExecutionSearch {
@@ -407,6 +409,7 @@ impl ExecutionSearch {
             error: non_empty(&self.error),
             from_ms: bound(&self.from, "from", false)?,
             to_ms: bound(&self.to, "to", true)?,
+            replay_id: non_empty(&self.replay_id),
         })
     }
 }

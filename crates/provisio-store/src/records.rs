@@ -236,6 +236,8 @@ pub struct ExecutionFilter {
     pub error: Option<String>,
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
+    /// Calls made for this replay job's deliveries.
+    pub replay_id: Option<String>,
 }
 
 /// A web section session.

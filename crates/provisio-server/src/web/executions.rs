@@ -42,6 +42,7 @@ struct Search {
     error: String,
     from: String,
     to: String,
+    replay_id: String,
     page: Option<u32>,
 }
 
@@ -57,6 +58,7 @@ impl Search {
             ("error", self.error.clone()),
             ("from", self.from.clone()),
             ("to", self.to.clone()),
+            ("replay_id", self.replay_id.clone()),
         ]
     }
 
@@ -99,6 +101,7 @@ impl Search {
             error: text(&self.error),
             from: text(&self.from),
             to: text(&self.to),
+            replay_id: text(&self.replay_id),
             ..ExecutionSearch::default()
         }
     }

@@ -362,6 +362,7 @@ pub async fn executions(client: &ClientArgs, command: ExecutionsCommand) -> anyh
                 error,
                 from,
                 to,
+                replay_id,
                 page,
                 per_page,
             } = *filters;
@@ -375,6 +376,7 @@ pub async fn executions(client: &ClientArgs, command: ExecutionsCommand) -> anyh
                 ("error", error),
                 ("from", from),
                 ("to", to),
+                ("replay_id", replay_id),
                 ("page", page.map(|p| p.to_string())),
                 ("per_page", per_page.map(|p| p.to_string())),
             ]);

@@ -109,6 +109,10 @@ async fn back_fill_and_resync(app: Arc<TestApp>) {
     let done = wait_job(&app, id, |j| j["state"] == "done").await;
     assert_eq!(counts(&done), [total as u64, total as u64, total as u64, 0]);
     assert!(done["finished_at"].is_string(), "{done}");
+    let (_, log) = app
+        .get(&format!("/api/v1/executions?replay_id={id}&per_page=1"))
+        .await;
+    assert_eq!(log["total"], total, "the job's calls in the log");
     let got = wait_received(&second, total).await;
     assert_eq!(got.len(), total, "each event once");
     let expected: Vec<u64> = (0..per_object).collect();
