@@ -434,8 +434,23 @@ pub(super) async fn start_replay(store: &PgStore, job: &NewReplay) -> StoreResul
         notify_work(&mut tx).await?;
     }
     tx.commit().await?;
+    if record.queued >= ANALYZE_AFTER {
+        // Thousands of `waiting` rows at once make the planner's statistics
+        // stale (autovacuum looks a minute later at best): it then releases
+        // each object's next delivery by scanning every waiting row, and the
+        // replay crawls at a quarter of its speed (measured: ~800 against
+        // ~3,300 deliveries/s for 20,000). Fresh statistics restore the index
+        // lookups. The job is committed: a failed ANALYZE only costs speed.
+        let _ = sqlx::query("ANALYZE deliveries")
+            .execute(&store.core.write)
+            .await;
+    }
     Ok(record)
 }
+
+/// A replay that queues this many deliveries refreshes the planner's
+/// statistics of `deliveries`.
+const ANALYZE_AFTER: u64 = 1_000;
 
 /// A cancel closes and reopens (handler, object) queues: under their locks.
 pub(super) async fn cancel_replay(

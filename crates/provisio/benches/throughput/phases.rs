@@ -226,6 +226,7 @@ pub async fn replay(
     let events_id = "clients.accounts.update";
     let base_count = sink.received.load(Ordering::SeqCst);
     let objects = (opts.events / PER_OBJECT).max(1);
+    let emitted = Instant::now();
     emit_many(client, emit_urls, opts.concurrency, opts.events, move |i| {
         (events_id, 5_000_000_000 + i % objects, 5_000_000_000 + i)
     })
@@ -234,6 +235,7 @@ pub async fn replay(
         wait_received(sink, base_count + opts.events, Duration::from_secs(300)).await,
         "the events to replay were not all delivered"
     );
+    let first_delivery = emitted.elapsed();
 
     let second = Arc::new(Sink::default());
     let addr = start_sink(second.clone()).await;
@@ -272,6 +274,10 @@ pub async fn replay(
         } else {
             "  (NOT ALL ARRIVED)"
         }
+    );
+    println!(
+        "  first delivered:         {:>9.0} /s (emitted, same order per object)",
+        opts.events as f64 / first_delivery.as_secs_f64()
     );
     println!(
         "  job start (POST):        {:>9.0} ms",
