@@ -9,13 +9,14 @@
 //! - `shared`: the store's core, written once for both SQL dialects: every
 //!   statement that differs only in its placeholders (tokens, the catalog,
 //!   handlers, the execution log, sessions, the queue's reads, settling
-//!   interrupted attempts, queue statistics, retention), generic over the
+//!   interrupted attempts, replay jobs, queue statistics, retention), generic over the
 //!   database, and the `impl_store!` that maps the trait onto it.
 //! - [`sqlite`] and [`postgres`]: only what each database does its own way,
 //!   in the same files: `mod.rs` (connecting, migrations under
 //!   `migrations/<backend>`, the dialect: pragmas and write transactions on
 //!   SQLite, the `LISTEN/NOTIFY` change feed on PostgreSQL), `queue.rs`
-//!   (emit and record batches, claims, locks, redeliver) and `upkeep.rs`
+//!   (emit and record batches, claims, locks, redeliver, a replay job's
+//!   start and cancel under the locks) and `upkeep.rs`
 //!   (p95 durations). SQLite serves one node per database; PostgreSQL any
 //!   number, with changes announced to all ([`Store::watch`]).
 //!   `postgres::scratch` (throwaway databases for tests) is built only with

@@ -24,6 +24,11 @@ const ULID_ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const ID_DIGITS: u32 = 5;
 pub(crate) const MAX_REPLAY: i64 = 1 << (5 * ID_DIGITS);
 
+/// The delivery states a job's progress counts as finished. `superseded`
+/// (a conflated delivery, replaced by a newer one of its object) is final
+/// too, so a job whose deliveries were conflated still comes to `done`.
+const FINISHED: &str = "('success', 'failed', 'superseded')";
+
 /// The replays' columns with their progress, counted from their deliveries
 /// (index `deliveries_replay`).
 fn select<DB: Dialect>() -> QueryBuilder<DB> {
@@ -36,7 +41,7 @@ fn select<DB: Dialect>() -> QueryBuilder<DB> {
             (SELECT COUNT(*) FROM deliveries d WHERE d.replay_id = r.id AND d.state = 'failed'
                 AND d.last_error = '{REPLAY_CANCELLED}') AS cancelled,
             (SELECT COUNT(*) FROM deliveries d WHERE d.replay_id = r.id
-                AND d.state NOT IN ('success', 'failed')) AS remaining,
+                AND d.state NOT IN {FINISHED}) AS remaining,
             (SELECT MAX(d.finished_at) FROM deliveries d WHERE d.replay_id = r.id) AS last_finished
          FROM replays r"
     ))
