@@ -94,6 +94,10 @@ struct ListPage {
     rows: Vec<Row>,
     total: u64,
     pager: Pager,
+    /// This page again, for the live refresh of running jobs.
+    pager_url: String,
+    /// Whether any job on the page runs (only then the rows refresh).
+    running: bool,
     error: Option<String>,
 }
 
@@ -129,14 +133,18 @@ async fn list_page(
             per_page: PER_PAGE,
         })
         .await?;
-    let pager = Pager::new(page, total, PER_PAGE, |p| format!("/replays?page={p}"));
+    let url = |p: u32| format!("/replays?page={p}");
+    let pager = Pager::new(page, total, PER_PAGE, url);
+    let rows: Vec<Row> = jobs.into_iter().map(row).collect();
     Ok(render(
         StatusCode::OK,
         &ListPage {
             chrome: Chrome::new(session, "replays", notice),
-            rows: jobs.into_iter().map(row).collect(),
+            running: rows.iter().any(|r| r.state == "running"),
+            rows,
             total,
             pager,
+            pager_url: url(page),
             error,
         },
     ))
