@@ -60,6 +60,10 @@ pub(crate) trait Dialect:
     /// PostgreSQL locks them (`FOR UPDATE`), since other nodes write too;
     /// SQLite has one writer, so nothing is appended.
     const FOR_UPDATE: &'static str;
+    /// Appended to a selection of rows that must not be deleted before the
+    /// transaction ends, while others may still change them: PostgreSQL's
+    /// `FOR KEY SHARE`; nothing on SQLite.
+    const FOR_KEY_SHARE: &'static str;
     /// Appended to a selection of rows to delete in batches: on PostgreSQL
     /// rows another node holds are passed over, not waited for.
     const SKIP_LOCKED: &'static str;

@@ -174,9 +174,10 @@ impl<DB: Dialect> SqlCore<DB> {
         keep: impl FnOnce(&mut QueryBuilder<DB>),
     ) -> StoreResult<ReplayRecord> {
         // Makes a concurrent delete of the handler wait (PostgreSQL), so its
-        // sweep of open deliveries sees the ones queued here.
+        // sweep of open deliveries sees the ones queued here; emits, which
+        // take the same lock, go on.
         let mut q = QueryBuilder::<DB>::new("SELECT id FROM handlers WHERE id = ");
-        q.bind(job.handler_id).push(DB::FOR_UPDATE);
+        q.bind(job.handler_id).push(DB::FOR_KEY_SHARE);
         if q.build()
             .fetch_optional(DB::on(&mut *conn))
             .await?
