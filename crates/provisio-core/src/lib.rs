@@ -9,6 +9,7 @@
 //! - [`filter`]: handler filters in CEL, checked when saved, bounded when run.
 //! - [`request`]: request templates (minijinja) for HTTP handlers, sandboxed.
 //! - [`signing`]: Standard Webhooks secrets and signatures.
+//! - [`replay`]: replay jobs' states and what they resend.
 //! - [`retry`]: the retry schedule and the delay before the next attempt.
 //! - [`timefmt`]: the one timestamp format provisio writes.
 //! - [`FieldErrors`]: per-field validation messages, shared by every validator.
@@ -17,6 +18,7 @@ pub mod catalog;
 pub mod event;
 pub mod filter;
 pub mod handler;
+pub mod replay;
 pub mod request;
 pub mod retry;
 pub mod signing;

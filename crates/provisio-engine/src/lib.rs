@@ -52,7 +52,7 @@ pub use config::{EngineConfig, EngineError};
 pub use emit::{EmitError, EmitReceipt, EventInput};
 pub use engine::Engine;
 pub use routes::{RouteTable, Routes};
-pub use service::{ExecutionSearch, OpError};
+pub use service::{ExecutionSearch, OpError, ReplayRequest};
 pub use trial::{
     DryRun, DrySample, MAX_DRY_RUN, TestCall, TestEvent, TestReport, TestRequest, TestResponse,
     TestVerdict,

@@ -9,13 +9,14 @@
 //! - `shared`: the store's core, written once for both SQL dialects: every
 //!   statement that differs only in its placeholders (tokens, the catalog,
 //!   handlers, the execution log, sessions, the queue's reads, settling
-//!   interrupted attempts, queue statistics, retention), generic over the
+//!   interrupted attempts, replay jobs, queue statistics, retention), generic over the
 //!   database, and the `impl_store!` that maps the trait onto it.
 //! - [`sqlite`] and [`postgres`]: only what each database does its own way,
 //!   in the same files: `mod.rs` (connecting, migrations under
 //!   `migrations/<backend>`, the dialect: pragmas and write transactions on
 //!   SQLite, the `LISTEN/NOTIFY` change feed on PostgreSQL), `queue.rs`
-//!   (emit and record batches, claims, locks, redeliver) and `upkeep.rs`
+//!   (emit and record batches, claims, locks, redeliver, a replay job's
+//!   start and cancel under the locks) and `upkeep.rs`
 //!   (p95 durations). SQLite serves one node per database; PostgreSQL any
 //!   number, with changes announced to all ([`Store::watch`]).
 //!   `postgres::scratch` (throwaway databases for tests) is built only with
@@ -246,6 +247,22 @@ pub trait Store: Send + Sync + 'static {
     /// and makes a waiting one pending where nothing open precedes it.
     /// Returns how many were superseded.
     async fn conflate_lines(&self, handler_id: i64, now_ms: i64) -> StoreResult<u64>;
+
+    // --- Replay jobs --------------------------------------------------------
+
+    /// Stores a replay job and, in the same transaction, queues one delivery
+    /// per matching event (in emit order) that has no unfinished delivery to
+    /// the handler from a running replay. [`StoreError::NotFound`] when the
+    /// handler is gone.
+    async fn start_replay(&self, job: &NewReplay) -> StoreResult<ReplayRecord>;
+    async fn get_replay(&self, id: &str) -> StoreResult<Option<ReplayRecord>>;
+    /// Newest first.
+    async fn list_replays(&self, page: Page) -> StoreResult<(Vec<ReplayRecord>, u64)>;
+    /// Fails the job's deliveries not yet sent (those no attempt holds) and
+    /// lets the lines they held move on; returns the job and how many
+    /// deliveries became due. [`StoreError::NotFound`] for an unknown job,
+    /// [`StoreError::Conflict`] for one with nothing left to send.
+    async fn cancel_replay(&self, id: &str, now_ms: i64) -> StoreResult<(ReplayRecord, u64)>;
 
     // --- Execution log ----------------------------------------------------
 

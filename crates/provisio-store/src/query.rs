@@ -113,6 +113,11 @@ pub(crate) fn push_execution_filter<DB: Dialect>(
             .bind(like_pattern(v))
             .push(" ESCAPE '\\'");
     }
+    if let Some(v) = &f.replay_id {
+        q.push(" AND delivery_id IN (SELECT id FROM deliveries WHERE replay_id = ")
+            .bind(v.clone())
+            .push(")");
+    }
     if let Some(v) = f.from_ms {
         q.push(" AND started_at >= ").bind(v);
     }

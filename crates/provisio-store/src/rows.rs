@@ -213,6 +213,60 @@ pub(crate) fn delivery(row: &impl Columns) -> StoreResult<DeliveryRecord> {
     })
 }
 
+/// A replay job with the progress counts of `shared::replays`' select. Its
+/// state is `cancelled` once cancelled, otherwise `running` while any of its
+/// deliveries is unfinished and `done` after.
+pub(crate) fn replay(row: &impl Columns) -> StoreResult<ReplayRecord> {
+    use provisio_core::replay::ReplayState;
+    let count = |column: &str| -> StoreResult<u64> {
+        let n = row.int(column)?;
+        u64::try_from(n).map_err(|_| corrupt(column, format!("{n} is out of range")))
+    };
+    let remaining = count("remaining")?;
+    let cancelled = row.text("state")? == ReplayState::Cancelled.as_str();
+    let created_at = from_millis(row.int("created_at")?);
+    let (state, finished_at) = if cancelled {
+        (
+            ReplayState::Cancelled,
+            row.opt_int("finished_at")?.map(from_millis),
+        )
+    } else if remaining == 0 {
+        let last = row
+            .opt_int("last_finished")?
+            .or(row.opt_int("finished_at")?);
+        (
+            ReplayState::Done,
+            Some(last.map_or(created_at, from_millis)),
+        )
+    } else {
+        (ReplayState::Running, None)
+    };
+    let cancelled_count = count("cancelled")?;
+    Ok(ReplayRecord {
+        id: row.text("id")?,
+        handler_id: row.int("handler_id")?,
+        events_id: row.opt_text("events_id")?,
+        object_id: row.opt_text("object_id")?,
+        from: row.opt_int("from_at")?.map(from_millis),
+        to: row.opt_int("to_at")?.map(from_millis),
+        status: row
+            .text("status")?
+            .parse()
+            .map_err(|e| corrupt("replay status", e))?,
+        latest_per_object: row.flag("latest_per_object")?,
+        state,
+        matched: count("matched")?,
+        queued: count("queued")?,
+        sent: count("sent")?,
+        failed: count("ended_failed")?.saturating_sub(cancelled_count),
+        cancelled: cancelled_count,
+        remaining,
+        created_by: row.text("created_by")?,
+        created_at,
+        finished_at,
+    })
+}
+
 /// `SELECT` of every execution column, for [`execution`].
 pub(crate) const EXECUTION_SELECT: &str = "SELECT id, delivery_id, handler_id, handler_name, event_id, events_id, object_id, stage, \
      attempt, status, started_at, duration_ms, request_target, request_headers, request_body, response_status, \

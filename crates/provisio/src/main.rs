@@ -2,7 +2,8 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 use provisio::client::{
-    ClientArgs, DeliveriesCommand, EmitArgs, ExecutionsCommand, HandlersCommand,
+    ClientArgs, DeliveriesCommand, EmitArgs, ExecutionsCommand, HandlersCommand, ReplayCommand,
+    ReplayStart,
 };
 use provisio::config::{LogFormat, ServeArgs, StoreArgs};
 use provisio::tokens::TokenCommand;
@@ -64,6 +65,18 @@ enum Command {
         client: ClientArgs,
         /// The delivery's id.
         delivery_id: String,
+    },
+    /// Resend stored events to a handler as a replay job (or a resync with
+    /// --latest-per-object) and follow it until done; or show, list and
+    /// cancel jobs.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Replay {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: Option<ReplayCommand>,
+        #[command(flatten)]
+        start: ReplayStart,
     },
     /// Print shell completions.
     Completions {
@@ -136,6 +149,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client,
             delivery_id,
         } => provisio::client::redeliver(&client, &delivery_id).await,
+        Command::Replay {
+            client,
+            command,
+            start,
+        } => provisio::client::replay(&client, command, start).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "provisio", &mut script);

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{event_types, events, executions, handler_tests, handlers};
+use super::{event_types, events, executions, handler_tests, handlers, replays};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,7 @@ use super::{event_types, events, executions, handler_tests, handlers};
         handler_tests::dry_run_stored, handler_tests::dry_run_draft,
         events::emit, events::before, events::read, events::redeliver, events::skip,
         executions::list, executions::read,
+        replays::start, replays::list, replays::read, replays::cancel,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -25,6 +26,7 @@ use super::{event_types, events, executions, handler_tests, handlers};
         (name = "handlers", description = "Who is called for which events"),
         (name = "events", description = "Emitting events and following their deliveries"),
         (name = "executions", description = "The execution log"),
+        (name = "replays", description = "Resending stored events to a handler: replay and resync jobs"),
     )
 )]
 pub struct ApiDoc;

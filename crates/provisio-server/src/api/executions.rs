@@ -121,6 +121,8 @@ pub struct ExecutionQuery {
     pub from: Option<String>,
     /// Up to this instant or date (to its end, UTC).
     pub to: Option<String>,
+    /// Calls made for this replay job's deliveries.
+    pub replay_id: Option<String>,
     pub page: Option<u32>,
     pub per_page: Option<u32>,
 }
@@ -140,6 +142,7 @@ impl ExecutionQuery {
             error: self.error.clone(),
             from: self.from.clone(),
             to: self.to.clone(),
+            replay_id: self.replay_id.clone(),
         }
     }
 }

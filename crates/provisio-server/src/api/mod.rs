@@ -6,6 +6,7 @@ pub mod events;
 pub mod executions;
 pub mod handler_tests;
 pub mod handlers;
+pub mod replays;
 
 use axum::Router;
 use provisio_store::Page;
@@ -22,6 +23,7 @@ pub fn router(_state: AppState) -> Router<AppState> {
         .merge(handler_tests::router())
         .merge(events::router())
         .merge(executions::router())
+        .merge(replays::router())
 }
 
 /// A page of a list: the items and how many match in all.
@@ -32,7 +34,8 @@ pub struct ListOut<T> {
 }
 
 /// `page` and `per_page`, shared by every list.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     pub page: Option<u32>,
     pub per_page: Option<u32>,

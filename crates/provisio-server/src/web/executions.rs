@@ -47,6 +47,7 @@ struct Search {
     error: String,
     from: String,
     to: String,
+    replay_id: String,
     page: Option<u32>,
 }
 
@@ -63,6 +64,7 @@ impl Search {
             ("error", self.error.clone()),
             ("from", self.from.clone()),
             ("to", self.to.clone()),
+            ("replay_id", self.replay_id.clone()),
         ]
     }
 
@@ -73,6 +75,23 @@ impl Search {
         }
         let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         with_query(path, &refs)
+    }
+
+    /// "Replay these to …": the replay form with the filters a replay
+    /// shares (a log filtered by `fail` replays the failed ones).
+    fn replay_url(&self) -> String {
+        let status = if self.status == "fail" { "failed" } else { "" };
+        with_query(
+            "/replays/new",
+            &[
+                ("handler_id", &self.handler_id),
+                ("events_id", &self.events_id),
+                ("object_id", &self.object_id),
+                ("from", &self.from),
+                ("to", &self.to),
+                ("status", status),
+            ],
+        )
     }
 
     /// The same filters the API takes, parsed the same way.
@@ -89,6 +108,7 @@ impl Search {
             error: text(&self.error),
             from: text(&self.from),
             to: text(&self.to),
+            replay_id: text(&self.replay_id),
             ..ExecutionSearch::default()
         }
     }
@@ -109,7 +129,7 @@ struct Row {
     test: bool,
 }
 
-fn date(t: OffsetDateTime) -> String {
+pub(super) fn date(t: OffsetDateTime) -> String {
     let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
     t.to_offset(time::UtcOffset::UTC)
         .format(f)
@@ -156,6 +176,8 @@ struct ListPage {
     total: u64,
     pager: Pager,
     rows_url: String,
+    /// The replay form, filled with these filters.
+    replay_url: String,
 }
 
 #[derive(Template)]
@@ -207,6 +229,7 @@ async fn list(Operator { state, session }: Operator, Query(filter): Query<Search
         filter.url("/executions", Some(p))
     });
     let rows_url = filter.url("/executions/rows", None);
+    let replay_url = filter.replay_url();
     let chrome = Chrome::new(&session, "executions", None);
     Ok(render(
         StatusCode::OK,
@@ -220,6 +243,7 @@ async fn list(Operator { state, session }: Operator, Query(filter): Query<Search
             total: found.total,
             pager,
             rows_url,
+            replay_url,
         },
     ))
 }

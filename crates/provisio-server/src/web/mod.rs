@@ -7,6 +7,8 @@
 //!   `handler_form`: the form's fields as text and their conversion to a draft.
 //! - [`executions`]: the Execution Logs, details and redeliver.
 //! - [`overview`]: per-handler activity over the last 24 hours.
+//! - [`replays`]: replay jobs with their progress and cancel, and the
+//!   "Replay these to …" form the Execution Logs open.
 //!
 //! Every change goes through the engine's use cases (`provisio_engine::service`),
 //! as the API's do; this section never imports the API. Page handlers return
@@ -16,6 +18,7 @@ mod executions;
 mod handler_form;
 mod handlers;
 mod overview;
+mod replays;
 pub mod session;
 
 use askama::Template;
@@ -34,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .merge(handlers::router())
         .merge(executions::router())
         .merge(overview::router())
+        .merge(replays::router())
         .route("/assets/htmx.min.js", get(htmx))
         .route("/assets/style.css", get(style))
 }
@@ -96,6 +100,8 @@ fn notice_text(key: &str) -> Option<&'static str> {
         "disabled" => "The handler is disabled.",
         "redelivered" => "The delivery was queued to be sent again.",
         "skipped" => "The delivery was skipped; the next one of its object is on its way.",
+        "replay-started" => "The replay was started.",
+        "replay-cancelled" => "The replay was cancelled: what it had not sent will not be sent.",
         "logged-out" => "You are logged out.",
         "expired" => "Your session expired; please log in again.",
         _ => return None,

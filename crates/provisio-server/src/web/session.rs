@@ -37,6 +37,8 @@ pub struct Session {
     pub csrf: String,
     /// The name of the API token the operator logged in with: who acts.
     pub token_name: String,
+    /// The API token the operator logged in with: who did what a page does.
+    pub token_id: i64,
     id_hash: [u8; 32],
 }
 
@@ -185,6 +187,7 @@ impl FromRequestParts<AppState> for Session {
                 Ok(Session {
                     csrf: s.csrf,
                     token_name: s.token_name,
+                    token_id: s.token_id,
                     id_hash,
                 })
             }

@@ -101,8 +101,10 @@ impl std::fmt::Debug for PgSettings {
 impl Dialect for Postgres {
     const LIKE: &'static str = "ILIKE";
     const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const FOR_KEY_SHARE: &'static str = " FOR KEY SHARE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const BYTE_ORDER: &'static str = r#" COLLATE "C""#;
+    const EVENT_ORDER: &'static str = "e.seq";
 
     async fn write_tx<T>(
         pool: &PgPool,

@@ -35,12 +35,7 @@ impl<DB: Dialect> SqlCore<DB> {
 
         let mut q = QueryBuilder::<DB>::new(EXECUTION_SELECT);
         push_execution_filter(&mut q, filter, DB::LIKE);
-        q.push(" ORDER BY id DESC LIMIT ")
-            .bind(i64::from(page.per_page))
-            .push(" OFFSET ")
-            .bind(page.offset());
-        let rows = q.build().fetch_all(self.reader()).await?;
-        let items = rows.iter().map(from_row).collect::<StoreResult<_>>()?;
+        let items = self.fetch_page(q, "id DESC", page, from_row).await?;
         Ok((items, total as u64))
     }
 

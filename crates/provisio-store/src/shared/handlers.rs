@@ -100,12 +100,7 @@ impl<DB: Dialect> SqlCore<DB> {
 
         let mut q = select();
         push_handler_filter(&mut q, filter, DB::LIKE);
-        q.push(" ORDER BY priority, id LIMIT ")
-            .bind(i64::from(page.per_page))
-            .push(" OFFSET ")
-            .bind(page.offset());
-        let rows = q.build().fetch_all(self.reader()).await?;
-        let found = rows.iter().map(from_row).collect::<StoreResult<_>>()?;
+        let found = self.fetch_page(q, "priority, id", page, from_row).await?;
         Ok((found, total as u64))
     }
 

@@ -9,8 +9,9 @@
 //! - [`SqlCore`]: a backend's pools and the operations on them, one file per
 //!   subject: `tokens`, `catalog`, `handlers`, `executions`, `sessions`,
 //!   `queue` (reads and settling interrupted attempts), `lines` (moving an
-//!   object's line on: release, conflation, skip), `upkeep` (queue
-//!   statistics and retention).
+//!   object's line on: release, conflation, skip), `replays` (replay jobs:
+//!   their statements, and reads), `upkeep` (queue statistics and
+//!   retention).
 //!
 //! A new statement goes here unless it needs something only one database
 //! has: a `QueryBuilder<DB>` bound with [`Bind::bind`] (generic code's
@@ -24,6 +25,7 @@ mod executions;
 mod handlers;
 pub(crate) mod lines;
 mod queue;
+pub(crate) mod replays;
 mod sessions;
 mod tokens;
 mod upkeep;
@@ -60,12 +62,19 @@ pub(crate) trait Dialect:
     /// PostgreSQL locks them (`FOR UPDATE`), since other nodes write too;
     /// SQLite has one writer, so nothing is appended.
     const FOR_UPDATE: &'static str;
+    /// Appended to a selection of rows that must not be deleted before the
+    /// transaction ends, while others may still change them: PostgreSQL's
+    /// `FOR KEY SHARE`; nothing on SQLite.
+    const FOR_KEY_SHARE: &'static str;
     /// Appended to a selection of rows to delete in batches: on PostgreSQL
     /// rows another node holds are passed over, not waited for.
     const SKIP_LOCKED: &'static str;
     /// Byte order for comparing text keys (ULIDs) whatever the database's
     /// collation: PostgreSQL's `COLLATE "C"`; SQLite compares bytes already.
     const BYTE_ORDER: &'static str;
+    /// An event's place in emit order, as a column of `events e`: SQLite's
+    /// `rowid` (insertion order), PostgreSQL's `seq` (a sequence).
+    const EVENT_ORDER: &'static str;
 
     /// Runs `work` inside one write transaction on `pool`, committing when it
     /// succeeds and rolling back when it fails.
@@ -137,6 +146,25 @@ impl<DB: Dialect> SqlCore<DB> {
     fn writer(&self) -> impl Executor<'_, Database = DB> {
         DB::pool(&self.write)
     }
+
+    /// One page of a list: `q` (a `SELECT` with its filter) in `order`
+    /// (an `ORDER BY` list), each row decoded by `decode`.
+    async fn fetch_page<T>(
+        &self,
+        mut q: QueryBuilder<DB>,
+        order: &'static str,
+        page: crate::Page,
+        decode: impl Fn(&DB::Row) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        q.push(" ORDER BY ")
+            .push(order)
+            .push(" LIMIT ")
+            .bind(i64::from(page.per_page))
+            .push(" OFFSET ")
+            .bind(page.offset());
+        let rows = q.build().fetch_all(self.reader()).await?;
+        rows.iter().map(decode).collect()
+    }
 }
 
 /// A database that can bind a `T` ([`Dialect`]'s supertraits name which).
@@ -200,8 +228,8 @@ impl<DB: Database> Clone for SqlCore<DB> {
 /// written once for both backends. Every method is the shared core's, but
 /// for the methods given (`single_node`, `watch`) and those each backend
 /// writes its own way, in modules of the same names in both, each taking the
-/// store: `queue::{insert_events, claim_due, record, redeliver}` (claims,
-/// locks, emit and record batches) and `upkeep::add_p95`.
+/// store: `queue::{insert_events, claim_due, record, redeliver, start_replay,
+/// cancel_replay}` (claims, locks, emit and record batches, replay jobs) and `upkeep::add_p95`.
 macro_rules! impl_store {
     ($backend:ty { $($own:tt)* }) => {
         #[async_trait::async_trait]
@@ -239,6 +267,26 @@ macro_rules! impl_store {
 
             async fn conflate_lines(&self, handler_id: i64, now_ms: i64) -> StoreResult<u64> {
                 self.core.conflate_lines(handler_id, now_ms).await
+            }
+
+            async fn start_replay(&self, job: &NewReplay) -> StoreResult<ReplayRecord> {
+                queue::start_replay(self, job).await
+            }
+
+            async fn cancel_replay(
+                &self,
+                id: &str,
+                now_ms: i64,
+            ) -> StoreResult<(ReplayRecord, u64)> {
+                queue::cancel_replay(self, id, now_ms).await
+            }
+
+            async fn get_replay(&self, id: &str) -> StoreResult<Option<ReplayRecord>> {
+                self.core.get_replay(id).await
+            }
+
+            async fn list_replays(&self, page: Page) -> StoreResult<(Vec<ReplayRecord>, u64)> {
+                self.core.list_replays(page).await
             }
 
             async fn handler_activity(

@@ -80,6 +80,18 @@ impl<DB: Dialect> SqlCore<DB> {
                 .push(DB::SKIP_LOCKED)
                 .push(")");
             removed += DB::rows_affected(&q.build().execute(DB::on(&mut *tx)).await?);
+            // A replay job goes once retention has taken all its deliveries.
+            let mut q = QueryBuilder::<DB>::new(
+                "DELETE FROM replays WHERE id IN (SELECT r.id FROM replays r WHERE r.created_at < ",
+            );
+            q.bind(before_ms)
+                .push(
+                    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.replay_id = r.id)
+                     ORDER BY r.created_at LIMIT ",
+                )
+                .bind(limit)
+                .push(")");
+            removed += DB::rows_affected(&q.build().execute(DB::on(&mut *tx)).await?);
             // Event ids are ULIDs, so "older than" is a range of the primary
             // key (in byte order, whatever the database's collation).
             let oldest_kept = ulid::Ulid::from_parts(before_ms.max(0) as u64, 0).to_string();

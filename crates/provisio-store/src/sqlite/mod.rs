@@ -76,8 +76,10 @@ pub(crate) async fn write_tx<T>(
 impl Dialect for Sqlite {
     const LIKE: &'static str = "LIKE";
     const FOR_UPDATE: &'static str = "";
+    const FOR_KEY_SHARE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
     const BYTE_ORDER: &'static str = "";
+    const EVENT_ORDER: &'static str = "e.rowid";
 
     /// Every write transaction but an emit batch's commits at NORMAL: what
     /// it writes can be redone.

@@ -133,7 +133,18 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 pub async fn emit(client: &reqwest::Client, url: &str, seq: u64) {
-    let body = json!({ "events_id": "clients.update", "object_id": seq, "data": { "seq": seq, "name": "Bench client" } });
+    emit_as(client, url, "clients.update", seq, seq).await;
+}
+
+/// An emit of `events_id` for `object_id`, carrying `seq`.
+pub async fn emit_as(
+    client: &reqwest::Client,
+    url: &str,
+    events_id: &str,
+    object_id: u64,
+    seq: u64,
+) {
+    let body = json!({ "events_id": events_id, "object_id": object_id, "data": { "seq": seq, "name": "Bench client" } });
     let resp = client
         .post(url)
         .bearer_auth(TOKEN)
@@ -160,5 +171,36 @@ pub async fn wait_received(sink: &Sink, n: u64, limit: Duration) -> bool {
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             return sink.received.load(Ordering::SeqCst) >= n;
         }
+    }
+}
+
+/// Emits `total` events from `concurrency` workers spread over `urls`, as
+/// fast as they are accepted; `event(i)` gives the `i`-th event's type,
+/// object and seq.
+pub async fn emit_many(
+    client: &reqwest::Client,
+    urls: &[String],
+    concurrency: usize,
+    total: u64,
+    event: impl Fn(u64) -> (&'static str, u64, u64) + Clone + Send + 'static,
+) {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let url = urls[w % urls.len()].clone();
+        let (client, next, event) = (client.clone(), next.clone(), event.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= total {
+                    break;
+                }
+                let (events_id, object_id, seq) = event(i);
+                emit_as(&client, &url, events_id, object_id, seq).await;
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
     }
 }

@@ -6,10 +6,13 @@
 //! - emit → receiver latency p50/p99/max at a fixed offered rate;
 //! - the server's CPU time per delivered event;
 //! - the before-stage chain's overhead with three no-op handlers;
-//! - the fixed-rate latency again beside eight handlers that never answer.
+//! - the fixed-rate latency again beside eight handlers that never answer;
+//! - a replay of `--events` logged events to a new handler, in deliveries/s;
+//! - what one handler filter and one request template cost per event.
 //!
 //! Run with `cargo bench --bench throughput` (add `-- --events N --rate R
-//! --seconds S` to change the load; `-- --filters` for the filter phase alone; `-- --database-url URL [--nodes 2]` to run
+//! --seconds S` to change the load; `-- --only replay` (or `burst`, `fixed`,
+//! `before`, `hung`, `filters`) to run one phase after the warm-up; `-- --database-url URL [--nodes 2]` to run
 //! on a PostgreSQL database, which should be empty: the benchmark's handler
 //! must be the only one). With two nodes, the emits are spread across both.
 //! Figures depend on the machine; they are printed, not asserted.
@@ -18,13 +21,13 @@ mod harness;
 mod phases;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use harness::{Server, Sink, emit, percentile, start_sink, wait_received};
-use phases::{before_chain, filter_cost, fixed_rate, hung_handlers};
+use harness::{Server, Sink, emit, emit_many, percentile, start_sink, wait_received};
+use phases::{before_chain, filter_cost, fixed_rate, hung_handlers, replay};
 
 pub const TOKEN: &str = "bench-admin-token-0123456789";
 
@@ -38,6 +41,14 @@ pub struct Options {
     concurrency: usize,
     rate: u64,
     seconds: u64,
+    /// Run only this phase (after the warm-up); all when absent.
+    only: Option<String>,
+}
+
+impl Options {
+    fn runs(&self, phase: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == phase)
+    }
 }
 
 fn options() -> Options {
@@ -49,6 +60,7 @@ fn options() -> Options {
         concurrency: 64,
         rate: 1_000,
         seconds: 10,
+        only: None,
     };
     let args: Vec<String> = std::env::args().collect();
     let value = |name: &str| {
@@ -80,6 +92,17 @@ fn options() -> Options {
         .position(|a| a == "--database-url")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    o.only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    assert!(
+        o.only
+            .as_deref()
+            .is_none_or(|p| ["burst", "fixed", "before", "hung", "replay", "filters"].contains(&p)),
+        "--only takes burst, fixed, before, hung, replay or filters"
+    );
     assert!(
         o.nodes == 1 || o.database_url.is_some(),
         "--nodes needs --database-url: SQLite is single-node"
@@ -89,11 +112,6 @@ fn options() -> Options {
 
 #[tokio::main]
 async fn main() {
-    if std::env::args().any(|a| a == "--filters") {
-        // The filter phase alone: it needs no server.
-        filter_cost();
-        return;
-    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let opts = options();
     let dir = tempfile::tempdir().unwrap();
@@ -153,31 +171,58 @@ async fn main() {
         "warm-up deliveries did not arrive"
     );
 
-    // 1. Burst: as fast as the generator can emit.
+    if opts.runs("burst") {
+        burst(&client, &emit_urls, &sink, &opts, &cpu_seconds).await;
+    }
+    if opts.runs("fixed") {
+        fixed(&client, &emit_urls, &sink, &opts, &cpu_seconds).await;
+    }
+
+    // Disk per execution (SQLite: the data directories hold the whole state):
+    // every event so far made one delivery and one execution.
+    if opts.database_url.is_none() && opts.only.is_none() {
+        let executions = sink.received.load(Ordering::SeqCst);
+        let bytes = dir_size(dir.path());
+        println!();
+        println!(
+            "disk: {:.0} bytes per event (its event row, delivery and execution log row), ~{:.2} GB per million",
+            bytes as f64 / executions as f64,
+            bytes as f64 / executions as f64 * 1e6 / 1e9
+        );
+    }
+
+    if opts.runs("before") {
+        before_chain(&client, &base, opts.chains).await;
+    }
+    if opts.runs("hung") {
+        hung_handlers(&client, &base, &emit_urls, &sink, &opts).await;
+    }
+    if opts.runs("replay") {
+        replay(&client, &base, &emit_urls, &sink, &opts).await;
+    }
+    if opts.runs("filters") {
+        filter_cost();
+    }
+}
+
+/// 1. Burst: as fast as the generator can emit.
+async fn burst(
+    client: &reqwest::Client,
+    emit_urls: &[String],
+    sink: &Sink,
+    opts: &Options,
+    cpu_seconds: &impl Fn() -> f64,
+) {
     let base_count = sink.received.load(Ordering::SeqCst);
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for w in 0..opts.concurrency {
-        let url = emit_urls[w % emit_urls.len()].clone();
-        let (client, next, total) = (client.clone(), next.clone(), opts.events);
-        workers.push(tokio::spawn(async move {
-            loop {
-                let seq = next.fetch_add(1, Ordering::SeqCst);
-                if seq >= total {
-                    break;
-                }
-                emit(&client, &url, 2_000_000_000 + seq).await;
-            }
-        }));
-    }
-    for w in workers {
-        w.await.unwrap();
-    }
+    emit_many(client, emit_urls, opts.concurrency, opts.events, |i| {
+        let seq = 2_000_000_000 + i;
+        ("clients.update", seq, seq)
+    })
+    .await;
     let emitted_in = started.elapsed();
-    let all_arrived =
-        wait_received(&sink, base_count + opts.events, Duration::from_secs(300)).await;
+    let all_arrived = wait_received(sink, base_count + opts.events, Duration::from_secs(300)).await;
     let delivered_in = started.elapsed();
     let cpu = cpu_seconds() - cpu_before;
     let delivered = sink.received.load(Ordering::SeqCst) - base_count;
@@ -203,13 +248,21 @@ async fn main() {
         "  server CPU per event:    {:>9.3} ms",
         cpu * 1000.0 / opts.events as f64
     );
+}
 
-    // 2. Latency at a fixed offered rate.
+/// 2. Latency at a fixed offered rate.
+async fn fixed(
+    client: &reqwest::Client,
+    emit_urls: &[String],
+    sink: &Sink,
+    opts: &Options,
+    cpu_seconds: &impl Fn() -> f64,
+) {
     let cpu_before = cpu_seconds();
     let (latencies, all_arrived) = fixed_rate(
-        &client,
-        &emit_urls,
-        &sink,
+        client,
+        emit_urls,
+        sink,
         opts.rate,
         opts.seconds,
         3_000_000_000,
@@ -244,23 +297,6 @@ async fn main() {
         "  server CPU per event:    {:>9.3} ms",
         cpu * 1000.0 / total as f64
     );
-
-    // Disk per execution (SQLite: the data directories hold the whole state):
-    // every event so far made one delivery and one execution.
-    if opts.database_url.is_none() {
-        let executions = sink.received.load(Ordering::SeqCst);
-        let bytes = dir_size(dir.path());
-        println!();
-        println!(
-            "disk: {:.0} bytes per event (its event row, delivery and execution log row), ~{:.2} GB per million",
-            bytes as f64 / executions as f64,
-            bytes as f64 / executions as f64 * 1e6 / 1e9
-        );
-    }
-
-    before_chain(&client, &base, opts.chains).await;
-    hung_handlers(&client, &base, &emit_urls, &sink, &opts).await;
-    filter_cost();
 }
 
 /// The bytes of every file under `path`.

@@ -240,6 +240,9 @@ pub struct ExecutionFilters {
     pub from: Option<String>,
     #[arg(long)]
     pub to: Option<String>,
+    /// Calls made for this replay job.
+    #[arg(long)]
+    pub replay_id: Option<String>,
     #[arg(long)]
     pub page: Option<u32>,
     #[arg(long)]

@@ -1,11 +1,13 @@
 //! The command-line client: `provisio emit`, `handlers`, `executions`,
-//! `deliveries`, `redeliver`, talking to a running server over its API. Tables for people,
+//! `deliveries`, `redeliver`, `replay`, talking to a running server over its API. Tables for people,
 //! `--json` for scripts; any error is one line and a non-zero exit.
 //!
 //! - `args`: what each command takes.
+//! - `replay`: starting and following replay jobs, and the job commands.
 //! - this file: the API connection, output (tables or JSON) and the commands.
 
 mod args;
+mod replay;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -14,6 +16,7 @@ pub use args::{
     ClientArgs, DeliveriesCommand, EmitArgs, ExecutionFilters, ExecutionsCommand, HandlerFields,
     HandlersCommand,
 };
+pub use replay::{ReplayCommand, ReplayStart, replay};
 
 /// A connection to the API.
 struct Api {
@@ -34,6 +37,11 @@ impl Api {
             base: args.url.trim_end_matches('/').to_owned(),
             token,
         })
+    }
+
+    /// A request without query, body or extra headers.
+    async fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+        self.send(method, path, &[], None, &[]).await
     }
 
     async fn send(
@@ -405,6 +413,7 @@ pub async fn executions(client: &ClientArgs, command: ExecutionsCommand) -> anyh
                 error,
                 from,
                 to,
+                replay_id,
                 page,
                 per_page,
             } = *filters;
@@ -418,6 +427,7 @@ pub async fn executions(client: &ClientArgs, command: ExecutionsCommand) -> anyh
                 ("error", error),
                 ("from", from),
                 ("to", to),
+                ("replay_id", replay_id),
                 ("page", page.map(|p| p.to_string())),
                 ("per_page", per_page.map(|p| p.to_string())),
             ]);

@@ -150,6 +150,16 @@ async fn click(c: &Client, css: &str) {
         .unwrap();
 }
 
+/// Opens `path`, is sent to the login page, and logs in with the admin token.
+async fn log_in(c: &Client, app: &TestApp, path: &str) {
+    c.goto(&app.url(path)).await.unwrap();
+    wait_for_text(c, "API token").await;
+    assert!(c.current_url().await.unwrap().path().starts_with("/login"));
+    screenshot(c, "login").await;
+    fill(c, "#token", ADMIN_TOKEN).await;
+    click(c, "form button[type=submit]").await;
+}
+
 #[tokio::test]
 async fn an_operator_manages_handlers_and_reads_the_logs_in_a_real_browser() {
     let Some(browser) = browser().await else {
@@ -160,12 +170,7 @@ async fn an_operator_manages_handlers_and_reads_the_logs_in_a_real_browser() {
     let receiver = Receiver::with(|_, _| Reply::with_body(200, r#"{"synced": true}"#)).await;
 
     // Log in.
-    c.goto(&app.url("/handlers")).await.unwrap();
-    wait_for_text(c, "API token").await;
-    assert!(c.current_url().await.unwrap().path().starts_with("/login"));
-    screenshot(c, "login").await;
-    fill(c, "#token", ADMIN_TOKEN).await;
-    click(c, "form button[type=submit]").await;
+    log_in(c, &app, "/handlers").await;
     wait_for_text(c, "New Handler").await;
     assert_eq!(c.current_url().await.unwrap().path(), "/handlers");
 
@@ -412,5 +417,67 @@ async fn an_operator_skips_a_blocked_delivery_in_a_real_browser() {
         ))
         .await;
     assert_eq!(create["deliveries"][0]["last_error"], "skipped by admin");
+    browser.client.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_operator_replays_the_failed_events_of_the_execution_logs() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let c = &browser.client;
+    let app = TestApp::spawn().await;
+    let healthy = Arc::new(AtomicBool::new(false));
+    let up = healthy.clone();
+    let receiver = Receiver::with(move |_, _| {
+        Reply::status(if up.load(Ordering::SeqCst) { 200 } else { 503 })
+    })
+    .await;
+    let handler = app
+        .create_handler(json!({ "name": "Softswitch sync", "events_id": "clients.*", "target": receiver.url(), "max_attempts": 1, "on_exhausted": "skip" }))
+        .await;
+    for object in 1..=3 {
+        app.emit("clients.update", json!(object), json!({ "n": object }))
+            .await;
+    }
+    app.wait_executions("status=fail", 3).await;
+    healthy.store(true, Ordering::SeqCst);
+
+    // From the log filtered by failures to the replay form, filled with it.
+    log_in(c, &app, "/executions?status=fail&events_id=clients.update").await;
+    wait_for_text(c, "Replay these to").await;
+    click(c, "a[href^='/replays/new']").await;
+    wait_for_text(c, "Latest per object only (resync)").await;
+    let value = |css: &'static str| async move {
+        c.find(Locator::Css(css))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+    };
+    assert_eq!(value("#status").await.as_deref(), Some("failed"));
+    assert_eq!(value("#events_id").await.as_deref(), Some("clients.update"));
+    // Without a handler the form comes back saying so.
+    click(c, "main form button[type=submit]").await;
+    assert!(
+        text_of(c, "#handler_id-error")
+            .await
+            .contains("choose a handler")
+    );
+    screenshot(c, "replay-form").await;
+    click(c, &format!("#handler_id option[value='{}']", handler["id"])).await;
+    click(c, "main form button[type=submit]").await;
+    wait_for_text(c, "The replay was started.").await;
+    receiver.wait_for(6).await;
+
+    // The Replays page shows the job done, three sent, by the admin token
+    // (while it runs, its row refreshes itself; then it stops).
+    wait_for_text(c, "3 sent").await;
+    let row = text_of(c, "#replay-rows tr").await;
+    assert!(row.contains("done") && row.contains("by admin"), "{row}");
+    screenshot(c, "replays").await;
     browser.client.clone().close().await.unwrap();
 }

@@ -23,6 +23,7 @@ mod hardening_inp;
 mod hardening_srv;
 mod head_of_line;
 mod postgres;
+mod replay;
 mod retention;
 mod scripts;
 mod scripts_descendants;

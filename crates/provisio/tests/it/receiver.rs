@@ -182,7 +182,12 @@ impl Receiver {
 
     /// Waits until at least `n` requests arrived, and returns them all.
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
+        self.wait_for_within(n, PATIENCE).await
+    }
+
+    /// [`Receiver::wait_for`], for runs longer than the usual patience.
+    pub async fn wait_for_within(&self, n: usize, patience: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
             let notified = self.state.arrived.notified();
             let got = self.received();
