@@ -130,3 +130,121 @@ async fn the_example_before_stage_http_handler_verifies_and_decides() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Starts `examples/softswitch/switch.py` and returns it with its base URL.
+fn start_switch(secret: &str) -> (std::process::Child, String) {
+    let mut child = std::process::Command::new("python3")
+        .arg(example("softswitch/switch.py"))
+        .args(["--port", "0", "--secret", secret])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the example");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    (child, url)
+}
+
+#[tokio::test]
+async fn the_example_softswitch_handler_provisions_its_rest_api_without_an_adapter() {
+    let app = TestApp::spawn().await;
+    // The handler as the example ships it, pointed at this test's switch.
+    let shipped = std::fs::read_to_string(example("softswitch/handler.json")).unwrap();
+    let h = app
+        .create_handler(
+            serde_json::from_str(&shipped.replace("127.0.0.1:9200", "127.0.0.1:1")).unwrap(),
+        )
+        .await;
+    let (_, secret) = app
+        .get(&format!("/api/v1/handlers/{}/secret", h["id"]))
+        .await;
+    let (mut switch, base) = start_switch(secret["secret"].as_str().unwrap());
+    let handler: serde_json::Value =
+        serde_json::from_str(&shipped.replace("http://127.0.0.1:9200", &base)).unwrap();
+    let (status, body) = app
+        .patch(
+            &format!("/api/v1/handlers/{}", h["id"]),
+            json!({ "target": handler["target"], "request": handler["request"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    app.emit(
+        "clients.create",
+        json!(12),
+        json!({ "name": "ACME", "currency": "USD" }),
+    )
+    .await;
+    app.emit("clients.update", json!(12), json!({ "name": "ACME Group" }))
+        .await;
+    app.emit("clients.create", json!(13), json!({ "name": "Globex" }))
+        .await;
+    app.emit(
+        "clients.create",
+        json!(14),
+        json!({ "name": "QA", "status": "test" }),
+    )
+    .await;
+    app.emit("clients.balance_zero", json!(13), json!({})).await;
+    app.emit("clients.delete", json!(13), json!({})).await;
+
+    let client = http_client();
+    let calls: Vec<String> = loop {
+        let calls: Vec<String> = client
+            .get(format!("{base}/calls"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if calls.len() >= 4 {
+            break calls;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // The test client and the balance event are filtered out; each object's
+    // calls come in emit order (a POST before its PUT or DELETE).
+    let mut sorted = calls.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "DELETE /api/v2/customers/13",
+            "POST /api/v2/customers",
+            "POST /api/v2/customers",
+            "PUT /api/v2/customers/12",
+        ],
+        "{calls:?}"
+    );
+    let first_post = calls.iter().position(|c| c.starts_with("POST")).unwrap();
+    for later in ["PUT /api/v2/customers/12", "DELETE /api/v2/customers/13"] {
+        assert!(
+            calls.iter().position(|c| c == later).unwrap() > first_post,
+            "{calls:?}"
+        );
+    }
+    let customers: serde_json::Value = client
+        .get(format!("{base}/api/v2/customers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        customers,
+        json!({ "12": { "id": 12, "name": "ACME Group", "currency": "EUR" } })
+    );
+    let rows = app
+        .wait_executions(&format!("handler_id={}", h["id"]), 4)
+        .await;
+    assert!(
+        rows.iter().all(|r| r["status"] == "success"),
+        "signatures verified: {rows:?}"
+    );
+    let _ = switch.kill();
+    let _ = switch.wait();
+}
