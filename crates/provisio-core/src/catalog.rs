@@ -204,7 +204,17 @@ const BUILTIN_ROWS: &[(&str, &str, &str, bool)] = &[
         "An import job failed",
         false,
     ),
+    (
+        HANDLER_PAUSED,
+        "provisio",
+        "A handler paused itself after consecutive failures (automatic pause)",
+        false,
+    ),
 ];
+
+/// The built-in type provisio emits itself when a handler's automatic pause
+/// trips; its data names the handler (`handler_id`, `name`) and the `reason`.
+pub const HANDLER_PAUSED: &str = "provisio.handler.paused";
 
 /// The catalog every installation starts with.
 pub fn builtin() -> Vec<EventType> {

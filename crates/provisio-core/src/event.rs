@@ -375,8 +375,10 @@ mod tests {
 crate::wire_enum! {
     /// Where a delivery stands. `waiting` holds an ordered delivery behind an
     /// earlier unfinished one for the same object; `pending` is queued or being
-    /// attempted; `success` and `failed` are final (until redelivered by hand).
-    DeliveryState { Waiting = "waiting", Pending = "pending", Success = "success", Failed = "failed" }
+    /// attempted; `held` is a pending delivery of a paused handler (derived
+    /// when read, never stored: it is `pending` again the moment the handler
+    /// resumes); `success` and `failed` are final (until redelivered by hand).
+    DeliveryState { Waiting = "waiting", Pending = "pending", Held = "held", Success = "success", Failed = "failed" }
 }
 
 crate::wire_enum! {

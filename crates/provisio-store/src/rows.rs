@@ -8,7 +8,7 @@
 
 use provisio_core::catalog::{EventPattern, EventType};
 use provisio_core::event::{DeliveryState, Event, ObjectId};
-use provisio_core::handler::{Handler, HandlerSpec};
+use provisio_core::handler::{AutoPause, Handler, HandlerSpec, Pause};
 use provisio_core::signing::SigningSecret;
 use provisio_core::timefmt::{self, from_millis};
 
@@ -89,7 +89,8 @@ pub(crate) fn event_type(row: &impl Columns) -> StoreResult<EventType> {
 
 /// `SELECT` of every handler column, for [`handler`].
 pub(crate) const HANDLER_COLUMNS: &str = "id, name, events_id, stage, status, priority, kind, target, args, headers, \
-     timeout_ms, max_attempts, ordered, on_failure, secret, created_at, updated_at";
+     timeout_ms, max_attempts, ordered, on_failure, secret, created_at, updated_at, \
+     paused_reason, paused_at, probe_at, auto_pause_failures, auto_pause_after_ms, auto_pause_probe_ms";
 
 pub(crate) fn handler(row: &impl Columns) -> StoreResult<Handler> {
     let priority = row.int("priority")?;
@@ -122,15 +123,37 @@ pub(crate) fn handler(row: &impl Columns) -> StoreResult<Handler> {
             .text("on_failure")?
             .parse()
             .map_err(|e| corrupt("handler on_failure", e))?,
+        auto_pause: match row.opt_int("auto_pause_failures")? {
+            None => None,
+            Some(_) => Some(AutoPause {
+                failures: row.count("auto_pause_failures")?,
+                after: millis(row.int("auto_pause_after_ms")?),
+                probe_every: millis(row.int("auto_pause_probe_ms")?),
+            }),
+        },
+    };
+    let pause = match row.opt_text("paused_reason")? {
+        None => None,
+        Some(reason) => Some(Pause {
+            reason,
+            at: from_millis(row.opt_int("paused_at")?.unwrap_or_default()),
+            probe_at_ms: row.opt_int("probe_at")?,
+        }),
     };
     Ok(Handler {
         id: row.int("id")?,
         spec,
+        pause,
         secret: SigningSecret::parse(&row.text("secret")?)
             .map_err(|e| corrupt("handler secret", e))?,
         created_at: from_millis(row.int("created_at")?),
         updated_at: from_millis(row.int("updated_at")?),
     })
+}
+
+/// A stored span of milliseconds (never negative when provisio wrote it).
+fn millis(ms: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(ms.max(0) as u64)
 }
 
 /// An event from columns `event_id, events_id, object_id, dt, data`.
@@ -157,8 +180,14 @@ pub(crate) fn claimed(row: &impl Columns) -> StoreResult<ClaimedDelivery> {
     })
 }
 
-/// Columns of `deliveries`, in the order [`delivery`] reads them.
-pub(crate) const DELIVERY_COLUMNS: &str = "id, event_id, handler_id, state, attempts, next_attempt_at, lease_until, last_error, created_at, finished_at";
+/// Columns of `deliveries` (unaliased, as `deliveries`), in the order
+/// [`delivery`] reads them. A pending delivery of a paused handler reads as
+/// `held`: derived here, never stored, so pausing and resuming rewrite no
+/// delivery.
+pub(crate) const DELIVERY_COLUMNS: &str = "id, event_id, handler_id, \
+     CASE WHEN state = 'pending' AND EXISTS (SELECT 1 FROM handlers h WHERE h.id = deliveries.handler_id \
+     AND h.paused_reason IS NOT NULL) THEN 'held' ELSE state END AS state, \
+     attempts, next_attempt_at, lease_until, last_error, created_at, finished_at";
 
 pub(crate) fn delivery(row: &impl Columns) -> StoreResult<DeliveryRecord> {
     let state: DeliveryState = row

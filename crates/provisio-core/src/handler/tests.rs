@@ -16,6 +16,7 @@ fn draft() -> HandlerDraft {
         max_attempts: 10,
         ordered: true,
         on_failure: OnFailure::Forbid,
+        auto_pause: None,
     }
 }
 
@@ -177,6 +178,7 @@ fn any_draft() -> impl Strategy<Value = HandlerDraft> {
                     max_attempts,
                     ordered,
                     on_failure,
+                    auto_pause: None,
                 }
             },
         )
@@ -258,5 +260,38 @@ proptest! {
         // What the log shows of it is masked idempotently.
         let shown = masked_target(&spec.target);
         prop_assert_eq!(masked_target(&shown), shown.clone());
+    }
+}
+
+#[test]
+fn the_automatic_pause_is_checked_field_by_field() {
+    let mut d = draft();
+    d.auto_pause = Some(AutoPauseDraft {
+        failures: 12,
+        after: "10m".into(),
+        probe_every: "5m".into(),
+    });
+    let spec = validate(d.clone()).unwrap();
+    assert_eq!(
+        spec.auto_pause,
+        Some(AutoPause {
+            failures: 12,
+            after: Duration::from_secs(600),
+            probe_every: Duration::from_secs(300),
+        })
+    );
+    assert_eq!(HandlerDraft::from(&spec).auto_pause, d.auto_pause);
+    d.auto_pause = Some(AutoPauseDraft {
+        failures: 0,
+        after: "soon".into(),
+        probe_every: "0s".into(),
+    });
+    let e = validate(d).unwrap_err();
+    for field in [
+        "auto_pause.failures",
+        "auto_pause.after",
+        "auto_pause.probe_every",
+    ] {
+        assert!(e.get(field).is_some(), "{field} not reported: {e:?}");
     }
 }

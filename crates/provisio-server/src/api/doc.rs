@@ -12,7 +12,7 @@ use super::{event_types, events, executions, handlers};
     paths(
         event_types::list, event_types::create,
         handlers::list, handlers::create, handlers::read, handlers::update, handlers::remove,
-        handlers::secret, handlers::rotate_secret,
+        handlers::secret, handlers::rotate_secret, handlers::pause, handlers::resume,
         events::emit, events::before, events::read, events::redeliver,
         executions::list, executions::read,
     ),

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use provisio_core::FieldErrors;
-use provisio_core::handler::{HandlerDraft, HandlerSpec, defaults};
+use provisio_core::handler::{AutoPauseDraft, HandlerDraft, HandlerSpec, defaults};
+use provisio_core::retry::format_duration;
 use provisio_engine::Engine;
 use serde::Deserialize;
 
@@ -25,6 +26,10 @@ pub(super) struct HandlerForm {
     pub(super) ordered: Option<String>,
     pub(super) headers: String,
     pub(super) args: String,
+    /// Empty: the automatic pause is off.
+    pub(super) auto_pause_failures: String,
+    pub(super) auto_pause_after: String,
+    pub(super) auto_pause_probe_every: String,
 }
 
 impl HandlerForm {
@@ -37,6 +42,8 @@ impl HandlerForm {
             max_attempts: defaults::MAX_ATTEMPTS.to_string(),
             on_failure: defaults::ON_FAILURE.as_str().into(),
             ordered: Some("true".into()),
+            auto_pause_after: defaults::AUTO_PAUSE_AFTER.into(),
+            auto_pause_probe_every: defaults::AUTO_PAUSE_PROBE_EVERY.into(),
             ..Self::default()
         }
     }
@@ -61,6 +68,18 @@ impl HandlerForm {
                 .collect::<Vec<_>>()
                 .join("\n"),
             args: s.args.join("\n"),
+            auto_pause_failures: s
+                .auto_pause
+                .map(|a| a.failures.to_string())
+                .unwrap_or_default(),
+            auto_pause_after: s.auto_pause.map_or_else(
+                || defaults::AUTO_PAUSE_AFTER.into(),
+                |a| format_duration(a.after),
+            ),
+            auto_pause_probe_every: s.auto_pause.map_or_else(
+                || defaults::AUTO_PAUSE_PROBE_EVERY.into(),
+                |a| format_duration(a.probe_every),
+            ),
         }
     }
 
@@ -104,6 +123,11 @@ impl HandlerForm {
         let priority = number("priority", &self.priority, defaults::PRIORITY);
         let timeout_ms = number("timeout_ms", &self.timeout_ms, defaults::timeout_ms(stage));
         let max_attempts = number("max_attempts", &self.max_attempts, defaults::MAX_ATTEMPTS);
+        let auto_pause = (!self.auto_pause_failures.trim().is_empty()).then(|| AutoPauseDraft {
+            failures: number("auto_pause.failures", &self.auto_pause_failures, 0),
+            after: self.auto_pause_after.clone(),
+            probe_every: self.auto_pause_probe_every.clone(),
+        });
         let mut headers = BTreeMap::new();
         for line in self
             .headers
@@ -138,6 +162,7 @@ impl HandlerForm {
             max_attempts,
             ordered: self.ordered.is_some(),
             on_failure: self.on_failure.parse().unwrap_or(defaults::ON_FAILURE),
+            auto_pause,
         };
         (draft, errors)
     }

@@ -87,6 +87,19 @@ pub struct HandlerFields {
     /// `forbid` or `allow`.
     #[arg(long)]
     pub on_failure: Option<String>,
+    /// Pause the handler by itself after this many consecutive failed
+    /// attempts (the automatic pause).
+    #[arg(long, conflicts_with = "no_auto_pause")]
+    pub auto_pause_failures: Option<i64>,
+    /// How long those failures must span at least (default 10m).
+    #[arg(long, requires = "auto_pause_failures")]
+    pub auto_pause_after: Option<String>,
+    /// How often an automatically paused handler is probed (default 5m).
+    #[arg(long, requires = "auto_pause_failures")]
+    pub auto_pause_probe_every: Option<String>,
+    /// Turn the automatic pause off.
+    #[arg(long)]
+    pub no_auto_pause: bool,
 }
 
 impl HandlerFields {
@@ -108,6 +121,18 @@ impl HandlerFields {
         put("max_attempts", self.max_attempts.map(Value::from));
         put("ordered", self.ordered.map(Value::from));
         put("on_failure", self.on_failure.clone().map(Value::from));
+        if self.no_auto_pause {
+            put("auto_pause", Some(Value::Null));
+        } else if let Some(failures) = self.auto_pause_failures {
+            let mut auto_pause = json!({ "failures": failures });
+            if let Some(after) = &self.auto_pause_after {
+                auto_pause["after"] = json!(after);
+            }
+            if let Some(every) = &self.auto_pause_probe_every {
+                auto_pause["probe_every"] = json!(every);
+            }
+            put("auto_pause", Some(auto_pause));
+        }
         if !self.args.is_empty() {
             put("args", Some(json!(self.args)));
         }
@@ -161,6 +186,11 @@ pub enum HandlersCommand {
     Disable { id: i64 },
     /// Archive a handler.
     Archive { id: i64 },
+    /// Pause a handler: its deliveries are kept (held), none is sent until
+    /// it resumes.
+    Pause { id: i64 },
+    /// Resume a paused handler: what it held is sent in per-object order.
+    Resume { id: i64 },
     /// Delete a handler.
     Delete { id: i64 },
 }
