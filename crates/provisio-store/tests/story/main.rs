@@ -12,7 +12,7 @@
 //! - one module per chapter (`tokens`, `catalog`, `handlers`, `queue`,
 //!   `log`, `upkeep`), each a function of a `&dyn Store` that carries on
 //!   where the previous chapter left the store;
-//! - `rooms` and `masking`: shorter stories, each told to both backends;
+//! - `rooms`, `masking` and `pause`: shorter stories, each told to both backends;
 //! - `nodes`: what only a shared database does (several nodes at once);
 //! - `support`: the handlers, events and results the chapters are made of.
 
@@ -21,6 +21,7 @@ mod handlers;
 mod log;
 mod masking;
 mod nodes;
+mod pause;
 mod queue;
 mod rooms;
 mod support;

@@ -50,6 +50,7 @@ pub fn spec(name: &str, ordered: bool) -> HandlerSpec {
         max_attempts: 3,
         ordered,
         on_failure: OnFailure::Forbid,
+        auto_pause: None,
     }
 }
 

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// Runs `provisio ARGS…` against `app` without blocking the server's runtime.
-async fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+pub(crate) async fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let url = format!("http://{}", app.addr);
     tokio::task::spawn_blocking(move || {
