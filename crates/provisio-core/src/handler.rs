@@ -51,6 +51,9 @@ pub const AUTO_PAUSE_AFTER_RANGE: std::ops::RangeInclusive<Duration> =
 pub const AUTO_PAUSE_PROBE_RANGE: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(86_400);
 
+/// A handler's own cap on calls in flight at once.
+pub const MAX_IN_FLIGHT_RANGE: std::ops::RangeInclusive<i64> = 1..=1024;
+
 /// The `paused_reason` of a pause the operator made.
 pub const OPERATOR_PAUSE: &str = "operator";
 
@@ -112,6 +115,9 @@ pub struct HandlerDraft {
     pub on_failure: OnFailure,
     /// The automatic pause (circuit breaker); `None` is off.
     pub auto_pause: Option<AutoPauseDraft>,
+    /// The most calls in flight to this handler at once; `None`: no cap of
+    /// its own.
+    pub max_in_flight: Option<i64>,
 }
 
 /// The automatic pause as a caller gives it: durations as text (`10m`).
@@ -182,6 +188,7 @@ pub struct HandlerSpec {
     pub ordered: bool,
     pub on_failure: OnFailure,
     pub auto_pause: Option<AutoPause>,
+    pub max_in_flight: Option<u32>,
 }
 
 /// A stored handler.
@@ -271,6 +278,12 @@ impl HandlerDraft {
             errors.add("headers", e);
         }
 
+        if let Some(n) = self.max_in_flight
+            && !MAX_IN_FLIGHT_RANGE.contains(&n)
+        {
+            errors.add("max_in_flight", range_message(&MAX_IN_FLIGHT_RANGE));
+        }
+
         let auto_pause = self
             .auto_pause
             .as_ref()
@@ -292,6 +305,7 @@ impl HandlerDraft {
             ordered: self.ordered,
             on_failure: self.on_failure,
             auto_pause,
+            max_in_flight: self.max_in_flight.map(|n| n as u32),
         })
     }
 }
@@ -359,6 +373,7 @@ impl From<&HandlerSpec> for HandlerDraft {
             ordered: spec.ordered,
             on_failure: spec.on_failure,
             auto_pause: spec.auto_pause.as_ref().map(Into::into),
+            max_in_flight: spec.max_in_flight.map(i64::from),
         }
     }
 }

@@ -133,6 +133,7 @@ mod tests {
             ordered: true,
             on_failure: provisio_core::handler::OnFailure::Forbid,
             auto_pause,
+            max_in_flight: None,
         };
         Handler {
             id: 7,

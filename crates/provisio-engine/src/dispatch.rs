@@ -162,6 +162,17 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
             per_handler,
             Instant::now(),
         );
+        if let Some(shares) = shares.as_mut() {
+            // A handler's own cap (its receiver takes only so many calls at
+            // once): the rest of its due work waits, costing nobody else.
+            shares.handlers.retain_mut(|(id, room)| {
+                if let Some(cap) = routes.get(*id).and_then(|h| h.spec.max_in_flight) {
+                    let free = (cap as usize).saturating_sub(ctx.in_flight.running(*id));
+                    *room = (*room).min(free as u32);
+                }
+                *room > 0
+            });
+        }
         probes.retain(|id, _| routes.get(*id).is_some_and(|h| h.pause.is_some()));
         let mut next_probe: Option<i64> = None;
         for (handler, every) in routes.probed() {

@@ -17,6 +17,7 @@ fn draft() -> HandlerDraft {
         ordered: true,
         on_failure: OnFailure::Forbid,
         auto_pause: None,
+        max_in_flight: None,
     }
 }
 
@@ -179,6 +180,7 @@ fn any_draft() -> impl Strategy<Value = HandlerDraft> {
                     ordered,
                     on_failure,
                     auto_pause: None,
+                    max_in_flight: None,
                 }
             },
         )

@@ -50,6 +50,8 @@ pub struct HandlerOut {
     pub on_failure: OnFailure,
     /// The automatic pause (circuit breaker); null when off.
     pub auto_pause: Option<AutoPauseOut>,
+    /// The most calls in flight to this handler at once; null: no cap of its own.
+    pub max_in_flight: Option<u32>,
     /// True while paused: deliveries are queued and held, none is attempted.
     pub paused: bool,
     /// `operator`, or why the automatic pause tripped; null while running.
@@ -145,6 +147,7 @@ impl HandlerOut {
                 after: format_duration(a.after),
                 probe_every: format_duration(a.probe_every),
             }),
+            max_in_flight: s.max_in_flight,
             paused: h.pause.is_some(),
             paused_reason: h.pause.as_ref().map(|p| p.reason.clone()),
             paused_at: h.pause.as_ref().map(|p| ts(p.at)),
@@ -184,6 +187,9 @@ pub struct HandlerIn {
     pub on_failure: Option<OnFailure>,
     /// The automatic pause; null or absent: off.
     pub auto_pause: Option<AutoPauseIn>,
+    /// The most calls in flight to this handler at once (1 to 1024); null
+    /// or absent: no cap of its own.
+    pub max_in_flight: Option<i64>,
 }
 
 impl From<HandlerIn> for HandlerDraft {
@@ -204,6 +210,7 @@ impl From<HandlerIn> for HandlerDraft {
             ordered: i.ordered.unwrap_or(defaults::ORDERED),
             on_failure: i.on_failure.unwrap_or(defaults::ON_FAILURE),
             auto_pause: i.auto_pause.map(Into::into),
+            max_in_flight: i.max_in_flight,
         }
     }
 }
@@ -229,6 +236,10 @@ pub struct HandlerPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<AutoPauseIn>)]
     pub auto_pause: Option<Option<AutoPauseIn>>,
+    /// Null removes the cap, absent leaves it as it is.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub max_in_flight: Option<Option<i64>>,
 }
 
 /// A field that may be null: `Some(None)` when given as null, `None` (the
@@ -245,6 +256,9 @@ impl HandlerPatch {
     pub fn apply(self, d: &mut HandlerDraft) {
         if let Some(auto_pause) = self.auto_pause {
             d.auto_pause = auto_pause.map(Into::into);
+        }
+        if let Some(max_in_flight) = self.max_in_flight {
+            d.max_in_flight = max_in_flight;
         }
         macro_rules! set {
             ($($field:ident),+) => { $(if let Some(v) = self.$field { d.$field = v; })+ };

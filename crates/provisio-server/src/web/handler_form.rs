@@ -30,6 +30,8 @@ pub(super) struct HandlerForm {
     pub(super) auto_pause_failures: String,
     pub(super) auto_pause_after: String,
     pub(super) auto_pause_probe_every: String,
+    /// Empty: no cap of its own.
+    pub(super) max_in_flight: String,
 }
 
 impl HandlerForm {
@@ -68,6 +70,7 @@ impl HandlerForm {
                 .collect::<Vec<_>>()
                 .join("\n"),
             args: s.args.join("\n"),
+            max_in_flight: s.max_in_flight.map(|n| n.to_string()).unwrap_or_default(),
             auto_pause_failures: s
                 .auto_pause
                 .map(|a| a.failures.to_string())
@@ -123,6 +126,8 @@ impl HandlerForm {
         let priority = number("priority", &self.priority, defaults::PRIORITY);
         let timeout_ms = number("timeout_ms", &self.timeout_ms, defaults::timeout_ms(stage));
         let max_attempts = number("max_attempts", &self.max_attempts, defaults::MAX_ATTEMPTS);
+        let max_in_flight = (!self.max_in_flight.trim().is_empty())
+            .then(|| number("max_in_flight", &self.max_in_flight, 0));
         let auto_pause = (!self.auto_pause_failures.trim().is_empty()).then(|| AutoPauseDraft {
             failures: number("auto_pause.failures", &self.auto_pause_failures, 0),
             after: self.auto_pause_after.clone(),
@@ -163,6 +168,7 @@ impl HandlerForm {
             ordered: self.ordered.is_some(),
             on_failure: self.on_failure.parse().unwrap_or(defaults::ON_FAILURE),
             auto_pause,
+            max_in_flight,
         };
         (draft, errors)
     }

@@ -51,6 +51,7 @@ pub fn spec(name: &str, ordered: bool) -> HandlerSpec {
         ordered,
         on_failure: OnFailure::Forbid,
         auto_pause: None,
+        max_in_flight: None,
     }
 }
 

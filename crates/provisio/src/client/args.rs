@@ -100,6 +100,9 @@ pub struct HandlerFields {
     /// Turn the automatic pause off.
     #[arg(long)]
     pub no_auto_pause: bool,
+    /// The most calls in flight to this handler at once.
+    #[arg(long)]
+    pub max_in_flight: Option<i64>,
 }
 
 impl HandlerFields {
@@ -121,6 +124,7 @@ impl HandlerFields {
         put("max_attempts", self.max_attempts.map(Value::from));
         put("ordered", self.ordered.map(Value::from));
         put("on_failure", self.on_failure.clone().map(Value::from));
+        put("max_in_flight", self.max_in_flight.map(Value::from));
         if self.no_auto_pause {
             put("auto_pause", Some(Value::Null));
         } else if let Some(failures) = self.auto_pause_failures {
@@ -173,12 +177,12 @@ pub enum HandlersCommand {
     /// Show one handler.
     Show { id: i64 },
     /// Create a handler.
-    Create(HandlerFields),
+    Create(Box<HandlerFields>),
     /// Change some of a handler's settings.
     Update {
         id: i64,
         #[command(flatten)]
-        fields: HandlerFields,
+        fields: Box<HandlerFields>,
     },
     /// Enable a handler.
     Enable { id: i64 },

@@ -20,6 +20,7 @@ mod executions;
 mod full_disk;
 mod hardening_inp;
 mod hardening_srv;
+mod pace;
 mod pause;
 mod postgres;
 mod retention;

@@ -9,3 +9,6 @@ ALTER TABLE handlers ADD COLUMN probe_at INTEGER;
 ALTER TABLE handlers ADD COLUMN auto_pause_failures INTEGER;
 ALTER TABLE handlers ADD COLUMN auto_pause_after_ms INTEGER;
 ALTER TABLE handlers ADD COLUMN auto_pause_probe_ms INTEGER;
+-- Pace: the most calls in flight to this handler at once; NULL is no cap of
+-- its own (the fair share still applies).
+ALTER TABLE handlers ADD COLUMN max_in_flight INTEGER;

@@ -10,3 +10,6 @@ ALTER TABLE handlers ADD COLUMN probe_at BIGINT;
 ALTER TABLE handlers ADD COLUMN auto_pause_failures BIGINT;
 ALTER TABLE handlers ADD COLUMN auto_pause_after_ms BIGINT;
 ALTER TABLE handlers ADD COLUMN auto_pause_probe_ms BIGINT;
+-- Pace: the most calls in flight to this handler at once; NULL is no cap of
+-- its own (the fair share still applies).
+ALTER TABLE handlers ADD COLUMN max_in_flight BIGINT;
