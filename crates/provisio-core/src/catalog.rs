@@ -207,7 +207,17 @@ const BUILTIN_ROWS: &[(&str, &str, &str, bool)] = &[
         "An import job failed",
         false,
     ),
+    (
+        HANDLER_PAUSED,
+        "provisio",
+        "A handler paused itself after consecutive failures (automatic pause)",
+        false,
+    ),
 ];
+
+/// The built-in type provisio emits itself when a handler's automatic pause
+/// trips; its data names the handler (`handler_id`, `name`) and the `reason`.
+pub const HANDLER_PAUSED: &str = "provisio.handler.paused";
 
 /// The `data` a billing platform sends with a built-in type, as JSON text:
 /// what the catalog shows and a handler test sends by default. `{}` for the
@@ -252,6 +262,9 @@ pub fn builtin_example(id: &str) -> &'static str {
         }
         "importd.process_failed" => {
             r#"{"id":903,"type":"cdrs","file":"cdrs-2026-11-27.csv","rows_total":0,"rows_imported":0,"rows_failed":0,"error":"line 1: unknown column 'callee'","started_at":"2026-11-27T03:00:00+00:00","finished_at":"2026-11-27T03:00:02+00:00"}"#
+        }
+        HANDLER_PAUSED => {
+            r#"{"handler_id":3,"name":"Softswitch sync","reason":"12 consecutive failures over 10m; last: connection refused"}"#
         }
         _ => "{}",
     }

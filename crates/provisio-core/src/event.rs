@@ -375,13 +375,15 @@ mod tests {
 crate::wire_enum! {
     /// Where a delivery stands. `waiting` holds an ordered delivery behind an
     /// earlier unfinished one for the same object; `pending` is queued or being
-    /// attempted; `blocked` is an ordered delivery of an `on_exhausted: block`
+    /// attempted; `held` is a pending delivery of a paused handler (derived
+    /// when read, never stored: it is `pending` again the moment the handler
+    /// resumes); `blocked` is an ordered delivery of an `on_exhausted: block`
     /// handler that used up its attempts: it keeps its object's line closed
     /// until it is redelivered (and succeeds) or skipped. `success`, `failed`
     /// and `superseded` (conflated away by a newer delivery of the same
     /// object) are final (until redelivered by hand).
     DeliveryState {
-        Waiting = "waiting", Pending = "pending", Blocked = "blocked",
+        Waiting = "waiting", Pending = "pending", Held = "held", Blocked = "blocked",
         Success = "success", Failed = "failed", Superseded = "superseded"
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::breaker::{Signal, Streaks};
 use crate::executor::Executors;
 use crate::outcome::{CallContext, CallOutcome, LoggedCall};
 use crate::record::Recorded;
@@ -78,6 +79,9 @@ pub(crate) struct Dispatcher {
     /// On a database shared with other nodes, how often to settle lapsed
     /// leases and look for due work unannounced; `None` on a single node.
     pub(crate) shared_recheck: Option<Duration>,
+    /// Where attempts report that a handler's automatic pause tripped or its
+    /// probe succeeded (the breaker task).
+    pub(crate) breaker: mpsc::Sender<Signal>,
 }
 
 /// Everything an attempt task needs besides its delivery.
@@ -87,6 +91,9 @@ struct AttemptContext {
     retry_schedule: RetrySchedule,
     results: mpsc::Sender<Recorded>,
     in_flight: Arc<InFlight>,
+    /// Each handler's run of failed attempts, for the automatic pause.
+    streaks: Streaks,
+    breaker: mpsc::Sender<Signal>,
     /// Cancelled when the drain timeout runs out: attempts still running are
     /// abandoned unrecorded, and their leases bring them back after restart.
     abort: CancellationToken,
@@ -107,6 +114,7 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
         lease_margin,
         drain_timeout,
         shared_recheck,
+        breaker,
     } = dispatcher;
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let ctx = Arc::new(AttemptContext {
@@ -115,9 +123,15 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
         retry_schedule,
         results,
         in_flight: Arc::new(InFlight::default()),
+        streaks: Streaks::default(),
+        breaker,
         abort: CancellationToken::new(),
     });
     let mut last_settle: Option<Instant> = None;
+    // When this node last took (or saw taken) each paused handler's probe:
+    // the next is due `probe_every` later. The routing table's `probe_at`
+    // lags behind until the next reload.
+    let mut probes: HashMap<i64, i64> = HashMap::new();
 
     while !shutdown.is_cancelled() {
         let mut wait_until = None;
@@ -140,13 +154,49 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
             }
         }
         let routes = routes.current();
-        let shares = ctx.in_flight.shares(
-            routes.handler_ids(),
+        // A paused handler is not claimed for: its deliveries stay queued
+        // (held) and cost nothing, except one probe per interval of a handler
+        // paused automatically.
+        let running = routes
+            .handler_ids()
+            .filter(|id| routes.get(*id).is_some_and(|h| h.pause.is_none()));
+        let mut shares = ctx.in_flight.shares(
+            running,
             slots.available_permits(),
             max_in_flight,
             per_handler,
             Instant::now(),
         );
+        if let Some(shares) = shares.as_mut() {
+            // A handler's own cap (its receiver takes only so many calls at
+            // once): the rest of its due work waits, costing nobody else.
+            shares.handlers.retain_mut(|(id, room)| {
+                if let Some(cap) = routes.get(*id).and_then(|h| h.spec.max_in_flight) {
+                    let free = (cap as usize).saturating_sub(ctx.in_flight.running(*id));
+                    *room = (*room).min(free as u32);
+                }
+                *room > 0
+            });
+        }
+        probes.retain(|id, _| routes.get(*id).is_some_and(|h| h.pause.is_some()));
+        let mut next_probe: Option<i64> = None;
+        for (handler, every) in routes.probed() {
+            let due = probe_due(&handler, &probes);
+            let Some(shares) = shares.as_mut().filter(|_| due <= now) else {
+                next_probe = Some(next_probe.map_or(due, |at| at.min(due)));
+                continue;
+            };
+            let next = now + every.as_millis() as i64;
+            probes.insert(handler.id, next);
+            next_probe = Some(next_probe.map_or(next, |at| at.min(next)));
+            match store.take_probe(handler.id, now, next).await {
+                Ok(true) => shares.handlers.push((handler.id, 1)),
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::error!(error = %err, handler = handler.id, "could not take a probe")
+                }
+            }
+        }
         if let Some(shares) = shares {
             let claim = Claim {
                 now_ms: now,
@@ -197,6 +247,9 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
                 }
             }
         }
+        if let Some(probe) = next_probe {
+            wait_until = Some(wait_until.map_or(probe, |at| at.min(probe)));
+        }
         if let Some(recheck) = shared_recheck {
             // Other nodes' leases lapse unannounced; look again in a while.
             let recheck = clock.now_ms() + recheck.as_millis() as i64;
@@ -231,6 +284,17 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
     }
 }
 
+/// When this node may next probe `handler` (paused automatically): the later
+/// of the stored `probe_at` and the time after the probe it last took.
+fn probe_due(handler: &Handler, probes: &HashMap<i64, i64>) -> i64 {
+    let stored = handler
+        .pause
+        .as_ref()
+        .and_then(|p| p.probe_at_ms)
+        .unwrap_or_default();
+    stored.max(probes.get(&handler.id).copied().unwrap_or_default())
+}
+
 async fn attempt(
     ctx: Arc<AttemptContext>,
     delivery: ClaimedDelivery,
@@ -238,6 +302,7 @@ async fn attempt(
     permit: OwnedSemaphorePermit,
 ) {
     let handler_id = delivery.handler_id;
+    let as_attempted = handler.clone();
     let result = tokio::select! {
         result = run_attempt(&ctx, delivery, handler) => Some(result),
         () = ctx.abort.cancelled() => None,
@@ -251,6 +316,16 @@ async fn attempt(
     ctx.in_flight
         .finish(handler_id, answered.then(Instant::now));
     drop(permit);
+    if let (Some(result), Some(handler)) = (&result, &as_attempted)
+        && let Some(execution) = &result.execution
+    {
+        let error = execution.error.as_deref();
+        if let Some(signal) = ctx.streaks.observe(handler, error, result.finished_at_ms) {
+            // The breaker task stops only at shutdown; a lost signal is
+            // signalled again by the next failure or probe.
+            let _ = ctx.breaker.send(signal).await;
+        }
+    }
     if let Some(result) = result {
         // The recorder only stops after every sender is gone, so this fails
         // only if it crashed; the lease then brings the delivery back.

@@ -8,6 +8,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::breaker;
 use crate::dispatch::{self, Dispatcher};
 use crate::emit::{self, Writer};
 use crate::executor::Executors;
@@ -74,6 +75,7 @@ impl Engine {
         };
         let (emits, emit_rx) = mpsc::channel(emit::QUEUE_DEPTH);
         let (records, records_rx) = mpsc::channel(record::QUEUE_DEPTH);
+        let (breaker, breaker_rx) = mpsc::channel(breaker::QUEUE_DEPTH);
         let wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -105,6 +107,7 @@ impl Engine {
             lease_margin: config.lease_margin,
             drain_timeout: config.drain_timeout,
             shared_recheck: (!store.single_node()).then_some(config.shared_recheck),
+            breaker,
         };
         tasks.spawn(dispatch::run_dispatcher(dispatcher));
         if let Some(keep) = config.retention {
@@ -126,7 +129,7 @@ impl Engine {
             };
             tasks.spawn(follow::follow_changes(follower, changes));
         }
-        Ok(Engine(Arc::new(Shared {
+        let engine = Engine(Arc::new(Shared {
             store,
             routes,
             config,
@@ -134,9 +137,16 @@ impl Engine {
             wake,
             executors,
             records: std::sync::Mutex::new(Some(records)),
-            shutdown,
+            shutdown: shutdown.clone(),
             tasks,
-        })))
+        }));
+        // It pauses and resumes through the engine's use cases, so it holds
+        // the engine; it stops at shutdown, which lets the engine go.
+        engine
+            .0
+            .tasks
+            .spawn(breaker::run(engine.clone(), breaker_rx, shutdown));
+        Ok(engine)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

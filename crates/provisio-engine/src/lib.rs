@@ -16,6 +16,9 @@
 //! - [`dispatch`]: the **dispatcher** task: claims due deliveries, runs
 //!   attempts, decides retries. `shares`: each handler's fair share of the
 //!   in-flight slots, with a reserve for handlers that answer.
+//! - `breaker`: the automatic pause: each handler's run of failed attempts,
+//!   and the **breaker** task that pauses (and, after a probe's success,
+//!   resumes) handlers through the use cases.
 //! - `record`: the **recorder** task: commits attempt results and
 //!   before-stage executions in batches.
 //! - `retention`: the **retention** task: prunes old history.
@@ -28,6 +31,7 @@
 //!   with the reload or wake that makes it take effect, and [`OpError`].
 
 pub mod before;
+mod breaker;
 pub mod clock;
 mod config;
 pub mod dispatch;

@@ -125,6 +125,20 @@ impl RouteTable {
         self.by_id.get(&id)
     }
 
+    /// The handlers paused automatically, each with how often it is probed.
+    pub fn probed(&self) -> impl Iterator<Item = (Arc<Handler>, std::time::Duration)> + '_ {
+        // A handler whose setting was removed while it was paused keeps
+        // being probed, at the default interval.
+        const DEFAULT_PROBE: std::time::Duration = std::time::Duration::from_secs(300);
+        self.by_id.values().filter_map(|h| {
+            let every = h.spec.auto_pause.map_or(DEFAULT_PROBE, |a| a.probe_every);
+            h.pause
+                .as_ref()
+                .is_some_and(|p| p.is_automatic())
+                .then(|| (h.clone(), every))
+        })
+    }
+
     /// Every handler's id, whatever its status: deliveries of disabled or
     /// moved handlers are claimed too, to be closed as not sent.
     pub fn handler_ids(&self) -> impl Iterator<Item = i64> + '_ {

@@ -7,6 +7,7 @@
 use provisio_core::FieldErrors;
 use provisio_core::catalog::EventPattern;
 use provisio_core::catalog::EventType;
+use provisio_core::catalog::HANDLER_PAUSED;
 use provisio_core::event::ExecutionStatus;
 use provisio_core::handler::{
     Handler, HandlerDraft, HandlerSpec, Stage, Status, ValidationContext,
@@ -14,10 +15,11 @@ use provisio_core::handler::{
 use provisio_core::replay::ReplayStatus;
 use provisio_core::timefmt;
 use provisio_store::{
-    DeliveryRecord, ExecutionFilter, NewReplay, Page, ReplayFilter, ReplayRecord, StoreError,
+    DeliveryRecord, ExecutionFilter, NewReplay, Page, PauseChange, ReplayFilter, ReplayRecord,
+    StoreError,
 };
 
-use crate::{EmitError, Engine, EngineError};
+use crate::{EmitError, Engine, EngineError, EventInput};
 
 /// Why a use case did not happen, in terms both adapters can say.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +176,117 @@ impl Engine {
         self.store().insert_event_type(&event_type).await?;
         self.reload().await?;
         Ok(event_type)
+    }
+
+    /// Pauses handler `id` for the operator: its deliveries are still queued
+    /// and kept (held), none is attempted until [`Engine::resume_handler`].
+    /// A before-stage handler is a [`OpError::Conflict`]: it queues nothing,
+    /// so a pause would hold nothing (disable it instead).
+    pub async fn pause_handler(&self, id: i64) -> Result<Handler, OpError> {
+        let handler = self.handler(id).await?;
+        if handler.spec.stage == Stage::Before {
+            return Err(OpError::Conflict(format!(
+                "{} runs at the before stage, where nothing is queued to hold; disable it instead",
+                handler_name(id)
+            )));
+        }
+        let at_ms = self.config().clock.now_ms();
+        let handler = self
+            .store()
+            .change_pause(id, PauseChange::Operator { at_ms })
+            .await?
+            .ok_or_else(|| OpError::NotFound(handler_name(id)))?;
+        self.reload().await?;
+        metrics::counter!("provisio_handler_pauses_total", "handler" => id.to_string(), "cause" => "operator").increment(1);
+        tracing::info!(handler = id, "handler paused by the operator");
+        Ok(handler)
+    }
+
+    /// Resumes handler `id`, however it was paused: its held deliveries are
+    /// due again at once, in per-object order. Resuming a running handler
+    /// changes nothing.
+    pub async fn resume_handler(&self, id: i64) -> Result<Handler, OpError> {
+        let was = self.handler(id).await?;
+        let handler = self
+            .store()
+            .change_pause(id, PauseChange::Resume)
+            .await?
+            .ok_or_else(|| OpError::NotFound(handler_name(id)))?;
+        self.reload().await?;
+        self.conflate_backlog(&handler).await?;
+        self.wake();
+        if was.pause.is_some() {
+            metrics::counter!("provisio_handler_resumes_total", "handler" => id.to_string(), "cause" => "operator").increment(1);
+            tracing::info!(handler = id, "handler resumed by the operator");
+        }
+        Ok(handler)
+    }
+
+    /// The automatic pause trips: pauses handler `id` with `reason` unless it
+    /// is paused already, then tells whoever subscribed to
+    /// `provisio.handler.paused`.
+    pub(crate) async fn pause_automatically(&self, id: i64, reason: &str) -> Result<(), OpError> {
+        let Some(settings) = self.routes().get(id).and_then(|h| h.spec.auto_pause) else {
+            return Ok(());
+        };
+        let at_ms = self.config().clock.now_ms();
+        let change = PauseChange::Automatic {
+            reason,
+            at_ms,
+            probe_at_ms: at_ms + settings.probe_every.as_millis() as i64,
+        };
+        let Some(handler) = self.store().change_pause(id, change).await? else {
+            return Ok(());
+        };
+        self.reload().await?;
+        metrics::counter!("provisio_handler_pauses_total", "handler" => id.to_string(), "cause" => "automatic").increment(1);
+        tracing::warn!(handler = id, name = %handler.spec.name, reason, "handler paused automatically");
+        let data = serde_json::json!({
+            "handler_id": id,
+            "name": handler.spec.name,
+            "reason": reason,
+        });
+        self.emit(
+            EventInput {
+                events_id: HANDLER_PAUSED.into(),
+                object_id: id.into(),
+                dt: None,
+                data: data.to_string(),
+            },
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A probe of handler `id` succeeded: resumes it, unless the operator
+    /// took the pause over meanwhile.
+    pub(crate) async fn resume_after_probe(&self, id: i64) -> Result<(), OpError> {
+        if self
+            .store()
+            .change_pause(id, PauseChange::SelfResume)
+            .await?
+            .is_none()
+        {
+            return Ok(());
+        }
+        self.reload().await?;
+        if let Some(handler) = self.routes().get(id).cloned() {
+            self.conflate_backlog(&handler).await?;
+        }
+        self.wake();
+        metrics::counter!("provisio_handler_resumes_total", "handler" => id.to_string(), "cause" => "probe").increment(1);
+        tracing::info!(handler = id, "handler resumed by itself: a probe succeeded");
+        Ok(())
+    }
+
+    /// A resumed conflating handler sends each object's newest held delivery
+    /// only: its backlog is conflated before the dispatcher sees it.
+    async fn conflate_backlog(&self, handler: &Handler) -> Result<(), OpError> {
+        if handler.spec.conflate {
+            self.conflate_lines(handler.id).await?;
+        }
+        Ok(())
     }
 
     /// Queues a finished delivery for a fresh round of attempts, due now.

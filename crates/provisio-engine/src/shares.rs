@@ -98,6 +98,12 @@ impl InFlight {
         })
     }
 
+    /// Attempts of `handler_id` in flight now.
+    pub(crate) fn running(&self, handler_id: i64) -> usize {
+        let map = self.0.lock().expect("in-flight lock poisoned");
+        map.get(&handler_id).map_or(0, |a| a.running)
+    }
+
     pub(crate) fn start(&self, handler_id: i64) {
         self.0
             .lock()

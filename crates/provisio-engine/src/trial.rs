@@ -139,6 +139,7 @@ impl Engine {
         Ok(Handler {
             id: 0,
             spec,
+            pause: None,
             secret: SigningSecret::generate(),
             created_at: now,
             updated_at: now,

@@ -170,6 +170,24 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<(Vec<provisio_core::handler::Handler>, u64)>;
     /// Every handler, for the engine's routing table.
     async fn all_handlers(&self) -> StoreResult<Vec<provisio_core::handler::Handler>>;
+    /// Pauses or resumes handler `id` (its settings stay as they are). The
+    /// handler as it now is, or `None` when it does not exist or the
+    /// change's condition did not hold (an automatic change after the
+    /// operator's).
+    async fn change_pause(
+        &self,
+        id: i64,
+        change: PauseChange<'_>,
+    ) -> StoreResult<Option<provisio_core::handler::Handler>>;
+    /// Takes the probe of an automatically paused handler that is due at
+    /// `now_ms`, moving the next one to `next_ms`. True for exactly one
+    /// caller, whichever node asks, so a probe is made once per interval.
+    async fn take_probe(&self, id: i64, now_ms: i64, next_ms: i64) -> StoreResult<bool>;
+    /// The unfinished deliveries of each of `handler_ids` (absent: none).
+    async fn queue_counts(
+        &self,
+        handler_ids: &[i64],
+    ) -> StoreResult<std::collections::HashMap<i64, QueueCounts>>;
 
     // --- Events and deliveries ---------------------------------------------
 
@@ -182,7 +200,8 @@ pub trait Store: Send + Sync + 'static {
     /// lease lapsed is not due until [`Store::settle_interrupted`] has logged
     /// the attempt that lease covered.
     async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>>;
-    /// When the next pending delivery becomes due or its lease lapses.
+    /// When the next pending delivery of a running (not paused) handler
+    /// becomes due or its lease lapses.
     async fn next_due_ms(&self) -> StoreResult<Option<i64>>;
     /// Settles attempts whose leases end before `leases_ending_before`: their
     /// node stopped (or lost the database) before recording an outcome, so

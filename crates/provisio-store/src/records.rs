@@ -318,6 +318,36 @@ pub struct HandlerActivity {
     pub p95_ms: Option<u32>,
 }
 
+/// A change of a handler's pause. The automatic ones are conditional, so
+/// they never undo what an operator did meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseChange<'a> {
+    /// The operator pauses (reason `operator`), whatever the state; an
+    /// automatic pause becomes the operator's, and probing stops.
+    Operator { at_ms: i64 },
+    /// The automatic pause trips: only a running handler.
+    Automatic {
+        reason: &'a str,
+        at_ms: i64,
+        /// When the first probe is due.
+        probe_at_ms: i64,
+    },
+    /// The operator resumes, whatever the state.
+    Resume,
+    /// A probe succeeded: only a handler still paused automatically.
+    SelfResume,
+}
+
+/// A handler's unfinished deliveries by state. `held` counts the pending
+/// deliveries of a paused handler (`pending` is then 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueCounts {
+    pub pending: u64,
+    pub held: u64,
+    pub waiting: u64,
+    pub blocked: u64,
+}
+
 /// The queue's size, for monitoring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueStats {

@@ -9,7 +9,7 @@
 use provisio_core::catalog::{EventPattern, EventType};
 use provisio_core::event::{DeliveryState, Event, ObjectId};
 use provisio_core::filter::Filter;
-use provisio_core::handler::{Handler, HandlerSpec};
+use provisio_core::handler::{AutoPause, Handler, HandlerSpec, Pause};
 use provisio_core::request::RequestTemplate;
 use provisio_core::signing::SigningSecret;
 use provisio_core::timefmt::{self, from_millis};
@@ -92,11 +92,19 @@ pub(crate) fn event_type(row: &impl Columns) -> StoreResult<EventType> {
 
 /// `SELECT` of every handler column, for [`handler`].
 pub(crate) const HANDLER_COLUMNS: &str = "id, name, events_id, stage, status, priority, kind, target, args, headers, \
-     timeout_ms, max_attempts, ordered, on_failure, event_filter, request_template, on_exhausted, conflate, secret, created_at, updated_at";
+     timeout_ms, max_attempts, ordered, on_failure, event_filter, request_template, on_exhausted, conflate, \
+     secret, created_at, updated_at, \
+     paused_reason, paused_at, probe_at, auto_pause_failures, auto_pause_after_ms, auto_pause_probe_ms, \
+     max_in_flight";
 
 pub(crate) fn handler(row: &impl Columns) -> StoreResult<Handler> {
     let priority = row.int("priority")?;
+    let max_in_flight = row
+        .opt_int("max_in_flight")?
+        .map(|n| u32::try_from(n).map_err(|_| corrupt("handler max_in_flight", n)))
+        .transpose()?;
     let spec = HandlerSpec {
+        max_in_flight,
         name: row.text("name")?,
         events_id: EventPattern::parse(&row.text("events_id")?)
             .map_err(|e| corrupt("handler events_id", e))?,
@@ -145,15 +153,37 @@ pub(crate) fn handler(row: &impl Columns) -> StoreResult<Handler> {
             .parse()
             .map_err(|e| corrupt("handler on_exhausted", e))?,
         conflate: row.flag("conflate")?,
+        auto_pause: match row.opt_int("auto_pause_failures")? {
+            None => None,
+            Some(_) => Some(AutoPause {
+                failures: row.count("auto_pause_failures")?,
+                after: millis(row.int("auto_pause_after_ms")?),
+                probe_every: millis(row.int("auto_pause_probe_ms")?),
+            }),
+        },
+    };
+    let pause = match row.opt_text("paused_reason")? {
+        None => None,
+        Some(reason) => Some(Pause {
+            reason,
+            at: from_millis(row.opt_int("paused_at")?.unwrap_or_default()),
+            probe_at_ms: row.opt_int("probe_at")?,
+        }),
     };
     Ok(Handler {
         id: row.int("id")?,
         spec,
+        pause,
         secret: SigningSecret::parse(&row.text("secret")?)
             .map_err(|e| corrupt("handler secret", e))?,
         created_at: from_millis(row.int("created_at")?),
         updated_at: from_millis(row.int("updated_at")?),
     })
+}
+
+/// A stored span of milliseconds (never negative when provisio wrote it).
+fn millis(ms: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(ms.max(0) as u64)
 }
 
 /// An event from columns `event_id, events_id, object_id, dt, data`.
@@ -181,10 +211,14 @@ pub(crate) fn claimed(row: &impl Columns) -> StoreResult<ClaimedDelivery> {
 }
 
 /// Columns of `deliveries` (selected `FROM deliveries`, unaliased), in the
-/// order [`delivery`] reads them. `blocked_by` is computed: for a waiting
-/// delivery, the blocked one that holds its line (index `deliveries_blocked`).
-pub(crate) const DELIVERY_COLUMNS: &str = "id, event_id, handler_id, state, attempts, next_attempt_at, lease_until, \
-     last_error, created_at, finished_at, superseded_by, \
+/// order [`delivery`] reads them. A pending delivery of a paused handler reads
+/// as `held`: derived here, never stored, so pausing and resuming rewrite no
+/// delivery. `blocked_by` is computed too: for a waiting delivery, the blocked
+/// one that holds its line (index `deliveries_blocked`).
+pub(crate) const DELIVERY_COLUMNS: &str = "id, event_id, handler_id, \
+     CASE WHEN state = 'pending' AND EXISTS (SELECT 1 FROM handlers h WHERE h.id = deliveries.handler_id \
+     AND h.paused_reason IS NOT NULL) THEN 'held' ELSE state END AS state, \
+     attempts, next_attempt_at, lease_until, last_error, created_at, finished_at, superseded_by, \
      (SELECT b.id FROM deliveries b WHERE deliveries.state = 'waiting' AND b.handler_id = deliveries.handler_id \
       AND b.object_key = deliveries.object_key AND b.state = 'blocked' ORDER BY b.seq LIMIT 1) AS blocked_by";
 

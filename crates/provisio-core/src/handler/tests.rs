@@ -20,6 +20,8 @@ fn draft() -> HandlerDraft {
         request: None,
         on_exhausted: OnExhausted::Block,
         conflate: false,
+        auto_pause: None,
+        max_in_flight: None,
     }
 }
 
@@ -185,6 +187,8 @@ fn any_draft() -> impl Strategy<Value = HandlerDraft> {
                     request: None,
                     on_exhausted: OnExhausted::Block,
                     conflate: false,
+                    auto_pause: None,
+                    max_in_flight: None,
                 }
             },
         )
@@ -285,4 +289,37 @@ fn a_filter_is_checked_with_the_rest_and_kept_as_written() {
     let mut d = draft();
     d.filter = "   ".into();
     assert_eq!(validate(d).unwrap().filter, None);
+}
+
+#[test]
+fn the_automatic_pause_is_checked_field_by_field() {
+    let mut d = draft();
+    d.auto_pause = Some(AutoPauseDraft {
+        failures: 12,
+        after: "10m".into(),
+        probe_every: "5m".into(),
+    });
+    let spec = validate(d.clone()).unwrap();
+    assert_eq!(
+        spec.auto_pause,
+        Some(AutoPause {
+            failures: 12,
+            after: Duration::from_secs(600),
+            probe_every: Duration::from_secs(300),
+        })
+    );
+    assert_eq!(HandlerDraft::from(&spec).auto_pause, d.auto_pause);
+    d.auto_pause = Some(AutoPauseDraft {
+        failures: 0,
+        after: "soon".into(),
+        probe_every: "0s".into(),
+    });
+    let e = validate(d).unwrap_err();
+    for field in [
+        "auto_pause.failures",
+        "auto_pause.after",
+        "auto_pause.probe_every",
+    ] {
+        assert!(e.get(field).is_some(), "{field} not reported: {e:?}");
+    }
 }

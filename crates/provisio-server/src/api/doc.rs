@@ -12,7 +12,7 @@ use super::{event_types, events, executions, handler_tests, handlers, replays};
     paths(
         event_types::list, event_types::create,
         handlers::list, handlers::create, handlers::read, handlers::update, handlers::remove,
-        handlers::secret, handlers::rotate_secret,
+        handlers::secret, handlers::rotate_secret, handlers::pause, handlers::resume,
         handler_tests::test_stored, handler_tests::test_draft,
         handler_tests::dry_run_stored, handler_tests::dry_run_draft,
         events::emit, events::before, events::read, events::redeliver, events::skip,

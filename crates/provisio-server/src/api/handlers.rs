@@ -9,10 +9,12 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use provisio_core::handler::{
-    Handler, HandlerDraft, HandlerKind, OnExhausted, OnFailure, Stage, Status, defaults,
+    AutoPauseDraft, Handler, HandlerDraft, HandlerKind, OnExhausted, OnFailure, Stage, Status,
+    defaults,
 };
 use provisio_core::request::RequestSpec;
-use provisio_store::HandlerFilter;
+use provisio_core::retry::format_duration;
+use provisio_store::{HandlerFilter, QueueCounts};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -27,6 +29,8 @@ pub fn router() -> Router<AppState> {
         .route("/handlers/{id}", get(read).patch(update).delete(remove))
         .route("/handlers/{id}/secret", get(secret))
         .route("/handlers/{id}/secret/rotate", post(rotate_secret))
+        .route("/handlers/{id}/pause", post(pause))
+        .route("/handlers/{id}/resume", post(resume))
 }
 
 /// A handler as the API shows it. The signing secret is never part of it.
@@ -57,12 +61,84 @@ pub struct HandlerOut {
     pub on_exhausted: OnExhausted,
     /// Of several deliveries of one object waiting, only the newest is sent.
     pub conflate: bool,
+    /// The automatic pause (circuit breaker); null when off.
+    pub auto_pause: Option<AutoPauseOut>,
+    /// The most calls in flight to this handler at once; null: no cap of its own.
+    pub max_in_flight: Option<u32>,
+    /// True while paused: deliveries are queued and held, none is attempted.
+    pub paused: bool,
+    /// `operator`, or why the automatic pause tripped; null while running.
+    pub paused_reason: Option<String>,
+    /// Since when it is paused; null while running.
+    pub paused_at: Option<String>,
+    /// Its unfinished deliveries by state.
+    pub queue: QueueOut,
     pub created_at: String,
     pub updated_at: String,
 }
 
-impl From<&Handler> for HandlerOut {
-    fn from(h: &Handler) -> Self {
+/// The automatic pause: after `failures` consecutive failed attempts
+/// spanning at least `after`, the handler pauses itself; one delivery is then
+/// tried every `probe_every`, and the first success resumes it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoPauseOut {
+    pub failures: u32,
+    /// A duration such as `10m` (units ms, s, m, h, d).
+    pub after: String,
+    pub probe_every: String,
+}
+
+/// The automatic pause as a request sets it; `after` defaults to `10m` and
+/// `probe_every` to `5m`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoPauseIn {
+    /// Consecutive failed attempts (1 or more).
+    pub failures: i64,
+    /// How long the failures must span at least (`0s` to `7d`).
+    pub after: Option<String>,
+    /// How often a paused handler is probed (`1s` to `1d`).
+    pub probe_every: Option<String>,
+}
+
+impl From<AutoPauseIn> for AutoPauseDraft {
+    fn from(a: AutoPauseIn) -> Self {
+        Self {
+            failures: a.failures,
+            after: a.after.unwrap_or_else(|| defaults::AUTO_PAUSE_AFTER.into()),
+            probe_every: a
+                .probe_every
+                .unwrap_or_else(|| defaults::AUTO_PAUSE_PROBE_EVERY.into()),
+        }
+    }
+}
+
+/// A handler's unfinished deliveries: `pending` (due or being attempted),
+/// `held` (pending while the handler is paused), `waiting` (behind an
+/// earlier one of the same object), `blocked` (behind an exhausted one).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct QueueOut {
+    pub pending: u64,
+    pub held: u64,
+    pub waiting: u64,
+    pub blocked: u64,
+}
+
+impl From<QueueCounts> for QueueOut {
+    fn from(q: QueueCounts) -> Self {
+        Self {
+            pending: q.pending,
+            held: q.held,
+            waiting: q.waiting,
+            blocked: q.blocked,
+        }
+    }
+}
+
+impl HandlerOut {
+    /// The handler with its queue's counts.
+    pub fn new(h: &Handler, queue: QueueCounts) -> Self {
         let s = &h.spec;
         Self {
             id: h.id,
@@ -83,9 +159,25 @@ impl From<&Handler> for HandlerOut {
             request: s.request.as_ref().map(|r| r.spec().clone()),
             on_exhausted: s.on_exhausted,
             conflate: s.conflate,
+            auto_pause: s.auto_pause.map(|a| AutoPauseOut {
+                failures: a.failures,
+                after: format_duration(a.after),
+                probe_every: format_duration(a.probe_every),
+            }),
+            max_in_flight: s.max_in_flight,
+            paused: h.pause.is_some(),
+            paused_reason: h.pause.as_ref().map(|p| p.reason.clone()),
+            paused_at: h.pause.as_ref().map(|p| ts(p.at)),
+            queue: queue.into(),
             created_at: ts(h.created_at),
             updated_at: ts(h.updated_at),
         }
+    }
+
+    /// The handler with its queue's counts read from the store.
+    async fn read(state: &AppState, h: &Handler) -> ApiResult<Self> {
+        let counts = state.store().queue_counts(&[h.id]).await?;
+        Ok(Self::new(h, counts.get(&h.id).copied().unwrap_or_default()))
     }
 }
 
@@ -122,6 +214,11 @@ pub struct HandlerIn {
     pub request: Option<RequestSpec>,
     pub on_exhausted: Option<OnExhausted>,
     pub conflate: Option<bool>,
+    /// The automatic pause; null or absent: off.
+    pub auto_pause: Option<AutoPauseIn>,
+    /// The most calls in flight to this handler at once (1 to 1024); null
+    /// or absent: no cap of its own.
+    pub max_in_flight: Option<i64>,
 }
 
 impl From<HandlerIn> for HandlerDraft {
@@ -145,6 +242,8 @@ impl From<HandlerIn> for HandlerDraft {
             request: i.request,
             on_exhausted: i.on_exhausted.unwrap_or(defaults::ON_EXHAUSTED),
             conflate: i.conflate.unwrap_or(defaults::CONFLATE),
+            auto_pause: i.auto_pause.map(Into::into),
+            max_in_flight: i.max_in_flight,
         }
     }
 }
@@ -176,10 +275,18 @@ pub struct HandlerPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<RequestSpec>)]
     pub request: Option<Option<RequestSpec>>,
+    /// The automatic pause; null turns it off, absent leaves it as it is.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<AutoPauseIn>)]
+    pub auto_pause: Option<Option<AutoPauseIn>>,
+    /// Null removes the cap, absent leaves it as it is.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub max_in_flight: Option<Option<i64>>,
 }
 
-/// A field that may be set to `null`: absent is `None`, `null` is
-/// `Some(None)`.
+/// A field that may be null: `Some(None)` when given as null, `None` (the
+/// default) when absent.
 fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -190,6 +297,12 @@ where
 
 impl HandlerPatch {
     pub fn apply(self, d: &mut HandlerDraft) {
+        if let Some(auto_pause) = self.auto_pause {
+            d.auto_pause = auto_pause.map(Into::into);
+        }
+        if let Some(max_in_flight) = self.max_in_flight {
+            d.max_in_flight = max_in_flight;
+        }
         macro_rules! set {
             ($($field:ident),+) => { $(if let Some(v) = self.$field { d.$field = v; })+ };
         }
@@ -247,7 +360,10 @@ async fn create(
     ApiJson(input): ApiJson<HandlerIn>,
 ) -> ApiResult<(StatusCode, Json<HandlerOut>)> {
     let handler = state.engine().create_handler(input.into()).await?;
-    Ok((StatusCode::CREATED, Json((&handler).into())))
+    Ok((
+        StatusCode::CREATED,
+        Json(HandlerOut::new(&handler, QueueCounts::default())),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/handlers/{id}", tag = "handlers", params(("id" = i64, Path, description = "Handler id")),
@@ -256,7 +372,8 @@ async fn read(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<HandlerOut>> {
-    Ok(Json((&state.engine().handler(id).await?).into()))
+    let handler = state.engine().handler(id).await?;
+    Ok(Json(HandlerOut::read(&state, &handler).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/handlers/{id}", tag = "handlers", params(("id" = i64, Path, description = "Handler id")), request_body = HandlerPatch,
@@ -269,7 +386,7 @@ async fn update(
     let mut draft = HandlerDraft::from(&state.engine().handler(id).await?.spec);
     patch.apply(&mut draft);
     let handler = state.engine().update_handler(id, draft).await?;
-    Ok(Json((&handler).into()))
+    Ok(Json(HandlerOut::read(&state, &handler).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/handlers/{id}", tag = "handlers", params(("id" = i64, Path, description = "Handler id")),
@@ -299,8 +416,13 @@ async fn list(
         q: query.q,
     };
     let (handlers, total) = state.store().list_handlers(&filter, page).await?;
+    let ids: Vec<i64> = handlers.iter().map(|h| h.id).collect();
+    let counts = state.store().queue_counts(&ids).await?;
     Ok(Json(ListOut {
-        items: handlers.iter().map(Into::into).collect(),
+        items: handlers
+            .iter()
+            .map(|h| HandlerOut::new(h, counts.get(&h.id).copied().unwrap_or_default()))
+            .collect(),
         total,
     }))
 }
@@ -326,4 +448,24 @@ async fn rotate_secret(
     Ok(Json(SecretOut {
         secret: handler.secret.expose(),
     }))
+}
+
+#[utoipa::path(post, path = "/api/v1/handlers/{id}/pause", tag = "handlers", params(("id" = i64, Path, description = "Handler id")),
+    responses((status = 200, description = "Paused: its deliveries are queued and held, none is attempted until it resumes", body = HandlerOut), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "A before-stage handler: nothing is queued for it to hold", body = ErrorBody)))]
+async fn pause(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<HandlerOut>> {
+    let handler = state.engine().pause_handler(id).await?;
+    Ok(Json(HandlerOut::read(&state, &handler).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/handlers/{id}/resume", tag = "handlers", params(("id" = i64, Path, description = "Handler id")),
+    responses((status = 200, description = "Running: its held deliveries are sent in per-object order", body = HandlerOut), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
+async fn resume(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<HandlerOut>> {
+    let handler = state.engine().resume_handler(id).await?;
+    Ok(Json(HandlerOut::read(&state, &handler).await?))
 }

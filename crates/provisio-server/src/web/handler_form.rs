@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use provisio_core::FieldErrors;
-use provisio_core::handler::{HandlerDraft, HandlerSpec, defaults};
+use provisio_core::handler::{AutoPauseDraft, HandlerDraft, HandlerSpec, defaults};
+use provisio_core::retry::format_duration;
 use provisio_engine::Engine;
 use serde::Deserialize;
 
@@ -36,6 +37,12 @@ pub(super) struct HandlerForm {
     pub(super) preview_events_id: String,
     /// Set by the Dry run button: the form's handler over recent history.
     pub(super) dry_run: String,
+    /// Empty: the automatic pause is off.
+    pub(super) auto_pause_failures: String,
+    pub(super) auto_pause_after: String,
+    pub(super) auto_pause_probe_every: String,
+    /// Empty: no cap of its own.
+    pub(super) max_in_flight: String,
 }
 
 impl HandlerForm {
@@ -50,6 +57,8 @@ impl HandlerForm {
             ordered: Some("true".into()),
             on_exhausted: defaults::ON_EXHAUSTED.as_str().into(),
             conflate: defaults::CONFLATE.then(|| "true".into()),
+            auto_pause_after: defaults::AUTO_PAUSE_AFTER.into(),
+            auto_pause_probe_every: defaults::AUTO_PAUSE_PROBE_EVERY.into(),
             ..Self::default()
         }
     }
@@ -85,6 +94,19 @@ impl HandlerForm {
                 .as_ref()
                 .and_then(|r| serde_json::to_string_pretty(r.spec()).ok())
                 .unwrap_or_default(),
+            max_in_flight: s.max_in_flight.map(|n| n.to_string()).unwrap_or_default(),
+            auto_pause_failures: s
+                .auto_pause
+                .map(|a| a.failures.to_string())
+                .unwrap_or_default(),
+            auto_pause_after: s.auto_pause.map_or_else(
+                || defaults::AUTO_PAUSE_AFTER.into(),
+                |a| format_duration(a.after),
+            ),
+            auto_pause_probe_every: s.auto_pause.map_or_else(
+                || defaults::AUTO_PAUSE_PROBE_EVERY.into(),
+                |a| format_duration(a.probe_every),
+            ),
             ..Self::default()
         }
     }
@@ -129,6 +151,13 @@ impl HandlerForm {
         let priority = number("priority", &self.priority, defaults::PRIORITY);
         let timeout_ms = number("timeout_ms", &self.timeout_ms, defaults::timeout_ms(stage));
         let max_attempts = number("max_attempts", &self.max_attempts, defaults::MAX_ATTEMPTS);
+        let max_in_flight = (!self.max_in_flight.trim().is_empty())
+            .then(|| number("max_in_flight", &self.max_in_flight, 0));
+        let auto_pause = (!self.auto_pause_failures.trim().is_empty()).then(|| AutoPauseDraft {
+            failures: number("auto_pause.failures", &self.auto_pause_failures, 0),
+            after: self.auto_pause_after.clone(),
+            probe_every: self.auto_pause_probe_every.clone(),
+        });
         let mut headers = BTreeMap::new();
         for line in self
             .headers
@@ -173,6 +202,8 @@ impl HandlerForm {
             request,
             on_exhausted: self.on_exhausted.parse().unwrap_or(defaults::ON_EXHAUSTED),
             conflate: self.conflate.is_some(),
+            auto_pause,
+            max_in_flight,
         };
         (draft, errors)
     }

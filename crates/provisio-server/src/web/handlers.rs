@@ -8,7 +8,7 @@ use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::routing::get;
 use provisio_core::FieldErrors;
-use provisio_core::handler::{Handler, HandlerKind};
+use provisio_core::handler::{Handler, HandlerKind, Stage};
 use provisio_engine::OpError;
 use provisio_engine::{DryRun, TestCall, TestEvent, TestReport, TestRequest};
 use provisio_store::{HandlerFilter, Page};
@@ -30,6 +30,8 @@ pub fn router() -> Router<AppState> {
         .route("/handlers/{id}", axum::routing::post(update))
         .route("/handlers/{id}/edit", get(edit_form))
         .route("/handlers/{id}/toggle", axum::routing::post(toggle))
+        .route("/handlers/{id}/pause", axum::routing::post(pause))
+        .route("/handlers/{id}/resume", axum::routing::post(resume))
         .route("/handlers/{id}/delete", get(confirm_delete).post(delete))
 }
 
@@ -63,6 +65,27 @@ struct Row {
     kind_label: &'static str,
     target: String,
     status: &'static str,
+    /// After-stage handlers may be paused; before-stage ones queue nothing.
+    pausable: bool,
+    paused: Option<Paused>,
+    /// Deliveries held while paused.
+    held: u64,
+}
+
+/// A paused handler's pause, as the pages show it.
+pub(super) struct Paused {
+    /// `operator`, or the automatic pause's reason.
+    pub(super) reason: String,
+    pub(super) automatic: bool,
+}
+
+impl Paused {
+    pub(super) fn of(h: &Handler) -> Option<Self> {
+        h.pause.as_ref().map(|p| Paused {
+            reason: p.reason.clone(),
+            automatic: p.is_automatic(),
+        })
+    }
 }
 
 #[derive(Template)]
@@ -109,7 +132,12 @@ async fn list(Operator { state, session }: Operator, Query(search): Query<Search
     };
     let back = page_url(page);
     let pager = Pager::new(page, total, PER_PAGE, page_url);
-    let rows = handlers.iter().map(row).collect();
+    let ids: Vec<i64> = handlers.iter().map(|h| h.id).collect();
+    let counts = state.store().queue_counts(&ids).await?;
+    let rows = handlers
+        .iter()
+        .map(|h| row(h, counts.get(&h.id).map_or(0, |c| c.held)))
+        .collect();
     let chrome = Chrome::new(&session, "handlers", search.notice.as_deref());
     Ok(render(
         StatusCode::OK,
@@ -125,7 +153,7 @@ async fn list(Operator { state, session }: Operator, Query(search): Query<Search
     ))
 }
 
-fn row(h: &Handler) -> Row {
+fn row(h: &Handler, held: u64) -> Row {
     Row {
         id: h.id,
         priority: h.spec.priority,
@@ -138,6 +166,9 @@ fn row(h: &Handler) -> Row {
         },
         target: h.spec.target.clone(),
         status: h.spec.status.as_str(),
+        pausable: h.spec.stage == Stage::After,
+        paused: Paused::of(h),
+        held,
     }
 }
 
@@ -152,6 +183,9 @@ struct FormPage {
     event_groups: Vec<EventGroup>,
     samples: Vec<Sample>,
     tried: Option<Tried>,
+    /// A stored after-stage handler: its pause and held deliveries, shown
+    /// with a Pause/Resume button above the form.
+    pause: Option<PauseBox>,
 }
 
 /// What the form's Preview or Dry run button found.
@@ -188,29 +222,52 @@ impl From<TestReport> for Preview {
     }
 }
 
-/// Which handler a form is about: a new one, or a stored one by id and name.
+/// The Pause/Resume box of a stored handler's page.
+struct PauseBox {
+    id: i64,
+    paused: Option<Paused>,
+    held: u64,
+}
+
+/// Which handler a form is about: a new one, or a stored one.
 enum Editing {
     New,
-    Stored(i64, String),
+    Stored(Box<Handler>),
 }
 
 impl Editing {
     async fn stored(state: &AppState, session: &Session, id: i64) -> Result<Self, PageError> {
         let handler = find(state, session, id).await?;
-        Ok(Editing::Stored(id, handler.spec.name))
+        Ok(Editing::Stored(Box::new(handler)))
+    }
+
+    /// The Pause/Resume box of a stored after-stage handler.
+    async fn pause_box(&self, state: &AppState) -> Result<Option<PauseBox>, PageError> {
+        let Editing::Stored(h) = self else {
+            return Ok(None);
+        };
+        if h.spec.stage != Stage::After {
+            return Ok(None);
+        }
+        let counts = state.store().queue_counts(&[h.id]).await?;
+        Ok(Some(PauseBox {
+            id: h.id,
+            paused: Paused::of(h),
+            held: counts.get(&h.id).map_or(0, |c| c.held),
+        }))
     }
 
     fn heading(&self) -> String {
         match self {
             Editing::New => "New Handler".into(),
-            Editing::Stored(_, name) => format!("Edit handler {name}"),
+            Editing::Stored(h) => format!("Edit handler {}", h.spec.name),
         }
     }
 
     fn action(&self) -> String {
         match self {
             Editing::New => "/handlers".into(),
-            Editing::Stored(id, _) => format!("/handlers/{id}"),
+            Editing::Stored(h) => format!("/handlers/{}", h.id),
         }
     }
 }
@@ -243,6 +300,7 @@ async fn form_page(
         .map(|(k, v)| (k.split('.').next().unwrap_or(k).to_owned(), v.to_owned()))
         .collect();
     let chrome = Chrome::new(session, "handlers", None);
+    let pause = editing.pause_box(state).await?;
     Ok(render(
         status,
         &FormPage {
@@ -254,6 +312,7 @@ async fn form_page(
             event_groups: groups,
             samples,
             tried,
+            pause,
         },
     ))
 }
@@ -317,8 +376,8 @@ async fn save(
             .create_handler(draft)
             .await
             .map(|_| Done::Saved("created")),
-        (Ok(draft), Editing::Stored(id, _)) => engine
-            .update_handler(*id, draft)
+        (Ok(draft), Editing::Stored(h)) => engine
+            .update_handler(h.id, draft)
             .await
             .map(|_| Done::Saved("updated")),
     };
@@ -362,7 +421,7 @@ async fn find(state: &AppState, session: &Session, id: i64) -> Result<Handler, P
 async fn edit_form(Operator { state, session }: Operator, ApiPath(id): ApiPath<i64>) -> PageResult {
     let handler = find(&state, &session, id).await?;
     let form = HandlerForm::from_spec(&handler.spec);
-    let editing = Editing::Stored(id, handler.spec.name);
+    let editing = Editing::Stored(Box::new(handler));
     form_page(&state, &session, &editing, form, FieldErrors::new(), None).await
 }
 
@@ -392,16 +451,49 @@ async fn toggle(
         }
         Err(err) => return Err(gone(&session, err)),
     };
-    let back = if form.back.starts_with("/handlers") {
-        form.back.as_str()
+    Ok(back_to(&form.back, handler.spec.status.as_str()))
+}
+
+/// Back to the handlers table (or a handler's page) a switch was on, with a
+/// notice; anywhere else leads to the table.
+fn back_to(back: &str, notice: &str) -> axum::response::Response {
+    let back = if back.starts_with("/handlers") {
+        back
     } else {
         "/handlers"
     };
     let separator = if back.contains('?') { '&' } else { '?' };
-    Ok(see_other(&format!(
-        "{back}{separator}notice={}",
-        handler.spec.status
-    )))
+    see_other(&format!("{back}{separator}notice={notice}"))
+}
+
+/// Pauses an after-stage handler: its deliveries are kept (held) until it
+/// resumes.
+async fn pause(
+    Operator { state, session }: Operator,
+    ApiPath(id): ApiPath<i64>,
+    Posted(form): Posted<ToggleForm>,
+) -> PageResult {
+    match state.engine().pause_handler(id).await {
+        Ok(_) => Ok(back_to(&form.back, "paused")),
+        Err(OpError::Conflict(message)) => {
+            Err(session.error(StatusCode::CONFLICT, "Cannot pause", &message))
+        }
+        Err(err) => Err(gone(&session, err)),
+    }
+}
+
+/// Resumes a paused handler: what it held is sent in per-object order.
+async fn resume(
+    Operator { state, session }: Operator,
+    ApiPath(id): ApiPath<i64>,
+    Posted(form): Posted<ToggleForm>,
+) -> PageResult {
+    state
+        .engine()
+        .resume_handler(id)
+        .await
+        .map_err(|err| gone(&session, err))?;
+    Ok(back_to(&form.back, "resumed"))
 }
 
 #[derive(Template)]

@@ -98,6 +98,8 @@ fn notice_text(key: &str) -> Option<&'static str> {
         "deleted" => "The handler was deleted.",
         "enabled" => "The handler is enabled.",
         "disabled" => "The handler is disabled.",
+        "paused" => "The handler is paused: its deliveries are held until it resumes.",
+        "resumed" => "The handler resumed: held deliveries are being sent.",
         "redelivered" => "The delivery was queued to be sent again.",
         "skipped" => "The delivery was skipped; the next one of its object is on its way.",
         "replay-started" => "The replay was started.",

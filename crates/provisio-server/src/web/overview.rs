@@ -11,6 +11,7 @@ use provisio_core::timefmt::{from_millis, to_millis};
 use provisio_store::{HandlerFilter, Page};
 use time::OffsetDateTime;
 
+use super::handlers::Paused;
 use super::session::Operator;
 use super::{Chrome, NoticeQuery, PageResult, render};
 use crate::AppState;
@@ -43,6 +44,9 @@ struct Card {
     failures: u64,
     p95_ms: Option<u32>,
     bars: Vec<Bar>,
+    paused: Option<Paused>,
+    /// Deliveries held while paused.
+    held: u64,
 }
 
 #[derive(Template)]
@@ -70,7 +74,9 @@ async fn overview(
         ),
         state.store().handler_activity(first_hour, HOUR_MS),
     )?;
-    let cards = handlers
+    let ids: Vec<i64> = handlers.iter().map(|h| h.id).collect();
+    let queues = state.store().queue_counts(&ids).await?;
+    let cards: Vec<Card> = handlers
         .iter()
         .filter(|h| h.spec.status != Status::Archived)
         .map(|h| {
@@ -117,6 +123,8 @@ async fn overview(
                 failures: hours.iter().map(|(_, _, f)| f).sum(),
                 p95_ms: buckets.and_then(|a| a.p95_ms),
                 bars,
+                paused: Paused::of(h),
+                held: queues.get(&h.id).map_or(0, |c| c.held),
             }
         })
         .collect();

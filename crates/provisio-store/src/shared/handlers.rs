@@ -1,15 +1,17 @@
 //! Handlers. On PostgreSQL every write fires the `provisio_routes` trigger,
 //! so all nodes reload their routing tables when it commits.
 
-use provisio_core::handler::{Handler, HandlerSpec};
+use std::collections::HashMap;
+
+use provisio_core::handler::{Handler, HandlerSpec, OPERATOR_PAUSE};
 use provisio_core::signing::SigningSecret;
 use sqlx::QueryBuilder;
 
 use super::{Bind, Binds, Dialect, SqlCore};
-use crate::query::{OPEN_STATES, push_handler_filter};
+use crate::query::{OPEN_STATES, ROWS_PER_STATEMENT, push_handler_filter};
 use crate::rows::Columns;
 use crate::rows::{HANDLER_COLUMNS, handler as from_row, json};
-use crate::{HandlerFilter, Page, StoreError, StoreResult, now_ms};
+use crate::{HandlerFilter, Page, PauseChange, QueueCounts, StoreError, StoreResult, now_ms};
 
 impl<DB: Dialect> SqlCore<DB> {
     pub(crate) async fn insert_handler(&self, spec: &HandlerSpec) -> StoreResult<Handler> {
@@ -118,6 +120,99 @@ impl<DB: Dialect> SqlCore<DB> {
     }
 }
 
+impl<DB: Dialect> SqlCore<DB> {
+    /// One conditional UPDATE, so an automatic change never undoes an
+    /// operator's made meanwhile (on any node).
+    pub(crate) async fn change_pause(
+        &self,
+        id: i64,
+        change: PauseChange<'_>,
+    ) -> StoreResult<Option<Handler>> {
+        let mut q = QueryBuilder::<DB>::new("UPDATE handlers SET ");
+        match change {
+            PauseChange::Operator { at_ms } => {
+                q.push("paused_reason = ")
+                    .bind(OPERATOR_PAUSE)
+                    // An automatic pause taken over keeps its start.
+                    .push(", paused_at = COALESCE(paused_at, ")
+                    .bind(at_ms)
+                    .push("), probe_at = NULL");
+            }
+            PauseChange::Automatic {
+                reason,
+                at_ms,
+                probe_at_ms,
+            } => {
+                q.push("paused_reason = ")
+                    .bind(reason.to_owned())
+                    .push(", paused_at = ")
+                    .bind(at_ms)
+                    .push(", probe_at = ")
+                    .bind(probe_at_ms);
+            }
+            PauseChange::Resume | PauseChange::SelfResume => {
+                q.push("paused_reason = NULL, paused_at = NULL, probe_at = NULL");
+            }
+        }
+        q.push(" WHERE id = ").bind(id);
+        match change {
+            PauseChange::Automatic { .. } => {
+                q.push(" AND paused_reason IS NULL");
+            }
+            PauseChange::SelfResume => {
+                q.push(" AND paused_reason <> ").bind(OPERATOR_PAUSE);
+            }
+            PauseChange::Operator { .. } | PauseChange::Resume => {}
+        }
+        q.push(" RETURNING ").push(HANDLER_COLUMNS);
+        let row = q.build().fetch_optional(self.writer()).await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    pub(crate) async fn take_probe(&self, id: i64, now_ms: i64, next_ms: i64) -> StoreResult<bool> {
+        let mut q = QueryBuilder::<DB>::new("UPDATE handlers SET probe_at = ");
+        q.bind(next_ms)
+            .push(" WHERE id = ")
+            .bind(id)
+            .push(" AND paused_reason IS NOT NULL AND paused_reason <> ")
+            .bind(OPERATOR_PAUSE)
+            .push(" AND probe_at <= ")
+            .bind(now_ms);
+        let done = q.build().execute(self.writer()).await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    /// One grouped count over the open-deliveries index; `held` is the
+    /// pending count of a paused handler.
+    pub(crate) async fn queue_counts(&self, ids: &[i64]) -> StoreResult<HashMap<i64, QueueCounts>> {
+        let mut counts: HashMap<i64, QueueCounts> = HashMap::new();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT d.handler_id, d.state, COUNT(*) AS n,
+                    COUNT(h.paused_reason) AS paused
+                 FROM deliveries d LEFT JOIN handlers h ON h.id = d.handler_id
+                 WHERE d.state IN ('pending', 'waiting', 'blocked') AND d.handler_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.bind(*id);
+            }
+            q.push(") GROUP BY d.handler_id, d.state");
+            for row in q.build().fetch_all(self.reader()).await? {
+                let entry = counts.entry(row.int("handler_id")?).or_default();
+                let n = row.int("n")?.max(0) as u64;
+                match row.text("state")?.as_str() {
+                    "pending" if row.int("paused")? > 0 => entry.held += n,
+                    "pending" => entry.pending += n,
+                    "waiting" => entry.waiting += n,
+                    _ => entry.blocked += n,
+                }
+            }
+        }
+        Ok(counts)
+    }
+}
+
 fn select<DB: Dialect>() -> QueryBuilder<DB> {
     let mut q = QueryBuilder::<DB>::new("SELECT ");
     q.push(HANDLER_COLUMNS).push(" FROM handlers");
@@ -165,7 +260,20 @@ fn push_spec<DB: Dialect>(q: &mut QueryBuilder<DB>, spec: &HandlerSpec, form: Fo
             spec.request.as_ref().map(|r| json(r.spec())),
         )
         .field("on_exhausted", spec.on_exhausted.as_str())
-        .field("conflate", spec.conflate);
+        .field("conflate", spec.conflate)
+        .field(
+            "auto_pause_failures",
+            spec.auto_pause.map(|a| i64::from(a.failures)),
+        )
+        .field(
+            "auto_pause_after_ms",
+            spec.auto_pause.map(|a| a.after.as_millis() as i64),
+        )
+        .field(
+            "auto_pause_probe_ms",
+            spec.auto_pause.map(|a| a.probe_every.as_millis() as i64),
+        )
+        .field("max_in_flight", spec.max_in_flight.map(i64::from));
 }
 
 struct SpecWriter<'q, DB: Dialect> {

@@ -386,6 +386,25 @@ macro_rules! impl_store {
                 self.core.all_handlers().await
             }
 
+            async fn change_pause(
+                &self,
+                id: i64,
+                change: PauseChange<'_>,
+            ) -> StoreResult<Option<provisio_core::handler::Handler>> {
+                self.core.change_pause(id, change).await
+            }
+
+            async fn take_probe(&self, id: i64, now_ms: i64, next_ms: i64) -> StoreResult<bool> {
+                self.core.take_probe(id, now_ms, next_ms).await
+            }
+
+            async fn queue_counts(
+                &self,
+                handler_ids: &[i64],
+            ) -> StoreResult<std::collections::HashMap<i64, QueueCounts>> {
+                self.core.queue_counts(handler_ids).await
+            }
+
             async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
                 self.core.next_due_ms().await
             }

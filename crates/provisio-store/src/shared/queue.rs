@@ -15,10 +15,13 @@ use crate::{DeliveryRecord, FilteredOut, StoreResult};
 
 impl<DB: Dialect> SqlCore<DB> {
     /// From the writer's pool, which has just committed the work it asks
-    /// about.
+    /// about. A paused handler's deliveries are left out: they are not due
+    /// until it resumes, and a past due time of theirs would hide a running
+    /// handler's next retry from the dispatcher's timer.
     pub(crate) async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         let mut q = QueryBuilder::<DB>::new(
-            "SELECT MIN(next_attempt_at) AS due FROM deliveries WHERE state = 'pending'",
+            "SELECT MIN(next_attempt_at) AS due FROM deliveries WHERE state = 'pending'
+             AND handler_id NOT IN (SELECT id FROM handlers WHERE paused_reason IS NOT NULL)",
         );
         q.build().fetch_one(self.writer()).await?.opt_int("due")
     }

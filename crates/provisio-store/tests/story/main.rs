@@ -12,8 +12,8 @@
 //! - one module per chapter (`tokens`, `catalog`, `handlers`, `queue`,
 //!   `log`, `upkeep`), each a function of a `&dyn Store` that carries on
 //!   where the previous chapter left the store;
-//! - `rooms`, `masking`, `lines` (blocked lines, skip, conflation) and
-//!   `replays`: shorter stories, each told to both backends;
+//! - `rooms`, `masking`, `lines` (blocked lines, skip, conflation),
+//!   `replays` and `pause`: shorter stories, each told to both backends;
 //! - `nodes`: what only a shared database does (several nodes at once);
 //! - `support`: the handlers, events and results the chapters are made of.
 
@@ -23,6 +23,7 @@ mod lines;
 mod log;
 mod masking;
 mod nodes;
+mod pause;
 mod queue;
 mod replays;
 mod rooms;

@@ -67,6 +67,8 @@ pub fn spec(name: &str, ordered: bool) -> HandlerSpec {
         ),
         on_exhausted: OnExhausted::Block,
         conflate: false,
+        auto_pause: None,
+        max_in_flight: None,
     }
 }
 

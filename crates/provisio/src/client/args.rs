@@ -102,6 +102,22 @@ pub struct HandlerFields {
     /// `true`: of an object's waiting deliveries, send only the newest.
     #[arg(long)]
     pub conflate: Option<bool>,
+    /// Pause the handler by itself after this many consecutive failed
+    /// attempts (the automatic pause).
+    #[arg(long, conflicts_with = "no_auto_pause")]
+    pub auto_pause_failures: Option<i64>,
+    /// How long those failures must span at least (default 10m).
+    #[arg(long, requires = "auto_pause_failures")]
+    pub auto_pause_after: Option<String>,
+    /// How often an automatically paused handler is probed (default 5m).
+    #[arg(long, requires = "auto_pause_failures")]
+    pub auto_pause_probe_every: Option<String>,
+    /// Turn the automatic pause off.
+    #[arg(long)]
+    pub no_auto_pause: bool,
+    /// The most calls in flight to this handler at once.
+    #[arg(long)]
+    pub max_in_flight: Option<i64>,
 }
 
 impl HandlerFields {
@@ -131,6 +147,19 @@ impl HandlerFields {
         }
         put("on_exhausted", self.on_exhausted.clone().map(Value::from));
         put("conflate", self.conflate.map(Value::from));
+        put("max_in_flight", self.max_in_flight.map(Value::from));
+        if self.no_auto_pause {
+            put("auto_pause", Some(Value::Null));
+        } else if let Some(failures) = self.auto_pause_failures {
+            let mut auto_pause = json!({ "failures": failures });
+            if let Some(after) = &self.auto_pause_after {
+                auto_pause["after"] = json!(after);
+            }
+            if let Some(every) = &self.auto_pause_probe_every {
+                auto_pause["probe_every"] = json!(every);
+            }
+            put("auto_pause", Some(auto_pause));
+        }
         if !self.args.is_empty() {
             put("args", Some(json!(self.args)));
         }
@@ -171,12 +200,12 @@ pub enum HandlersCommand {
     /// Show one handler.
     Show { id: i64 },
     /// Create a handler.
-    Create(HandlerFields),
+    Create(Box<HandlerFields>),
     /// Change some of a handler's settings.
     Update {
         id: i64,
         #[command(flatten)]
-        fields: HandlerFields,
+        fields: Box<HandlerFields>,
     },
     /// Enable a handler.
     Enable { id: i64 },
@@ -184,6 +213,11 @@ pub enum HandlersCommand {
     Disable { id: i64 },
     /// Archive a handler.
     Archive { id: i64 },
+    /// Pause a handler: its deliveries are kept (held), none is sent until
+    /// it resumes.
+    Pause { id: i64 },
+    /// Resume a paused handler: what it held is sent in per-object order.
+    Resume { id: i64 },
     /// Delete a handler.
     Delete { id: i64 },
     /// Show the request a handler sends for an event (its filter and request

@@ -148,7 +148,14 @@ fn handler_rows(items: &[Value]) {
                 "target",
             ]
             .iter()
-            .map(|k| text(&h[*k]))
+            .map(|k| match *k {
+                "status" if h["paused"] == Value::Bool(true) => format!(
+                    "{}, paused ({} held)",
+                    text(&h["status"]),
+                    text(&h["queue"]["held"])
+                ),
+                _ => text(&h[*k]),
+            })
             .collect()
         })
         .collect();
@@ -355,6 +362,8 @@ pub async fn handlers(client: &ClientArgs, command: HandlersCommand) -> anyhow::
             print_json(&report);
             return Ok(());
         }
+        HandlersCommand::Pause { id } => (switch(&api, id, "pause").await?, false),
+        HandlersCommand::Resume { id } => (switch(&api, id, "resume").await?, false),
         HandlersCommand::Delete { id } => {
             api.send(
                 reqwest::Method::DELETE,
@@ -386,6 +395,12 @@ pub async fn handlers(client: &ClientArgs, command: HandlersCommand) -> anyhow::
         handler_rows(std::slice::from_ref(&answer));
     }
     Ok(())
+}
+
+/// `POST /handlers/{id}/pause` or `…/resume`.
+async fn switch(api: &Api, id: i64, action: &str) -> anyhow::Result<Value> {
+    let path = format!("/handlers/{id}/{action}");
+    api.send(reqwest::Method::POST, &path, &[], None, &[]).await
 }
 
 async fn set_status(api: &Api, id: i64, status: &str) -> anyhow::Result<Value> {

@@ -481,3 +481,84 @@ async fn an_operator_replays_the_failed_events_of_the_execution_logs() {
     screenshot(c, "replays").await;
     browser.client.clone().close().await.unwrap();
 }
+
+/// Pause and resume from the handlers table and from the handler's page, and
+/// the banner of a handler that paused itself (a separate journey, so other
+/// steps can be added to the one above independently).
+#[tokio::test]
+async fn an_operator_pauses_and_resumes_a_handler_in_a_real_browser() {
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let c = &browser.client;
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::ok().await;
+    let handler = app
+        .create_handler(json!({ "name": "Softswitch sync", "target": receiver.url() }))
+        .await;
+    let id = handler["id"].as_i64().unwrap();
+    c.goto(&app.url("/handlers")).await.unwrap();
+    wait_for_text(c, "API token").await;
+    fill(c, "#token", ADMIN_TOKEN).await;
+    click(c, "form button[type=submit]").await;
+    wait_for_text(c, "New Handler").await;
+
+    // Pause from the table: an event emitted meanwhile is held, not sent.
+    click(
+        c,
+        &format!("#handler-{id} form[action='/handlers/{id}/pause'] button"),
+    )
+    .await;
+    wait_for_text(c, "The handler is paused").await;
+    app.emit("clients.create", json!(1), json!({})).await;
+    c.refresh().await.unwrap();
+    wait_for_text(c, "paused · 1 held").await;
+    screenshot(c, "handlers-paused").await;
+    assert_eq!(receiver.received().len(), 0);
+
+    // Resume from the handler's page: the held delivery is sent.
+    c.goto(&app.url(&format!("/handlers/{id}/edit")))
+        .await
+        .unwrap();
+    wait_for_text(c, "1 held").await;
+    click(c, &format!("form[action='/handlers/{id}/resume'] button")).await;
+    receiver.wait_for(1).await;
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css(&format!(
+            "form[action='/handlers/{id}/pause']"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get(&format!("/api/v1/handlers/{id}")).await.1["paused"],
+        false
+    );
+
+    // A handler that paused itself gets a banner on the overview.
+    let failing = Receiver::with(|_, _| Reply::status(500)).await;
+    let breaker = app
+        .create_handler(json!({
+            "name": "CRM push", "target": failing.url(), "max_attempts": 20,
+            "auto_pause": { "failures": 1, "after": "0s", "probe_every": "1h" },
+        }))
+        .await;
+    app.emit("clients.create", json!(2), json!({})).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while app
+        .get(&format!("/api/v1/handlers/{}", breaker["id"]))
+        .await
+        .1["paused"]
+        != true
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never paused itself"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.goto(&app.url("/")).await.unwrap();
+    wait_for_text(c, "CRM push paused itself: 1 consecutive failure over").await;
+    screenshot(c, "overview-auto-paused").await;
+    browser.client.clone().close().await.unwrap();
+}

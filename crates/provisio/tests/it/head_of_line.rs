@@ -498,3 +498,64 @@ async fn the_command_line_sets_the_policy_lists_a_blocked_line_and_skips() {
     assert!(!ok && err.contains("not blocked"), "{err}");
     wait_state(&app, &update, "blocked").await;
 }
+
+/// A maintenance window on a conflating handler: the paused backlog of ten
+/// updates per object goes out as one call per object, the newest, when the
+/// handler resumes; the other nine are superseded by it.
+#[tokio::test]
+async fn a_paused_conflating_handler_sends_one_call_per_object_on_resume() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::ok().await;
+    let h = app
+        .create_handler(
+            json!({ "events_id": "clients.*", "target": receiver.url(), "conflate": true }),
+        )
+        .await;
+    let id = h["id"].as_i64().unwrap();
+    let (status, body) = app
+        .post(&format!("/api/v1/handlers/{id}/pause"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut events: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for step in 0..10 {
+        for object in 0..20 {
+            events
+                .entry(object)
+                .or_default()
+                .push(emit_step(&app, object, step).await);
+        }
+    }
+    let (_, handler) = app.get(&format!("/api/v1/handlers/{id}")).await;
+    assert_eq!(
+        handler["queue"]["held"], 20,
+        "each object's head is held: {handler}"
+    );
+    assert!(
+        receiver.received().is_empty(),
+        "nothing is sent while paused"
+    );
+
+    let (status, _) = app
+        .post(&format!("/api/v1/handlers/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let got = receiver.wait_for(20).await;
+    assert!(
+        got.iter().all(|r| r.json()["data"]["step"] == 9),
+        "the newest of each"
+    );
+    for ids in events.values() {
+        let newest = wait_state(&app, ids.last().unwrap(), "success").await;
+        let newest_id = first_delivery(&newest)["id"].clone();
+        for older in &ids[..9] {
+            let event = wait_state(&app, older, "superseded").await;
+            assert_eq!(first_delivery(&event)["superseded_by"], newest_id);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.received().len(),
+        20,
+        "one call per object, 180 superseded"
+    );
+}

@@ -22,6 +22,8 @@ mod full_disk;
 mod hardening_inp;
 mod hardening_srv;
 mod head_of_line;
+mod pace;
+mod pause;
 mod postgres;
 mod replay;
 mod retention;

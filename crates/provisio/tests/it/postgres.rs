@@ -29,14 +29,14 @@ const NODE_ENV: &[(&str, &str)] = &[
 /// How long the big runs may take on a slow machine.
 const RUN_PATIENCE: Duration = Duration::from_secs(90);
 
-struct Node {
+pub(crate) struct Node {
     binary: Option<Binary>,
-    base: String,
+    pub(crate) base: String,
     _dir: tempfile::TempDir,
 }
 
 impl Node {
-    fn start(db: &ScratchDatabase) -> Node {
+    pub(crate) fn start(db: &ScratchDatabase) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let binary = Binary::serve_on(db.url(), dir.path(), NODE_ENV);
         Node {
@@ -59,7 +59,7 @@ impl Drop for Node {
     }
 }
 
-async fn call(
+pub(crate) async fn call(
     client: &reqwest::Client,
     method: reqwest::Method,
     url: String,
@@ -76,7 +76,7 @@ async fn call(
 /// Emits with an `Idempotency-Key`, retrying (on another node when one stops
 /// answering) until the emit is accepted. Records every status other than
 /// 202 it got, so tests can check how failures were answered.
-struct Emitter {
+pub(crate) struct Emitter {
     client: reqwest::Client,
     nodes: Vec<String>,
     dead: Mutex<HashSet<usize>>,
@@ -84,7 +84,7 @@ struct Emitter {
 }
 
 impl Emitter {
-    fn new(client: &reqwest::Client, nodes: &[&Node]) -> Arc<Emitter> {
+    pub(crate) fn new(client: &reqwest::Client, nodes: &[&Node]) -> Arc<Emitter> {
         Arc::new(Emitter {
             client: client.clone(),
             nodes: nodes.iter().map(|n| n.base.clone()).collect(),
@@ -126,7 +126,7 @@ impl Emitter {
 /// Emits `per_object` events for each of `objects` objects: objects in
 /// parallel, each object's events one after another (so emit order is
 /// defined), alternating between the nodes.
-async fn emit_all(emitter: Arc<Emitter>, objects: u64, per_object: u64) {
+pub(crate) async fn emit_all(emitter: Arc<Emitter>, objects: u64, per_object: u64) {
     let mut tasks = Vec::new();
     for object in 0..objects {
         let emitter = emitter.clone();
@@ -148,7 +148,7 @@ async fn emit_all(emitter: Arc<Emitter>, objects: u64, per_object: u64) {
 }
 
 /// Waits until the receiver has answered 200 to `n` distinct deliveries.
-async fn wait_unique(receiver: &Receiver, n: usize) -> Vec<Received> {
+pub(crate) async fn wait_unique(receiver: &Receiver, n: usize) -> Vec<Received> {
     let deadline = tokio::time::Instant::now() + RUN_PATIENCE;
     loop {
         let got = receiver.received();
@@ -172,7 +172,7 @@ async fn wait_unique(receiver: &Receiver, n: usize) -> Vec<Received> {
 /// Per object, the first arrival of each event is in emit order (a redelivery
 /// after a node's death may repeat one, never overtake one).
 #[track_caller]
-fn assert_ordered(received: &[Received], objects: u64, per_object: u64) {
+pub(crate) fn assert_ordered(received: &[Received], objects: u64, per_object: u64) {
     let mut seen: HashMap<u64, Vec<u64>> = HashMap::new();
     let mut ids = HashSet::new();
     for r in received.iter().filter(|r| r.status == 200) {
@@ -209,16 +209,16 @@ async fn create_handler(client: &reqwest::Client, node: &Node, target: String) -
 
 /// Two nodes on a fresh database, with an ordered handler (created on node A)
 /// pointing at a receiver that answers 200.
-struct Cluster {
-    db: ScratchDatabase,
-    client: reqwest::Client,
-    receiver: Receiver,
-    a: Node,
-    b: Node,
+pub(crate) struct Cluster {
+    pub(crate) db: ScratchDatabase,
+    pub(crate) client: reqwest::Client,
+    pub(crate) receiver: Receiver,
+    pub(crate) a: Node,
+    pub(crate) b: Node,
 }
 
 impl Cluster {
-    async fn start() -> Option<Cluster> {
+    pub(crate) async fn start() -> Option<Cluster> {
         let db = ScratchDatabase::create().await?;
         let client = http_client();
         let receiver = Receiver::ok().await;

@@ -1,0 +1,71 @@
+//! Pace per handler: a handler's own cap on calls in flight holds at its
+//! receiver, and bad values are refused.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// The most requests that were in flight at once, each taken to last
+/// `reply` from its arrival (a lower bound of what provisio held open).
+fn most_at_once(received: &[Received], reply: Duration) -> usize {
+    received
+        .iter()
+        .map(|r| {
+            received
+                .iter()
+                .filter(|o| o.at <= r.at && r.at < o.at + reply)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_capped_at_two_calls_never_has_more_in_flight() {
+    let app = TestApp::spawn().await;
+    let reply = Duration::from_millis(300);
+    let receiver = Receiver::with(move |_, _| Reply::delayed(200, reply)).await;
+    let handler = app
+        .create_handler(json!({
+            "events_id": "clients.*", "target": receiver.url(), "ordered": false,
+            "max_in_flight": 2,
+        }))
+        .await;
+    assert_eq!(handler["max_in_flight"], json!(2));
+    for object in 0..12 {
+        app.emit("clients.update", json!(object), json!({})).await;
+    }
+    let received = receiver.wait_for(12).await;
+    assert_eq!(
+        most_at_once(&received, reply),
+        2,
+        "the cap is used and held"
+    );
+
+    let (status, body) = app
+        .patch(
+            &format!("/api/v1/handlers/{}", handler["id"]),
+            json!({ "max_in_flight": 0 }),
+        )
+        .await;
+    let fields = assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert!(fields.get("max_in_flight").is_some(), "{body}");
+    let (_, same) = app
+        .get(&format!("/api/v1/handlers/{}", handler["id"]))
+        .await;
+    assert_eq!(
+        same["max_in_flight"],
+        json!(2),
+        "a refused change changes nothing"
+    );
+    let (_, uncapped) = app
+        .patch(
+            &format!("/api/v1/handlers/{}", handler["id"]),
+            json!({ "max_in_flight": null }),
+        )
+        .await;
+    assert_eq!(uncapped["max_in_flight"], Value::Null);
+}
