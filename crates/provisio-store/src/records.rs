@@ -165,6 +165,9 @@ pub struct AttemptResult {
     /// Attempts made, this one included.
     pub attempts: u32,
     pub next: DeliveryNext,
+    /// The receiver asked to slow down (429 or 503 with `Retry-After`): the
+    /// attempt keeps its number but does not use up the delivery's round.
+    pub spare_round: bool,
     pub finished_at_ms: i64,
     pub last_error: Option<String>,
     /// The execution-log row; `None` when no call was made (handler gone).

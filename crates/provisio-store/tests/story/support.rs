@@ -90,6 +90,7 @@ pub fn finished(c: &ClaimedDelivery, next: DeliveryNext, at_ms: i64) -> AttemptR
         object_key: c.event.object_id.key(),
         attempts: c.attempts + 1,
         next,
+        spare_round: false,
         finished_at_ms: at_ms,
         last_error: (next != DeliveryNext::Succeeded).then(|| "HTTP 500".to_owned()),
         execution: Some(ExecutionRecord {
