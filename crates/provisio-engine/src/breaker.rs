@@ -134,6 +134,7 @@ mod tests {
             on_failure: provisio_core::handler::OnFailure::Forbid,
             auto_pause,
             max_in_flight: None,
+            rate_limit: None,
         };
         Handler {
             id: 7,

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::breaker::{Signal, Streaks};
 use crate::executor::Executors;
 use crate::outcome::{CallContext, CallOutcome, LoggedCall};
+use crate::pace::Pacer;
 use crate::record::Recorded;
 use crate::shares::InFlight;
 use crate::{Clock, Routes};
@@ -131,6 +132,7 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
     // the next is due `probe_every` later. The routing table's `probe_at`
     // lags behind until the next reload.
     let mut probes: HashMap<i64, i64> = HashMap::new();
+    let mut pacer = Pacer::default();
 
     while !shutdown.is_cancelled() {
         let mut wait_until = None;
@@ -179,6 +181,9 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
                 if let Some(cap) = routes.get(*id).and_then(|h| h.spec.max_in_flight) {
                     let free = (cap as usize).saturating_sub(ctx.in_flight.running(*id));
                     *room = (*room).min(free as u32);
+                }
+                if let Some(rate) = routes.get(*id).and_then(|h| h.spec.rate_limit) {
+                    *room = (*room).min(pacer.room(*id, rate, now * 1000));
                 }
                 *room > 0
             });
@@ -230,6 +235,12 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
                         .handlers
                         .iter()
                         .any(|(id, room)| taken.get(id).is_some_and(|n| n >= room));
+                    for (id, room) in &shares.handlers {
+                        if let Some(rate) = routes.get(*id).and_then(|h| h.spec.rate_limit) {
+                            let took = taken.get(id).copied().unwrap_or(0);
+                            pacer.took(*id, rate, now * 1000, took, *room);
+                        }
+                    }
                     if again {
                         continue;
                     }
@@ -251,6 +262,9 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
                     }
                 }
             }
+        }
+        if let Some(paced) = pacer.next_wake_ms() {
+            wait_until = Some(wait_until.map_or(paced, |at| at.min(paced)));
         }
         if let Some(until) = slowed_until {
             wait_until = Some(wait_until.map_or(until, |at| at.min(until)));

@@ -18,6 +18,7 @@ fn draft() -> HandlerDraft {
         on_failure: OnFailure::Forbid,
         auto_pause: None,
         max_in_flight: None,
+        rate_limit: None,
     }
 }
 
@@ -181,6 +182,7 @@ fn any_draft() -> impl Strategy<Value = HandlerDraft> {
                     on_failure,
                     auto_pause: None,
                     max_in_flight: None,
+                    rate_limit: None,
                 }
             },
         )

@@ -32,6 +32,8 @@ pub(super) struct HandlerForm {
     pub(super) auto_pause_probe_every: String,
     /// Empty: no cap of its own.
     pub(super) max_in_flight: String,
+    /// Calls per second; empty: no limit.
+    pub(super) rate_limit: String,
 }
 
 impl HandlerForm {
@@ -71,6 +73,7 @@ impl HandlerForm {
                 .join("\n"),
             args: s.args.join("\n"),
             max_in_flight: s.max_in_flight.map(|n| n.to_string()).unwrap_or_default(),
+            rate_limit: s.rate_limit.map(|n| n.to_string()).unwrap_or_default(),
             auto_pause_failures: s
                 .auto_pause
                 .map(|a| a.failures.to_string())
@@ -128,6 +131,8 @@ impl HandlerForm {
         let max_attempts = number("max_attempts", &self.max_attempts, defaults::MAX_ATTEMPTS);
         let max_in_flight = (!self.max_in_flight.trim().is_empty())
             .then(|| number("max_in_flight", &self.max_in_flight, 0));
+        let rate_limit =
+            (!self.rate_limit.trim().is_empty()).then(|| number("rate_limit", &self.rate_limit, 0));
         let auto_pause = (!self.auto_pause_failures.trim().is_empty()).then(|| AutoPauseDraft {
             failures: number("auto_pause.failures", &self.auto_pause_failures, 0),
             after: self.auto_pause_after.clone(),
@@ -169,6 +174,7 @@ impl HandlerForm {
             on_failure: self.on_failure.parse().unwrap_or(defaults::ON_FAILURE),
             auto_pause,
             max_in_flight,
+            rate_limit,
         };
         (draft, errors)
     }

@@ -52,6 +52,7 @@ pub fn spec(name: &str, ordered: bool) -> HandlerSpec {
         on_failure: OnFailure::Forbid,
         auto_pause: None,
         max_in_flight: None,
+        rate_limit: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Pace per handler: a handler's own cap on calls in flight holds at its
 //! receiver, and bad values are refused.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -118,4 +119,47 @@ async fn a_429_with_retry_after_slows_the_handler_without_using_up_attempts() {
         [(1, "fail".to_owned()), (2, "success".to_owned())],
         "the log keeps counting"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_of_20_per_second_spreads_100_deliveries_over_about_5_s() {
+    let app = Arc::new(TestApp::spawn().await);
+    let receiver = Receiver::ok().await;
+    let handler = app
+        .create_handler(json!({
+            "events_id": "clients.*", "target": receiver.url(), "ordered": false,
+            "rate_limit": { "per_second": 20 },
+        }))
+        .await;
+    assert_eq!(handler["rate_limit"], json!({ "per_second": 20 }));
+    let mut emits = tokio::task::JoinSet::new();
+    for object in 0..100 {
+        let app = app.clone();
+        emits.spawn(async move { app.emit("clients.update", json!(object), json!({})).await });
+    }
+    while let Some(done) = emits.join_next().await {
+        done.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while receiver.received().len() < 100 {
+        assert!(tokio::time::Instant::now() < deadline, "not all arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let received = receiver.received();
+    let spread = received[99].at - received[0].at;
+    // 100 calls at 20/s: about 4.9 s from the first to the last; only the
+    // lower bound is asserted (a busy machine only makes it slower).
+    assert!(
+        spread >= Duration::from_millis(4500),
+        "100 calls in {spread:?}"
+    );
+
+    let (status, body) = app
+        .patch(
+            &format!("/api/v1/handlers/{}", handler["id"]),
+            json!({ "rate_limit": { "per_second": 0 } }),
+        )
+        .await;
+    let fields = assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert!(fields.get("rate_limit.per_second").is_some(), "{body}");
 }
