@@ -64,6 +64,8 @@ pub const AUTO_PAUSE_PROBE_RANGE: std::ops::RangeInclusive<Duration> =
 
 /// A handler's own cap on calls in flight at once.
 pub const MAX_IN_FLIGHT_RANGE: std::ops::RangeInclusive<i64> = 1..=1024;
+/// A handler's own limit of calls per second, spread evenly.
+pub const RATE_LIMIT_RANGE: std::ops::RangeInclusive<i64> = 1..=1000;
 
 /// The `paused_reason` of a pause the operator made.
 pub const OPERATOR_PAUSE: &str = "operator";
@@ -139,6 +141,8 @@ pub struct HandlerDraft {
     /// The most calls in flight to this handler at once; `None`: no cap of
     /// its own.
     pub max_in_flight: Option<i64>,
+    /// The most calls per second, spread evenly; `None`: no limit.
+    pub rate_limit: Option<i64>,
 }
 
 /// The automatic pause as a caller gives it: durations as text (`10m`).
@@ -221,6 +225,8 @@ pub struct HandlerSpec {
     pub conflate: bool,
     pub auto_pause: Option<AutoPause>,
     pub max_in_flight: Option<u32>,
+    /// Calls per second at most, spread evenly (one every 1/N s).
+    pub rate_limit: Option<u32>,
 }
 
 impl HandlerSpec {
@@ -349,6 +355,12 @@ impl HandlerDraft {
             errors.add("max_in_flight", range_message(&MAX_IN_FLIGHT_RANGE));
         }
 
+        if let Some(n) = self.rate_limit
+            && !RATE_LIMIT_RANGE.contains(&n)
+        {
+            errors.add("rate_limit.per_second", range_message(&RATE_LIMIT_RANGE));
+        }
+
         let auto_pause = self
             .auto_pause
             .as_ref()
@@ -375,6 +387,7 @@ impl HandlerDraft {
             conflate: self.conflate,
             auto_pause,
             max_in_flight: self.max_in_flight.map(|n| n as u32),
+            rate_limit: self.rate_limit.map(|n| n as u32),
         })
     }
 }
@@ -450,6 +463,7 @@ impl From<&HandlerSpec> for HandlerDraft {
             conflate: spec.conflate,
             auto_pause: spec.auto_pause.as_ref().map(Into::into),
             max_in_flight: spec.max_in_flight.map(i64::from),
+            rate_limit: spec.rate_limit.map(i64::from),
         }
     }
 }

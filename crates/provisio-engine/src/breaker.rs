@@ -138,6 +138,7 @@ mod tests {
             conflate: false,
             auto_pause,
             max_in_flight: None,
+            rate_limit: None,
         };
         Handler {
             id: 7,

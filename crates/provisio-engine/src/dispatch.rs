@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use provisio_core::handler::{Handler, Stage, Status};
+use provisio_core::handler::{Handler, HandlerKind, Stage, Status};
 use provisio_core::retry::RetrySchedule;
 use provisio_core::timefmt::{from_millis, to_millis};
 use provisio_store::{AttemptResult, Claim, ClaimedDelivery, DeliveryNext, Store};
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::breaker::{Signal, Streaks};
 use crate::executor::Executors;
 use crate::outcome::{CallContext, CallOutcome, LoggedCall};
+use crate::pace::Pacer;
 use crate::record::Recorded;
 use crate::shares::InFlight;
 use crate::{Clock, Routes};
@@ -93,6 +94,9 @@ struct AttemptContext {
     in_flight: Arc<InFlight>,
     /// Each handler's run of failed attempts, for the automatic pause.
     streaks: Streaks,
+    /// Handlers whose receiver asked to slow down, and until when (Unix ms):
+    /// none of their deliveries is claimed before then, on this node.
+    slowed: std::sync::Mutex<HashMap<i64, i64>>,
     breaker: mpsc::Sender<Signal>,
     /// Cancelled when the drain timeout runs out: attempts still running are
     /// abandoned unrecorded, and their leases bring them back after restart.
@@ -124,6 +128,7 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
         results,
         in_flight: Arc::new(InFlight::default()),
         streaks: Streaks::default(),
+        slowed: std::sync::Mutex::new(HashMap::new()),
         breaker,
         abort: CancellationToken::new(),
     });
@@ -132,6 +137,7 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
     // the next is due `probe_every` later. The routing table's `probe_at`
     // lags behind until the next reload.
     let mut probes: HashMap<i64, i64> = HashMap::new();
+    let mut pacer = Pacer::default();
 
     while !shutdown.is_cancelled() {
         let mut wait_until = None;
@@ -157,9 +163,15 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
         // A paused handler is not claimed for: its deliveries stay queued
         // (held) and cost nothing, except one probe per interval of a handler
         // paused automatically.
-        let running = routes
-            .handler_ids()
-            .filter(|id| routes.get(*id).is_some_and(|h| h.pause.is_none()));
+        let slowed = {
+            let mut slowed = ctx.slowed.lock().expect("slowed lock poisoned");
+            slowed.retain(|_, until| *until > now);
+            slowed.clone()
+        };
+        let slowed_until = slowed.values().copied().min();
+        let running = routes.handler_ids().filter(|id| {
+            routes.get(*id).is_some_and(|h| h.pause.is_none()) && !slowed.contains_key(id)
+        });
         let mut shares = ctx.in_flight.shares(
             running,
             slots.available_permits(),
@@ -174,6 +186,9 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
                 if let Some(cap) = routes.get(*id).and_then(|h| h.spec.max_in_flight) {
                     let free = (cap as usize).saturating_sub(ctx.in_flight.running(*id));
                     *room = (*room).min(free as u32);
+                }
+                if let Some(rate) = routes.get(*id).and_then(|h| h.spec.rate_limit) {
+                    *room = (*room).min(pacer.room(*id, rate, now * 1000));
                 }
                 *room > 0
             });
@@ -225,6 +240,12 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
                         .handlers
                         .iter()
                         .any(|(id, room)| taken.get(id).is_some_and(|n| n >= room));
+                    for (id, room) in &shares.handlers {
+                        if let Some(rate) = routes.get(*id).and_then(|h| h.spec.rate_limit) {
+                            let took = taken.get(id).copied().unwrap_or(0);
+                            pacer.took(*id, rate, now * 1000, took, *room);
+                        }
+                    }
                     if again {
                         continue;
                     }
@@ -246,6 +267,12 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
                     }
                 }
             }
+        }
+        if let Some(paced) = pacer.next_wake_ms() {
+            wait_until = Some(wait_until.map_or(paced, |at| at.min(paced)));
+        }
+        if let Some(until) = slowed_until {
+            wait_until = Some(wait_until.map_or(until, |at| at.min(until)));
         }
         if let Some(probe) = next_probe {
             wait_until = Some(wait_until.map_or(probe, |at| at.min(probe)));
@@ -284,6 +311,14 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
     }
 }
 
+/// How long an HTTP receiver asked the handler to wait: a 429 or 503 with a
+/// `Retry-After` (bounded by `MAX_RETRY_AFTER`).
+fn slow_down(handler: &Handler, outcome: &CallOutcome) -> Option<Duration> {
+    let asked = outcome.retry_after?;
+    (handler.spec.kind == HandlerKind::Http && matches!(outcome.status, Some(429 | 503)))
+        .then(|| asked.min(provisio_core::retry::MAX_RETRY_AFTER))
+}
+
 /// When this node may next probe `handler` (paused automatically): the later
 /// of the stored `probe_at` and the time after the probe it last took.
 fn probe_due(handler: &Handler, probes: &HashMap<i64, i64>) -> i64 {
@@ -316,7 +351,17 @@ async fn attempt(
     ctx.in_flight
         .finish(handler_id, answered.then(Instant::now));
     drop(permit);
+    if let Some(result) = &result
+        && result.spare_round
+        && let DeliveryNext::RetryAt { at_ms } = result.next
+    {
+        let mut slowed = ctx.slowed.lock().expect("slowed lock poisoned");
+        let until = slowed.entry(handler_id).or_insert(at_ms);
+        *until = (*until).max(at_ms);
+    }
+    // A receiver asking to slow down is alive: not a failure for the breaker.
     if let (Some(result), Some(handler)) = (&result, &as_attempted)
+        && !result.spare_round
         && let Some(execution) = &result.execution
     {
         let error = execution.error.as_deref();
@@ -357,6 +402,7 @@ async fn run_attempt(
                 attempts: delivery.attempts,
                 next: DeliveryNext::Failed,
                 conflate: false,
+                spare_round: false,
                 finished_at_ms: ctx.clock.now_ms(),
                 last_error: Some(format!("not sent: {why}")),
                 execution: None,
@@ -377,14 +423,27 @@ async fn run_attempt(
     let mut outcome = ctx.executors.call(&handler, &call, payload, timeout).await;
     let finished_at = started_at + outcome.duration;
 
-    let next = next_state(
-        &outcome,
-        attempts.saturating_sub(delivery.round_start),
-        handler.spec.max_attempts,
-        handler.spec.blocks_when_exhausted(),
-        to_millis(finished_at),
-        &ctx.retry_schedule,
-    );
+    // A receiver that asks to slow down (429, or 503 with Retry-After) is
+    // not failing: the attempt does not use up the round, and the whole
+    // handler waits (see `AttemptContext::slowed`).
+    let slow_down = slow_down(&handler, &outcome);
+    if slow_down.is_some() {
+        metrics::counter!("provisio_handler_slowed_total", "handler" => handler.id.to_string())
+            .increment(1);
+    }
+    let next = match slow_down {
+        Some(wait) => DeliveryNext::RetryAt {
+            at_ms: to_millis(finished_at) + wait.as_millis() as i64,
+        },
+        None => next_state(
+            &outcome,
+            attempts.saturating_sub(delivery.round_start),
+            handler.spec.max_attempts,
+            handler.spec.blocks_when_exhausted(),
+            to_millis(finished_at),
+            &ctx.retry_schedule,
+        ),
+    };
 
     let handler_label = handler.id.to_string();
     metrics::histogram!("provisio_attempt_duration_seconds", "handler" => handler_label.clone())
@@ -425,6 +484,7 @@ async fn run_attempt(
         attempts,
         next,
         conflate: handler.spec.conflate,
+        spare_round: slow_down.is_some(),
         finished_at_ms: to_millis(finished_at),
         last_error,
         execution: Some(execution),

@@ -19,6 +19,7 @@
 //! - `breaker`: the automatic pause: each handler's run of failed attempts,
 //!   and the **breaker** task that pauses (and, after a probe's success,
 //!   resumes) handlers through the use cases.
+//! - `pace`: each rate-limited handler's next free call time.
 //! - `record`: the **recorder** task: commits attempt results and
 //!   before-stage executions in batches.
 //! - `retention`: the **retention** task: prunes old history.
@@ -42,6 +43,7 @@ mod follow;
 pub mod http;
 pub mod netguard;
 pub mod outcome;
+mod pace;
 mod record;
 mod retention;
 pub mod routes;

@@ -212,6 +212,9 @@ pub struct AttemptResult {
     /// checks the handler's setting again; without this, a record batch
     /// skips the conflation step).
     pub conflate: bool,
+    /// The receiver asked to slow down (429 or 503 with `Retry-After`): the
+    /// attempt keeps its number but does not use up the delivery's round.
+    pub spare_round: bool,
     pub finished_at_ms: i64,
     pub last_error: Option<String>,
     /// The execution-log row; `None` when no call was made (handler gone).

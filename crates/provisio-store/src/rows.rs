@@ -95,7 +95,7 @@ pub(crate) const HANDLER_COLUMNS: &str = "id, name, events_id, stage, status, pr
      timeout_ms, max_attempts, ordered, on_failure, event_filter, request_template, on_exhausted, conflate, \
      secret, created_at, updated_at, \
      paused_reason, paused_at, probe_at, auto_pause_failures, auto_pause_after_ms, auto_pause_probe_ms, \
-     max_in_flight";
+     max_in_flight, rate_limit_per_second";
 
 pub(crate) fn handler(row: &impl Columns) -> StoreResult<Handler> {
     let priority = row.int("priority")?;
@@ -103,8 +103,13 @@ pub(crate) fn handler(row: &impl Columns) -> StoreResult<Handler> {
         .opt_int("max_in_flight")?
         .map(|n| u32::try_from(n).map_err(|_| corrupt("handler max_in_flight", n)))
         .transpose()?;
+    let rate_limit = row
+        .opt_int("rate_limit_per_second")?
+        .map(|n| u32::try_from(n).map_err(|_| corrupt("handler rate_limit", n)))
+        .transpose()?;
     let spec = HandlerSpec {
         max_in_flight,
+        rate_limit,
         name: row.text("name")?,
         events_id: EventPattern::parse(&row.text("events_id")?)
             .map_err(|e| corrupt("handler events_id", e))?,

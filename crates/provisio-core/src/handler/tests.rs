@@ -22,6 +22,7 @@ fn draft() -> HandlerDraft {
         conflate: false,
         auto_pause: None,
         max_in_flight: None,
+        rate_limit: None,
     }
 }
 
@@ -189,6 +190,7 @@ fn any_draft() -> impl Strategy<Value = HandlerDraft> {
                     conflate: false,
                     auto_pause: None,
                     max_in_flight: None,
+                    rate_limit: None,
                 }
             },
         )

@@ -65,6 +65,8 @@ pub struct HandlerOut {
     pub auto_pause: Option<AutoPauseOut>,
     /// The most calls in flight to this handler at once; null: no cap of its own.
     pub max_in_flight: Option<u32>,
+    /// Calls per second at most, spread evenly; null: no limit.
+    pub rate_limit: Option<RateLimitOut>,
     /// True while paused: deliveries are queued and held, none is attempted.
     pub paused: bool,
     /// `operator`, or why the automatic pause tripped; null while running.
@@ -112,6 +114,19 @@ impl From<AutoPauseIn> for AutoPauseDraft {
                 .unwrap_or_else(|| defaults::AUTO_PAUSE_PROBE_EVERY.into()),
         }
     }
+}
+
+/// A handler's pace in calls per second, spread evenly (one every 1/N s).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitOut {
+    pub per_second: u32,
+}
+
+/// Calls per second at most (a whole number from 1 to 1000).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitIn {
+    pub per_second: i64,
 }
 
 /// A handler's unfinished deliveries: `pending` (due or being attempted),
@@ -165,6 +180,7 @@ impl HandlerOut {
                 probe_every: format_duration(a.probe_every),
             }),
             max_in_flight: s.max_in_flight,
+            rate_limit: s.rate_limit.map(|per_second| RateLimitOut { per_second }),
             paused: h.pause.is_some(),
             paused_reason: h.pause.as_ref().map(|p| p.reason.clone()),
             paused_at: h.pause.as_ref().map(|p| ts(p.at)),
@@ -219,6 +235,8 @@ pub struct HandlerIn {
     /// The most calls in flight to this handler at once (1 to 1024); null
     /// or absent: no cap of its own.
     pub max_in_flight: Option<i64>,
+    /// Calls per second at most; null or absent: no limit.
+    pub rate_limit: Option<RateLimitIn>,
 }
 
 impl From<HandlerIn> for HandlerDraft {
@@ -244,6 +262,7 @@ impl From<HandlerIn> for HandlerDraft {
             conflate: i.conflate.unwrap_or(defaults::CONFLATE),
             auto_pause: i.auto_pause.map(Into::into),
             max_in_flight: i.max_in_flight,
+            rate_limit: i.rate_limit.map(|r| r.per_second),
         }
     }
 }
@@ -283,6 +302,10 @@ pub struct HandlerPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i64>)]
     pub max_in_flight: Option<Option<i64>>,
+    /// Null removes the limit, absent leaves it as it is.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RateLimitIn>)]
+    pub rate_limit: Option<Option<RateLimitIn>>,
 }
 
 /// A field that may be null: `Some(None)` when given as null, `None` (the
@@ -302,6 +325,9 @@ impl HandlerPatch {
         }
         if let Some(max_in_flight) = self.max_in_flight {
             d.max_in_flight = max_in_flight;
+        }
+        if let Some(rate_limit) = self.rate_limit {
+            d.rate_limit = rate_limit.map(|r| r.per_second);
         }
         macro_rules! set {
             ($($field:ident),+) => { $(if let Some(v) = self.$field { d.$field = v; })+ };

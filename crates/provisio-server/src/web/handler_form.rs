@@ -43,6 +43,8 @@ pub(super) struct HandlerForm {
     pub(super) auto_pause_probe_every: String,
     /// Empty: no cap of its own.
     pub(super) max_in_flight: String,
+    /// Calls per second; empty: no limit.
+    pub(super) rate_limit: String,
 }
 
 impl HandlerForm {
@@ -95,6 +97,7 @@ impl HandlerForm {
                 .and_then(|r| serde_json::to_string_pretty(r.spec()).ok())
                 .unwrap_or_default(),
             max_in_flight: s.max_in_flight.map(|n| n.to_string()).unwrap_or_default(),
+            rate_limit: s.rate_limit.map(|n| n.to_string()).unwrap_or_default(),
             auto_pause_failures: s
                 .auto_pause
                 .map(|a| a.failures.to_string())
@@ -153,6 +156,8 @@ impl HandlerForm {
         let max_attempts = number("max_attempts", &self.max_attempts, defaults::MAX_ATTEMPTS);
         let max_in_flight = (!self.max_in_flight.trim().is_empty())
             .then(|| number("max_in_flight", &self.max_in_flight, 0));
+        let rate_limit =
+            (!self.rate_limit.trim().is_empty()).then(|| number("rate_limit", &self.rate_limit, 0));
         let auto_pause = (!self.auto_pause_failures.trim().is_empty()).then(|| AutoPauseDraft {
             failures: number("auto_pause.failures", &self.auto_pause_failures, 0),
             after: self.auto_pause_after.clone(),
@@ -204,6 +209,7 @@ impl HandlerForm {
             conflate: self.conflate.is_some(),
             auto_pause,
             max_in_flight,
+            rate_limit,
         };
         (draft, errors)
     }

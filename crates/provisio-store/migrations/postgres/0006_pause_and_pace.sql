@@ -13,3 +13,5 @@ ALTER TABLE handlers ADD COLUMN auto_pause_probe_ms BIGINT;
 -- Pace: the most calls in flight to this handler at once; NULL is no cap of
 -- its own (the fair share still applies).
 ALTER TABLE handlers ADD COLUMN max_in_flight BIGINT;
+-- Pace: calls per second at most, spread evenly; NULL is no limit.
+ALTER TABLE handlers ADD COLUMN rate_limit_per_second BIGINT;

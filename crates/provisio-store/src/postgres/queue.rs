@@ -310,6 +310,7 @@ pub(super) async fn record(
     let mut next_at = Vec::with_capacity(batch.len());
     let mut errors = Vec::with_capacity(batch.len());
     let mut finished_at = Vec::with_capacity(batch.len());
+    let mut spare = Vec::with_capacity(batch.len());
     for r in batch {
         let (state, next, finished) = crate::plan::delivery_after(r);
         seqs.push(r.delivery_seq);
@@ -318,15 +319,17 @@ pub(super) async fn record(
         next_at.push(next);
         errors.push(r.last_error.clone());
         finished_at.push(finished);
+        spare.push(i64::from(r.spare_round));
     }
     // Only a delivery still pending takes a result. One already finished was
     // also attempted by another node after its lease lapsed here; the first
     // result stands, and its successor is not released a second time.
     let closed: Vec<Line> = sqlx::query_as(
         "UPDATE deliveries d SET state = v.state, attempts = v.attempts, next_attempt_at = v.next_at,
-             lease_until = NULL, last_error = v.last_error, finished_at = v.finished_at
-         FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[])
-              AS v(seq, state, attempts, next_at, last_error, finished_at)
+             lease_until = NULL, last_error = v.last_error, finished_at = v.finished_at,
+             round_start = d.round_start + v.spare
+         FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[], $7::int8[])
+              AS v(seq, state, attempts, next_at, last_error, finished_at, spare)
          WHERE d.seq = v.seq AND d.state = 'pending'
          RETURNING d.handler_id, d.object_key, v.state",
     )
@@ -336,6 +339,7 @@ pub(super) async fn record(
     .bind(next_at)
     .bind(errors)
     .bind(finished_at)
+    .bind(spare)
     .fetch_all(&mut *tx)
     .await
     .map(|rows: Vec<(i64, String, String)>| {

@@ -273,7 +273,8 @@ fn push_spec<DB: Dialect>(q: &mut QueryBuilder<DB>, spec: &HandlerSpec, form: Fo
             "auto_pause_probe_ms",
             spec.auto_pause.map(|a| a.probe_every.as_millis() as i64),
         )
-        .field("max_in_flight", spec.max_in_flight.map(i64::from));
+        .field("max_in_flight", spec.max_in_flight.map(i64::from))
+        .field("rate_limit_per_second", spec.rate_limit.map(i64::from));
 }
 
 struct SpecWriter<'q, DB: Dialect> {

@@ -254,7 +254,8 @@ async fn record_in(
     for chunk in batch.chunks(ROWS_PER_STATEMENT) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "UPDATE deliveries SET state = v.column2, attempts = v.column3, next_attempt_at = v.column4,
-                lease_until = NULL, last_error = v.column5, finished_at = v.column6
+                lease_until = NULL, last_error = v.column5, finished_at = v.column6,
+                round_start = round_start + v.column7
              FROM (",
         );
         q.push_values(chunk, |mut row, r| {
@@ -264,7 +265,8 @@ async fn record_in(
                 .push_bind(r.attempts)
                 .push_bind(next_at)
                 .push_bind(r.last_error.clone())
-                .push_bind(finished_at);
+                .push_bind(finished_at)
+                .push_bind(i64::from(r.spare_round));
         });
         q.push(") AS v WHERE deliveries.seq = v.column1");
         q.build().execute(&mut *tx).await?;

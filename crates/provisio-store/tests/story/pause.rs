@@ -184,3 +184,43 @@ async fn pausing_holds_and_resuming_releases(store: &dyn Store) {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn sqlite_spares_the_round_of_a_slowed_attempt() {
+    let (_dir, store) = sqlite().await;
+    a_slowed_attempt_spares_its_round(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_spares_the_round_of_a_slowed_attempt() {
+    let Some((_db, store)) = postgres().await else {
+        return;
+    };
+    a_slowed_attempt_spares_its_round(&store).await;
+    store.close().await;
+}
+
+/// An attempt the receiver asked to slow down keeps its number in the log
+/// but leaves the round as it was.
+async fn a_slowed_attempt_spares_its_round(store: &dyn Store) {
+    let h = store
+        .insert_handler(&spec("slowed", false))
+        .await
+        .unwrap()
+        .id;
+    store
+        .insert_events(&[new_event(30_000, 1_000, &[(h, false)], None)])
+        .await
+        .unwrap();
+    let claimed = claim(store, 2_000, &[]).await;
+    assert_eq!((claimed.len(), claimed[0].round_start), (1, 0));
+    let mut slowed = finished(&claimed[0], DeliveryNext::RetryAt { at_ms: 5_000 }, 3_000);
+    slowed.spare_round = true;
+    store.record(&[slowed], &[]).await.unwrap();
+    let again = claim(store, 5_000, &[]).await;
+    assert_eq!(
+        (again[0].attempts, again[0].round_start),
+        (1, 1),
+        "numbered, not counted"
+    );
+}

@@ -69,6 +69,7 @@ pub fn spec(name: &str, ordered: bool) -> HandlerSpec {
         conflate: false,
         auto_pause: None,
         max_in_flight: None,
+        rate_limit: None,
     }
 }
 
@@ -109,6 +110,7 @@ pub fn finished(c: &ClaimedDelivery, next: DeliveryNext, at_ms: i64) -> AttemptR
         attempts: c.attempts + 1,
         next,
         conflate: false,
+        spare_round: false,
         finished_at_ms: at_ms,
         last_error: (next != DeliveryNext::Succeeded).then(|| "HTTP 500".to_owned()),
         execution: Some(ExecutionRecord {

@@ -118,6 +118,9 @@ pub struct HandlerFields {
     /// The most calls in flight to this handler at once.
     #[arg(long)]
     pub max_in_flight: Option<i64>,
+    /// Calls per second at most, spread evenly.
+    #[arg(long)]
+    pub rate_limit: Option<i64>,
 }
 
 impl HandlerFields {
@@ -148,6 +151,10 @@ impl HandlerFields {
         put("on_exhausted", self.on_exhausted.clone().map(Value::from));
         put("conflate", self.conflate.map(Value::from));
         put("max_in_flight", self.max_in_flight.map(Value::from));
+        put(
+            "rate_limit",
+            self.rate_limit.map(|n| json!({ "per_second": n })),
+        );
         if self.no_auto_pause {
             put("auto_pause", Some(Value::Null));
         } else if let Some(failures) = self.auto_pause_failures {

@@ -11,7 +11,7 @@ async fn the_builtin_catalog_is_seeded() {
     let app = TestApp::spawn().await;
     let (status, body) = app.get("/api/v1/event-types").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["total"], 18, "{body}");
+    assert_eq!(body["total"], 19, "{body}");
     let items = body["items"].as_array().unwrap();
     let delete = items.iter().find(|t| t["id"] == "clients.delete").unwrap();
     assert_eq!(delete["group"], "Clients");
@@ -28,6 +28,7 @@ async fn the_builtin_catalog_is_seeded() {
         "importd.process_success",
         "importd.process_failed",
         "clients.balance_notzero",
+        "provisio.handler.paused",
     ] {
         assert!(items.iter().any(|t| t["id"] == id), "{id} missing");
     }
@@ -45,7 +46,7 @@ async fn a_custom_type_can_be_added_and_used_by_handlers() {
         json!({ "id": "billing.invoice_paid", "group": "Billing", "description": "An invoice was paid", "empty_data": false, "builtin": false, "example": null })
     );
     let (_, list) = app.get("/api/v1/event-types").await;
-    assert_eq!(list["total"], 19);
+    assert_eq!(list["total"], 20);
     app.create_handler(
         json!({ "events_id": "billing.invoice_paid", "target": "http://127.0.0.1:1/h" }),
     )
@@ -77,7 +78,7 @@ async fn bad_and_duplicate_types_are_refused_and_change_nothing() {
     let (status, resp) = app.post_raw("/api/v1/event-types", "{oops").await;
     assert_error(status, &resp, StatusCode::BAD_REQUEST, "malformed");
     let (_, list) = app.get("/api/v1/event-types").await;
-    assert_eq!(list["total"], 18, "a rejected request changed the catalog");
+    assert_eq!(list["total"], 19, "a rejected request changed the catalog");
 }
 
 #[tokio::test]

@@ -121,7 +121,7 @@ async fn data_and_the_catalog_persist_across_restarts_without_duplicates() {
         assert_eq!(handlers["total"], 1);
         assert_eq!(handlers["items"][0]["name"], "Kept");
         let (_, types) = get(&client, server.url("/api/v1/event-types"), token).await;
-        assert_eq!(types["total"], 19, "seeding must not duplicate: {types}");
+        assert_eq!(types["total"], 20, "seeding must not duplicate: {types}");
         server.terminate();
     }
 }
