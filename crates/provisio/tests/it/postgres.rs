@@ -192,7 +192,7 @@ pub(crate) fn assert_ordered(received: &[Received], objects: u64, per_object: u6
     }
 }
 
-async fn create_handler(client: &reqwest::Client, node: &Node, target: String) -> Value {
+pub(crate) async fn create_handler(client: &reqwest::Client, node: &Node, target: String) -> Value {
     let (status, handler) = call(
         client,
         reqwest::Method::POST,

@@ -481,3 +481,54 @@ async fn the_replays_page_cancels_a_running_job_with_the_sessions_token() {
     assert_eq!(resp.status(), 422);
     assert!(resp.text().await.unwrap().contains("choose a handler"));
 }
+
+/// A replay started on node B of two: both nodes send its deliveries, each
+/// object's events still in emit order, and node A reports the job done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_runs_across_two_postgres_nodes_in_per_object_order() {
+    use crate::postgres::{
+        Cluster, Emitter, assert_ordered, call, create_handler, emit_all, wait_unique,
+    };
+
+    let Some(Cluster {
+        db: _db,
+        client,
+        receiver,
+        a,
+        b,
+    }) = Cluster::start().await
+    else {
+        return;
+    };
+    let (objects, per_object) = (10, 20);
+    emit_all(Emitter::new(&client, &[&a, &b]), objects, per_object).await;
+    wait_unique(&receiver, (objects * per_object) as usize).await;
+
+    // A handler added after the fact, back-filled by one job started on B.
+    let second = Receiver::ok().await;
+    let h = create_handler(&client, &a, second.url()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, job) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{}/api/v1/replays", b.base),
+        Some(json!({ "handler_id": h["id"] })),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["matched"], objects * per_object);
+    let received = wait_unique(&second, (objects * per_object) as usize).await;
+    assert_ordered(&received, objects, per_object);
+
+    let url = format!("{}/api/v1/replays/{}", a.base, job["id"].as_str().unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, job) = call(&client, reqwest::Method::GET, url.clone(), None).await;
+        if job["state"] == "done" {
+            assert_eq!(job["sent"], objects * per_object, "{job}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
