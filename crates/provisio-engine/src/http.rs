@@ -58,9 +58,9 @@ impl HttpExecutor {
         timeout: Duration,
     ) -> CallOutcome {
         let started = Instant::now();
-        match self.prepare(handler, call.msg_id, &payload) {
+        match self.prepare(handler, call.msg_id, payload) {
             Ok(prepared) => self.send(prepared, timeout, started).await,
-            Err(e) => {
+            Err((e, payload)) => {
                 let mut outcome = CallOutcome::new(RequestRecord {
                     target: masked_target(&handler.spec.target).into_owned(),
                     headers: BTreeMap::new(),
@@ -75,24 +75,24 @@ impl HttpExecutor {
     }
 
     /// The request a call sends, signed, without sending it: what a handler
-    /// test previews. Fails only when the request template cannot render.
+    /// test previews. Fails only when the request template cannot render,
+    /// and then hands the payload back. The payload is moved, not copied:
+    /// this runs for every attempt.
     pub fn prepare(
         &self,
         handler: &Handler,
         msg_id: &str,
-        payload: &str,
-    ) -> Result<Prepared, String> {
+        payload: String,
+    ) -> Result<Prepared, (String, String)> {
         let (method, url, extra, body) = match &handler.spec.request {
-            None => (
-                Method::POST,
-                handler.spec.target.clone(),
-                None,
-                payload.to_owned(),
-            ),
+            None => (Method::POST, handler.spec.target.clone(), None, payload),
             Some(template) => {
-                let r = render(template, &handler.spec.target, payload)?;
+                let r = match render(template, &handler.spec.target, &payload) {
+                    Ok(r) => r,
+                    Err(e) => return Err((e, payload)),
+                };
                 let body = match r.body {
-                    None => payload.to_owned(),
+                    None => payload,
                     Some(None) => String::new(),
                     Some(Some(body)) => body,
                 };

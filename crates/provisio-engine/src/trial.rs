@@ -260,14 +260,14 @@ impl Engine {
         }
         let payload = event.payload();
         report.request = match handler.spec.kind {
-            HandlerKind::Http => match self.0.executors.http.prepare(handler, msg_id, &payload) {
+            HandlerKind::Http => match self.0.executors.http.prepare(handler, msg_id, payload) {
                 Ok(prepared) => Some(TestCall {
                     method: prepared.method.to_string(),
                     url: provisio_core::handler::masked_target(&prepared.url).into_owned(),
                     headers: prepared.shown_headers(),
                     body: prepared.body,
                 }),
-                Err(e) => {
+                Err((e, _)) => {
                     report.error = Some(format!("the request template failed: {e}"));
                     None
                 }
