@@ -186,20 +186,33 @@ impl TestApp {
         }
     }
 
-    /// Waits until `check` holds for the event's deliveries.
-    pub async fn wait_for_event(&self, event_id: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
+    /// GETs `path` (which must answer 200) until `check` holds for its JSON,
+    /// for at most `patience`, and returns that JSON.
+    pub async fn wait_get(
+        &self,
+        path: &str,
+        patience: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
-            let (_, event) = self.get(&format!("/api/v1/events/{event_id}")).await;
-            if check(&event) {
-                return event;
+            let (status, body) = self.get(path).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+            if check(&body) {
+                return body;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "event never reached the expected state: {event}"
+                "{path} never reached the expected state: {body}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Waits until `check` holds for the event's deliveries.
+    pub async fn wait_for_event(&self, event_id: &str, check: impl Fn(&Value) -> bool) -> Value {
+        self.wait_get(&format!("/api/v1/events/{event_id}"), PATIENCE, check)
+            .await
     }
 
     /// Waits until the emitted event's first delivery has failed, and returns

@@ -16,19 +16,8 @@ use crate::helpers::*;
 
 /// Waits until the handler's JSON satisfies `check`, and returns it.
 async fn wait_handler(app: &TestApp, id: &Value, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let (status, handler) = app.get(&format!("/api/v1/handlers/{id}")).await;
-        assert_eq!(status, StatusCode::OK, "{handler}");
-        if check(&handler) {
-            return handler;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the handler never reached the expected state: {handler}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_get(&format!("/api/v1/handlers/{id}"), PATIENCE, check)
+        .await
 }
 
 /// Emits `per_object` `clients.update` events for each of `objects` objects:

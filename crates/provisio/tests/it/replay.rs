@@ -62,19 +62,8 @@ async fn start_replay(app: &TestApp, body: Value) -> Value {
 
 /// Polls the job until `check` holds.
 async fn wait_job(app: &TestApp, id: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + RUN_PATIENCE;
-    loop {
-        let (status, job) = app.get(&format!("/api/v1/replays/{id}")).await;
-        assert_eq!(status, StatusCode::OK, "{job}");
-        if check(&job) {
-            return job;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the job never reached the expected state: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_get(&format!("/api/v1/replays/{id}"), RUN_PATIENCE, check)
+        .await
 }
 
 async fn wait_received(receiver: &Receiver, n: usize) -> Vec<Received> {
