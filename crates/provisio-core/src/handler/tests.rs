@@ -1,4 +1,7 @@
 //! Handler validation: examples, and properties over arbitrary drafts.
+
+use std::time::Duration;
+
 use super::*;
 
 fn draft() -> HandlerDraft {
