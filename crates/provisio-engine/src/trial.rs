@@ -308,6 +308,15 @@ impl Engine {
             .store()
             .recent_events(&handler.spec.events_id, limit)
             .await?;
+        // Up to a thousand filters and renders over events of up to 1 MiB:
+        // off the runtime's workers, like a large emit's routing.
+        let (engine, handler) = (self.clone(), handler.clone());
+        tokio::task::spawn_blocking(move || engine.dry_run_over(&handler, events))
+            .await
+            .map_err(|_| OpError::Engine(EngineError::ShuttingDown))
+    }
+
+    fn dry_run_over(&self, handler: &Handler, events: Vec<Event>) -> DryRun {
         let mut run = DryRun {
             examined: events.len() as u32,
             ..DryRun::default()
@@ -330,7 +339,7 @@ impl Engine {
                 });
             }
         }
-        Ok(run)
+        run
     }
 
     /// The event a test uses: from the log, or as given, filled in from
