@@ -1,164 +1,9 @@
-//! The web section in a real headless Chromium, driven over WebDriver: the
-//! operator's whole journey, with screenshots of the main pages written to
-//! `target/screenshots/`.
+//! Journeys through the web section in a real browser.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
+use super::*;
 use crate::helpers::*;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// A headless Chromium session and the chromedriver behind it.
-struct Browser {
-    client: Client,
-    driver: Child,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-/// Starts Chromium, or explains why not: in CI a missing browser fails the
-/// run; elsewhere the test is skipped with a line saying so.
-async fn browser() -> Option<Browser> {
-    if !std::path::Path::new(CHROMIUM).exists() || !std::path::Path::new(CHROMEDRIVER).exists() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "CI needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)"
-            );
-        }
-        eprintln!(
-            "skipping the browser test: {CHROMIUM} or {CHROMEDRIVER} is not installed (apt-get install chromium chromium-driver)"
-        );
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let driver = Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
-    let profile = tempfile::tempdir().unwrap();
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-dev-shm-usage", "--disable-component-update", "--disable-sync", "--no-first-run",
-                "--disable-quic", "--window-size=1280,900",
-                format!("--user-data-dir={}", profile.path().display()),
-            ]
-        }),
-    );
-    // chromedriver takes a moment to listen; a connection refused means "not yet".
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let client = loop {
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(client) => break client,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("could not start a Chromium session: {e}"),
-        }
-    };
-    Some(Browser {
-        client,
-        driver,
-        _profile: profile,
-    })
-}
-
-fn screenshot_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn screenshot(c: &Client, name: &str) {
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
-}
-
-async fn text_of(c: &Client, css: &str) -> String {
-    c.wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// Waits until the page's text contains `needle`.
-async fn wait_for_text(c: &Client, needle: &str) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        // Between two pages there may be no body yet: not yet, not a failure.
-        let body = match c.find(Locator::Css("body")).await {
-            Ok(body) => body.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if body.contains(needle) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the page never showed {needle:?}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn fill(c: &Client, css: &str, value: &str) {
-    let field = c.find(Locator::Css(css)).await.unwrap();
-    field.clear().await.unwrap();
-    field.send_keys(value).await.unwrap();
-}
-
-async fn click(c: &Client, css: &str) {
-    c.wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-}
-
-/// Opens `path`, is sent to the login page, and logs in with the admin token.
-async fn log_in(c: &Client, app: &TestApp, path: &str) {
-    c.goto(&app.url(path)).await.unwrap();
-    wait_for_text(c, "API token").await;
-    assert!(c.current_url().await.unwrap().path().starts_with("/login"));
-    screenshot(c, "login").await;
-    fill(c, "#token", ADMIN_TOKEN).await;
-    click(c, "form button[type=submit]").await;
-}
 
 #[tokio::test]
 async fn an_operator_manages_handlers_and_reads_the_logs_in_a_real_browser() {
@@ -268,7 +113,7 @@ async fn an_operator_manages_handlers_and_reads_the_logs_in_a_real_browser() {
         .await
         .unwrap();
     wait_for_text(c, "Softswitch sync").await;
-    screenshot(c, "handlers").await;
+    screenshots_at_both_widths(c, "handlers").await;
 
     // An event emitted through the API shows in the logs, with its details.
     app.emit("clients.create", json!(12), json!({ "name": "ACME" }))
@@ -325,7 +170,7 @@ async fn an_operator_manages_handlers_and_reads_the_logs_in_a_real_browser() {
             .unwrap()
             .is_empty()
     );
-    screenshot(c, "overview").await;
+    screenshots_at_both_widths(c, "overview").await;
 
     // Delete, with a confirmation.
     c.goto(&app.url("/handlers")).await.unwrap();
