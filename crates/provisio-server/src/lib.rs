@@ -8,11 +8,14 @@
 //! - [`api`]: one module per resource, each with its own `router()` and its
 //!   wire types (`…In` / `…Out`), kept apart from storage records.
 //! - [`web`]: the web section (Integration > Provisioning API).
+//! - [`board`]: the handlers' health and queue figures, one cached snapshot
+//!   for the API, the pages and `/metrics`.
 //! - [`auth`]: bearer tokens. [`error`]: the one error type. [`extract`]: body
 //!   and query parsing that maps bad input to that error.
 
 pub mod api;
 pub mod auth;
+pub mod board;
 pub mod connections;
 pub mod error;
 pub mod extract;
@@ -72,12 +75,16 @@ struct Shared {
     config: ServerConfig,
     /// Recently validated API tokens.
     tokens: auth::TokenCache,
+    /// The handlers' health and queue figures.
+    board: board::Board,
 }
 
 impl AppState {
     pub fn new(engine: Engine, config: ServerConfig) -> Self {
         telemetry::handle();
+        let board = board::Board::new(engine.store().clone(), engine.config().clock.clone());
         Self(Arc::new(Shared {
+            board,
             engine,
             config,
             tokens: auth::TokenCache::default(),
@@ -98,6 +105,10 @@ impl AppState {
 
     pub fn tokens(&self) -> &auth::TokenCache {
         &self.0.tokens
+    }
+
+    pub fn board(&self) -> &board::Board {
+        &self.0.board
     }
 }
 

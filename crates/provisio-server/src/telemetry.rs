@@ -13,10 +13,10 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use provisio_core::timefmt::to_millis;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::AppState;
+use crate::board::{HealthState, SCRAPE_WAIT, Snapshot};
 
 /// Seconds: from a fast loopback call to a slow receiver's timeout.
 const DURATION_BUCKETS: &[f64] = &[
@@ -59,18 +59,13 @@ pub fn spawn_upkeep(handle: PrometheusHandle, every: Duration) -> AbortOnDropHan
     }))
 }
 
-/// Renders every metric, after refreshing the queue gauges from storage.
+/// Renders every metric, after setting the queue and health gauges from the
+/// handlers' shared snapshot (`crate::board`), so a scrape costs no count of
+/// its own: with a million deliveries queued it waits at most
+/// [`SCRAPE_WAIT`] for a refresh, and is otherwise answered from the last one.
 pub async fn render(State(state): State<AppState>) -> Response {
-    match state.store().queue_stats().await {
-        Ok(stats) => {
-            metrics::gauge!("provisio_deliveries_unfinished").set(stats.unfinished as f64);
-            let now = to_millis(time::OffsetDateTime::now_utc());
-            let age = stats
-                .oldest_created_ms
-                .map(|t| (now - t).max(0) as f64 / 1000.0)
-                .unwrap_or(0.0);
-            metrics::gauge!("provisio_oldest_unfinished_delivery_age_seconds").set(age);
-        }
+    match state.board().read(SCRAPE_WAIT).await {
+        Ok(snapshot) => set_gauges(&snapshot),
         Err(err) => tracing::warn!(error = %err, "queue statistics unavailable for /metrics"),
     }
     (
@@ -82,6 +77,40 @@ pub async fn render(State(state): State<AppState>) -> Response {
         handle().render(),
     )
         .into_response()
+}
+
+/// The queue over every handler, by state, its oldest delivery's age, and
+/// how many handlers are in each health state (labels with fixed values).
+fn set_gauges(snapshot: &Snapshot) {
+    let q = snapshot.total_queue();
+    metrics::gauge!("provisio_deliveries_unfinished").set(q.total() as f64);
+    for (state, n) in [
+        ("pending", q.pending),
+        ("waiting", q.waiting),
+        ("held", q.held),
+        ("blocked", q.blocked),
+    ] {
+        metrics::gauge!("provisio_deliveries_queued", "state" => state).set(n as f64);
+    }
+    let age = q
+        .oldest_ms
+        .map(|t| (snapshot.as_of_ms - t).max(0) as f64 / 1000.0)
+        .unwrap_or(0.0);
+    metrics::gauge!("provisio_oldest_unfinished_delivery_age_seconds").set(age);
+    let mut states = [
+        (HealthState::Ok, 0u64),
+        (HealthState::Failing, 0),
+        (HealthState::Idle, 0),
+    ];
+    for f in snapshot.figures.values() {
+        let (health, _) = crate::board::view(f.paused, Some(f), snapshot.since_ms);
+        if let Some(entry) = states.iter_mut().find(|(s, _)| *s == health.state) {
+            entry.1 += 1;
+        }
+    }
+    for (state, n) in states {
+        metrics::gauge!("provisio_handlers", "health" => state.as_str()).set(n as f64);
+    }
 }
 
 /// Middleware: times every request by its route pattern (never the raw path,

@@ -27,6 +27,7 @@
 //! Batching lives above this trait (the engine collects emits and attempt
 //! results); each batch method here commits its whole slice in one transaction.
 
+mod health;
 mod plan;
 pub mod postgres;
 mod query;
@@ -35,6 +36,7 @@ mod rows;
 mod shared;
 pub mod sqlite;
 
+pub use health::*;
 pub use records::*;
 
 use async_trait::async_trait;
@@ -291,13 +293,20 @@ pub trait Store: Send + Sync + 'static {
         page: Page,
     ) -> StoreResult<(Vec<ExecutionRecord>, u64)>;
     async fn get_execution(&self, id: i64) -> StoreResult<Option<ExecutionRecord>>;
-    /// Per handler, executions since `since_ms` counted in buckets of
-    /// `bucket_ms`, and the p95 duration.
-    async fn handler_activity(
+    /// Every handler's figures for the operator views: its unfinished
+    /// deliveries by state (and the oldest's age), what ended since
+    /// `since_ms` in buckets of `bucket_ms` (deliveries, each once however
+    /// many attempts it took; before-stage calls), and when it last
+    /// succeeded and failed. Read from indexes only.
+    async fn handler_figures(&self, since_ms: i64, bucket_ms: i64) -> StoreResult<Figures>;
+    /// The p95 duration of each handler's newest `sample` calls since
+    /// `since_ms` (absent: no call).
+    async fn call_p95(
         &self,
+        handler_ids: &[i64],
         since_ms: i64,
-        bucket_ms: i64,
-    ) -> StoreResult<Vec<HandlerActivity>>;
+        sample: u32,
+    ) -> StoreResult<std::collections::HashMap<i64, u32>>;
 
     /// Deletes up to `batch` rows of each kind older than `before_ms`:
     /// executions, finished deliveries, events left without deliveries,

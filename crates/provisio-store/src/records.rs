@@ -310,17 +310,6 @@ pub struct SessionRecord {
     pub expires_at_ms: i64,
 }
 
-/// One handler's recent activity, for the overview.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HandlerActivity {
-    pub handler_id: i64,
-    /// `(bucket start ms, successes, failures)`, oldest first, only buckets
-    /// with executions.
-    pub buckets: Vec<(i64, u64, u64)>,
-    /// The 95th percentile of call durations over the period.
-    pub p95_ms: Option<u32>,
-}
-
 /// A change of a handler's pause. The automatic ones are conditional, so
 /// they never undo what an operator did meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

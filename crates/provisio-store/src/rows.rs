@@ -374,27 +374,3 @@ pub(crate) fn like_pattern(text: &str) -> String {
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plain data always serializes")
 }
-
-/// Folds `(handler_id, bucket, successes, failures)` rows, ordered by handler
-/// and bucket, into one [`HandlerActivity`] per handler (p95 left for the
-/// caller, which each backend computes its own way).
-pub(crate) fn activity(rows: &[impl Columns]) -> StoreResult<Vec<HandlerActivity>> {
-    let mut out: Vec<HandlerActivity> = Vec::new();
-    for row in rows {
-        let handler_id = row.int("handler_id")?;
-        let bucket = (
-            row.int("bucket")?,
-            row.int("successes")?.max(0) as u64,
-            row.int("failures")?.max(0) as u64,
-        );
-        match out.last_mut() {
-            Some(last) if last.handler_id == handler_id => last.buckets.push(bucket),
-            _ => out.push(HandlerActivity {
-                handler_id,
-                buckets: vec![bucket],
-                p95_ms: None,
-            }),
-        }
-    }
-    Ok(out)
-}

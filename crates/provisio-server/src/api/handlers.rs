@@ -14,12 +14,14 @@ use provisio_core::handler::{
 };
 use provisio_core::request::RequestSpec;
 use provisio_core::retry::format_duration;
-use provisio_store::{HandlerFilter, QueueCounts};
+use provisio_core::timefmt::from_millis;
+use provisio_store::HandlerFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ListOut, PageQuery, ts};
 use crate::AppState;
+use crate::board::{Health, HealthState, PAGE_WAIT, Queue};
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 
@@ -75,6 +77,8 @@ pub struct HandlerOut {
     pub paused_at: Option<String>,
     /// Its unfinished deliveries by state.
     pub queue: QueueOut,
+    /// How its deliveries (before stage: its calls) ended lately.
+    pub health: HealthOut,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -132,28 +136,68 @@ pub struct RateLimitIn {
 /// A handler's unfinished deliveries: `pending` (due or being attempted),
 /// `held` (pending while the handler is paused), `waiting` (behind an
 /// earlier one of the same object), `blocked` (behind an exhausted one).
+/// Like `health`, read from a snapshot shared by every reader: exact when
+/// counting is cheap, at most a few seconds old under a very large queue.
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct QueueOut {
     pub pending: u64,
     pub held: u64,
     pub waiting: u64,
     pub blocked: u64,
+    /// When the oldest of them was created; null when there is none.
+    pub oldest_at: Option<String>,
 }
 
-impl From<QueueCounts> for QueueOut {
-    fn from(q: QueueCounts) -> Self {
+impl From<Queue> for QueueOut {
+    fn from(q: Queue) -> Self {
         Self {
             pending: q.pending,
             held: q.held,
             waiting: q.waiting,
             blocked: q.blocked,
+            oldest_at: q.oldest_ms.map(at),
         }
     }
 }
 
+/// How a handler's deliveries ended in the last 24 hours, each counted once
+/// however many attempts it took (a before-stage handler's: its calls).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthOut {
+    /// `failing` when its newest failure (a delivery that failed for good,
+    /// or a failed attempt, even one that will be retried) is newer than its
+    /// newest success; `idle` when nothing ended in 24 hours and nothing is
+    /// queued; `ok` otherwise.
+    pub state: HealthState,
+    /// When a delivery (before stage: a call) last succeeded.
+    pub last_success_at: Option<String>,
+    /// When a call last failed, or a delivery failed for good.
+    pub last_failure_at: Option<String>,
+    pub succeeded_24h: u64,
+    /// Deliveries that used up their attempts: failed in the last 24 hours,
+    /// or blocking their object's line now.
+    pub failed_24h: u64,
+}
+
+impl From<Health> for HealthOut {
+    fn from(h: Health) -> Self {
+        Self {
+            state: h.state,
+            last_success_at: h.last_success_ms.map(at),
+            last_failure_at: h.last_failure_ms.map(at),
+            succeeded_24h: h.succeeded,
+            failed_24h: h.failed,
+        }
+    }
+}
+
+fn at(ms: i64) -> String {
+    ts(from_millis(ms))
+}
+
 impl HandlerOut {
-    /// The handler with its queue's counts.
-    pub fn new(h: &Handler, queue: QueueCounts) -> Self {
+    /// The handler with its queue and health.
+    pub fn new(h: &Handler, (health, queue): (Health, Queue)) -> Self {
         let s = &h.spec;
         Self {
             id: h.id,
@@ -185,15 +229,16 @@ impl HandlerOut {
             paused_reason: h.pause.as_ref().map(|p| p.reason.clone()),
             paused_at: h.pause.as_ref().map(|p| ts(p.at)),
             queue: queue.into(),
+            health: health.into(),
             created_at: ts(h.created_at),
             updated_at: ts(h.updated_at),
         }
     }
 
-    /// The handler with its queue's counts read from the store.
+    /// The handler with its queue and health from the shared snapshot.
     async fn read(state: &AppState, h: &Handler) -> ApiResult<Self> {
-        let counts = state.store().queue_counts(&[h.id]).await?;
-        Ok(Self::new(h, counts.get(&h.id).copied().unwrap_or_default()))
+        let snapshot = state.board().read(PAGE_WAIT).await?;
+        Ok(Self::new(h, snapshot.view(h)))
     }
 }
 
@@ -388,7 +433,10 @@ async fn create(
     let handler = state.engine().create_handler(input.into()).await?;
     Ok((
         StatusCode::CREATED,
-        Json(HandlerOut::new(&handler, QueueCounts::default())),
+        Json(HandlerOut::new(
+            &handler,
+            crate::board::view(false, None, 0),
+        )),
     ))
 }
 
@@ -442,12 +490,11 @@ async fn list(
         q: query.q,
     };
     let (handlers, total) = state.store().list_handlers(&filter, page).await?;
-    let ids: Vec<i64> = handlers.iter().map(|h| h.id).collect();
-    let counts = state.store().queue_counts(&ids).await?;
+    let snapshot = state.board().read(PAGE_WAIT).await?;
     Ok(Json(ListOut {
         items: handlers
             .iter()
-            .map(|h| HandlerOut::new(h, counts.get(&h.id).copied().unwrap_or_default()))
+            .map(|h| HandlerOut::new(h, snapshot.view(h)))
             .collect(),
         total,
     }))

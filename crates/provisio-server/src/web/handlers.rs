@@ -1,4 +1,5 @@
-//! The Handlers table, its Advanced Search, and the New/Edit handler form.
+//! The Handlers table (with each handler's health and queue), its Advanced
+//! Search, and the New/Edit handler form.
 
 use std::collections::BTreeMap;
 
@@ -15,12 +16,14 @@ use provisio_store::{HandlerFilter, Page};
 use serde::Deserialize;
 
 use super::handler_form::HandlerForm;
+use super::health_view::Shown;
 use super::session::{CsrfForm, Operator, Posted, Session};
 use super::{
     Chrome, EventGroup, PageError, PageResult, Pager, Sample, event_groups,
     event_groups_and_samples, render, see_other, with_query,
 };
 use crate::AppState;
+use crate::board::{PAGE_WAIT, Snapshot};
 use crate::extract::ApiPath;
 
 pub fn router() -> Router<AppState> {
@@ -70,6 +73,8 @@ struct Row {
     paused: Option<Paused>,
     /// Deliveries held while paused.
     held: u64,
+    /// Its state badge, last failure and queue line.
+    shown: Shown,
 }
 
 /// A paused handler's pause, as the pages show it.
@@ -132,12 +137,8 @@ async fn list(Operator { state, session }: Operator, Query(search): Query<Search
     };
     let back = page_url(page);
     let pager = Pager::new(page, total, PER_PAGE, page_url);
-    let ids: Vec<i64> = handlers.iter().map(|h| h.id).collect();
-    let counts = state.store().queue_counts(&ids).await?;
-    let rows = handlers
-        .iter()
-        .map(|h| row(h, counts.get(&h.id).map_or(0, |c| c.held)))
-        .collect();
+    let snapshot = state.board().read(PAGE_WAIT).await?;
+    let rows = handlers.iter().map(|h| row(h, &snapshot)).collect();
     let chrome = Chrome::new(&session, "handlers", search.notice.as_deref());
     Ok(render(
         StatusCode::OK,
@@ -153,7 +154,8 @@ async fn list(Operator { state, session }: Operator, Query(search): Query<Search
     ))
 }
 
-fn row(h: &Handler, held: u64) -> Row {
+fn row(h: &Handler, snapshot: &Snapshot) -> Row {
+    let (health, queue) = snapshot.view(h);
     Row {
         id: h.id,
         priority: h.spec.priority,
@@ -168,7 +170,8 @@ fn row(h: &Handler, held: u64) -> Row {
         status: h.spec.status.as_str(),
         pausable: h.spec.stage == Stage::After,
         paused: Paused::of(h),
-        held,
+        held: queue.held,
+        shown: Shown::new(&health, &queue, snapshot.as_of_ms),
     }
 }
 

@@ -6,7 +6,9 @@
 //! - [`handlers`]: the Handlers table, Advanced Search, the handler form pages;
 //!   `handler_form`: the form's fields as text and their conversion to a draft.
 //! - [`executions`]: the Execution Logs, details and redeliver.
-//! - [`overview`]: per-handler activity over the last 24 hours.
+//! - [`overview`]: the queue, and per handler its state, queue and outcomes
+//!   over the last 24 hours; `health_view`: how both pages word a handler's
+//!   health and queue.
 //! - [`replays`]: replay jobs with their progress and cancel, and the
 //!   "Replay these to …" form the Execution Logs open.
 //!
@@ -17,6 +19,7 @@
 mod executions;
 mod handler_form;
 mod handlers;
+mod health_view;
 mod overview;
 mod replays;
 pub mod session;

@@ -20,7 +20,6 @@
 mod queue;
 #[cfg(feature = "test-support")]
 pub mod scratch;
-mod upkeep;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -105,6 +104,8 @@ impl Dialect for Postgres {
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const BYTE_ORDER: &'static str = r#" COLLATE "C""#;
     const EVENT_ORDER: &'static str = "e.seq";
+    const SNAPSHOT_READS: &'static str =
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
     async fn write_tx<T>(
         pool: &PgPool,

@@ -10,7 +10,8 @@
 //!   subject: `tokens`, `catalog`, `handlers`, `executions`, `sessions`,
 //!   `queue` (reads and settling interrupted attempts), `lines` (moving an
 //!   object's line on: release, conflation, skip), `replays` (replay jobs:
-//!   their statements, and reads), `upkeep` (queue statistics and
+//!   their statements, and reads), `health` (the operator views' figures:
+//!   queue and outcomes per handler), `upkeep` (queue statistics and
 //!   retention).
 //!
 //! A new statement goes here unless it needs something only one database
@@ -23,6 +24,7 @@
 mod catalog;
 mod executions;
 mod handlers;
+mod health;
 pub(crate) mod lines;
 mod queue;
 pub(crate) mod replays;
@@ -75,6 +77,10 @@ pub(crate) trait Dialect:
     /// An event's place in emit order, as a column of `events e`: SQLite's
     /// `rowid` (insertion order), PostgreSQL's `seq` (a sequence).
     const EVENT_ORDER: &'static str;
+    /// Run first in a read transaction, makes its statements see one
+    /// snapshot: PostgreSQL's REPEATABLE READ; empty on SQLite, whose
+    /// transactions read one snapshot of the WAL already.
+    const SNAPSHOT_READS: &'static str;
 
     /// Runs `work` inside one write transaction on `pool`, committing when it
     /// succeeds and rolling back when it fails.
@@ -229,7 +235,7 @@ impl<DB: Database> Clone for SqlCore<DB> {
 /// for the methods given (`single_node`, `watch`) and those each backend
 /// writes its own way, in modules of the same names in both, each taking the
 /// store: `queue::{insert_events, claim_due, record, redeliver, start_replay,
-/// cancel_replay}` (claims, locks, emit and record batches, replay jobs) and `upkeep::add_p95`.
+/// cancel_replay}` (claims, locks, emit and record batches, replay jobs).
 macro_rules! impl_store {
     ($backend:ty { $($own:tt)* }) => {
         #[async_trait::async_trait]
@@ -289,14 +295,17 @@ macro_rules! impl_store {
                 self.core.list_replays(page).await
             }
 
-            async fn handler_activity(
+            async fn handler_figures(&self, since_ms: i64, bucket_ms: i64) -> StoreResult<Figures> {
+                self.core.handler_figures(since_ms, bucket_ms).await
+            }
+
+            async fn call_p95(
                 &self,
+                handler_ids: &[i64],
                 since_ms: i64,
-                bucket_ms: i64,
-            ) -> StoreResult<Vec<HandlerActivity>> {
-                let mut activity = self.core.activity_buckets(since_ms, bucket_ms).await?;
-                upkeep::add_p95(self, since_ms, &mut activity).await?;
-                Ok(activity)
+                sample: u32,
+            ) -> StoreResult<std::collections::HashMap<i64, u32>> {
+                self.core.call_p95(handler_ids, since_ms, sample).await
             }
 
             async fn ping(&self) -> StoreResult<()> {

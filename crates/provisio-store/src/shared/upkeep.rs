@@ -1,12 +1,11 @@
-//! Monitoring and retention. The overview's activity figures differ per
-//! backend (see each backend's `upkeep.rs`).
+//! Queue statistics and retention.
 
 use sqlx::QueryBuilder;
 
 use super::{Bind, Dialect, SqlCore};
 use crate::query::{FINISHED_STATES, OPEN_STATES};
 use crate::rows::Columns;
-use crate::{HandlerActivity, IDEMPOTENCY_WINDOW_MS, QueueStats, StoreResult, now_ms};
+use crate::{IDEMPOTENCY_WINDOW_MS, QueueStats, StoreResult, now_ms};
 
 impl<DB: Dialect> SqlCore<DB> {
     /// A cheap round trip, for `/readyz`.
@@ -27,29 +26,6 @@ impl<DB: Dialect> SqlCore<DB> {
             unfinished: row.int("unfinished")? as u64,
             oldest_created_ms: row.opt_int("oldest")?,
         })
-    }
-
-    /// Per handler, executions since `since_ms` counted in buckets of
-    /// `bucket_ms`; the backend adds the p95 durations.
-    pub(crate) async fn activity_buckets(
-        &self,
-        since_ms: i64,
-        bucket_ms: i64,
-    ) -> StoreResult<Vec<HandlerActivity>> {
-        let bucket_ms = bucket_ms.max(1);
-        let mut q = QueryBuilder::<DB>::new("SELECT handler_id, (started_at / ");
-        q.bind(bucket_ms)
-            .push(") * ")
-            .bind(bucket_ms)
-            .push(
-                " AS bucket,
-                SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END) AS successes,
-                SUM(CASE WHEN status = 'fail' THEN 1 ELSE 0 END) AS failures
-             FROM executions WHERE started_at >= ",
-            )
-            .bind(since_ms)
-            .push(" GROUP BY handler_id, bucket ORDER BY handler_id, bucket");
-        crate::rows::activity(&q.build().fetch_all(self.reader()).await?)
     }
 
     /// Deletes up to `batch` rows of each kind older than `before_ms`, in one

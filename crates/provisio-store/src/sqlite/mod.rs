@@ -6,7 +6,6 @@
 //! small pool of their own so the API's lists never wait behind a write batch.
 
 mod queue;
-mod upkeep;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -80,6 +79,7 @@ impl Dialect for Sqlite {
     const SKIP_LOCKED: &'static str = "";
     const BYTE_ORDER: &'static str = "";
     const EVENT_ORDER: &'static str = "e.rowid";
+    const SNAPSHOT_READS: &'static str = "";
 
     /// Every write transaction but an emit batch's commits at NORMAL: what
     /// it writes can be redone.

@@ -28,14 +28,6 @@ pub async fn story(store: &dyn Store, handlers: &Handlers) {
     );
 
     // --- The overview, monitoring, sessions and retention -------------------
-    let activity = store.handler_activity(0, 3_600_000).await.unwrap();
-    let mine = activity
-        .iter()
-        .find(|a| a.handler_id == h)
-        .expect("the handler's activity");
-    assert_eq!(mine.buckets.iter().map(|(_, s, f)| s + f).sum::<u64>(), 4);
-    assert!(mine.p95_ms.is_some());
-
     let token = store
         .create_token("web", &TokenHash([7; 32]))
         .await

@@ -144,6 +144,8 @@ fn handler_rows(items: &[Value]) {
                 "events_id",
                 "stage",
                 "status",
+                "state",
+                "queue",
                 "kind",
                 "target",
             ]
@@ -154,6 +156,8 @@ fn handler_rows(items: &[Value]) {
                     text(&h["status"]),
                     text(&h["queue"]["held"])
                 ),
+                "state" => text(&h["health"]["state"]),
+                "queue" => queue_cell(&h["queue"]),
                 _ => text(&h[*k]),
             })
             .collect()
@@ -161,9 +165,54 @@ fn handler_rows(items: &[Value]) {
         .collect();
     table(
         &[
-            "ID", "PRIORITY", "NAME", "EVENT", "STAGE", "STATUS", "KIND", "TARGET",
+            "ID", "PRIORITY", "NAME", "EVENT", "STAGE", "STATUS", "STATE", "QUEUE", "KIND",
+            "TARGET",
         ],
         rows,
+    );
+}
+
+/// A handler's queue in one cell: the counts that are not zero, "-" for none.
+fn queue_cell(queue: &Value) -> String {
+    let parts: Vec<String> = ["pending", "waiting", "held", "blocked"]
+        .iter()
+        .filter(|state| queue[**state].as_u64().unwrap_or(0) > 0)
+        .map(|state| format!("{} {state}", queue[*state]))
+        .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// `handlers show`: the row, then its health and queue in full.
+fn handler_details(h: &Value) {
+    handler_rows(std::slice::from_ref(h));
+    let health = &h["health"];
+    let or_never = |v: &Value| match v {
+        Value::Null => "never".to_owned(),
+        other => text(other),
+    };
+    crate::out!(
+        "health: {} ({} succeeded, {} failed in 24 h; last success {}, last failure {})",
+        text(&health["state"]),
+        text(&health["succeeded_24h"]),
+        text(&health["failed_24h"]),
+        or_never(&health["last_success_at"]),
+        or_never(&health["last_failure_at"]),
+    );
+    let queue = &h["queue"];
+    crate::out!(
+        "queue: {} pending, {} waiting, {} held, {} blocked{}",
+        text(&queue["pending"]),
+        text(&queue["waiting"]),
+        text(&queue["held"]),
+        text(&queue["blocked"]),
+        match &queue["oldest_at"] {
+            Value::Null => String::new(),
+            oldest => format!("; oldest since {}", text(oldest)),
+        },
     );
 }
 
@@ -252,6 +301,23 @@ pub async fn emit(client: &ClientArgs, args: EmitArgs) -> anyhow::Result<()> {
 pub async fn handlers(client: &ClientArgs, command: HandlersCommand) -> anyhow::Result<()> {
     let api = Api::new(client)?;
     let (answer, list) = match command {
+        HandlersCommand::Show { id } => {
+            let answer = api
+                .send(
+                    reqwest::Method::GET,
+                    &format!("/handlers/{id}"),
+                    &[],
+                    None,
+                    &[],
+                )
+                .await?;
+            if client.json {
+                print_json(&answer);
+            } else {
+                handler_details(&answer);
+            }
+            return Ok(());
+        }
         HandlersCommand::List {
             events_id,
             kind,
@@ -276,17 +342,6 @@ pub async fn handlers(client: &ClientArgs, command: HandlersCommand) -> anyhow::
                 true,
             )
         }
-        HandlersCommand::Show { id } => (
-            api.send(
-                reqwest::Method::GET,
-                &format!("/handlers/{id}"),
-                &[],
-                None,
-                &[],
-            )
-            .await?,
-            false,
-        ),
         HandlersCommand::Create(fields) => (
             api.send(
                 reqwest::Method::POST,

@@ -2,6 +2,7 @@
 //! screenshots of the pages written to `target/screenshots/`. This module is
 //! the harness; each journey lives in its own submodule.
 
+mod health;
 mod journeys;
 
 use std::path::PathBuf;
