@@ -12,8 +12,8 @@
 //!   a refresh that started after it arrived is already there; concurrent
 //!   reads share one refresh.
 //! - **large** (a big queue or a busy day): a snapshot serves reads for
-//!   `max(1 s, 20 × what it cost)` after it started, so refreshing takes at
-//!   most a twentieth of one database connection's time however often pages
+//!   `max(1 s, 10 × what it cost)` after it started, so refreshing takes at
+//!   most a tenth of one database connection's time however often pages
 //!   and scrapers ask. A read that finds it older starts a refresh in the
 //!   background and waits for it at most its own bound (the API and pages
 //!   longer than `/metrics`); if the refresh is not done by then, it is
@@ -40,7 +40,7 @@ pub const LARGE: u64 = 50_000;
 /// A large snapshot serves reads for at least this long.
 const MIN_REUSE: Duration = Duration::from_secs(1);
 /// ... and for at least this many times what it cost.
-const REUSE_FACTOR: u32 = 20;
+const REUSE_FACTOR: u32 = 10;
 /// The window of the counts: the last 24 hours.
 pub const WINDOW_MS: i64 = 24 * HOUR_MS;
 /// The overview's bars are hours.
@@ -227,13 +227,19 @@ struct Inner {
 }
 
 impl Board {
+    /// Takes the first snapshot in the background when a runtime is there,
+    /// so the first page after a start does not wait for a large count.
     pub fn new(store: Arc<dyn Store>, clock: Clock) -> Self {
-        Board(Arc::new(Inner {
+        let board = Board(Arc::new(Inner {
             store,
             clock,
             latest: watch::Sender::new(None),
             refreshing: Arc::new(Mutex::new(())),
-        }))
+        }));
+        if tokio::runtime::Handle::try_current().is_ok() {
+            board.refresh_in_background();
+        }
+        board
     }
 
     /// A snapshot that may answer a read arriving now (see the module's
@@ -299,6 +305,10 @@ impl Inner {
             started,
             took: started.elapsed(),
         });
+        tracing::debug!(
+            took_ms = snapshot.took.as_millis() as u64,
+            "handler figures refreshed"
+        );
         self.latest.send_replace(Some(snapshot.clone()));
         Ok(snapshot)
     }

@@ -136,8 +136,9 @@ pub struct RateLimitIn {
 /// A handler's unfinished deliveries: `pending` (due or being attempted),
 /// `held` (pending while the handler is paused), `waiting` (behind an
 /// earlier one of the same object), `blocked` (behind an exhausted one).
-/// Like `health`, read from a snapshot shared by every reader: exact when
-/// counting is cheap, at most a few seconds old under a very large queue.
+/// Like `health`, read from a snapshot shared by every reader: exact while
+/// it counts fewer than 50,000 deliveries and outcomes; beyond, up to
+/// max(1 s, 10 × what counting costs) old.
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct QueueOut {
     pub pending: u64,

@@ -31,7 +31,7 @@ const SLOT: i64 = 10;
 const MAX_BAR: f64 = 56.0;
 /// The p95 is of each handler's newest calls, at most this many: a bounded
 /// walk of the log however much of it there is.
-const P95_SAMPLE: u32 = 500;
+const P95_SAMPLE: u32 = 200;
 
 struct Bar {
     x: i64,

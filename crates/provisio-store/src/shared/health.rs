@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use sqlx::QueryBuilder;
 
 use super::{Bind, Dialect, SqlCore};
+use crate::query::OPEN_STATES;
 use crate::rows::Columns;
 use crate::{Figures, HandlerFigures, OutcomeBucket, StoreResult};
 
@@ -106,41 +107,33 @@ async fn last_outcomes<DB: Dialect>(conn: &mut DB::Connection) -> StoreResult<Fi
     Ok(figures)
 }
 
-/// Counted per state, each over its own partial index, which holds the
-/// handler and (as SQLite's rowid, or a column on PostgreSQL) the emit
-/// order: `deliveries_due_by_handler`, `deliveries_waiting`,
-/// `deliveries_blocked`. The oldest delivery is then found by its `seq`.
+/// Counted in one ordered pass over `deliveries_open`, which holds the
+/// handler, the state and the emit order (migration 0013); the oldest
+/// delivery is then found by its `seq`.
 async fn open_counts<DB: Dialect>(
     conn: &mut DB::Connection,
     figures: &mut Figures,
 ) -> StoreResult<()> {
     let mut q = QueryBuilder::<DB>::new(
-        "SELECT handler_id, 'pending' AS state, COUNT(*) AS n, MIN(seq) AS first
-            FROM deliveries WHERE state = 'pending' GROUP BY handler_id
-         UNION ALL
-         SELECT handler_id, 'waiting' AS state, COUNT(*) AS n, MIN(seq) AS first
-            FROM deliveries WHERE state = 'waiting' GROUP BY handler_id
-         UNION ALL
-         SELECT handler_id, 'blocked' AS state, COUNT(*) AS n, MIN(seq) AS first
-            FROM deliveries WHERE state = 'blocked' GROUP BY handler_id",
+        "SELECT handler_id,
+            SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END) AS pending,
+            SUM(CASE WHEN state = 'waiting' THEN 1 ELSE 0 END) AS waiting,
+            SUM(CASE WHEN state = 'blocked' THEN 1 ELSE 0 END) AS blocked,
+            MIN(seq) AS first
+         FROM deliveries WHERE state IN ",
     );
+    q.push(OPEN_STATES).push(" GROUP BY handler_id");
     let mut first: HashMap<i64, i64> = HashMap::new();
     for row in q.build().fetch_all(DB::on(&mut *conn)).await? {
         let handler_id = row.int("handler_id")?;
         let Some(f) = figures.get_mut(&handler_id) else {
             continue; // a handler deleted since (its deliveries are failed)
         };
-        let n = row.int("n")?.max(0) as u64;
-        match row.text("state")?.as_str() {
-            "pending" => f.open.pending = n,
-            "waiting" => f.open.waiting = n,
-            _ => f.open.blocked = n,
-        }
-        let seq = row.int("first")?;
-        first
-            .entry(handler_id)
-            .and_modify(|s| *s = (*s).min(seq))
-            .or_insert(seq);
+        let count = |column| row.int(column).map(|n| n.max(0) as u64);
+        f.open.pending = count("pending")?;
+        f.open.waiting = count("waiting")?;
+        f.open.blocked = count("blocked")?;
+        first.insert(handler_id, row.int("first")?);
     }
     if first.is_empty() {
         return Ok(());
@@ -176,7 +169,7 @@ async fn outcome_buckets<DB: Dialect>(
         .bind(bucket_ms)
         .push(
             " AS bucket, d.state = 'success' AS ok, COUNT(*) AS n
-             FROM handlers h JOIN deliveries d ON d.handler_id = h.id
+             FROM handlers h CROSS JOIN deliveries d WHERE d.handler_id = h.id
                 AND d.state IN ('success', 'failed') AND d.finished_at >= ",
         )
         .bind(since_ms)
@@ -186,7 +179,7 @@ async fn outcome_buckets<DB: Dialect>(
         .bind(bucket_ms)
         .push(
             " AS bucket, e.status = 'success' AS ok, COUNT(*) AS n
-             FROM handlers h JOIN executions e ON e.handler_id = h.id
+             FROM handlers h CROSS JOIN executions e WHERE e.handler_id = h.id
                 AND e.stage = 'before' AND e.test = false
                 AND e.status IN ('success', 'fail') AND e.started_at >= ",
         )

@@ -12,12 +12,13 @@
 //! - one module per chapter (`tokens`, `catalog`, `handlers`, `queue`,
 //!   `log`, `upkeep`), each a function of a `&dyn Store` that carries on
 //!   where the previous chapter left the store;
-//! - `rooms`, `masking`, `lines` (blocked lines, skip, conflation),
+//! - `rooms`, `masking`, `lines` (blocked lines, skip, conflation), `figures`,
 //!   `replays` and `pause`: shorter stories, each told to both backends;
 //! - `nodes`: what only a shared database does (several nodes at once);
 //! - `support`: the handlers, events and results the chapters are made of.
 
 mod catalog;
+mod figures;
 mod handlers;
 mod lines;
 mod log;
