@@ -22,6 +22,7 @@ mod full_disk;
 mod hardening_inp;
 mod hardening_srv;
 mod head_of_line;
+mod log_views;
 mod pace;
 mod pause;
 mod postgres;
