@@ -21,7 +21,9 @@ use provisio_store::{
 
 use crate::{EmitError, Engine, EngineError, EventInput};
 
+mod delivery;
 mod replay;
+pub use delivery::DeliveryDetail;
 pub use replay::ReplayRequest;
 
 /// Why a use case did not happen, in terms both adapters can say.

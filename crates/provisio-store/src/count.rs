@@ -74,7 +74,7 @@ mod tests {
         assert_eq!((more.total, more.exact), (LOG_COUNT_LIMIT, false));
         assert_eq!(
             more.note().as_deref(),
-            Some("More than 10,000 executions match; counting stops there.")
+            Some("More than 1,000 executions match; counting stops there.")
         );
     }
 

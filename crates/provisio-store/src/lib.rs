@@ -42,7 +42,7 @@ pub use records::*;
 /// A log list counts its matches up to this many: past it, the count says
 /// "more than" instead of reading every matching row (at a million rows an
 /// exact count of a broad filter costs a scan).
-pub const LOG_COUNT_LIMIT: u64 = 10_000;
+pub const LOG_COUNT_LIMIT: u64 = 1_000;
 
 /// A text search of the log (`data`, `error`, `response`) reads only this
 /// many executions (by id), back from the newest or from the newest up to the
@@ -308,7 +308,7 @@ pub trait Store: Send + Sync + 'static {
     // --- Execution log ----------------------------------------------------
 
     /// A page of the log, newest first, and how many rows match, counted up
-    /// to [`LOG_COUNT_LIMIT`] + 1 (more than the limit: "more than 10,000").
+    /// to [`LOG_COUNT_LIMIT`] + 1 (more than the limit: "more than 1,000").
     /// A text filter reads only [`LOG_TEXT_WINDOW`] rows.
     async fn list_executions(
         &self,

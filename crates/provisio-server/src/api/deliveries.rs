@@ -6,14 +6,14 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use provisio_core::event::{DeliveryState, ObjectId};
-use provisio_store::{DeliveryRecord, ExecutionFilter, Page, TokenRecord};
+use provisio_store::{DeliveryRecord, TokenRecord};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::executions::ExecutionOut;
 use super::ts;
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiResult, ErrorBody};
 use crate::extract::ApiPath;
 
 pub fn router() -> Router<AppState> {
@@ -86,34 +86,13 @@ async fn read(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<DeliveryDetailOut>> {
-    let store = state.store();
-    let delivery = store
-        .get_delivery(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("delivery {id}")))?;
-    let (event, _) = store
-        .get_event(&delivery.event_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("delivery {id}")))?;
-    let handler_name = store
-        .get_handler(delivery.handler_id)
-        .await?
-        .map(|h| h.spec.name);
-    let filter = ExecutionFilter {
-        delivery_id: Some(id),
-        ..ExecutionFilter::default()
-    };
-    let page = Page {
-        page: 1,
-        per_page: ATTEMPTS_SHOWN,
-    };
-    let (executions, _) = store.list_executions(&filter, page).await?;
+    let d = state.engine().delivery_detail(&id, ATTEMPTS_SHOWN).await?;
     Ok(Json(DeliveryDetailOut {
-        delivery: delivery.into(),
-        handler_name,
-        events_id: event.events_id,
-        object_id: event.object_id,
-        executions: executions.into_iter().map(Into::into).collect(),
+        delivery: d.delivery.into(),
+        handler_name: d.handler_name,
+        events_id: d.event.events_id,
+        object_id: d.event.object_id,
+        executions: d.attempts.into_iter().map(Into::into).collect(),
     }))
 }
 

@@ -185,7 +185,7 @@ impl ExecutionQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExecutionListOut {
     pub items: Vec<ExecutionOut>,
-    /// How many executions match, counted up to 10,000.
+    /// How many executions match, counted up to 1,000.
     pub total: u64,
     /// False when more than `total` match (counting stopped there).
     pub total_exact: bool,

@@ -10,7 +10,7 @@ use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use provisio_engine::OpError;
-use provisio_store::{DeliveryRecord, ExecutionFilter, FilteredOut, Page, Redelivery};
+use provisio_store::{DeliveryRecord, FilteredOut, Redelivery};
 
 use super::executions::{DeliveryView, Row, date, pretty, row};
 use super::session::{Operator, Posted, Session};
@@ -67,28 +67,19 @@ async fn delivery_page(
     notice: Option<&str>,
     action_error: Option<String>,
 ) -> PageResult {
-    let not_found = || {
-        session.error(
-            StatusCode::NOT_FOUND,
-            "Delivery not found",
-            "There is no delivery with that id.",
-        )
-    };
-    let store = state.store();
-    let d = store.get_delivery(id).await?.ok_or_else(not_found)?;
-    let (event, _) = store.get_event(&d.event_id).await?.ok_or_else(not_found)?;
-    let handler_name = store.get_handler(d.handler_id).await?.map(|h| h.spec.name);
-    let filter = ExecutionFilter {
-        delivery_id: Some(id.to_owned()),
-        ..ExecutionFilter::default()
-    };
-    let page = Page {
-        page: 1,
-        per_page: ATTEMPTS_SHOWN,
-    };
-    let (attempts, counted) = store.list_executions(&filter, page).await?;
-    let finished_at = d.finished_at.map(date);
-    let d = DeliveryView::from(d);
+    let detail = state
+        .engine()
+        .delivery_detail(id, ATTEMPTS_SHOWN)
+        .await
+        .map_err(|err| {
+            session.not_found(
+                err,
+                "Delivery not found",
+                "There is no delivery with that id.",
+            )
+        })?;
+    let finished_at = detail.delivery.finished_at.map(date);
+    let d = DeliveryView::from(detail.delivery);
     Ok(render(
         StatusCode::OK,
         &DeliveryPage {
@@ -96,11 +87,11 @@ async fn delivery_page(
             open: is_open(d.state),
             d,
             finished_at,
-            handler_name,
-            events_id: event.events_id,
-            object_id: event.object_id.key(),
-            more_attempts: counted > u64::from(ATTEMPTS_SHOWN),
-            rows: attempts.iter().map(row).collect(),
+            handler_name: detail.handler_name,
+            events_id: detail.event.events_id,
+            object_id: detail.event.object_id.key(),
+            more_attempts: detail.more_attempts,
+            rows: detail.attempts.iter().map(row).collect(),
             action_error,
         },
     ))
