@@ -395,6 +395,16 @@ crate::wire_enum! {
     ExecutionStatus { Success = "success", Fail = "fail", Unknown = "unknown" }
 }
 
+crate::wire_enum! {
+    /// What a before-stage call decided, as the log keeps it: the action may
+    /// go on with the data as it was (`unchanged`) or as the handler replaced
+    /// it (`changed`), the handler refused it (`forbidden`), or the call
+    /// failed (`failed`: its `on_failure` said what that meant). A forbidden
+    /// call is a successful call whose answer was "no": its status is
+    /// `success`, its verdict is what the log shows.
+    Verdict { Unchanged = "unchanged", Changed = "changed", Forbidden = "forbidden", Failed = "failed" }
+}
+
 /// An event as filters and templates see it: the payload's shape,
 /// `{"event": {"events_id", "object_id", "dt"}, "data": …}`, as a JSON value.
 pub fn as_value(

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use provisio_core::event::{new_event_id, payload};
+use provisio_core::event::{Verdict, new_event_id, payload};
 use provisio_core::filter::FilterInput;
 use provisio_core::handler::{HandlerKind, OnFailure, Stage};
 use provisio_core::timefmt;
@@ -36,6 +36,19 @@ pub enum StepOutcome {
 }
 
 impl StepOutcome {
+    /// What the log keeps of a step that made a call (or was due to): a
+    /// skipped call failed the chain's deadline. `None` for a step that
+    /// logs nothing (filtered out).
+    pub fn verdict(self) -> Option<Verdict> {
+        match self {
+            Self::Changed => Some(Verdict::Changed),
+            Self::Unchanged => Some(Verdict::Unchanged),
+            Self::Forbidden => Some(Verdict::Forbidden),
+            Self::Failed | Self::Skipped => Some(Verdict::Failed),
+            Self::FilteredOut => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Changed => "changed",
@@ -79,6 +92,18 @@ pub(crate) enum Reply {
     Unchanged,
     Forbidden(String),
     Failed(String),
+}
+
+impl Reply {
+    /// The verdict the log keeps for this reply.
+    pub(crate) fn verdict(&self) -> Verdict {
+        match self {
+            Self::Changed(_) => Verdict::Changed,
+            Self::Unchanged => Verdict::Unchanged,
+            Self::Forbidden(_) => Verdict::Forbidden,
+            Self::Failed(_) => Verdict::Failed,
+        }
+    }
 }
 
 impl Engine {
@@ -222,6 +247,7 @@ impl Engine {
                         next_attempt_at: None,
                         data_after,
                         test: false,
+                        verdict: step_outcome.verdict(),
                     }
                     .record(outcome, error.clone()),
                 ))

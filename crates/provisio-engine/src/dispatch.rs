@@ -475,6 +475,7 @@ async fn run_attempt(
         },
         data_after: None,
         test: false,
+        verdict: None,
     }
     .record(outcome, last_error.clone());
     AttemptResult {

@@ -58,7 +58,7 @@ pub use config::{EngineConfig, EngineError};
 pub use emit::{EmitError, EmitReceipt, EventInput};
 pub use engine::Engine;
 pub use routes::{RouteTable, Routes};
-pub use service::{ExecutionSearch, OpError, ReplayRequest};
+pub use service::{DeliveryDetail, ExecutionSearch, OpError, ReplayRequest};
 pub use trial::{
     DryRun, DrySample, MAX_DRY_RUN, TestCall, TestEvent, TestReport, TestRequest, TestResponse,
     TestVerdict,

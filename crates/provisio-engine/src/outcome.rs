@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use provisio_core::event::{ExecutionStatus, ObjectId};
+use provisio_core::event::{ExecutionStatus, ObjectId, Verdict};
 use provisio_core::handler::{Handler, Stage};
 use provisio_store::{ExecutionRecord, RequestRecord};
 use time::OffsetDateTime;
@@ -77,6 +77,8 @@ pub(crate) struct LoggedCall<'a> {
     pub(crate) data_after: Option<String>,
     /// A handler test's call.
     pub(crate) test: bool,
+    /// A before-stage call's verdict.
+    pub(crate) verdict: Option<Verdict>,
 }
 
 impl LoggedCall<'_> {
@@ -109,6 +111,7 @@ impl LoggedCall<'_> {
             request: outcome.request,
             data_after: self.data_after,
             test: self.test,
+            verdict: self.verdict,
         }
     }
 }

@@ -8,20 +8,22 @@ use provisio_core::FieldErrors;
 use provisio_core::catalog::EventPattern;
 use provisio_core::catalog::EventType;
 use provisio_core::catalog::HANDLER_PAUSED;
-use provisio_core::event::ExecutionStatus;
+use provisio_core::event::{ExecutionStatus, Verdict};
 use provisio_core::handler::{
     Handler, HandlerDraft, HandlerSpec, Stage, Status, ValidationContext,
 };
 use provisio_core::replay::ReplayStatus;
 use provisio_core::timefmt;
 use provisio_store::{
-    DeliveryRecord, ExecutionFilter, NewReplay, Page, PauseChange, ReplayFilter, ReplayRecord,
-    StoreError,
+    DeliveryRecord, ExecutionFilter, NewReplay, Page, PauseChange, Redelivery, ReplayFilter,
+    ReplayRecord, StoreError,
 };
 
 use crate::{EmitError, Engine, EngineError, EventInput};
 
+mod delivery;
 mod replay;
+pub use delivery::DeliveryDetail;
 pub use replay::ReplayRequest;
 
 /// Why a use case did not happen, in terms both adapters can say.
@@ -292,16 +294,21 @@ impl Engine {
         Ok(())
     }
 
-    /// Queues a finished delivery for a fresh round of attempts, due now.
-    pub async fn redeliver(&self, delivery_id: &str) -> Result<DeliveryRecord, OpError> {
+    /// "Retry now": a finished delivery gets a fresh round of attempts, a
+    /// pending one is due now, a waiting one's line head is due now (see
+    /// [`Redelivery`]); then the dispatcher is woken.
+    pub async fn redeliver(
+        &self,
+        delivery_id: &str,
+    ) -> Result<(DeliveryRecord, Redelivery), OpError> {
         let now = self.config().clock.now_ms();
-        let delivery = self
+        let done = self
             .store()
             .redeliver(delivery_id, now)
             .await
             .map_err(about(|| format!("delivery {delivery_id}")))?;
         self.wake();
-        Ok(delivery)
+        Ok(done)
     }
 
     /// Gives up a blocked delivery: it fails as "skipped by `who`" (an API
@@ -364,6 +371,9 @@ pub struct ExecutionSearch {
     pub data: Option<String>,
     /// The error contains this text.
     pub error: Option<String>,
+    /// The response body (a script's output) contains this text.
+    pub response: Option<String>,
+    pub verdict: Option<Verdict>,
     /// From this instant (ISO 8601) or date (`2026-11-26`, from its start, UTC).
     pub from: Option<String>,
     /// Up to this instant or date (to its end, UTC).
@@ -385,6 +395,8 @@ impl ExecutionSearch {
             event_id: non_empty(&self.event_id),
             data: non_empty(&self.data),
             error: non_empty(&self.error),
+            response: non_empty(&self.response),
+            verdict: self.verdict,
             from_ms: bound(&self.from, "from", false)?,
             to_ms: bound(&self.to, "to", true)?,
             replay_id: non_empty(&self.replay_id),

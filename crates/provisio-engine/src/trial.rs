@@ -178,27 +178,29 @@ impl Engine {
         });
         let mut error = outcome.error.clone();
         let mut data_after = None;
+        let mut logged_verdict = None;
         if handler.spec.stage == Stage::Before {
-            let (verdict, failure) =
-                match read_reply(handler.spec.kind, &handler.spec.name, &outcome) {
-                    Reply::Changed(data) => {
-                        data_after = Some(data.clone());
-                        (verdict(true, data, None), None)
-                    }
-                    Reply::Unchanged => (verdict(true, event.data.clone(), None), None),
-                    Reply::Forbidden(reason) => {
-                        (verdict(false, event.data.clone(), Some(reason)), None)
-                    }
-                    Reply::Failed(e) => {
-                        let reason = format!(
-                            "the call failed ({e}); its on_failure is {}",
-                            handler.spec.on_failure
-                        );
-                        let allowed =
-                            handler.spec.on_failure == provisio_core::handler::OnFailure::Allow;
-                        (verdict(allowed, event.data.clone(), Some(reason)), Some(e))
-                    }
-                };
+            let reply = read_reply(handler.spec.kind, &handler.spec.name, &outcome);
+            logged_verdict = Some(reply.verdict());
+            let (verdict, failure) = match reply {
+                Reply::Changed(data) => {
+                    data_after = Some(data.clone());
+                    (verdict(true, data, None), None)
+                }
+                Reply::Unchanged => (verdict(true, event.data.clone(), None), None),
+                Reply::Forbidden(reason) => {
+                    (verdict(false, event.data.clone(), Some(reason)), None)
+                }
+                Reply::Failed(e) => {
+                    let reason = format!(
+                        "the call failed ({e}); its on_failure is {}",
+                        handler.spec.on_failure
+                    );
+                    let allowed =
+                        handler.spec.on_failure == provisio_core::handler::OnFailure::Allow;
+                    (verdict(allowed, event.data.clone(), Some(reason)), Some(e))
+                }
+            };
             report.verdict = Some(verdict);
             error = failure;
         }
@@ -224,6 +226,7 @@ impl Engine {
                 next_attempt_at: None,
                 data_after,
                 test: true,
+                verdict: logged_verdict,
             }
             .record(outcome, error);
             let _ = records.send(Recorded::Execution(row)).await;

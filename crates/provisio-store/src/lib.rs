@@ -15,7 +15,7 @@
 //!   in the same files: `mod.rs` (connecting, migrations under
 //!   `migrations/<backend>`, the dialect: pragmas and write transactions on
 //!   SQLite, the `LISTEN/NOTIFY` change feed on PostgreSQL), `queue.rs`
-//!   (emit and record batches, claims, locks, redeliver, a replay job's
+//!   (emit and record batches, claims, locks, a replay job's
 //!   start and cancel under the locks) and `upkeep.rs`
 //!   (p95 durations). SQLite serves one node per database; PostgreSQL any
 //!   number, with changes announced to all ([`Store::watch`]).
@@ -27,6 +27,7 @@
 //! Batching lives above this trait (the engine collects emits and attempt
 //! results); each batch method here commits its whole slice in one transaction.
 
+mod count;
 mod health;
 mod plan;
 pub mod postgres;
@@ -36,8 +37,20 @@ mod rows;
 mod shared;
 pub mod sqlite;
 
+pub use count::{LogCount, thousands};
 pub use health::*;
 pub use records::*;
+
+/// A log list counts its matches up to this many: past it, the count says
+/// "more than" instead of reading every matching row (at a million rows an
+/// exact count of a broad filter costs a scan).
+pub const LOG_COUNT_LIMIT: u64 = 1_000;
+
+/// A text search of the log (`data`, `error`, `response`) reads only this
+/// many executions (by id), back from the newest or from the newest up to the
+/// filter's `to`: a substring search has no index, and a bounded scan answers
+/// in tens of milliseconds at any log size. Answers say so.
+pub const LOG_TEXT_WINDOW: u64 = 100_000;
 
 use async_trait::async_trait;
 
@@ -249,9 +262,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<DeliveryRecord>>;
     /// How many deliveries are unfinished, and the age of the oldest.
     async fn queue_stats(&self) -> StoreResult<QueueStats>;
-    /// Queues a finished or blocked delivery for a fresh round of attempts
-    /// (a blocked one is due at once: it heads its line).
-    async fn redeliver(&self, delivery_id: &str, now_ms: i64) -> StoreResult<DeliveryRecord>;
+    /// "Retry now": queues a finished or blocked delivery for a fresh round
+    /// of attempts (a blocked one is due at once: it heads its line), makes
+    /// a pending one due now, and for a waiting one makes its line's head due
+    /// now (it never overtakes). Returns the delivery as it stands and what
+    /// was done. [`StoreError::NotFound`] for no such delivery.
+    async fn redeliver(
+        &self,
+        delivery_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<(DeliveryRecord, Redelivery)>;
+    /// One delivery, as [`Store::get_event`] lists them.
+    async fn get_delivery(&self, delivery_id: &str) -> StoreResult<Option<DeliveryRecord>>;
     /// Fails a `blocked` delivery with "skipped by `who`" and moves its line
     /// on (the next waiting delivery becomes due, conflated on a conflating
     /// handler). [`StoreError::NotFound`] for no such delivery,
@@ -287,6 +309,9 @@ pub trait Store: Send + Sync + 'static {
 
     // --- Execution log ----------------------------------------------------
 
+    /// A page of the log, newest first, and how many rows match, counted up
+    /// to [`LOG_COUNT_LIMIT`] + 1 (more than the limit: "more than 1,000").
+    /// A text filter reads only [`LOG_TEXT_WINDOW`] rows.
     async fn list_executions(
         &self,
         filter: &ExecutionFilter,

@@ -28,7 +28,7 @@ pub(crate) const OPEN_STATES: &str = open_states!();
 pub(crate) const FINISHED_STATES: &str = "('success', 'failed', 'superseded')";
 
 /// Rows per multi-row statement: well under both databases' bound-parameter
-/// limits (SQLite 32,766; PostgreSQL 65,535) at 21 columns a row.
+/// limits (SQLite 32,766; PostgreSQL 65,535) at 22 columns a row.
 pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
 
 /// `INSERT INTO executions … VALUES (…), (…)` for up to
@@ -38,7 +38,7 @@ pub(crate) fn insert_executions<DB: Dialect>(rows: &[&ExecutionRecord]) -> Query
         "INSERT INTO executions (delivery_id, handler_id, handler_name, event_id, events_id, object_id,
             object_key, stage, attempt, status, started_at, duration_ms, request_target, request_headers,
             request_body, response_status, response_body, response_truncated, error, next_attempt_at,
-            data_after, test) ",
+            data_after, test, verdict) ",
     );
     q.push_values(rows, |mut row, e| {
         row.bind(e.delivery_id.clone())
@@ -64,7 +64,8 @@ pub(crate) fn insert_executions<DB: Dialect>(rows: &[&ExecutionRecord]) -> Query
             .bind(e.error.clone())
             .bind(e.next_attempt_at.map(provisio_core::timefmt::to_millis))
             .bind(e.data_after.clone())
-            .bind(e.test);
+            .bind(e.test)
+            .bind(e.verdict.map(|v| v.as_str().to_owned()));
     });
     q
 }
@@ -99,19 +100,39 @@ pub(crate) fn push_execution_filter<DB: Dialect>(
     if let Some(v) = &f.event_id {
         q.push(" AND event_id = ").bind(v.clone());
     }
-    if let Some(v) = f.data.as_deref().filter(|v| !v.is_empty()) {
-        q.push(" AND request_body ")
-            .push(like)
-            .push(" ")
-            .bind(like_pattern(v))
-            .push(" ESCAPE '\\'");
+    for (column, text) in [
+        ("request_body", &f.data),
+        ("error", &f.error),
+        ("response_body", &f.response),
+    ] {
+        if let Some(v) = text.as_deref().filter(|v| !v.is_empty()) {
+            q.push(" AND ")
+                .push(column)
+                .push(" ")
+                .push(like)
+                .push(" ")
+                .bind(like_pattern(v))
+                .push(" ESCAPE '\\'");
+        }
     }
-    if let Some(v) = f.error.as_deref().filter(|v| !v.is_empty()) {
-        q.push(" AND error ")
-            .push(like)
-            .push(" ")
-            .bind(like_pattern(v))
-            .push(" ESCAPE '\\'");
+    if f.searches_text() {
+        // The bounded scan: a substring has no index, so only a window of
+        // rows is read (a range of the primary key) that ends at the newest
+        // row, or at the newest up to `to`, so an earlier `to` looks further
+        // back.
+        q.push(" AND id > COALESCE((SELECT id FROM executions");
+        match f.to_ms {
+            Some(to) => q
+                .push(" WHERE started_at <= ")
+                .bind(to)
+                .push(" ORDER BY started_at DESC"),
+            None => q.push(" ORDER BY id DESC"),
+        };
+        q.push(" LIMIT 1), 0) - ")
+            .bind(crate::LOG_TEXT_WINDOW as i64);
+    }
+    if let Some(v) = f.verdict {
+        q.push(" AND verdict = ").bind(v.as_str());
     }
     if let Some(v) = &f.replay_id {
         q.push(" AND delivery_id IN (SELECT id FROM deliveries WHERE replay_id = ")

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use provisio_core::event::{DeliveryState, Event, ExecutionStatus, ObjectId};
+use provisio_core::event::{DeliveryState, Event, ExecutionStatus, ObjectId, Verdict};
 use provisio_core::handler::{HandlerKind, Stage, Status};
 use time::OffsetDateTime;
 
@@ -240,6 +240,62 @@ pub struct DeliveryRecord {
     pub blocked_by: Option<String>,
 }
 
+/// What a redeliver did ("retry now").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redelivery {
+    /// A finished (or blocked) delivery starts a new round of attempts: due
+    /// now, or waiting behind its object's open deliveries.
+    NewRound,
+    /// A pending delivery is due now instead of at its retry time.
+    DueNow,
+    /// A waiting delivery cannot overtake its line: the line's head, this
+    /// delivery, is due now (a blocked head is retried), and the waiting one
+    /// follows it as usual.
+    HeadDueNow(String),
+    /// This delivery (or the head of its line) is being attempted at this
+    /// moment: there is nothing to hurry.
+    InFlight(String),
+}
+
+impl Redelivery {
+    /// A word for the wire: `new_round`, `due_now`, `head_due_now`,
+    /// `in_flight`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::NewRound => "new_round",
+            Self::DueNow => "due_now",
+            Self::HeadDueNow(_) => "head_due_now",
+            Self::InFlight(_) => "in_flight",
+        }
+    }
+
+    /// The delivery that is due now because of it, if any: `id` itself or
+    /// the head of its line.
+    pub fn due_delivery<'a>(&'a self, id: &'a str) -> Option<&'a str> {
+        match self {
+            Self::NewRound | Self::DueNow => Some(id),
+            Self::HeadDueNow(head) => Some(head),
+            Self::InFlight(_) => None,
+        }
+    }
+
+    /// What was done, in a sentence, for delivery `id` now in `state`.
+    pub fn describe(&self, state: DeliveryState) -> String {
+        match (self, state) {
+            (Self::NewRound, DeliveryState::Waiting) => "Queued again for a new round of attempts; it waits behind its object's earlier open deliveries.".into(),
+            (Self::NewRound, _) => "Queued again for a new round of attempts, due now.".into(),
+            (Self::DueNow, DeliveryState::Held) => "It is due now, and goes as soon as its handler is resumed.".into(),
+            (Self::DueNow, _) => "It is due now instead of at its retry time.".into(),
+            (Self::HeadDueNow(head), _) => format!(
+                "It waits behind delivery {head} of the same object and may not overtake it: {head} is due now, and this one follows it."
+            ),
+            (Self::InFlight(head), _) => format!(
+                "Delivery {head} is being attempted at this moment; nothing was changed."
+            ),
+        }
+    }
+}
+
 /// What was sent: the URL (or script path and arguments), headers and body.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RequestRecord {
@@ -276,6 +332,27 @@ pub struct ExecutionRecord {
     pub data_after: Option<String>,
     /// A call made by a handler test, not by a delivery or a before chain.
     pub test: bool,
+    /// Before stage: what the call decided; `None` after the stage (and for
+    /// rows logged before verdicts were kept).
+    pub verdict: Option<Verdict>,
+}
+
+impl ExecutionRecord {
+    /// A call to a script, not an HTTP request: HTTP targets are always
+    /// `http(s)://` URLs, script targets paths inside the scripts directory.
+    /// An interrupted attempt has no target and counts as neither.
+    pub fn is_script(&self) -> bool {
+        !self.request.target.is_empty() && !self.request.target.contains("://")
+    }
+
+    /// A script's arguments, as recorded with the call.
+    pub fn script_args(&self) -> Vec<String> {
+        self.request
+            .headers
+            .get("args")
+            .and_then(|a| serde_json::from_str(a).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// The execution log's filters.
@@ -292,10 +369,24 @@ pub struct ExecutionFilter {
     pub data: Option<String>,
     /// Substring of the error text.
     pub error: Option<String>,
+    /// Substring of the stored response body (a script's output).
+    pub response: Option<String>,
+    pub verdict: Option<Verdict>,
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
     /// Calls made for this replay job's deliveries.
     pub replay_id: Option<String>,
+}
+
+impl ExecutionFilter {
+    /// A text search (`data`, `error`, `response`): it reads only
+    /// [`LOG_TEXT_WINDOW`](crate::LOG_TEXT_WINDOW) executions, back from the
+    /// newest or from `to_ms`.
+    pub fn searches_text(&self) -> bool {
+        [&self.data, &self.error, &self.response]
+            .iter()
+            .any(|v| v.as_deref().is_some_and(|t| !t.is_empty()))
+    }
 }
 
 /// A web section session.

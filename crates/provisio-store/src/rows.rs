@@ -309,7 +309,7 @@ pub(crate) fn replay(row: &impl Columns) -> StoreResult<ReplayRecord> {
 /// `SELECT` of every execution column, for [`execution`].
 pub(crate) const EXECUTION_SELECT: &str = "SELECT id, delivery_id, handler_id, handler_name, event_id, events_id, object_id, stage, \
      attempt, status, started_at, duration_ms, request_target, request_headers, request_body, response_status, \
-     response_body, response_truncated, error, next_attempt_at, data_after, test FROM executions";
+     response_body, response_truncated, error, next_attempt_at, data_after, test, verdict FROM executions";
 
 pub(crate) fn execution(row: &impl Columns) -> StoreResult<ExecutionRecord> {
     let response_status = row
@@ -352,6 +352,10 @@ pub(crate) fn execution(row: &impl Columns) -> StoreResult<ExecutionRecord> {
         next_attempt_at: row.opt_int("next_attempt_at")?.map(from_millis),
         data_after: row.opt_text("data_after")?,
         test: row.flag("test")?,
+        verdict: row
+            .opt_text("verdict")?
+            .map(|v| v.parse().map_err(|e| corrupt("execution verdict", e)))
+            .transpose()?,
     })
 }
 

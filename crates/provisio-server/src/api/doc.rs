@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{event_types, events, executions, handler_tests, handlers, replays};
+use super::{deliveries, event_types, events, executions, handler_tests, handlers, replays};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,7 +15,8 @@ use super::{event_types, events, executions, handler_tests, handlers, replays};
         handlers::secret, handlers::rotate_secret, handlers::pause, handlers::resume,
         handler_tests::test_stored, handler_tests::test_draft,
         handler_tests::dry_run_stored, handler_tests::dry_run_draft,
-        events::emit, events::before, events::read, events::redeliver, events::skip,
+        events::emit, events::before, events::read,
+        deliveries::read, deliveries::redeliver, deliveries::skip,
         executions::list, executions::read,
         replays::start, replays::list, replays::read, replays::cancel,
     ),

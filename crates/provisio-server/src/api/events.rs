@@ -1,21 +1,21 @@
-//! `/events`: emit at the after stage, read an event with its deliveries, and
-//! `/deliveries/{id}/redeliver` and `/deliveries/{id}/skip`.
+//! `/events`: emit at the after stage, run the before stage, and read an
+//! event with its deliveries (the deliveries themselves: `deliveries.rs`).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
-use provisio_core::event::{DeliveryState, ObjectId};
+use axum::{Json, Router};
+use provisio_core::event::ObjectId;
 use provisio_core::timefmt;
 use provisio_engine::EventInput;
-use provisio_store::{DeliveryRecord, Idempotency, TokenRecord};
+use provisio_store::Idempotency;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::ts;
+use super::deliveries::DeliveryOut;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, parse_json, read_body};
@@ -25,8 +25,6 @@ pub fn router() -> Router<AppState> {
         .route("/events", post(emit))
         .route("/events/before", post(before))
         .route("/events/{id}", get(read))
-        .route("/deliveries/{id}/redeliver", post(redeliver))
-        .route("/deliveries/{id}/skip", post(skip))
 }
 
 /// An event to emit.
@@ -190,44 +188,6 @@ async fn before(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DeliveryOut {
-    /// The delivery's id: the `webhook-id` header of every attempt.
-    pub id: String,
-    pub event_id: String,
-    pub handler_id: i64,
-    pub state: DeliveryState,
-    pub attempts: u32,
-    pub next_attempt_at: Option<String>,
-    pub last_error: Option<String>,
-    pub created_at: String,
-    pub finished_at: Option<String>,
-    /// A `superseded` delivery: the newer delivery of the same object that
-    /// was sent instead (conflation).
-    pub superseded_by: Option<String>,
-    /// A `waiting` delivery held up by a `blocked` one of the same object:
-    /// that delivery's id (retry it with redeliver, or skip it).
-    pub blocked_by: Option<String>,
-}
-
-impl From<DeliveryRecord> for DeliveryOut {
-    fn from(d: DeliveryRecord) -> Self {
-        Self {
-            id: d.id,
-            event_id: d.event_id,
-            handler_id: d.handler_id,
-            state: d.state,
-            attempts: d.attempts,
-            next_attempt_at: d.next_attempt_at.map(ts),
-            last_error: d.last_error,
-            created_at: ts(d.created_at),
-            finished_at: d.finished_at.map(ts),
-            superseded_by: d.superseded_by,
-            blocked_by: d.blocked_by,
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
 pub struct EventOut {
     pub id: String,
     pub events_id: String,
@@ -279,28 +239,4 @@ async fn read(
             })
             .collect(),
     }))
-}
-
-#[utoipa::path(post, path = "/api/v1/deliveries/{id}/redeliver", tag = "events", params(("id" = String, Path, description = "Delivery id")),
-    responses((status = 202, description = "Queued again (a blocked delivery: retried now, and its object's line moves on once it succeeds)", body = DeliveryOut), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody),
-        (status = 409, description = "The delivery is still pending", body = ErrorBody)))]
-async fn redeliver(
-    State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult<(StatusCode, Json<DeliveryOut>)> {
-    let delivery = state.engine().redeliver(&id).await?;
-    Ok((StatusCode::ACCEPTED, Json(delivery.into())))
-}
-
-#[utoipa::path(post, path = "/api/v1/deliveries/{id}/skip", tag = "events", params(("id" = String, Path, description = "Delivery id")),
-    responses((status = 200, description = "Skipped: the delivery is failed (\"skipped by <token name>\") and the next waiting delivery of its object is due", body = DeliveryOut),
-        (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody),
-        (status = 409, description = "The delivery is not blocked", body = ErrorBody)))]
-async fn skip(
-    State(state): State<AppState>,
-    Extension(token): Extension<TokenRecord>,
-    ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<DeliveryOut>> {
-    let delivery = state.engine().skip_delivery(&id, &token.name).await?;
-    Ok(Json(delivery.into()))
 }

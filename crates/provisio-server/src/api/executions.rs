@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use provisio_core::event::{ExecutionStatus, ObjectId};
-use provisio_core::handler::Stage;
+use provisio_core::event::{ExecutionStatus, ObjectId, Verdict};
+use provisio_core::handler::{HandlerKind, Stage};
 use provisio_engine::ExecutionSearch;
-use provisio_store::ExecutionRecord;
+use provisio_store::{ExecutionRecord, LogCount};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ListOut, PageQuery, ts};
+use super::{PageQuery, ts};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
@@ -28,7 +28,8 @@ pub fn router() -> Router<AppState> {
 pub struct RequestOut {
     /// The URL, or the script path.
     pub target: String,
-    /// The headers sent, with credentials masked.
+    /// The headers sent, with credentials masked. A script's call has one,
+    /// `args`: its arguments as a JSON array (`script_args` reads it).
     pub headers: BTreeMap<String, String>,
     /// The exact body sent.
     pub body: String,
@@ -47,14 +48,29 @@ pub struct ExecutionOut {
     #[schema(value_type = Object)]
     pub object_id: ObjectId,
     pub stage: Stage,
+    /// What was called: `http` or `script`; null for an interrupted attempt,
+    /// which recorded no request.
+    pub kind: Option<HandlerKind>,
     /// 1 for the first attempt of a delivery.
     pub attempt: u32,
+    /// Whether the call itself worked. A before-stage call that forbade the
+    /// action worked: see `verdict`.
     pub status: ExecutionStatus,
+    /// Before stage: what the call decided (`unchanged`, `changed`,
+    /// `forbidden`, `failed`); null after the stage.
+    pub verdict: Option<Verdict>,
     pub started_at: String,
     pub duration_ms: u32,
     pub request: RequestOut,
+    /// The HTTP status, or a script's exit code (also in `exit_code`).
     pub response_status: Option<u16>,
-    /// At most 64 KiB; `response_truncated` says whether it was cut.
+    /// A script's arguments.
+    pub script_args: Option<Vec<String>>,
+    /// A script's exit code; null for HTTP calls and for a script that did
+    /// not exit on its own (killed at its timeout).
+    pub exit_code: Option<u16>,
+    /// At most 64 KiB; `response_truncated` says whether it was cut. A
+    /// script's standard output.
     pub response_body: Option<String>,
     pub response_truncated: bool,
     pub error: Option<String>,
@@ -71,7 +87,17 @@ pub struct ExecutionOut {
 
 impl From<ExecutionRecord> for ExecutionOut {
     fn from(e: ExecutionRecord) -> Self {
+        let script = e.is_script();
+        let kind = match (script, e.request.target.is_empty()) {
+            (true, _) => Some(HandlerKind::Script),
+            (false, true) => None,
+            (false, false) => Some(HandlerKind::Http),
+        };
         Self {
+            kind,
+            verdict: e.verdict,
+            script_args: script.then(|| e.script_args()),
+            exit_code: e.response_status.filter(|_| script),
             id: e.id,
             delivery_id: e.delivery_id,
             handler_id: e.handler_id,
@@ -117,6 +143,12 @@ pub struct ExecutionQuery {
     pub data: Option<String>,
     /// The error contains this text.
     pub error: Option<String>,
+    /// The response body (a script's output) contains this text,
+    /// case-insensitively. Text searches read only the newest 100,000
+    /// executions (back from `to` when given); the answer's `note` says so.
+    pub response: Option<String>,
+    /// Before-stage calls with this verdict.
+    pub verdict: Option<Verdict>,
     /// From this instant (ISO 8601) or date (`2026-11-26`, from its start, UTC).
     pub from: Option<String>,
     /// Up to this instant or date (to its end, UTC).
@@ -140,6 +172,8 @@ impl ExecutionQuery {
             delivery_id: self.delivery_id.clone(),
             data: self.data.clone(),
             error: self.error.clone(),
+            response: self.response.clone(),
+            verdict: self.verdict,
             from: self.from.clone(),
             to: self.to.clone(),
             replay_id: self.replay_id.clone(),
@@ -147,22 +181,42 @@ impl ExecutionQuery {
     }
 }
 
+/// A page of the log, and how far its count and search reached.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecutionListOut {
+    pub items: Vec<ExecutionOut>,
+    /// How many executions match, counted up to 1,000.
+    pub total: u64,
+    /// False when more than `total` match (counting stopped there).
+    pub total_exact: bool,
+    /// A text search (`data`, `error`, `response`) read only this many
+    /// executions, back from the newest (or from `to`); null when none was
+    /// asked.
+    pub searched_newest: Option<u64>,
+    /// The two bounds above in a sentence, when either applies.
+    pub note: Option<String>,
+}
+
 #[utoipa::path(get, path = "/api/v1/executions", tag = "executions", params(ExecutionQuery),
-    responses((status = 200, description = "A page of the log, newest first", body = ListOut<ExecutionOut>), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 422, description = "Invalid input, per field", body = ErrorBody)))]
+    responses((status = 200, description = "A page of the log, newest first", body = ExecutionListOut), (status = 401, description = "Missing or invalid token", body = ErrorBody), (status = 422, description = "Invalid input, per field", body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ExecutionQuery>,
-) -> ApiResult<Json<ListOut<ExecutionOut>>> {
+) -> ApiResult<Json<ExecutionListOut>> {
     let page = PageQuery {
         page: query.page,
         per_page: query.per_page,
     }
     .to_page()?;
     let filter = query.search().to_filter()?;
-    let (rows, total) = state.store().list_executions(&filter, page).await?;
-    Ok(Json(ListOut {
+    let (rows, counted) = state.store().list_executions(&filter, page).await?;
+    let count = LogCount::new(counted, &filter);
+    Ok(Json(ExecutionListOut {
         items: rows.into_iter().map(Into::into).collect(),
-        total,
+        total: count.total,
+        total_exact: count.exact,
+        searched_newest: count.searched_newest,
+        note: count.note(),
     }))
 }
 

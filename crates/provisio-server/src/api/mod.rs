@@ -1,5 +1,6 @@
 //! The JSON API under `/api/v1` (DESIGN §6): one module per resource.
 
+pub mod deliveries;
 pub mod doc;
 pub mod event_types;
 pub mod events;
@@ -22,6 +23,7 @@ pub fn router(_state: AppState) -> Router<AppState> {
         .merge(handlers::router())
         .merge(handler_tests::router())
         .merge(events::router())
+        .merge(deliveries::router())
         .merge(executions::router())
         .merge(replays::router())
 }

@@ -1,21 +1,22 @@
 //! The Execution Logs: the filtered table (with rows that refresh on their
-//! own), one execution's details with its event's deliveries, redeliver, and
-//! skip (of a blocked delivery).
+//! own) and one execution's details with its event's deliveries. A script's
+//! call is shown in script terms (command, arguments, exit code, output);
+//! a before-stage call by its verdict. The delivery and event pages, and
+//! the actions on a delivery, are in `deliveries.rs`.
 
 use askama::Template;
 use axum::Router;
 use axum::extract::Query;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use provisio_engine::{ExecutionSearch, OpError};
-use provisio_store::{DeliveryRecord, ExecutionRecord, Page};
+use axum::routing::get;
+use provisio_engine::ExecutionSearch;
+use provisio_store::{DeliveryRecord, ExecutionRecord, LogCount, Page};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::session::{Operator, Posted, Session};
+use super::session::{Operator, Session};
 use super::{
-    Chrome, EventGroup, NoticeQuery, PageError, PageResult, Pager, event_groups, render, see_other,
-    with_query,
+    Chrome, EventGroup, NoticeQuery, PageError, PageResult, Pager, event_groups, render, with_query,
 };
 use crate::AppState;
 use crate::extract::ApiPath;
@@ -25,8 +26,6 @@ pub fn router() -> Router<AppState> {
         .route("/executions", get(list))
         .route("/executions/rows", get(rows))
         .route("/executions/{id}", get(detail))
-        .route("/deliveries/{id}/redeliver", post(redeliver))
-        .route("/deliveries/{id}/skip", post(skip))
 }
 
 const PER_PAGE: u32 = 50;
@@ -43,8 +42,11 @@ struct Search {
     stage: String,
     object_id: String,
     delivery_id: String,
+    event_id: String,
     data: String,
     error: String,
+    response: String,
+    verdict: String,
     from: String,
     to: String,
     replay_id: String,
@@ -60,8 +62,11 @@ impl Search {
             ("stage", self.stage.clone()),
             ("object_id", self.object_id.clone()),
             ("delivery_id", self.delivery_id.clone()),
+            ("event_id", self.event_id.clone()),
             ("data", self.data.clone()),
             ("error", self.error.clone()),
+            ("response", self.response.clone()),
+            ("verdict", self.verdict.clone()),
             ("from", self.from.clone()),
             ("to", self.to.clone()),
             ("replay_id", self.replay_id.clone()),
@@ -104,29 +109,37 @@ impl Search {
             stage: self.stage.parse().ok(),
             object_id: text(&self.object_id),
             delivery_id: text(&self.delivery_id),
+            event_id: text(&self.event_id),
             data: text(&self.data),
             error: text(&self.error),
+            response: text(&self.response),
+            verdict: self.verdict.parse().ok(),
             from: text(&self.from),
             to: text(&self.to),
             replay_id: text(&self.replay_id),
-            ..ExecutionSearch::default()
         }
     }
 }
 
-struct Row {
-    id: i64,
-    status: &'static str,
-    date: String,
-    events_id: String,
-    stage: &'static str,
-    handler_id: i64,
-    handler_name: String,
-    object_id: String,
-    response: String,
-    duration_ms: u32,
+pub(super) struct Row {
+    pub(super) id: i64,
+    /// The badge: a before-stage call's verdict (a forbidden call is
+    /// "forbidden", never "success"), otherwise the call's status.
+    pub(super) badge: &'static str,
+    pub(super) date: String,
+    pub(super) events_id: String,
+    pub(super) stage: &'static str,
+    pub(super) handler_id: i64,
+    pub(super) handler_name: String,
+    pub(super) object_id: String,
+    pub(super) attempt: u32,
+    /// When a failed attempt runs again; "no retry" when it was the last of
+    /// its round; empty otherwise.
+    pub(super) next_attempt: String,
+    pub(super) response: String,
+    pub(super) duration_ms: u32,
     /// A handler test's call.
-    test: bool,
+    pub(super) test: bool,
 }
 
 pub(super) fn date(t: OffsetDateTime) -> String {
@@ -136,32 +149,55 @@ pub(super) fn date(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-fn row(e: &ExecutionRecord) -> Row {
-    let response = match (&e.error, e.response_status, &e.response_body) {
-        (Some(err), _, _) if e.response_status.is_none() => err.clone(),
-        (_, status, body) => {
-            let body = body.as_deref().unwrap_or("").trim();
-            let short: String = body.chars().take(80).collect();
-            let more = if body.chars().count() > 80 { "…" } else { "" };
-            match status {
-                Some(s) => format!("{s} {short}{more}"),
-                None => format!("{short}{more}"),
-            }
+/// The first 80 characters of a body, trimmed, with "…" when cut.
+fn short(body: Option<&str>) -> String {
+    let body = body.unwrap_or("").trim();
+    let short: String = body.chars().take(80).collect();
+    let more = if body.chars().count() > 80 { "…" } else { "" };
+    format!("{short}{more}")
+}
+
+/// The badge of an execution: its verdict when it has one, else its status.
+pub(super) fn badge(e: &ExecutionRecord) -> &'static str {
+    e.verdict.map_or(e.status.as_str(), |v| v.as_str())
+}
+
+pub(super) fn row(e: &ExecutionRecord) -> Row {
+    let response = match (&e.error, e.response_status) {
+        (Some(err), None) => err.clone(),
+        (_, Some(code)) if e.is_script() => {
+            format!("exit {code} {}", short(e.response_body.as_deref()))
         }
+        (_, Some(status)) => format!("{status} {}", short(e.response_body.as_deref())),
+        (_, None) => short(e.response_body.as_deref()),
+    };
+    let failed = e.status != provisio_core::event::ExecutionStatus::Success;
+    let next_attempt = match e.next_attempt_at {
+        Some(at) => date(at),
+        None if failed && e.delivery_id.is_some() => "no retry".into(),
+        None => String::new(),
     };
     Row {
         id: e.id,
-        status: e.status.as_str(),
+        badge: badge(e),
         date: date(e.started_at),
         events_id: e.events_id.clone(),
         stage: e.stage.as_str(),
         handler_id: e.handler_id,
         handler_name: e.handler_name.clone(),
         object_id: e.object_id.key(),
+        attempt: e.attempt,
+        next_attempt,
         response,
         duration_ms: e.duration_ms,
         test: e.test,
     }
+}
+
+/// A handler in the Advanced Search's drop-down.
+struct HandlerChoice {
+    id: i64,
+    name: String,
 }
 
 #[derive(Template)]
@@ -172,8 +208,13 @@ struct ListPage {
     filter_error: Option<String>,
     handler_name: Option<String>,
     event_groups: Vec<EventGroup>,
+    handlers: Vec<HandlerChoice>,
     rows: Vec<Row>,
     total: u64,
+    /// "more than" when counting stopped at the limit.
+    total_exact: bool,
+    /// What bounded the count or the search, when anything did.
+    bound_note: Option<String>,
     pager: Pager,
     rows_url: String,
     /// The replay form, filled with these filters.
@@ -189,7 +230,7 @@ struct RowsFragment {
 /// One page of the log as the filters select it.
 struct Found {
     rows: Vec<Row>,
-    total: u64,
+    count: LogCount,
     /// Why the filters do not parse (then there are no rows).
     filter_error: Option<String>,
 }
@@ -200,19 +241,19 @@ async fn search(state: &AppState, search: &Search, page: u32) -> Result<Found, P
         Err(refused) => {
             return Ok(Found {
                 rows: Vec::new(),
-                total: 0,
+                count: LogCount::new(0, &Default::default()),
                 filter_error: Some(refused.to_string()),
             });
         }
     };
     let per_page = PER_PAGE;
-    let (records, total) = state
+    let (records, counted) = state
         .store()
         .list_executions(&filter, Page { page, per_page })
         .await?;
     Ok(Found {
         rows: records.iter().map(row).collect(),
-        total,
+        count: LogCount::new(counted, &filter),
         filter_error: None,
     })
 }
@@ -225,7 +266,18 @@ async fn list(Operator { state, session }: Operator, Query(filter): Query<Search
         Ok(id) => state.engine().handler(id).await.ok().map(|h| h.spec.name),
         Err(_) => None,
     };
-    let pager = Pager::new(page, found.total, PER_PAGE, |p| {
+    let mut handlers: Vec<HandlerChoice> = state
+        .store()
+        .all_handlers()
+        .await?
+        .into_iter()
+        .map(|h| HandlerChoice {
+            id: h.id,
+            name: h.spec.name,
+        })
+        .collect();
+    handlers.sort_by_key(|h| h.id);
+    let pager = Pager::new(page, found.count.total, PER_PAGE, |p| {
         filter.url("/executions", Some(p))
     });
     let rows_url = filter.url("/executions/rows", None);
@@ -239,8 +291,11 @@ async fn list(Operator { state, session }: Operator, Query(filter): Query<Search
             filter_error: found.filter_error,
             handler_name,
             event_groups: groups,
+            handlers,
             rows: found.rows,
-            total: found.total,
+            total: found.count.total,
+            total_exact: found.count.exact,
+            bound_note: found.count.note(),
             pager,
             rows_url,
             replay_url,
@@ -255,7 +310,7 @@ async fn rows(Operator { state, .. }: Operator, Query(filter): Query<Search>) ->
 }
 
 /// JSON shown indented; anything else as it is.
-fn pretty(text: &str) -> String {
+pub(super) fn pretty(text: &str) -> String {
     serde_json::from_str::<serde_json::Value>(text)
         .ok()
         .and_then(|v| serde_json::to_string_pretty(&v).ok())
@@ -263,18 +318,20 @@ fn pretty(text: &str) -> String {
 }
 
 /// A delivery of the execution's event as the detail page lists it.
-struct DeliveryView {
-    id: String,
-    event_id: String,
-    handler_id: i64,
-    created_at: String,
-    state: &'static str,
-    attempts: u32,
+pub(super) struct DeliveryView {
+    pub(super) id: String,
+    pub(super) event_id: String,
+    pub(super) handler_id: i64,
+    pub(super) created_at: String,
+    pub(super) state: &'static str,
+    pub(super) attempts: u32,
+    /// When a pending delivery is tried next.
+    pub(super) next_attempt_at: Option<String>,
     /// A waiting delivery: the blocked one its line waits behind.
-    blocked_by: Option<String>,
+    pub(super) blocked_by: Option<String>,
     /// A superseded delivery: the one sent instead.
-    superseded_by: Option<String>,
-    last_error: Option<String>,
+    pub(super) superseded_by: Option<String>,
+    pub(super) last_error: Option<String>,
 }
 
 impl From<DeliveryRecord> for DeliveryView {
@@ -286,6 +343,7 @@ impl From<DeliveryRecord> for DeliveryView {
             created_at: date(d.created_at),
             state: d.state.as_str(),
             attempts: d.attempts,
+            next_attempt_at: d.next_attempt_at.map(date),
             blocked_by: d.blocked_by,
             superseded_by: d.superseded_by,
             last_error: d.last_error,
@@ -300,6 +358,13 @@ impl From<DeliveryRecord> for DeliveryView {
 struct DetailPage {
     chrome: Chrome,
     e: ExecutionRecord,
+    /// Its verdict or status.
+    badge: &'static str,
+    /// A script's call: its arguments (shown with the command).
+    script_args: Option<Vec<String>>,
+    /// The event has a page (an after-stage event; a before-stage run is
+    /// not stored as an event).
+    event_page: bool,
     /// The state of the delivery this execution was an attempt of, now.
     delivery_state: Option<&'static str>,
     deliveries: Vec<DeliveryView>,
@@ -310,7 +375,6 @@ struct DetailPage {
     request_body: String,
     response_body: String,
     data_after: Option<String>,
-    action_error: Option<String>,
 }
 
 async fn detail(
@@ -318,7 +382,7 @@ async fn detail(
     ApiPath(id): ApiPath<i64>,
     Query(q): Query<NoticeQuery>,
 ) -> PageResult {
-    detail_page(&state, &session, id, q.notice.as_deref(), None).await
+    detail_page(&state, &session, id, q.notice.as_deref()).await
 }
 
 async fn detail_page(
@@ -326,7 +390,6 @@ async fn detail_page(
     session: &Session,
     id: i64,
     notice: Option<&str>,
-    action_error: Option<String>,
 ) -> PageResult {
     let e = state.store().get_execution(id).await?.ok_or_else(|| {
         session.error(
@@ -363,6 +426,9 @@ async fn detail_page(
         StatusCode::OK,
         &DetailPage {
             chrome,
+            badge: badge(&e),
+            script_args: e.is_script().then(|| e.script_args()),
+            event_page: e.stage == provisio_core::handler::Stage::After && e.event_id.is_some(),
             delivery_state,
             deliveries,
             held_up,
@@ -372,59 +438,6 @@ async fn detail_page(
             response_body: pretty(e.response_body.as_deref().unwrap_or("")),
             data_after: e.data_after.as_deref().map(pretty),
             e,
-            action_error,
         },
     ))
-}
-
-/// Redeliver and skip are asked on an execution's page; the answer is that
-/// page again.
-#[derive(Deserialize)]
-struct DeliveryActionForm {
-    #[serde(default)]
-    execution: i64,
-}
-
-async fn redeliver(
-    Operator { state, session }: Operator,
-    ApiPath(id): ApiPath<String>,
-    Posted(form): Posted<DeliveryActionForm>,
-) -> PageResult {
-    let done = state.engine().redeliver(&id).await;
-    answer_action(&state, &session, done, form.execution, "redelivered").await
-}
-
-/// Skips a blocked delivery in the name of the session's token.
-async fn skip(
-    Operator { state, session }: Operator,
-    ApiPath(id): ApiPath<String>,
-    Posted(form): Posted<DeliveryActionForm>,
-) -> PageResult {
-    let done = state.engine().skip_delivery(&id, &session.token_name).await;
-    answer_action(&state, &session, done, form.execution, "skipped").await
-}
-
-/// The execution's page after an action on its delivery: with the notice
-/// when it was done, with the refusal when it clashed with the delivery's
-/// state.
-async fn answer_action(
-    state: &AppState,
-    session: &Session,
-    done: Result<DeliveryRecord, OpError>,
-    execution: i64,
-    notice: &str,
-) -> PageResult {
-    match done {
-        Ok(_) => Ok(see_other(&format!(
-            "/executions/{execution}?notice={notice}"
-        ))),
-        Err(OpError::Conflict(message)) => {
-            detail_page(state, session, execution, None, Some(message)).await
-        }
-        Err(err) => Err(session.not_found(
-            err,
-            "Delivery not found",
-            "There is no delivery with that id.",
-        )),
-    }
 }

@@ -5,7 +5,9 @@
 //! - [`session`]: login, logout, the `Session` extractor and CSRF checks.
 //! - [`handlers`]: the Handlers table, Advanced Search, the handler form pages;
 //!   `handler_form`: the form's fields as text and their conversion to a draft.
-//! - [`executions`]: the Execution Logs, details and redeliver.
+//! - [`executions`]: the Execution Logs and an execution's details.
+//! - [`deliveries`]: a delivery's page (every attempt, Retry now, Skip) and
+//!   an event's page (every handler it went to).
 //! - [`overview`]: the queue, and per handler its state, queue and outcomes
 //!   over the last 24 hours; `health_view`: how both pages word a handler's
 //!   health and queue.
@@ -16,6 +18,7 @@
 //! as the API's do; this section never imports the API. Page handlers return
 //! [`PageResult`] and use `?`: a [`PageError`] is shown as an error page.
 
+mod deliveries;
 mod executions;
 mod handler_form;
 mod handlers;
@@ -39,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .merge(session::router())
         .merge(handlers::router())
         .merge(executions::router())
+        .merge(deliveries::router())
         .merge(overview::router())
         .merge(replays::router())
         .route("/assets/htmx.min.js", get(htmx))
@@ -103,7 +107,15 @@ fn notice_text(key: &str) -> Option<&'static str> {
         "disabled" => "The handler is disabled.",
         "paused" => "The handler is paused: its deliveries are held until it resumes.",
         "resumed" => "The handler resumed: held deliveries are being sent.",
-        "redelivered" => "The delivery was queued to be sent again.",
+        "redelivered" => "The delivery was queued to be sent again, due now.",
+        "retry-queued-behind" => {
+            "A new round was queued; it waits behind its object's earlier open deliveries."
+        }
+        "retry-due-now" => "The delivery is due now instead of at its retry time.",
+        "retry-head-due-now" => {
+            "This delivery waits behind an earlier one of the same object and may not overtake it: that one (the head of the line) is due now, and this one follows it."
+        }
+        "retry-in-flight" => "It is being attempted at this moment; nothing was changed.",
         "skipped" => "The delivery was skipped; the next one of its object is on its way.",
         "replay-started" => "The replay was started.",
         "replay-cancelled" => "The replay was cancelled: what it had not sent will not be sent.",

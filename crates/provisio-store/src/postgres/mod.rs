@@ -8,7 +8,7 @@
 //! - Per-object ordering is decided under a transaction-scoped advisory lock per
 //!   (handler, object), taken by every write that decides or changes whether a
 //!   (handler, object) queue is open: emits, recording a finished delivery, and
-//!   redeliver (see `queue.rs`).
+//!   redeliver (`queue.rs`; redeliver and skip in `shared/lines.rs`).
 //! - Changes reach every node through `LISTEN/NOTIFY`: triggers announce
 //!   handler and catalog changes on `provisio_routes`; emits and redelivers
 //!   announce new work on `provisio_work` ([`PgStore::watch`]).

@@ -27,7 +27,7 @@ use sqlx::{Acquire, PgConnection, Postgres};
 
 use super::{PgStore, notify_work};
 use crate::query::open_states;
-use crate::rows::{DELIVERY_COLUMNS, claimed, delivery};
+use crate::rows::claimed;
 use crate::shared::SqlCore;
 use crate::shared::lines::{Line, move_lines_on};
 use crate::*;
@@ -367,63 +367,6 @@ pub(super) async fn record(
     let moved = move_lines_on::<Postgres>(&mut tx, &closed, &conflating, now).await?;
     tx.commit().await?;
     Ok(moved)
-}
-
-pub(super) async fn redeliver(
-    store: &PgStore,
-    delivery_id: &str,
-    now: i64,
-) -> StoreResult<DeliveryRecord> {
-    let mut tx = store.core.write.begin().await?;
-    // The queue's key never changes, so it can be read before the lock.
-    let key: Option<(i64, String)> =
-        sqlx::query_as("SELECT handler_id, object_key FROM deliveries WHERE id = $1")
-            .bind(delivery_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((handler_id, object_key)) = key else {
-        return Err(StoreError::NotFound);
-    };
-    lock_keys(&mut tx, vec![queue_key(handler_id, &object_key)]).await?;
-    let state: String = sqlx::query_scalar("SELECT state FROM deliveries WHERE id = $1 FOR UPDATE")
-        .bind(delivery_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    if matches!(state.as_str(), "pending" | "waiting") {
-        return Err(StoreError::Conflict(
-            "the delivery is still pending; it will be attempted again on its own".into(),
-        ));
-    }
-    // Behind any other unfinished delivery of the same object, so order
-    // still holds; a blocked one heads its line and is due at once.
-    sqlx::query(concat!(
-        "UPDATE deliveries SET
-            state = CASE WHEN state <> 'blocked' AND EXISTS (SELECT 1 FROM deliveries o
-                                      WHERE o.handler_id = $3 AND o.object_key = $4 AND o.id <> $2
-                                      AND o.state IN ",
-        open_states!(),
-        ")
-                         THEN 'waiting' ELSE 'pending' END,
-            superseded_by = NULL,
-            round_start = attempts, next_attempt_at = $1, lease_until = NULL, finished_at = NULL
-         WHERE id = $2"
-    ))
-    .bind(now)
-    .bind(delivery_id)
-    .bind(handler_id)
-    .bind(&object_key)
-    .execute(&mut *tx)
-    .await?;
-    let mut q = sqlx::QueryBuilder::<Postgres>::new("SELECT ");
-    q.push(DELIVERY_COLUMNS)
-        .push(" FROM deliveries WHERE id = ")
-        .push_bind(delivery_id);
-    let record = delivery(&q.build().fetch_one(&mut *tx).await?)?;
-    if record.state == provisio_core::event::DeliveryState::Pending {
-        notify_work(&mut tx).await?;
-    }
-    tx.commit().await?;
-    Ok(record)
 }
 
 /// Queueing a replay joins (handler, object) queues, so it takes their

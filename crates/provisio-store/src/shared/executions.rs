@@ -6,7 +6,7 @@ use super::{Bind, Dialect, SqlCore};
 use crate::query::{ROWS_PER_STATEMENT, insert_executions, push_execution_filter};
 use crate::rows::Columns;
 use crate::rows::{EXECUTION_SELECT, execution as from_row};
-use crate::{ExecutionFilter, ExecutionRecord, Page, StoreResult};
+use crate::{ExecutionFilter, ExecutionRecord, LOG_COUNT_LIMIT, Page, StoreResult};
 
 impl<DB: Dialect> SqlCore<DB> {
     /// Inserts execution rows inside the caller's transaction, one statement
@@ -29,8 +29,15 @@ impl<DB: Dialect> SqlCore<DB> {
         filter: &ExecutionFilter,
         page: Page,
     ) -> StoreResult<(Vec<ExecutionRecord>, u64)> {
-        let mut count = QueryBuilder::<DB>::new("SELECT COUNT(*) AS total FROM executions");
+        // Counted up to one past the limit: enough to say "more than", and
+        // never a scan of every match.
+        let mut count =
+            QueryBuilder::<DB>::new("SELECT COUNT(*) AS total FROM (SELECT 1 FROM executions");
         push_execution_filter(&mut count, filter, DB::LIKE);
+        count
+            .push(" LIMIT ")
+            .bind(LOG_COUNT_LIMIT as i64 + 1)
+            .push(") AS matching");
         let total = count.build().fetch_one(self.reader()).await?.int("total")?;
 
         let mut q = QueryBuilder::<DB>::new(EXECUTION_SELECT);

@@ -4,7 +4,8 @@
 //! one), the oldest waiting one becomes due; on a conflating handler the
 //! newest does, and the older waiting ones are `superseded` by it, in the same
 //! transaction. [`SqlCore::conflate_lines`] does the same to a whole handler's
-//! backlog at once (on resume).
+//! backlog at once (on resume). [`SqlCore::redeliver`] ("retry now") hurries
+//! a line's head or starts a finished delivery's new round.
 //!
 //! Every transaction here takes its lines' locks first ([`Dialect::lock_lines`]),
 //! as emits, records and redelivers do.
@@ -14,7 +15,7 @@ use sqlx::QueryBuilder;
 use super::{Bind, Dialect, SqlCore};
 use crate::query::{OPEN_STATES, ROWS_PER_STATEMENT, open_states};
 use crate::rows::{Columns, DELIVERY_COLUMNS, delivery as delivery_from_row};
-use crate::{DeliveryRecord, RecordOutcome, StoreError, StoreResult};
+use crate::{DeliveryRecord, RecordOutcome, Redelivery, StoreError, StoreResult};
 
 /// A (handler id, object key) line.
 pub(crate) type Line = (i64, String);
@@ -103,7 +104,120 @@ async fn read_delivery<DB: Dialect>(
     delivery_from_row(&q.build().fetch_one(DB::on(conn)).await?)
 }
 
+/// The line a delivery belongs to; [`StoreError::NotFound`] when there is
+/// no such delivery. A line's key never changes, so it can be read before
+/// the line's lock is taken.
+async fn line_of<DB: Dialect>(conn: &mut DB::Connection, id: &str) -> StoreResult<Line> {
+    let mut q =
+        QueryBuilder::<DB>::new("SELECT handler_id, object_key FROM deliveries WHERE id = ");
+    q.bind(id.to_owned());
+    let row = q
+        .build()
+        .fetch_optional(DB::on(conn))
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    Ok((row.int("handler_id")?, row.text("object_key")?))
+}
+
+/// A new round of attempts for a finished or blocked delivery, due `now`:
+/// behind any other open delivery of its line, so order still holds (a
+/// blocked one heads its line and is due at once).
+async fn new_round<DB: Dialect>(conn: &mut DB::Connection, id: &str, now: i64) -> StoreResult<()> {
+    let mut q = QueryBuilder::<DB>::new(concat!(
+        "UPDATE deliveries SET
+            state = CASE WHEN state <> 'blocked' AND EXISTS (SELECT 1 FROM deliveries o
+                WHERE o.handler_id = deliveries.handler_id AND o.object_key = deliveries.object_key
+                AND o.id <> deliveries.id AND o.state IN ",
+        open_states!(),
+        ") THEN 'waiting' ELSE 'pending' END,
+            superseded_by = NULL, round_start = attempts, lease_until = NULL, finished_at = NULL,
+            next_attempt_at = "
+    ));
+    q.bind(now).push(" WHERE id = ").bind(id.to_owned());
+    q.build().execute(DB::on(conn)).await?;
+    Ok(())
+}
+
+/// Makes an unleased pending delivery due `now` (a leased one is being
+/// attempted: its `next_attempt_at` is its lease's end and stays).
+async fn due_now<DB: Dialect>(conn: &mut DB::Connection, id: &str, now: i64) -> StoreResult<()> {
+    let mut q =
+        QueryBuilder::<DB>::new("UPDATE deliveries SET state = 'pending', next_attempt_at = ");
+    q.bind(now)
+        .push(" WHERE lease_until IS NULL AND id = ")
+        .bind(id.to_owned());
+    q.build().execute(DB::on(conn)).await?;
+    Ok(())
+}
+
 impl<DB: Dialect> SqlCore<DB> {
+    /// "Retry now" (see [`crate::Store::redeliver`]), under the line's lock.
+    pub(crate) async fn redeliver(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> StoreResult<(DeliveryRecord, Redelivery)> {
+        DB::write_tx(&self.write, async |tx| {
+            let line = line_of::<DB>(tx, id).await?;
+            DB::lock_lines(tx, std::slice::from_ref(&line)).await?;
+            let mut q =
+                QueryBuilder::<DB>::new("SELECT state, lease_until FROM deliveries WHERE id = ");
+            q.bind(id.to_owned()).push(DB::FOR_UPDATE);
+            let row = q.build().fetch_one(DB::on(&mut *tx)).await?;
+            let leased = row.opt_int("lease_until")?.is_some();
+            let done = match row.text("state")?.as_str() {
+                "pending" if leased => Redelivery::InFlight(id.to_owned()),
+                "pending" => {
+                    due_now::<DB>(tx, id, now).await?;
+                    Redelivery::DueNow
+                }
+                "waiting" => {
+                    // The line's head: what the waiting one must not overtake.
+                    let mut q = QueryBuilder::<DB>::new(
+                        "SELECT id, state, lease_until FROM deliveries WHERE handler_id = ",
+                    );
+                    q.bind(line.0)
+                        .push(" AND object_key = ")
+                        .bind(line.1.clone())
+                        .push(" AND state IN ")
+                        .push(OPEN_STATES)
+                        .push(" AND state <> 'waiting' ORDER BY seq LIMIT 1")
+                        .push(DB::FOR_UPDATE);
+                    match q.build().fetch_optional(DB::on(&mut *tx)).await? {
+                        // Nothing ahead of it (its head finished in this very
+                        // moment): it goes itself.
+                        None => {
+                            due_now::<DB>(tx, id, now).await?;
+                            Redelivery::DueNow
+                        }
+                        Some(head) => {
+                            let head_id = head.text("id")?;
+                            if head.opt_int("lease_until")?.is_some() {
+                                Redelivery::InFlight(head_id)
+                            } else {
+                                if head.text("state")? == "blocked" {
+                                    new_round::<DB>(tx, &head_id, now).await?;
+                                } else {
+                                    due_now::<DB>(tx, &head_id, now).await?;
+                                }
+                                Redelivery::HeadDueNow(head_id)
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    new_round::<DB>(tx, id, now).await?;
+                    Redelivery::NewRound
+                }
+            };
+            if !matches!(done, Redelivery::InFlight(_)) {
+                DB::announce_work(tx).await?;
+            }
+            Ok((read_delivery::<DB>(tx, id).await?, done))
+        })
+        .await
+    }
+
     /// Fails a blocked delivery as "skipped by `who`" and moves its line on.
     /// [`StoreError::NotFound`] when there is no such delivery,
     /// [`StoreError::Conflict`] when it is not blocked.
@@ -114,15 +228,7 @@ impl<DB: Dialect> SqlCore<DB> {
         now: i64,
     ) -> StoreResult<(DeliveryRecord, RecordOutcome)> {
         DB::write_tx(&self.write, async |tx| {
-            // A line's key never changes, so it can be read before the lock.
-            let mut q = QueryBuilder::<DB>::new(
-                "SELECT handler_id, object_key FROM deliveries WHERE id = ",
-            );
-            q.bind(id.to_owned());
-            let Some(row) = q.build().fetch_optional(DB::on(&mut *tx)).await? else {
-                return Err(StoreError::NotFound);
-            };
-            let line = (row.int("handler_id")?, row.text("object_key")?);
+            let line = line_of::<DB>(tx, id).await?;
             DB::lock_lines(tx, std::slice::from_ref(&line)).await?;
             let mut q = QueryBuilder::<DB>::new("SELECT state FROM deliveries WHERE id = ");
             q.bind(id.to_owned()).push(DB::FOR_UPDATE);

@@ -234,7 +234,7 @@ impl<DB: Database> Clone for SqlCore<DB> {
 /// written once for both backends. Every method is the shared core's, but
 /// for the methods given (`single_node`, `watch`) and those each backend
 /// writes its own way, in modules of the same names in both, each taking the
-/// store: `queue::{insert_events, claim_due, record, redeliver, start_replay,
+/// store: `queue::{insert_events, claim_due, record, start_replay,
 /// cancel_replay}` (claims, locks, emit and record batches, replay jobs).
 macro_rules! impl_store {
     ($backend:ty { $($own:tt)* }) => {
@@ -258,8 +258,16 @@ macro_rules! impl_store {
                 queue::record(self, attempts, executions).await
             }
 
-            async fn redeliver(&self, delivery_id: &str, now_ms: i64) -> StoreResult<DeliveryRecord> {
-                queue::redeliver(self, delivery_id, now_ms).await
+            async fn redeliver(
+                &self,
+                delivery_id: &str,
+                now_ms: i64,
+            ) -> StoreResult<(DeliveryRecord, Redelivery)> {
+                self.core.redeliver(delivery_id, now_ms).await
+            }
+
+            async fn get_delivery(&self, delivery_id: &str) -> StoreResult<Option<DeliveryRecord>> {
+                self.core.get_delivery(delivery_id).await
             }
 
             async fn skip_blocked(

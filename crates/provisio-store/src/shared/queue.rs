@@ -1,5 +1,5 @@
 //! The delivery queue's reads, and settling interrupted attempts. Emits,
-//! claims, records and redelivers differ per backend (see each backend's
+//! claims and records differ per backend (see each backend's
 //! `queue.rs`).
 
 use provisio_core::catalog::EventPattern;
@@ -49,6 +49,15 @@ impl<DB: Dialect> SqlCore<DB> {
             .map(delivery_from_row)
             .collect::<StoreResult<_>>()?;
         Ok(Some((event, deliveries)))
+    }
+
+    pub(crate) async fn get_delivery(&self, id: &str) -> StoreResult<Option<DeliveryRecord>> {
+        let mut q = QueryBuilder::<DB>::new("SELECT ");
+        q.push(DELIVERY_COLUMNS)
+            .push(" FROM deliveries WHERE id = ")
+            .bind(id.to_owned());
+        let row = q.build().fetch_optional(self.reader()).await?;
+        row.as_ref().map(delivery_from_row).transpose()
     }
 
     /// The line's waiting deliveries (index `deliveries_waiting`).

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{Durability, SqliteStore, write_tx};
-use crate::query::{OPEN_STATES, ROWS_PER_STATEMENT, open_states};
-use crate::rows::{DELIVERY_COLUMNS, claimed as claimed_from_row, delivery as delivery_from_row};
+use crate::query::{OPEN_STATES, ROWS_PER_STATEMENT};
+use crate::rows::claimed as claimed_from_row;
 use crate::shared::SqlCore;
 use crate::shared::lines::{Line, move_lines_on};
 use crate::*;
@@ -284,63 +284,6 @@ async fn record_in(
         .max()
         .unwrap_or_default();
     move_lines_on::<Sqlite>(tx, &closed, &conflating, now).await
-}
-
-pub(super) async fn redeliver(
-    store: &SqliteStore,
-    delivery_id: &str,
-    now: i64,
-) -> StoreResult<DeliveryRecord> {
-    write_tx(&store.core.write, Durability::Normal, async |tx| {
-        redeliver_in(tx, delivery_id, now).await
-    })
-    .await
-}
-
-/// The statements of a redeliver, inside the caller's transaction.
-async fn redeliver_in(
-    tx: &mut SqliteConnection,
-    delivery_id: &str,
-    now: i64,
-) -> StoreResult<DeliveryRecord> {
-    let state: Option<String> = sqlx::query_scalar("SELECT state FROM deliveries WHERE id = ?")
-        .bind(delivery_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    match state.as_deref() {
-        None => return Err(StoreError::NotFound),
-        Some("pending" | "waiting") => {
-            return Err(StoreError::Conflict(
-                "the delivery is still pending; it will be attempted again on its own".into(),
-            ));
-        }
-        Some(_) => {}
-    }
-    // Behind any other unfinished delivery of the same object, so order
-    // still holds; a blocked one heads its line and is due at once.
-    sqlx::query(concat!(
-        "UPDATE deliveries SET
-            state = CASE WHEN state <> 'blocked' AND EXISTS (SELECT 1 FROM deliveries o
-                                      WHERE o.handler_id = deliveries.handler_id
-                                      AND o.object_key = deliveries.object_key AND o.id <> deliveries.id
-                                      AND o.state IN ",
-        open_states!(),
-        ")
-                         THEN 'waiting' ELSE 'pending' END,
-            superseded_by = NULL,
-            round_start = attempts, next_attempt_at = ?, lease_until = NULL, finished_at = NULL
-         WHERE id = ?"
-    ))
-    .bind(now)
-    .bind(delivery_id)
-    .execute(&mut *tx)
-    .await?;
-    let mut q = QueryBuilder::<Sqlite>::new("SELECT ");
-    q.push(DELIVERY_COLUMNS)
-        .push(" FROM deliveries WHERE id = ")
-        .push_bind(delivery_id);
-    let row = q.build().fetch_one(&mut *tx).await?;
-    delivery_from_row(&row)
 }
 
 /// The single writer makes the selection and the queueing exact: no emit or

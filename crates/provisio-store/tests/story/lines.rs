@@ -115,8 +115,8 @@ async fn a_blocked_line_waits_until_retried_or_skipped(store: &dyn Store) {
         .record(&[finished(&second[0], DeliveryNext::Blocked, 4_100)], &[])
         .await
         .unwrap();
-    let retried = store.redeliver(&dlv(2), 5_000).await.unwrap();
-    assert_eq!(retried.state, Pending);
+    let (retried, done) = store.redeliver(&dlv(2), 5_000).await.unwrap();
+    assert_eq!((retried.state, done), (Pending, Redelivery::NewRound));
     let again = claim(store, 5_000, &[]).await;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].round_start, again[0].attempts, "a fresh round");

@@ -1,6 +1,6 @@
 //! The execution log: listed, filtered, read alone.
 
-use provisio_core::event::ExecutionStatus;
+use provisio_core::event::{ExecutionStatus, Verdict};
 use provisio_core::handler::Stage;
 use provisio_store::*;
 
@@ -103,6 +103,41 @@ pub async fn story(store: &dyn Store, handlers: &Handlers, t1: i64) {
         .await,
         4
     );
+    assert_eq!(
+        count(ExecutionFilter {
+            verdict: Some(Verdict::Changed),
+            ..Default::default()
+        })
+        .await,
+        1,
+        "before-stage calls by verdict"
+    );
+    assert_eq!(
+        count(ExecutionFilter {
+            verdict: Some(Verdict::Forbidden),
+            ..Default::default()
+        })
+        .await,
+        0
+    );
+    assert_eq!(
+        count(ExecutionFilter {
+            response: Some("account locked".to_owned()),
+            ..Default::default()
+        })
+        .await,
+        1,
+        "the response search ignores case"
+    );
+    assert_eq!(
+        count(ExecutionFilter {
+            response: Some("ok".to_owned()),
+            stage: Some(Stage::After),
+            ..Default::default()
+        })
+        .await,
+        4
+    );
     let before_row = store
         .list_executions(
             &ExecutionFilter {
@@ -116,6 +151,11 @@ pub async fn story(store: &dyn Store, handlers: &Handlers, t1: i64) {
         .0
         .remove(0);
     assert_eq!(before_row.data_after.as_deref(), Some("{\"n\":0}"));
+    assert_eq!(before_row.verdict, Some(Verdict::Changed));
+    assert!(
+        rows.iter()
+            .all(|r| r.stage == Stage::Before || r.verdict.is_none())
+    );
     assert!(before_row.test, "a test call is marked");
     assert_eq!(before_row.response_status, Some(200));
     assert_eq!(

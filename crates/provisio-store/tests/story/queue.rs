@@ -1,6 +1,6 @@
 //! Events, ordering and idempotency; claims and leases; recording and releasing; redelivering. Returns the instant the story has reached.
 
-use provisio_core::event::{DeliveryState, ExecutionStatus, ObjectId};
+use provisio_core::event::{DeliveryState, ExecutionStatus, ObjectId, Verdict};
 use provisio_core::handler::Stage;
 use provisio_core::timefmt::from_millis;
 use provisio_store::*;
@@ -188,6 +188,8 @@ pub async fn story(store: &dyn Store, handlers: &Handlers) -> i64 {
         event_id: None,
         data_after: Some("{\"n\":0}".to_owned()),
         test: true,
+        verdict: Some(Verdict::Changed),
+        response_body: Some("{\"data\": {\"n\": 0}, \"note\": \"Account LOCKED\"}".to_owned()),
         request: RequestRecord {
             target: "http://alice:s3cret@127.0.0.1:9/hook".to_owned(),
             ..finished(&d1, DeliveryNext::Succeeded, t1 + 600)
@@ -219,29 +221,51 @@ pub async fn story(store: &dyn Store, handlers: &Handlers) -> i64 {
     assert_eq!(done[0].attempts, 3);
     assert_eq!(done[0].finished_at, Some(from_millis(t1 + 600)));
 
-    // --- Redeliver --------------------------------------------------------
-    assert!(matches!(
-        store.redeliver("dlv-00002-0", t1 + 700).await,
-        Err(StoreError::Conflict(_))
-    ));
+    // --- Redeliver ("retry now") ----------------------------------------
+    // A pending delivery is due now instead of at its retry time.
+    let (hurried, done) = store.redeliver("dlv-00002-0", t1 + 650).await.unwrap();
+    assert_eq!(done, Redelivery::DueNow);
+    assert_eq!(
+        (hurried.state, hurried.next_attempt_at),
+        (Pending, Some(from_millis(t1 + 650)))
+    );
+    // A waiting one never overtakes: the head of its line is made due.
+    let (waiting, done) = store.redeliver("dlv-00005-0", t1 + 660).await.unwrap();
+    assert_eq!(done, Redelivery::HeadDueNow("dlv-00002-0".to_owned()));
+    assert_eq!(waiting.state, Waiting);
+    assert_eq!(
+        store
+            .get_delivery("dlv-00002-0")
+            .await
+            .unwrap()
+            .unwrap()
+            .next_attempt_at,
+        Some(from_millis(t1 + 660))
+    );
     assert!(matches!(
         store.redeliver("nope", t1 + 700).await,
         Err(StoreError::NotFound)
     ));
-    let behind = store.redeliver("dlv-00001-0", t1 + 700).await.unwrap();
+    assert!(store.get_delivery("nope").await.unwrap().is_none());
+    let (behind, done) = store.redeliver("dlv-00001-0", t1 + 700).await.unwrap();
+    assert_eq!(done, Redelivery::NewRound);
     assert_eq!(
         behind.state, Waiting,
         "redelivered behind the object's unfinished deliveries"
     );
-    let alone = store.redeliver("dlv-10001-0", t1 + 700).await.unwrap();
+    let (alone, _) = store.redeliver("dlv-10001-0", t1 + 700).await.unwrap();
     assert_eq!(alone.state, Pending);
     assert_eq!(alone.next_attempt_at, Some(from_millis(t1 + 700)));
-    let round = claim(store, t1 + 700, &[])
-        .await
-        .into_iter()
-        .find(|c| c.id == "dlv-10001-0")
-        .unwrap();
+    let claimed = claim(store, t1 + 700, &[]).await;
+    let round = claimed.iter().find(|c| c.id == "dlv-10001-0").unwrap();
     assert_eq!((round.attempts, round.round_start), (2, 2));
+    // While an attempt holds its lease there is nothing to hurry, for it or
+    // for the deliveries waiting behind it.
+    assert!(claimed.iter().any(|c| c.id == "dlv-00002-0"));
+    let (_, done) = store.redeliver("dlv-00002-0", t1 + 710).await.unwrap();
+    assert_eq!(done, Redelivery::InFlight("dlv-00002-0".to_owned()));
+    let (_, done) = store.redeliver("dlv-00005-0", t1 + 710).await.unwrap();
+    assert_eq!(done, Redelivery::InFlight("dlv-00002-0".to_owned()));
 
     t1
 }

@@ -149,6 +149,7 @@ pub fn finished(c: &ClaimedDelivery, next: DeliveryNext, at_ms: i64) -> AttemptR
             },
             data_after: None,
             test: false,
+            verdict: None,
         }),
     }
 }

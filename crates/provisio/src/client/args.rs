@@ -277,6 +277,21 @@ pub struct ExecutionFilters {
     /// The error contains this text.
     #[arg(long)]
     pub error: Option<String>,
+    /// The response body (a script's output) contains this text,
+    /// case-insensitively. Text searches read the newest 100,000 executions
+    /// (back from --to when given).
+    #[arg(long)]
+    pub response: Option<String>,
+    /// Before-stage calls with this verdict: `unchanged`, `changed`,
+    /// `forbidden` or `failed`.
+    #[arg(long)]
+    pub verdict: Option<String>,
+    /// The attempts of this delivery.
+    #[arg(long)]
+    pub delivery_id: Option<String>,
+    /// The calls made for this event (or before-stage run).
+    #[arg(long)]
+    pub event_id: Option<String>,
     #[arg(long)]
     pub from: Option<String>,
     #[arg(long)]
@@ -305,7 +320,15 @@ pub enum DeliveriesCommand {
         /// The event's id.
         event_id: String,
     },
-    /// Send a finished or blocked delivery again.
+    /// Show one delivery: its state, next attempt, handler, event and every
+    /// attempt.
+    Show {
+        /// The delivery's id.
+        id: String,
+    },
+    /// Retry now: a finished or blocked delivery gets a new round of
+    /// attempts; a pending one is due now; a waiting one's line head is due
+    /// now (it never overtakes the earlier deliveries of its object).
     Redeliver {
         /// The delivery's id.
         id: String,

@@ -4,9 +4,12 @@
 //!
 //! - `args`: what each command takes.
 //! - `replay`: starting and following replay jobs, and the job commands.
+//! - `deliveries`: a delivery with its attempts, an event's deliveries, and
+//!   retry now (redeliver) and skip.
 //! - this file: the API connection, output (tables or JSON) and the commands.
 
 mod args;
+mod deliveries;
 mod replay;
 
 use anyhow::{Context, bail};
@@ -16,6 +19,7 @@ pub use args::{
     ClientArgs, DeliveriesCommand, EmitArgs, ExecutionFilters, ExecutionsCommand, HandlerFields,
     HandlersCommand,
 };
+pub use deliveries::{deliveries, redeliver};
 pub use replay::{ReplayCommand, ReplayStart, replay};
 
 /// A connection to the API.
@@ -481,6 +485,10 @@ pub async fn executions(client: &ClientArgs, command: ExecutionsCommand) -> anyh
                 object_id,
                 data,
                 error,
+                response,
+                verdict,
+                delivery_id,
+                event_id,
                 from,
                 to,
                 replay_id,
@@ -495,6 +503,10 @@ pub async fn executions(client: &ClientArgs, command: ExecutionsCommand) -> anyh
                 ("object_id", object_id),
                 ("data", data),
                 ("error", error),
+                ("response", response),
+                ("verdict", verdict),
+                ("delivery_id", delivery_id),
+                ("event_id", event_id),
                 ("from", from),
                 ("to", to),
                 ("replay_id", replay_id),
@@ -513,19 +525,32 @@ pub async fn executions(client: &ClientArgs, command: ExecutionsCommand) -> anyh
                 .into_iter()
                 .flatten()
                 .map(|e| {
-                    let response = match (e["response_status"].as_u64(), e["error"].as_str()) {
-                        (Some(s), _) => s.to_string(),
-                        (None, Some(err)) => err.chars().take(60).collect(),
+                    let response = match (
+                        e["exit_code"].as_u64(),
+                        e["response_status"].as_u64(),
+                        e["error"].as_str(),
+                    ) {
+                        (Some(code), _, _) => format!("exit {code}"),
+                        (None, Some(s), _) => s.to_string(),
+                        (None, None, Some(err)) => err.chars().take(60).collect(),
                         _ => String::new(),
+                    };
+                    // A before-stage call shows its verdict: a forbidden
+                    // call worked, but it is not a "success".
+                    let outcome = match e["verdict"].as_str() {
+                        Some(verdict) => verdict.to_owned(),
+                        None => text(&e["status"]),
                     };
                     vec![
                         text(&e["id"]),
-                        text(&e["status"]),
+                        outcome,
                         text(&e["started_at"]),
                         text(&e["events_id"]),
                         text(&e["stage"]),
                         text(&e["handler_name"]),
                         text(&e["object_id"]),
+                        text(&e["attempt"]),
+                        text(&e["next_attempt_at"]),
                         response,
                         format!("{} ms", e["duration_ms"]),
                     ]
@@ -533,12 +558,20 @@ pub async fn executions(client: &ClientArgs, command: ExecutionsCommand) -> anyh
                 .collect();
             table(
                 &[
-                    "ID", "STATUS", "DATE", "EVENT", "STAGE", "HANDLER", "OBJECT", "RESPONSE",
-                    "DURATION",
+                    "ID", "STATUS", "DATE", "EVENT", "STAGE", "HANDLER", "OBJECT", "ATTEMPT",
+                    "NEXT", "RESPONSE", "DURATION",
                 ],
                 rows,
             );
-            crate::out!("({} in all)", answer["total"]);
+            let more = if answer["total_exact"] == false {
+                "more than "
+            } else {
+                ""
+            };
+            crate::out!("({more}{} in all)", answer["total"]);
+            if let Some(note) = answer["note"].as_str() {
+                crate::out!("{note}");
+            }
         }
         ExecutionsCommand::Show { id } => print_json(
             &api.send(
@@ -552,79 +585,4 @@ pub async fn executions(client: &ClientArgs, command: ExecutionsCommand) -> anyh
         ),
     }
     Ok(())
-}
-
-pub async fn redeliver(client: &ClientArgs, delivery_id: &str) -> anyhow::Result<()> {
-    deliveries(
-        client,
-        DeliveriesCommand::Redeliver {
-            id: delivery_id.to_owned(),
-        },
-    )
-    .await
-}
-
-pub async fn deliveries(client: &ClientArgs, command: DeliveriesCommand) -> anyhow::Result<()> {
-    let api = Api::new(client)?;
-    let (path, done) = match &command {
-        DeliveriesCommand::List { event_id } => {
-            let answer = api
-                .send(
-                    reqwest::Method::GET,
-                    &format!("/events/{event_id}"),
-                    &[],
-                    None,
-                    &[],
-                )
-                .await?;
-            if client.json {
-                print_json(&answer["deliveries"]);
-            } else {
-                delivery_rows(answer["deliveries"].as_array().map_or(&[], Vec::as_slice));
-            }
-            return Ok(());
-        }
-        DeliveriesCommand::Redeliver { id } => {
-            (format!("/deliveries/{id}/redeliver"), "queued again")
-        }
-        DeliveriesCommand::Skip { id } => (format!("/deliveries/{id}/skip"), "skipped"),
-    };
-    let answer = api
-        .send(reqwest::Method::POST, &path, &[], Some(json!({})), &[])
-        .await?;
-    if client.json {
-        print_json(&answer);
-    } else {
-        crate::out!(
-            "delivery {} {done} ({})",
-            text(&answer["id"]),
-            text(&answer["state"])
-        );
-    }
-    Ok(())
-}
-
-/// Deliveries as a table; the note says what a waiting one waits behind, what
-/// replaced a superseded one, or the last error.
-fn delivery_rows(items: &[Value]) {
-    let rows = items
-        .iter()
-        .map(|d| {
-            let note = if let Some(b) = d["blocked_by"].as_str() {
-                format!("behind blocked {b}")
-            } else if let Some(n) = d["superseded_by"].as_str() {
-                format!("superseded by {n}")
-            } else {
-                text(&d["last_error"])
-            };
-            vec![
-                text(&d["id"]),
-                text(&d["handler_id"]),
-                text(&d["state"]),
-                text(&d["attempts"]),
-                note,
-            ]
-        })
-        .collect();
-    table(&["ID", "HANDLER", "STATE", "ATTEMPTS", "NOTE"], rows);
 }

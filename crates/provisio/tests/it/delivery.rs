@@ -195,12 +195,12 @@ async fn a_delivery_fails_after_max_attempts_and_can_be_redelivered() {
 }
 
 #[tokio::test]
-async fn redelivering_a_pending_delivery_is_a_conflict() {
+async fn redelivering_a_pending_delivery_makes_it_due_now() {
     let app = TestApp::spawn_with(|s| {
         s.retry_schedule = provisio_core::retry::RetrySchedule::parse("1h").unwrap()
     })
     .await;
-    let receiver = Receiver::sequence(vec![Reply::status(500)]).await;
+    let receiver = Receiver::sequence(vec![Reply::status(500), Reply::status(200)]).await;
     app.create_handler(json!({ "target": receiver.url() }))
         .await;
     let emitted = app.emit("clients.create", json!(1), json!({})).await;
@@ -220,7 +220,11 @@ async fn redelivering_a_pending_delivery_is_a_conflict() {
             json!({}),
         )
         .await;
-    assert_error(status, &body, axum::http::StatusCode::CONFLICT, "conflict");
+    assert_eq!(status, axum::http::StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["retry"], "due_now", "{body}");
+    assert_eq!(body["due_delivery_id"], event["deliveries"][0]["id"]);
+    // The second attempt arrives now, not in an hour.
+    receiver.wait_for(2).await;
 }
 
 #[tokio::test]

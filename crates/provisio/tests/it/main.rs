@@ -23,6 +23,7 @@ mod hardening_inp;
 mod hardening_srv;
 mod head_of_line;
 mod health;
+mod log_views;
 mod pace;
 mod pause;
 mod postgres;

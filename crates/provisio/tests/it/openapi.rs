@@ -32,6 +32,7 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/v1/events/{id}", "get"),
         ("/api/v1/executions", "get"),
         ("/api/v1/executions/{id}", "get"),
+        ("/api/v1/deliveries/{id}", "get"),
         ("/api/v1/deliveries/{id}/redeliver", "post"),
     ];
     for (path, method) in expected {

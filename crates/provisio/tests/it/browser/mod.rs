@@ -4,6 +4,7 @@
 
 mod health;
 mod journeys;
+mod logs;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
