@@ -3,8 +3,10 @@
 //! boosted navigation, a session cookie, and anti-CSRF tokens on every form.
 //!
 //! - [`session`]: login, logout, the `Session` extractor and CSRF checks.
-//! - [`handlers`]: the Handlers table, Advanced Search, the handler form pages;
-//!   `handler_form`: the form's fields as text and their conversion to a draft.
+//! - [`handlers`]: the Handlers table, Advanced Search, toggle, pause, delete;
+//!   `handler_edit`: the New/Edit handler pages (with the Edit page's signing
+//!   secret); `handler_form`: the form's fields as text and their conversion
+//!   to a draft.
 //! - [`executions`]: the Execution Logs, details and redeliver.
 //! - [`overview`]: per-handler activity over the last 24 hours.
 //! - [`replays`]: replay jobs with their progress and cancel, and the
@@ -15,6 +17,7 @@
 //! [`PageResult`] and use `?`: a [`PageError`] is shown as an error page.
 
 mod executions;
+mod handler_edit;
 mod handler_form;
 mod handlers;
 mod overview;
@@ -31,10 +34,17 @@ use provisio_store::StoreError;
 
 use crate::AppState;
 
+/// Every page of the section, each answered `Cache-Control: no-store` unless
+/// it says otherwise (the assets do): see [`session::no_store`].
 pub fn router() -> Router<AppState> {
+    pages().layer(axum::middleware::map_response(session::no_store))
+}
+
+fn pages() -> Router<AppState> {
     Router::new()
         .merge(session::router())
         .merge(handlers::router())
+        .merge(handler_edit::router())
         .merge(executions::router())
         .merge(overview::router())
         .merge(replays::router())

@@ -32,3 +32,4 @@ mod scripts_descendants;
 mod telemetry;
 mod templates;
 mod web;
+mod web_ui;

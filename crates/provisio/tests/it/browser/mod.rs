@@ -3,6 +3,7 @@
 //! the harness; each journey lives in its own submodule.
 
 mod journeys;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
