@@ -3,10 +3,12 @@
 //! `--json` for scripts; any error is one line and a non-zero exit.
 //!
 //! - `args`: what each command takes.
+//! - `execution`: one execution for people (`executions show`).
 //! - `replay`: starting and following replay jobs, and the job commands.
 //! - this file: the API connection, output (tables or JSON) and the commands.
 
 mod args;
+mod execution;
 mod replay;
 
 use anyhow::{Context, bail};
@@ -17,6 +19,24 @@ pub use args::{
     HandlersCommand,
 };
 pub use replay::{ReplayCommand, ReplayStart, replay};
+
+/// `emit --before` ended with the chain forbidding the action: the verdict
+/// was printed, and the process exits with [`Forbidden::EXIT_CODE`], so a
+/// script can tell "forbidden" from "allowed" (0) and from an error (1).
+#[derive(Debug)]
+pub struct Forbidden;
+
+impl Forbidden {
+    pub const EXIT_CODE: u8 = 3;
+}
+
+impl std::fmt::Display for Forbidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the before-stage chain forbade the action")
+    }
+}
+
+impl std::error::Error for Forbidden {}
 
 /// A connection to the API.
 struct Api {
@@ -245,6 +265,9 @@ pub async fn emit(client: &ClientArgs, args: EmitArgs) -> anyhow::Result<()> {
             text(&answer["id"]),
             answer["deliveries"]
         );
+    }
+    if args.before && answer["allowed"] != true {
+        return Err(Forbidden.into());
     }
     Ok(())
 }
@@ -485,16 +508,16 @@ pub async fn executions(client: &ClientArgs, command: ExecutionsCommand) -> anyh
             );
             crate::out!("({} in all)", answer["total"]);
         }
-        ExecutionsCommand::Show { id } => print_json(
-            &api.send(
-                reqwest::Method::GET,
-                &format!("/executions/{id}"),
-                &[],
-                None,
-                &[],
-            )
-            .await?,
-        ),
+        ExecutionsCommand::Show { id } => {
+            let answer = api
+                .call(reqwest::Method::GET, &format!("/executions/{id}"))
+                .await?;
+            if client.json {
+                print_json(&answer);
+            } else {
+                execution::print(&answer);
+            }
+        }
     }
     Ok(())
 }

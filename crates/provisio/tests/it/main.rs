@@ -13,6 +13,7 @@ mod binary;
 mod browser;
 mod chaos;
 mod cli;
+mod cli_ui;
 mod delivery;
 mod emit;
 mod examples;
