@@ -160,6 +160,11 @@ impl HandlerForm {
         Err(errors)
     }
 
+    /// Whether the form was posted to be saved, not by Preview or Dry run.
+    fn saves(&self) -> bool {
+        self.preview.is_empty() && self.dry_run.is_empty()
+    }
+
     /// Turns the text into a draft, noting what does not even parse. The
     /// settings of the other kind (headers and the request template for a
     /// script, arguments for HTTP) and of the other stage (the failure
@@ -204,8 +209,9 @@ impl HandlerForm {
             after: self.auto_pause_after.clone(),
             probe_every: self.auto_pause_probe_every.clone(),
         });
-        if self.priority.trim().is_empty() {
+        if self.priority.trim().is_empty() && self.saves() {
             // Never a silent default: the page shows the priority it saves.
+            // (Preview and Dry run save nothing, and order nothing.)
             errors.add("priority", "is required: a whole number, lower runs first");
         }
         let http = kind == HandlerKind::Http;
