@@ -31,7 +31,8 @@ enum Command {
     /// Check settings.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Emit an event to a running server (or run the before chain).
+    /// Emit an event to a running server (or run the before chain: exit
+    /// status 3 when it forbids the action).
     Emit {
         #[command(flatten)]
         client: ClientArgs,
@@ -109,6 +110,10 @@ fn main() -> std::process::ExitCode {
         .and_then(|rt| rt.block_on(run(cli)));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The verdict is already printed: the status alone says "forbidden".
+        Err(err) if err.is::<provisio::client::Forbidden>() => {
+            std::process::ExitCode::from(provisio::client::Forbidden::EXIT_CODE)
+        }
         Err(err) => {
             eprintln!("provisio: {}", one_line(&err));
             std::process::ExitCode::FAILURE
@@ -206,5 +211,42 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every flag and argument of every subcommand says what it is for, in
+    /// `--help` and in the shell completions made from the same tree.
+    #[test]
+    fn every_flag_and_argument_has_help_text() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut command = Cli::command();
+        command.build();
+        let mut missing = Vec::new();
+        walk(&command, "provisio", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }

@@ -1,9 +1,11 @@
 //! The OpenAPI document, generated from the handlers' annotations and the wire
-//! types they use, so it cannot drift from the code.
+//! types they use, so it cannot drift from the code; its `webhooks` (what a
+//! handler receives) come from `webhooks.rs`.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::webhooks::Webhooks;
 use super::{deliveries, event_types, events, executions, handler_tests, handlers, replays};
 
 #[derive(OpenApi)]
@@ -20,7 +22,7 @@ use super::{deliveries, event_types, events, executions, handler_tests, handlers
         executions::list, executions::read,
         replays::start, replays::list, replays::read, replays::cancel,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Webhooks),
     security(("bearer" = [])),
     tags(
         (name = "event types", description = "The event catalog"),

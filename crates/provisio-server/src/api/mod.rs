@@ -8,6 +8,7 @@ pub mod executions;
 pub mod handler_tests;
 pub mod handlers;
 pub mod replays;
+pub mod webhooks;
 
 use axum::Router;
 use provisio_store::Page;

@@ -1,9 +1,13 @@
-//! The handler form's fields as text, and their conversion to a draft.
+//! The handler form's fields as text, and their conversion to a draft. Only
+//! the fields of the chosen stage and kind are read: the others are hidden
+//! on the page, so what they hold must neither be refused nor saved.
 
 use std::collections::BTreeMap;
 
 use provisio_core::FieldErrors;
-use provisio_core::handler::{AutoPauseDraft, HandlerDraft, HandlerSpec, defaults};
+use provisio_core::handler::{
+    AutoPauseDraft, HandlerDraft, HandlerKind, HandlerSpec, Stage, defaults,
+};
 use provisio_core::retry::format_duration;
 use provisio_engine::Engine;
 use serde::Deserialize;
@@ -46,6 +50,32 @@ pub(super) struct HandlerForm {
     /// Calls per second; empty: no limit.
     pub(super) rate_limit: String,
 }
+
+/// The form's fields in the order the page shows them (error keys: the
+/// first segment of a field error's name), so the first one in error can
+/// take the focus.
+pub(super) const FIELD_ORDER: &[&str] = &[
+    "name",
+    "events_id",
+    "stage",
+    "status",
+    "priority",
+    "kind",
+    "target",
+    "timeout_ms",
+    "max_attempts",
+    "on_failure",
+    "ordered",
+    "on_exhausted",
+    "conflate",
+    "filter",
+    "request",
+    "headers",
+    "args",
+    "max_in_flight",
+    "rate_limit",
+    "auto_pause",
+];
 
 impl HandlerForm {
     pub(super) fn blank() -> Self {
@@ -130,7 +160,16 @@ impl HandlerForm {
         Err(errors)
     }
 
-    /// Turns the text into a draft, noting what does not even parse.
+    /// Whether the form was posted to be saved, not by Preview or Dry run.
+    fn saves(&self) -> bool {
+        self.preview.is_empty() && self.dry_run.is_empty()
+    }
+
+    /// Turns the text into a draft, noting what does not even parse. The
+    /// settings of the other kind (headers and the request template for a
+    /// script, arguments for HTTP) and of the other stage (the failure
+    /// policy after the action; ordering, retries, pace and the automatic
+    /// pause before it) are left at their defaults, whatever their fields hold.
     fn parse(&self) -> (HandlerDraft, FieldErrors) {
         let mut errors = FieldErrors::new();
         let mut choice = |field: &str, text: &str| -> String {
@@ -141,6 +180,8 @@ impl HandlerForm {
         };
         let stage_text = choice("stage", &self.stage);
         let stage = stage_text.parse().unwrap_or(defaults::STAGE);
+        let kind = self.kind.parse().unwrap_or(defaults::KIND);
+        let after = stage == Stage::After;
         let mut number = |field: &str, text: &str, default: i64| -> i64 {
             let text = text.trim();
             if text.is_empty() {
@@ -153,22 +194,33 @@ impl HandlerForm {
         };
         let priority = number("priority", &self.priority, defaults::PRIORITY);
         let timeout_ms = number("timeout_ms", &self.timeout_ms, defaults::timeout_ms(stage));
-        let max_attempts = number("max_attempts", &self.max_attempts, defaults::MAX_ATTEMPTS);
-        let max_in_flight = (!self.max_in_flight.trim().is_empty())
-            .then(|| number("max_in_flight", &self.max_in_flight, 0));
+        let optional = |text: &str| after && !text.trim().is_empty();
+        let max_attempts = if after {
+            number("max_attempts", &self.max_attempts, defaults::MAX_ATTEMPTS)
+        } else {
+            defaults::MAX_ATTEMPTS
+        };
+        let max_in_flight =
+            optional(&self.max_in_flight).then(|| number("max_in_flight", &self.max_in_flight, 0));
         let rate_limit =
-            (!self.rate_limit.trim().is_empty()).then(|| number("rate_limit", &self.rate_limit, 0));
-        let auto_pause = (!self.auto_pause_failures.trim().is_empty()).then(|| AutoPauseDraft {
+            optional(&self.rate_limit).then(|| number("rate_limit", &self.rate_limit, 0));
+        let auto_pause = optional(&self.auto_pause_failures).then(|| AutoPauseDraft {
             failures: number("auto_pause.failures", &self.auto_pause_failures, 0),
             after: self.auto_pause_after.clone(),
             probe_every: self.auto_pause_probe_every.clone(),
         });
+        if self.priority.trim().is_empty() && self.saves() {
+            // Never a silent default: the page shows the priority it saves.
+            // (Preview and Dry run save nothing, and order nothing.)
+            errors.add("priority", "is required: a whole number, lower runs first");
+        }
+        let http = kind == HandlerKind::Http;
         let mut headers = BTreeMap::new();
         for line in self
             .headers
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty())
+            .filter(|l| http && !l.is_empty())
         {
             match line.split_once(':') {
                 Some((name, value)) => {
@@ -179,34 +231,48 @@ impl HandlerForm {
         }
         let request = match self.request.trim() {
             "" => None,
+            _ if !http => None,
             json => serde_json::from_str(json)
                 .map_err(|e| errors.add("request", format!("is not a request template: {e}")))
                 .ok(),
         };
+        let args = self
+            .args
+            .lines()
+            .map(str::trim_end)
+            .filter(|l| !http && !l.is_empty())
+            .map(str::to_owned)
+            .collect();
         let draft = HandlerDraft {
             name: self.name.clone(),
             events_id: self.events_id.clone(),
             stage,
             status: self.status.parse().unwrap_or(defaults::STATUS),
             priority,
-            kind: self.kind.parse().unwrap_or(defaults::KIND),
+            kind,
             target: self.target.clone(),
-            args: self
-                .args
-                .lines()
-                .map(str::trim_end)
-                .filter(|l| !l.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            args,
             headers,
             timeout_ms,
             max_attempts,
-            ordered: self.ordered.is_some(),
-            on_failure: self.on_failure.parse().unwrap_or(defaults::ON_FAILURE),
+            ordered: if after {
+                self.ordered.is_some()
+            } else {
+                defaults::ORDERED
+            },
+            on_failure: if after {
+                defaults::ON_FAILURE
+            } else {
+                self.on_failure.parse().unwrap_or(defaults::ON_FAILURE)
+            },
             filter: self.filter.clone(),
             request,
-            on_exhausted: self.on_exhausted.parse().unwrap_or(defaults::ON_EXHAUSTED),
-            conflate: self.conflate.is_some(),
+            on_exhausted: if after {
+                self.on_exhausted.parse().unwrap_or(defaults::ON_EXHAUSTED)
+            } else {
+                defaults::ON_EXHAUSTED
+            },
+            conflate: after && self.conflate.is_some(),
             auto_pause,
             max_in_flight,
             rate_limit,

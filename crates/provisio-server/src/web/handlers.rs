@@ -1,5 +1,6 @@
 //! The Handlers table (with each handler's health and queue), its Advanced
-//! Search, and the New/Edit handler form.
+//! Search, the status switch, pause and resume, and delete; the New/Edit
+//! pages are in `handler_edit`.
 
 use std::collections::BTreeMap;
 
@@ -8,19 +9,17 @@ use axum::Router;
 use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::routing::get;
-use provisio_core::FieldErrors;
 use provisio_core::handler::{Handler, HandlerKind, Stage};
 use provisio_engine::OpError;
-use provisio_engine::{DryRun, TestCall, TestEvent, TestReport, TestRequest};
 use provisio_store::{HandlerFilter, Page};
 use serde::Deserialize;
 
 use super::handler_form::HandlerForm;
 use super::health_view::Shown;
+use super::handler_edit::{create, edit_form, new_form, update};
 use super::session::{CsrfForm, Operator, Posted, Session};
 use super::{
-    Chrome, EventGroup, PageError, PageResult, Pager, Sample, event_groups,
-    event_groups_and_samples, render, see_other, with_query,
+    Chrome, EventGroup, PageError, PageResult, Pager, event_groups, render, see_other, with_query,
 };
 use crate::AppState;
 use crate::board::{PAGE_WAIT, Snapshot};
@@ -175,266 +174,21 @@ fn row(h: &Handler, snapshot: &Snapshot) -> Row {
     }
 }
 
-#[derive(Template)]
-#[template(path = "handler_form.html")]
-struct FormPage {
-    chrome: Chrome,
-    heading: String,
-    action: String,
-    form: HandlerForm,
-    errors: BTreeMap<String, String>,
-    event_groups: Vec<EventGroup>,
-    samples: Vec<Sample>,
-    tried: Option<Tried>,
-    /// A stored after-stage handler: its pause and held deliveries, shown
-    /// with a Pause/Resume button above the form.
-    pause: Option<PauseBox>,
-}
-
-/// What the form's Preview or Dry run button found.
-enum Tried {
-    Preview(Preview),
-    DryRun(DryRun),
-}
-
-/// What the form's handler would send for a sample event.
-struct Preview {
-    events_id: String,
-    passed_filter: bool,
-    filter_error: Option<String>,
-    request: Option<TestCall>,
-    error: Option<String>,
-}
-
-impl From<TestReport> for Preview {
-    fn from(r: TestReport) -> Self {
-        let request = r.request.map(|mut call| {
-            // JSON bodies indented, as the log shows them.
-            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&call.body) {
-                call.body = serde_json::to_string_pretty(&value).unwrap_or(call.body);
-            }
-            call
-        });
-        Self {
-            events_id: r.event.events_id,
-            passed_filter: r.passed_filter,
-            filter_error: r.filter_error,
-            request,
-            error: r.error,
-        }
-    }
-}
-
-/// The Pause/Resume box of a stored handler's page.
-struct PauseBox {
-    id: i64,
-    paused: Option<Paused>,
-    held: u64,
-}
-
-/// Which handler a form is about: a new one, or a stored one.
-enum Editing {
-    New,
-    Stored(Box<Handler>),
-}
-
-impl Editing {
-    async fn stored(state: &AppState, session: &Session, id: i64) -> Result<Self, PageError> {
-        let handler = find(state, session, id).await?;
-        Ok(Editing::Stored(Box::new(handler)))
-    }
-
-    /// The Pause/Resume box of a stored after-stage handler.
-    async fn pause_box(&self, state: &AppState) -> Result<Option<PauseBox>, PageError> {
-        let Editing::Stored(h) = self else {
-            return Ok(None);
-        };
-        if h.spec.stage != Stage::After {
-            return Ok(None);
-        }
-        let counts = state.store().queue_counts(&[h.id]).await?;
-        Ok(Some(PauseBox {
-            id: h.id,
-            paused: Paused::of(h),
-            held: counts.get(&h.id).map_or(0, |c| c.held),
-        }))
-    }
-
-    fn heading(&self) -> String {
-        match self {
-            Editing::New => "New Handler".into(),
-            Editing::Stored(h) => format!("Edit handler {}", h.spec.name),
-        }
-    }
-
-    fn action(&self) -> String {
-        match self {
-            Editing::New => "/handlers".into(),
-            Editing::Stored(h) => format!("/handlers/{}", h.id),
-        }
-    }
-}
-
-/// The handler form, blank or as the operator filled it in, with a message
-/// next to each field that needs one.
-async fn form_page(
-    state: &AppState,
-    session: &Session,
-    editing: &Editing,
-    form: HandlerForm,
-    errors: FieldErrors,
-    tried: Option<Tried>,
-) -> PageResult {
-    let (mut groups, samples) = event_groups_and_samples(state).await?;
-    // A pattern typed through the API that the lists do not offer is kept.
-    if !form.events_id.is_empty() && !groups.iter().any(|g| g.types.contains(&form.events_id)) {
-        groups.push(EventGroup {
-            name: "Current".into(),
-            types: vec![form.events_id.clone()],
-        });
-    }
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
-    let errors = errors
-        .iter()
-        .map(|(k, v)| (k.split('.').next().unwrap_or(k).to_owned(), v.to_owned()))
-        .collect();
-    let chrome = Chrome::new(session, "handlers", None);
-    let pause = editing.pause_box(state).await?;
-    Ok(render(
-        status,
-        &FormPage {
-            chrome,
-            heading: editing.heading(),
-            action: editing.action(),
-            form,
-            errors,
-            event_groups: groups,
-            samples,
-            tried,
-            pause,
-        },
-    ))
-}
-
-async fn new_form(Operator { state, session }: Operator) -> PageResult {
-    let blank = HandlerForm::blank();
-    form_page(
-        &state,
-        &session,
-        &Editing::New,
-        blank,
-        FieldErrors::new(),
-        None,
-    )
-    .await
-}
-
-/// What a posted form led to.
-enum Done {
-    Saved(&'static str),
-    Previewed(Box<TestReport>),
-    DryRun(DryRun),
-}
-
-/// How many logged events the form's Dry run looks at.
-const DRY_RUN_EVENTS: u32 = 100;
-
-/// Saves a posted form through the engine, which validates it the way the API
-/// validates JSON; a form with errors is shown again with the operator's input.
-/// The Preview button saves nothing: the form comes back with what its
-/// handler, as typed, would send for the chosen event type's sample.
-async fn save(
-    state: &AppState,
-    session: &Session,
-    editing: Editing,
-    form: HandlerForm,
-) -> PageResult {
-    let engine = state.engine();
-    let draft = form.to_draft(engine).map_err(OpError::Invalid);
-    let done = match (draft, &editing) {
-        (Err(refused), _) => Err(refused),
-        (Ok(draft), _) if !form.dry_run.is_empty() => engine
-            .dry_run_draft(draft, DRY_RUN_EVENTS)
-            .await
-            .map(Done::DryRun),
-        (Ok(draft), _) if !form.preview.is_empty() => {
-            let test = TestRequest {
-                event: TestEvent::Given {
-                    events_id: Some(form.preview_events_id.clone()).filter(|e| !e.is_empty()),
-                    object_id: None,
-                    data: None,
-                },
-                send: false,
-            };
-            engine
-                .test_draft(draft, test)
-                .await
-                .map(|r| Done::Previewed(Box::new(r)))
-        }
-        (Ok(draft), Editing::New) => engine
-            .create_handler(draft)
-            .await
-            .map(|_| Done::Saved("created")),
-        (Ok(draft), Editing::Stored(h)) => engine
-            .update_handler(h.id, draft)
-            .await
-            .map(|_| Done::Saved("updated")),
-    };
-    match done {
-        Ok(Done::Saved(notice)) => Ok(see_other(&format!("/handlers?notice={notice}"))),
-        Ok(Done::Previewed(report)) => {
-            let preview = Some(Tried::Preview((*report).into()));
-            form_page(state, session, &editing, form, FieldErrors::new(), preview).await
-        }
-        Ok(Done::DryRun(run)) => {
-            let tried = Some(Tried::DryRun(run));
-            form_page(state, session, &editing, form, FieldErrors::new(), tried).await
-        }
-        Err(OpError::Invalid(errors)) => {
-            form_page(state, session, &editing, form, errors, None).await
-        }
-        Err(err) => Err(gone(session, err)),
-    }
-}
-
-async fn create(
-    Operator { state, session }: Operator,
-    Posted(form): Posted<HandlerForm>,
-) -> PageResult {
-    save(&state, &session, Editing::New, form).await
-}
-
 /// `err` as a page, where "not found" means the handler is gone.
-fn gone(session: &Session, err: OpError) -> PageError {
+pub(super) fn gone(session: &Session, err: OpError) -> PageError {
     session.not_found(err, "Handler not found", "It may have been deleted.")
 }
 
-async fn find(state: &AppState, session: &Session, id: i64) -> Result<Handler, PageError> {
+pub(super) async fn find(
+    state: &AppState,
+    session: &Session,
+    id: i64,
+) -> Result<Handler, PageError> {
     state
         .engine()
         .handler(id)
         .await
         .map_err(|e| gone(session, e))
-}
-
-async fn edit_form(Operator { state, session }: Operator, ApiPath(id): ApiPath<i64>) -> PageResult {
-    let handler = find(&state, &session, id).await?;
-    let form = HandlerForm::from_spec(&handler.spec);
-    let editing = Editing::Stored(Box::new(handler));
-    form_page(&state, &session, &editing, form, FieldErrors::new(), None).await
-}
-
-async fn update(
-    Operator { state, session }: Operator,
-    ApiPath(id): ApiPath<i64>,
-    Posted(form): Posted<HandlerForm>,
-) -> PageResult {
-    let editing = Editing::stored(&state, &session, id).await?;
-    save(&state, &session, editing, form).await
 }
 
 /// Switches enabled ↔ disabled. Archived handlers change only in the form.

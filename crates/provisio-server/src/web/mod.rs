@@ -3,8 +3,10 @@
 //! boosted navigation, a session cookie, and anti-CSRF tokens on every form.
 //!
 //! - [`session`]: login, logout, the `Session` extractor and CSRF checks.
-//! - [`handlers`]: the Handlers table, Advanced Search, the handler form pages;
-//!   `handler_form`: the form's fields as text and their conversion to a draft.
+//! - [`handlers`]: the Handlers table (health and queue), Advanced Search,
+//!   toggle, pause, delete; `handler_edit`: the New/Edit handler pages (with
+//!   the Edit page's signing secret); `handler_form`: the form's fields as
+//!   text and their conversion to a draft.
 //! - [`executions`]: the Execution Logs and an execution's details.
 //! - [`deliveries`]: a delivery's page (every attempt, Retry now, Skip) and
 //!   an event's page (every handler it went to).
@@ -20,6 +22,7 @@
 
 mod deliveries;
 mod executions;
+mod handler_edit;
 mod handler_form;
 mod handlers;
 mod health_view;
@@ -37,10 +40,17 @@ use provisio_store::StoreError;
 
 use crate::AppState;
 
+/// Every page of the section, each answered `Cache-Control: no-store` unless
+/// it says otherwise (the assets do): see [`session::no_store`].
 pub fn router() -> Router<AppState> {
+    pages().layer(axum::middleware::map_response(session::no_store))
+}
+
+fn pages() -> Router<AppState> {
     Router::new()
         .merge(session::router())
         .merge(handlers::router())
+        .merge(handler_edit::router())
         .merge(executions::router())
         .merge(deliveries::router())
         .merge(overview::router())

@@ -380,6 +380,18 @@ async fn logout(
     Ok(response)
 }
 
+/// Pages say `Cache-Control: no-store`: they show request bodies, secrets and
+/// the CSRF token, and after Log out the browser's Back button must ask the
+/// server again (and be sent to the login page) instead of showing a copy.
+/// A response that chose its own caching (the assets) keeps it.
+pub async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(header::HeaderValue::from_static("no-store"));
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,9 @@ pub struct EmitArgs {
     /// When the action happened (ISO 8601 with offset).
     #[arg(long)]
     pub dt: Option<String>,
-    /// Run the before-stage chain instead of emitting at the after stage.
+    /// Run the before-stage chain instead of emitting at the after stage and
+    /// print its verdict; exits with status 3 when the chain forbids the
+    /// action (0 when it allows it, 1 on any error).
     #[arg(long)]
     pub before: bool,
     /// Makes retrying this emit safe.
@@ -52,6 +54,7 @@ pub struct EmitArgs {
 /// A handler's settings as flags; all optional so `update` can use them too.
 #[derive(Debug, Args, Default)]
 pub struct HandlerFields {
+    /// The handler's name, as the web section and the log show it.
     #[arg(long)]
     pub name: Option<String>,
     /// An event type, `prefix.*` or `*`.
@@ -63,6 +66,7 @@ pub struct HandlerFields {
     /// `enabled`, `disabled` or `archived`.
     #[arg(long)]
     pub status: Option<String>,
+    /// Lower runs first (ties by id); 100 when a new handler leaves it out.
     #[arg(long, allow_hyphen_values = true)]
     pub priority: Option<i64>,
     /// `http` or `script`.
@@ -77,8 +81,12 @@ pub struct HandlerFields {
     /// An extra header as `Name: value` (repeat for more).
     #[arg(long = "header")]
     pub headers: Vec<String>,
+    /// How long one call may take, in milliseconds (default 10000 after the
+    /// action, 5000 before it).
     #[arg(long)]
     pub timeout_ms: Option<i64>,
+    /// After stage: how many attempts a delivery gets before it fails (or
+    /// blocks its object's line); default 10.
     #[arg(long)]
     pub max_attempts: Option<i64>,
     /// `true` or `false`.
@@ -188,48 +196,77 @@ impl HandlerFields {
 pub enum HandlersCommand {
     /// List handlers.
     List {
+        /// Handlers of this event type or pattern (as stored: `clients.*`).
         #[arg(long)]
         events_id: Option<String>,
+        /// `http` or `script`.
         #[arg(long)]
         kind: Option<String>,
+        /// `enabled`, `disabled` or `archived` (default: the first two).
         #[arg(long)]
         status: Option<String>,
+        /// `after` or `before`.
         #[arg(long)]
         stage: Option<String>,
         /// Name contains.
         #[arg(long)]
         q: Option<String>,
+        /// Which page of the list (from 1).
         #[arg(long)]
         page: Option<u32>,
+        /// How many handlers a page holds.
         #[arg(long)]
         per_page: Option<u32>,
     },
     /// Show one handler.
-    Show { id: i64 },
+    Show {
+        /// The handler's id.
+        id: i64,
+    },
     /// Create a handler.
     Create(Box<HandlerFields>),
     /// Change some of a handler's settings.
     Update {
+        /// The handler's id.
         id: i64,
         #[command(flatten)]
         fields: Box<HandlerFields>,
     },
     /// Enable a handler.
-    Enable { id: i64 },
+    Enable {
+        /// The handler's id.
+        id: i64,
+    },
     /// Disable a handler.
-    Disable { id: i64 },
+    Disable {
+        /// The handler's id.
+        id: i64,
+    },
     /// Archive a handler.
-    Archive { id: i64 },
+    Archive {
+        /// The handler's id.
+        id: i64,
+    },
     /// Pause a handler: its deliveries are kept (held), none is sent until
     /// it resumes.
-    Pause { id: i64 },
+    Pause {
+        /// The handler's id.
+        id: i64,
+    },
     /// Resume a paused handler: what it held is sent in per-object order.
-    Resume { id: i64 },
+    Resume {
+        /// The handler's id.
+        id: i64,
+    },
     /// Delete a handler.
-    Delete { id: i64 },
+    Delete {
+        /// The handler's id.
+        id: i64,
+    },
     /// Show the request a handler sends for an event (its filter and request
     /// template applied); `--send` makes the call once and shows the answer.
     Test {
+        /// The handler's id.
         id: i64,
         /// The event type (default: the handler's, when it names one).
         #[arg(long)]
@@ -250,6 +287,7 @@ pub enum HandlersCommand {
     /// Run a handler's filter and request template over the newest logged
     /// events of its pattern: how many pass, and the first requests.
     DryRun {
+        /// The handler's id.
         id: i64,
         /// How many logged events to look at (1 to 1000).
         #[arg(long, default_value_t = 100)]
@@ -260,15 +298,19 @@ pub enum HandlersCommand {
 /// The execution log's filters.
 #[derive(Debug, Args)]
 pub struct ExecutionFilters {
+    /// Calls to this handler.
     #[arg(long)]
     pub handler_id: Option<i64>,
+    /// Calls for this event type, or a pattern such as `clients.*`.
     #[arg(long)]
     pub events_id: Option<String>,
     /// `success` or `fail`.
     #[arg(long)]
     pub status: Option<String>,
+    /// `after` or `before`.
     #[arg(long)]
     pub stage: Option<String>,
+    /// Calls for this object's events.
     #[arg(long)]
     pub object_id: Option<String>,
     /// The request body contains this text.
@@ -292,15 +334,19 @@ pub struct ExecutionFilters {
     /// The calls made for this event (or before-stage run).
     #[arg(long)]
     pub event_id: Option<String>,
+    /// Calls made from this instant (ISO 8601) or date on.
     #[arg(long)]
     pub from: Option<String>,
+    /// Calls made up to this instant or date (to its end).
     #[arg(long)]
     pub to: Option<String>,
     /// Calls made for this replay job.
     #[arg(long)]
     pub replay_id: Option<String>,
+    /// Which page of the log (from 1, the newest).
     #[arg(long)]
     pub page: Option<u32>,
+    /// How many executions a page holds.
     #[arg(long)]
     pub per_page: Option<u32>,
 }
@@ -309,8 +355,12 @@ pub struct ExecutionFilters {
 pub enum ExecutionsCommand {
     /// List executions, newest first.
     List(Box<ExecutionFilters>),
-    /// Show one execution in full.
-    Show { id: i64 },
+    /// Show one execution in full: what was sent, what came back (`--json`
+    /// for the API's JSON).
+    Show {
+        /// The execution's id.
+        id: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

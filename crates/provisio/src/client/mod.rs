@@ -3,6 +3,8 @@
 //! `--json` for scripts; any error is one line and a non-zero exit.
 //!
 //! - `args`: what each command takes.
+//! - `emit`: `provisio emit`, and its exit status 3 for a forbidden action.
+//! - `execution`: one execution for people (`executions show`).
 //! - `replay`: starting and following replay jobs, and the job commands.
 //! - `deliveries`: a delivery with its attempts, an event's deliveries, and
 //!   retry now (redeliver) and skip.
@@ -10,6 +12,8 @@
 
 mod args;
 mod deliveries;
+mod emit;
+mod execution;
 mod replay;
 
 use anyhow::{Context, bail};
@@ -20,6 +24,7 @@ pub use args::{
     HandlersCommand,
 };
 pub use deliveries::{deliveries, redeliver};
+pub use emit::{Forbidden, emit};
 pub use replay::{ReplayCommand, ReplayStart, replay};
 
 /// A connection to the API.
@@ -220,86 +225,12 @@ fn handler_details(h: &Value) {
     );
 }
 
+/// An object id as typed: a number if it parses as one, else a string.
 fn object_id(text: &str) -> Value {
     match text.parse::<i64>() {
         Ok(n) => Value::from(n),
         Err(_) => Value::from(text),
     }
-}
-
-fn read_data(args: &EmitArgs) -> anyhow::Result<Value> {
-    let text = match (&args.data, &args.data_file) {
-        (Some(d), _) => d.clone(),
-        (None, Some(f)) if f == "-" => {
-            std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
-        }
-        (None, Some(f)) => {
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {f}"))?
-        }
-        (None, None) => "{}".into(),
-    };
-    let value: Value = serde_json::from_str(&text).context("--data is not valid JSON")?;
-    if !value.is_object() {
-        bail!("--data must be a JSON object");
-    }
-    Ok(value)
-}
-
-pub async fn emit(client: &ClientArgs, args: EmitArgs) -> anyhow::Result<()> {
-    let api = Api::new(client)?;
-    let mut body = json!({ "events_id": args.events_id, "object_id": object_id(&args.object_id), "data": read_data(&args)? });
-    if let Some(dt) = &args.dt {
-        body["dt"] = Value::from(dt.clone());
-    }
-    let path = if args.before {
-        "/events/before"
-    } else {
-        "/events"
-    };
-    let headers: Vec<(&str, String)> = args
-        .idempotency_key
-        .iter()
-        .map(|k| ("idempotency-key", k.clone()))
-        .collect();
-    let answer = api
-        .send(reqwest::Method::POST, path, &[], Some(body), &headers)
-        .await?;
-    if client.json {
-        print_json(&answer);
-    } else if args.before {
-        let verdict = if answer["allowed"] == true {
-            "allowed"
-        } else {
-            "forbidden"
-        };
-        crate::out!(
-            "{verdict}{}",
-            answer["reason"]
-                .as_str()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
-        );
-        crate::out!("data: {}", answer["data"]);
-        for step in answer["executions"].as_array().into_iter().flatten() {
-            crate::out!(
-                "  {} {} ({} ms){}",
-                text(&step["handler_name"]),
-                text(&step["outcome"]),
-                step["duration_ms"],
-                step["error"]
-                    .as_str()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            );
-        }
-    } else {
-        crate::out!(
-            "event {} accepted, {} deliveries",
-            text(&answer["id"]),
-            answer["deliveries"]
-        );
-    }
-    Ok(())
 }
 
 pub async fn handlers(client: &ClientArgs, command: HandlersCommand) -> anyhow::Result<()> {
@@ -573,16 +504,16 @@ pub async fn executions(client: &ClientArgs, command: ExecutionsCommand) -> anyh
                 crate::out!("{note}");
             }
         }
-        ExecutionsCommand::Show { id } => print_json(
-            &api.send(
-                reqwest::Method::GET,
-                &format!("/executions/{id}"),
-                &[],
-                None,
-                &[],
-            )
-            .await?,
-        ),
+        ExecutionsCommand::Show { id } => {
+            let answer = api
+                .call(reqwest::Method::GET, &format!("/executions/{id}"))
+                .await?;
+            if client.json {
+                print_json(&answer);
+            } else {
+                execution::print(&answer);
+            }
+        }
     }
     Ok(())
 }

@@ -46,16 +46,24 @@ pub struct ReplayStart {
 #[derive(Debug, Subcommand)]
 pub enum ReplayCommand {
     /// Show one job and its progress.
-    Status { id: String },
+    Status {
+        /// The job's id.
+        id: String,
+    },
     /// List jobs, newest first.
     List {
+        /// Which page of the list (from 1, the newest).
         #[arg(long)]
         page: Option<u32>,
+        /// How many jobs a page holds.
         #[arg(long)]
         per_page: Option<u32>,
     },
     /// Cancel what a job has not sent yet.
-    Cancel { id: String },
+    Cancel {
+        /// The job's id.
+        id: String,
+    },
 }
 
 /// One line of a job's progress: `replay ID running: 120/3000 sent, …`.

@@ -169,7 +169,11 @@ async fn events_are_emitted_and_the_log_read_from_the_command_line() {
         out.contains("clients.create") && out.contains("500") && out.contains("(1 in all)"),
         "{out}"
     );
-    let (ok, out, _) = cli(&app, &["executions", "show", &rows[0]["id"].to_string()]).await;
+    let (ok, out, _) = cli(
+        &app,
+        &["executions", "show", &rows[0]["id"].to_string(), "--json"],
+    )
+    .await;
     assert!(ok);
     let delivery_id = serde_json::from_str::<Value>(&out).unwrap()["delivery_id"]
         .as_str()

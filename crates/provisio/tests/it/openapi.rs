@@ -117,3 +117,79 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() {
         "schemathesis found problems:\n{report}"
     );
 }
+
+/// The document's 3.1 `webhooks` describe what a handler receives, and the
+/// description matches what a real receiver gets: the payload's fields and
+/// every signature header.
+#[tokio::test]
+async fn the_openapi_document_describes_what_a_handler_receives() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::ok().await;
+    app.create_handler(serde_json::json!({ "target": receiver.url() }))
+        .await;
+    let doc: Value = app
+        .client
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let after = &doc["webhooks"]["after-stage-delivery"]["post"];
+    let before = &doc["webhooks"]["before-stage-call"]["post"];
+    for op in [after, before] {
+        assert_eq!(
+            op["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/HandlerPayload"
+        );
+    }
+    assert_eq!(
+        before["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/BeforeReply"
+    );
+    assert!(before["responses"]["403"].is_object());
+    assert!(after["responses"]["2XX"].is_object());
+    let schemas = &doc["components"]["schemas"];
+    for field in ["data", "allow", "reason"] {
+        assert!(
+            schemas["BeforeReply"]["properties"][field].is_object(),
+            "BeforeReply.{field}"
+        );
+    }
+
+    app.emit(
+        "clients.create",
+        serde_json::json!(12),
+        serde_json::json!({ "name": "ACME" }),
+    )
+    .await;
+    let got = receiver.wait_for(1).await;
+    let payload = got[0].json();
+    let keys = |v: &Value| {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let documented = |name: &str| keys(&schemas[name]["properties"]);
+    assert_eq!(keys(&payload), documented("HandlerPayload"));
+    assert_eq!(keys(&payload["event"]), documented("PayloadEvent"));
+    for op in [after, before] {
+        let headers: Vec<&str> = op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["in"] == "header")
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        for name in [
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature",
+            "user-agent",
+        ] {
+            assert!(headers.contains(&name), "{name} is not documented");
+            assert!(!got[0].header(name).is_empty(), "{name} is not sent");
+        }
+    }
+}

@@ -126,6 +126,7 @@ async fn forms_without_the_session_csrf_token_are_refused_and_change_nothing() {
         ("status", "enabled"),
         ("kind", "http"),
         ("target", "http://127.0.0.1:1/y"),
+        ("priority", "100"),
     ];
     for token in ["", "wrong-token"] {
         let mut form = fields.to_vec();

@@ -21,7 +21,7 @@ async fn an_operator_manages_handlers_and_reads_the_logs_in_a_real_browser() {
 
     // Create a handler; the first try has a bad URL.
     click(c, "a[href='/handlers/new']").await;
-    wait_for_text(c, "URL or script").await;
+    wait_for_text(c, "Handler Type").await;
     fill(c, "#name", "Softswitch sync").await;
     click(c, "#events_id option[value='clients.create']").await;
     fill(c, "#target", "ftp://switch.example.net").await;

@@ -5,6 +5,7 @@
 mod health;
 mod journeys;
 mod logs;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
