@@ -197,32 +197,45 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-pub async fn emit(client: &reqwest::Client, url: &str, seq: u64) {
-    emit_as(client, url, "clients.update", seq, seq).await;
+/// An emit of `clients.update` carrying `seq`; true when accepted.
+pub async fn emit(client: &reqwest::Client, url: &str, seq: u64) -> bool {
+    emit_as(client, url, "clients.update", seq, seq).await
 }
 
-/// An emit of `events_id` for `object_id`, carrying `seq`.
+/// An emit of `events_id` for `object_id`, carrying `seq`; true when
+/// accepted.
 pub async fn emit_as(
     client: &reqwest::Client,
     url: &str,
     events_id: &str,
     object_id: u64,
     seq: u64,
-) {
+) -> bool {
     let body = json!({ "events_id": events_id, "object_id": object_id, "data": { "seq": seq, "name": "Bench client" } });
-    let resp = client
-        .post(url)
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("emit");
-    assert_eq!(
-        resp.status(),
-        202,
-        "emit refused: {}",
-        resp.text().await.unwrap_or_default()
-    );
+    let sent = client.post(url).bearer_auth(TOKEN).json(&body).send().await;
+    // A refused emit (a 503 when the database did not answer in time) is
+    // counted and shown beside the phase's figures, not a crash.
+    match sent {
+        Ok(resp) if resp.status() == 202 => return true,
+        Ok(resp) => {
+            let status = resp.status();
+            note_refusal(&format!(
+                "{status}: {}",
+                resp.text().await.unwrap_or_default()
+            ));
+        }
+        Err(err) => note_refusal(&err.to_string()),
+    }
+    false
+}
+
+/// Emits refused since the last phase printed its figures.
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+fn note_refusal(why: &str) {
+    if REFUSED.fetch_add(1, Ordering::SeqCst) == 0 {
+        eprintln!("an emit was refused: {why}");
+    }
 }
 
 pub async fn wait_received(sink: &Sink, n: u64, limit: Duration) -> bool {
@@ -241,19 +254,21 @@ pub async fn wait_received(sink: &Sink, n: u64, limit: Duration) -> bool {
 
 /// Emits `total` events from `concurrency` workers spread over `urls`, as
 /// fast as they are accepted; `event(i)` gives the `i`-th event's type,
-/// object and seq.
+/// object and seq. Returns how many were accepted.
 pub async fn emit_many(
     client: &reqwest::Client,
     urls: &[String],
     concurrency: usize,
     total: u64,
     event: impl Fn(u64) -> (&'static str, u64, u64) + Clone + Send + 'static,
-) {
+) -> u64 {
     let next = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for w in 0..concurrency {
         let url = urls[w % urls.len()].clone();
         let (client, next, event) = (client.clone(), next.clone(), event.clone());
+        let accepted = accepted.clone();
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
@@ -261,13 +276,16 @@ pub async fn emit_many(
                     break;
                 }
                 let (events_id, object_id, seq) = event(i);
-                emit_as(&client, &url, events_id, object_id, seq).await;
+                if emit_as(&client, &url, events_id, object_id, seq).await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                }
             }
         }));
     }
     for w in workers {
         w.await.unwrap();
     }
+    accepted.load(Ordering::SeqCst)
 }
 
 /// Creates an after-stage handler and returns its id.
@@ -295,7 +313,16 @@ pub async fn handler_action(client: &reqwest::Client, base: &str, id: i64, actio
     assert_eq!(resp.status(), 200, "{action} handler {id}");
 }
 
-/// "  (NOT ALL ARRIVED)" when `all` is false: a figure from an incomplete run.
-pub fn incomplete(all: bool) -> &'static str {
-    if all { "" } else { "  (NOT ALL ARRIVED)" }
+/// What makes a phase's figures suspect: "  (NOT ALL ARRIVED)" when `all`
+/// is false, and how many emits were refused since the last phase.
+pub fn incomplete(all: bool) -> String {
+    let refused = REFUSED.swap(0, Ordering::SeqCst);
+    let mut note = String::new();
+    if !all {
+        note.push_str("  (NOT ALL ARRIVED)");
+    }
+    if refused > 0 {
+        note.push_str(&format!("  ({refused} EMITS REFUSED)"));
+    }
+    note
 }

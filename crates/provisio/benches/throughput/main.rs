@@ -215,7 +215,10 @@ async fn main() {
 
     // Warm up connections and caches.
     for seq in 0..200 {
-        emit(&bench.client, &bench.emit_urls[0], 1_000_000_000 + seq).await;
+        assert!(
+            emit(&bench.client, &bench.emit_urls[0], 1_000_000_000 + seq).await,
+            "a warm-up emit was refused"
+        );
     }
     assert!(
         wait_received(&bench.sink, 200, Duration::from_secs(30)).await,
