@@ -94,45 +94,46 @@ fn push_emit_writes(q: &mut QueryBuilder<Sqlite>, triage: &crate::plan::Triage<'
     // this batch (`behind`).
     let rows = crate::plan::delivery_rows(stored);
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        q.push(
-            "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
-                                     created_at, last_error, finished_at) ",
-        );
         // A handler deleted after this emit was routed gets its delivery
         // as failed: deleting failed its open deliveries, and one inserted
         // pending now would never be claimed (claims look only at handlers
         // that exist). The single writer makes the check exact.
-        q.push_values(chunk, |mut row, r| {
-            let (new, d, key, behind) = (r.new, r.delivery, &r.object_key, &r.behind);
+        //
+        // The checks are one correlated subquery over the rows, not
+        // subqueries inside each VALUES row: SQLite keeps every such
+        // subquery's cursor open for the whole statement and visits them
+        // all on each row it inserts, so a batch of n deliveries cost n²
+        // (fan-out to 20 handlers: emits took seconds).
+        q.push(
+            "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
+                                     created_at, last_error, finished_at)
+             SELECT v.column1, v.column2, v.column3, v.column4,
+                    CASE WHEN h.id IS NULL THEN 'failed'
+                         WHEN v.column5 OR (v.column6 AND EXISTS (SELECT 1 FROM deliveries o
+                              WHERE o.handler_id = v.column3 AND o.object_key = v.column4
+                              AND o.state IN ",
+        )
+        .push(OPEN_STATES)
+        .push(
+            ")) THEN 'waiting' ELSE 'pending' END,
+                    v.column7, v.column7,
+                    CASE WHEN h.id IS NULL THEN 'not sent: the handler was deleted' END,
+                    CASE WHEN h.id IS NULL THEN v.column7 END
+             FROM (",
+        );
+        q.push_values(chunk.iter().enumerate(), |mut row, (i, r)| {
+            let (new, d) = (r.new, r.delivery);
             row.push_bind(d.id.clone())
                 .push_bind(new.event.id.clone())
                 .push_bind(d.handler_id)
-                .push_bind(key.clone())
-                .push("CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ")
-                .push_bind_unseparated(d.handler_id)
-                .push_unseparated(") THEN 'failed' WHEN ")
-                .push_bind_unseparated(*behind)
-                .push_unseparated(" OR (")
-                .push_bind_unseparated(d.ordered)
-                .push_unseparated(" AND EXISTS (SELECT 1 FROM deliveries WHERE handler_id = ")
-                .push_bind_unseparated(d.handler_id)
-                .push_unseparated(" AND object_key = ")
-                .push_bind_unseparated(key.clone())
-                .push_unseparated(" AND state IN ")
-                .push_unseparated(OPEN_STATES)
-                .push_unseparated(")) THEN 'waiting' ELSE 'pending' END")
+                .push_bind(r.object_key.clone())
+                .push_bind(r.behind)
+                .push_bind(d.ordered)
                 .push_bind(new.created_at_ms)
-                .push_bind(new.created_at_ms)
-                .push("CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ")
-                .push_bind_unseparated(d.handler_id)
-                .push_unseparated(") THEN 'not sent: the handler was deleted' END")
-                .push("CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ")
-                .push_bind_unseparated(d.handler_id)
-                .push_unseparated(") THEN ")
-                .push_bind_unseparated(new.created_at_ms)
-                .push_unseparated(" END");
+                .push_bind(i as i64);
         });
-        q.push("; ");
+        // In the batch's order: `seq` is emit order, which lines follow.
+        q.push(") AS v LEFT JOIN handlers h ON h.id = v.column3 ORDER BY v.column8; ");
         any = true;
     }
 
