@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use provisio_core::handler::{Handler, HandlerKind, Stage, Status};
@@ -69,6 +70,9 @@ pub(crate) struct Dispatcher {
     pub(crate) results: mpsc::Sender<Recorded>,
     /// Woken by commits, reloads and redelivers: work may be due.
     pub(crate) wake: Arc<Notify>,
+    /// Set while due work may be left unclaimed for want of slots or a
+    /// handler's room: the recorder then wakes it after every batch.
+    pub(crate) starved: Arc<AtomicBool>,
     /// Stops claiming; attempts in flight then drain.
     pub(crate) shutdown: CancellationToken,
     pub(crate) clock: Clock,
@@ -110,6 +114,7 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
         executors,
         results,
         wake,
+        starved,
         shutdown,
         clock,
         retry_schedule,
@@ -169,11 +174,14 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
             slowed.clone()
         };
         let slowed_until = slowed.values().copied().min();
-        let running = routes.handler_ids().filter(|id| {
-            routes.get(*id).is_some_and(|h| h.pause.is_none()) && !slowed.contains_key(id)
-        });
+        let running: Vec<i64> = routes
+            .handler_ids()
+            .filter(|id| {
+                routes.get(*id).is_some_and(|h| h.pause.is_none()) && !slowed.contains_key(id)
+            })
+            .collect();
         let mut shares = ctx.in_flight.shares(
-            running,
+            running.iter().copied(),
             slots.available_permits(),
             max_in_flight,
             per_handler,
@@ -193,6 +201,14 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
                 *room > 0
             });
         }
+        // A running handler left out of the claim (no free slot, or no room
+        // of its own) may have due work that only a finished attempt lets go.
+        starved.store(
+            shares
+                .as_ref()
+                .is_none_or(|s| s.handlers.len() < running.len()),
+            Ordering::SeqCst,
+        );
         probes.retain(|id, _| routes.get(*id).is_some_and(|h| h.pause.is_some()));
         let mut next_probe: Option<i64> = None;
         for (handler, every) in routes.probed() {
