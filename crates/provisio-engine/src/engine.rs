@@ -77,6 +77,7 @@ impl Engine {
         let (records, records_rx) = mpsc::channel(record::QUEUE_DEPTH);
         let (breaker, breaker_rx) = mpsc::channel(breaker::QUEUE_DEPTH);
         let wake = Arc::new(Notify::new());
+        let starved = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 
@@ -89,6 +90,7 @@ impl Engine {
         let recorder = Recorder {
             store: store.clone(),
             wake: wake.clone(),
+            starved: starved.clone(),
             shutdown: shutdown.clone(),
             drain_timeout: config.drain_timeout,
         };
@@ -99,6 +101,7 @@ impl Engine {
             executors: executors.clone(),
             results: records.clone(),
             wake: wake.clone(),
+            starved,
             shutdown: shutdown.clone(),
             clock: config.clock.clone(),
             retry_schedule: config.retry_schedule.clone(),

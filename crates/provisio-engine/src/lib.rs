@@ -31,6 +31,7 @@
 //! - [`service`]: the use cases the API and the web section share: each change
 //!   with the reload or wake that makes it take effect, and [`OpError`].
 
+mod attempt;
 pub mod before;
 mod breaker;
 pub mod clock;

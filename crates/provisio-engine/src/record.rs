@@ -2,9 +2,10 @@
 //! batches, then wakes the dispatcher for whatever became due.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use provisio_store::{AttemptResult, ExecutionRecord, Store};
+use provisio_store::{AttemptResult, DeliveryNext, ExecutionRecord, RecordOutcome, Store};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -23,9 +24,13 @@ pub(crate) enum Recorded {
 /// What the recorder uses.
 pub(crate) struct Recorder {
     pub(crate) store: Arc<dyn Store>,
-    /// Wakes the dispatcher after each batch: a retry, an ordered successor
-    /// or a freed slot may have made work due.
+    /// Wakes the dispatcher after a batch that may have made work due: a
+    /// retry (its timer must be set again), an ordered successor released,
+    /// or freed slots while it is `starved`.
     pub(crate) wake: Arc<Notify>,
+    /// Set by the dispatcher while it left due work unclaimed for want of
+    /// slots or room, so only finished attempts can let it go on.
+    pub(crate) starved: Arc<AtomicBool>,
     /// Once shut down, the recorder gives up on a batch the database keeps
     /// refusing after `drain_timeout`.
     pub(crate) shutdown: CancellationToken,
@@ -45,10 +50,18 @@ pub(crate) async fn run(recorder: Recorder, mut rx: mpsc::Receiver<Recorded>) {
                 Recorded::Execution(e) => executions.push(e),
             }
         }
-        recorder.commit(&attempts, &executions).await;
+        let moved = recorder.commit(&attempts, &executions).await;
+        // A batch of plain successes and final failures makes nothing due:
+        // at low rates, waking the dispatcher for it cost a claim and a
+        // due-time query that found nothing, for every event.
+        let retries = attempts
+            .iter()
+            .any(|a| matches!(a.next, DeliveryNext::RetryAt { .. }));
+        if retries || moved.released > 0 || recorder.starved.load(Ordering::SeqCst) {
+            recorder.wake.notify_one();
+        }
         attempts.clear();
         executions.clear();
-        recorder.wake.notify_one();
     }
 }
 
@@ -60,7 +73,11 @@ impl Recorder {
     /// so the dispatcher stops starting new ones: backpressure, not loss. Only at
     /// shutdown, once the drain timeout has passed, does it give up; the leases
     /// then bring those deliveries back after the restart, logged as interrupted.
-    async fn commit(&self, attempts: &[AttemptResult], executions: &[ExecutionRecord]) {
+    async fn commit(
+        &self,
+        attempts: &[AttemptResult],
+        executions: &[ExecutionRecord],
+    ) -> RecordOutcome {
         let mut delay = Duration::from_millis(100);
         let mut failed_since = None;
         loop {
@@ -73,14 +90,14 @@ impl Recorder {
                             "recorded results after the database came back"
                         );
                     }
-                    return;
+                    return moved;
                 }
                 Err(err) => err,
             };
             let since = *failed_since.get_or_insert_with(tokio::time::Instant::now);
             if self.shutdown.is_cancelled() && since.elapsed() > self.drain_timeout {
                 tracing::error!(error = %err, attempts = attempts.len(), "shutting down with results unrecorded; their deliveries will be sent again");
-                return;
+                return RecordOutcome::default();
             }
             tracing::error!(error = %err, attempts = attempts.len(), "could not record results; keeping them and retrying");
             tokio::time::sleep(delay).await;

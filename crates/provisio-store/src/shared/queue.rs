@@ -19,9 +19,14 @@ impl<DB: Dialect> SqlCore<DB> {
     /// until it resumes, and a past due time of theirs would hide a running
     /// handler's next retry from the dispatcher's timer.
     pub(crate) async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
+        // One index seek per running handler (`deliveries_due_by_handler`):
+        // filtering the paused ones out of one walk of `deliveries_due`
+        // stepped over every row of a paused handler's backlog, older than
+        // any new delivery, on every wake of the dispatcher.
         let mut q = QueryBuilder::<DB>::new(
-            "SELECT MIN(next_attempt_at) AS due FROM deliveries WHERE state = 'pending'
-             AND handler_id NOT IN (SELECT id FROM handlers WHERE paused_reason IS NOT NULL)",
+            "SELECT MIN((SELECT MIN(d.next_attempt_at) FROM deliveries d
+                         WHERE d.state = 'pending' AND d.handler_id = h.id)) AS due
+             FROM handlers h WHERE h.paused_reason IS NULL",
         );
         q.build().fetch_one(self.writer()).await?.opt_int("due")
     }

@@ -49,15 +49,7 @@ pub(crate) async fn write_tx<T>(
     work: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>,
 ) -> StoreResult<T> {
     let mut conn = pool.acquire().await?;
-    // Each pair of statements goes in one round trip to the driver's worker
-    // thread: at low rates those trips are the cost.
-    let (begin, commit) = match durability {
-        Durability::Full => (
-            "PRAGMA synchronous = FULL; BEGIN",
-            "COMMIT; PRAGMA synchronous = NORMAL",
-        ),
-        Durability::Normal => ("BEGIN", "COMMIT"),
-    };
+    let (begin, commit) = begin_commit(durability);
     let result = async {
         sqlx::raw_sql(begin).execute(&mut *conn).await?;
         let value = work(&mut conn).await?;
@@ -70,6 +62,46 @@ pub(crate) async fn write_tx<T>(
         conn.close_on_drop();
     }
     result
+}
+
+/// The statements that open and close a write transaction at `durability`.
+/// Each pair goes in one round trip to the driver's worker thread: at low
+/// rates those trips are the cost.
+fn begin_commit(durability: Durability) -> (&'static str, &'static str) {
+    match durability {
+        Durability::Full => (
+            "PRAGMA synchronous = FULL; BEGIN",
+            "COMMIT; PRAGMA synchronous = NORMAL",
+        ),
+        Durability::Normal => ("BEGIN", "COMMIT"),
+    }
+}
+
+/// Runs the statements `build` appends (each ended by `;`, their `?` bound
+/// in order across them) as one write transaction in a single round trip
+/// to the driver's worker thread. For writes that need no answer from the
+/// database between their statements. A failure rolls back and closes the
+/// connection, as in [`write_tx`].
+pub(crate) async fn one_trip(
+    pool: &SqlitePool,
+    durability: Durability,
+    build: impl FnOnce(&mut sqlx::QueryBuilder<Sqlite>) -> bool,
+) -> StoreResult<()> {
+    let (begin, commit) = begin_commit(durability);
+    let mut q = sqlx::QueryBuilder::<Sqlite>::new(begin);
+    q.push("; ");
+    if !build(&mut q) {
+        return Ok(());
+    }
+    q.push(commit);
+    let mut conn = pool.acquire().await?;
+    let result = q.build().execute(&mut *conn).await;
+    if let Err(err) = result {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        conn.close_on_drop();
+        return Err(err.into());
+    }
+    Ok(())
 }
 
 impl Dialect for Sqlite {

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
-use super::{Durability, SqliteStore, write_tx};
+use super::{Durability, SqliteStore, one_trip, write_tx};
 use crate::query::{OPEN_STATES, ROWS_PER_STATEMENT};
 use crate::rows::claimed as claimed_from_row;
 use crate::shared::SqlCore;
@@ -27,35 +27,51 @@ pub(super) async fn insert_events(
     // Only accepted emits must survive power loss; other writes (leases,
     // attempt results) can be redone, so the connection runs at NORMAL and
     // switches to FULL for this commit (see `write_tx`).
+    let keys = crate::plan::keys(batch);
+    if keys.is_empty() {
+        // Nothing to look up first: the whole transaction, BEGIN to COMMIT,
+        // goes to the driver's worker thread in one trip, where each
+        // statement would be a trip (two thread wakes) of its own.
+        let triage = crate::plan::triage(batch, &HashMap::new());
+        one_trip(&store.core.write, store.durability, |q| {
+            push_emit_writes(q, &triage)
+        })
+        .await?;
+        return Ok(triage.outcomes);
+    }
     write_tx(&store.core.write, store.durability, async |conn| {
-        insert_events_in(conn, batch).await
+        let seen = seen_keys(conn, &keys).await?;
+        let triage = crate::plan::triage(batch, &seen);
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        if push_emit_writes(&mut q, &triage) {
+            q.build().execute(&mut *conn).await?;
+        }
+        Ok(triage.outcomes)
     })
     .await
 }
 
-/// The statements of an emit batch, inside the transaction the caller opened.
-async fn insert_events_in(
-    tx: &mut SqliteConnection,
-    batch: &[NewEvent],
-) -> StoreResult<Vec<EmitOutcome>> {
-    let seen = seen_keys(tx, &crate::plan::keys(batch)).await?;
+/// Appends the statements that store a triaged emit batch to `q`, each
+/// ended by `;`, and says whether there were any. The driver binds each
+/// statement's `?` from where the previous one's ended, so they run as one
+/// statement list.
+fn push_emit_writes(q: &mut QueryBuilder<Sqlite>, triage: &crate::plan::Triage<'_>) -> bool {
     let crate::plan::Triage {
-        outcomes,
-        stored,
-        expired,
-    } = crate::plan::triage(batch, &seen);
+        stored, expired, ..
+    } = triage;
+    let mut any = false;
     for chunk in expired.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM idempotency_keys WHERE key IN (");
+        q.push("DELETE FROM idempotency_keys WHERE key IN (");
         let mut list = q.separated(", ");
         for key in chunk {
             list.push_bind(key.clone());
         }
-        q.push(")");
-        q.build().execute(&mut *tx).await?;
+        q.push("); ");
+        any = true;
     }
 
     for chunk in stored.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        q.push(
             "INSERT INTO events (id, events_id, object_id, object_key, dt, data, filtered_out, created_at) ",
         );
         q.push_values(chunk, |mut row, new| {
@@ -69,53 +85,56 @@ async fn insert_events_in(
                 .push_bind(new.filtered_out_json())
                 .push_bind(new.created_at_ms);
         });
-        q.build().execute(&mut *tx).await?;
+        q.push("; ");
+        any = true;
     }
 
     // An ordered delivery waits while an earlier one for the same (handler,
     // object) is unfinished: one already stored (the EXISTS), or one earlier in
     // this batch (`behind`).
-    let rows = crate::plan::delivery_rows(&stored);
+    let rows = crate::plan::delivery_rows(stored);
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
-                                     created_at, last_error, finished_at) ",
-        );
         // A handler deleted after this emit was routed gets its delivery
         // as failed: deleting failed its open deliveries, and one inserted
         // pending now would never be claimed (claims look only at handlers
         // that exist). The single writer makes the check exact.
-        q.push_values(chunk, |mut row, r| {
-            let (new, d, key, behind) = (r.new, r.delivery, &r.object_key, &r.behind);
+        //
+        // The checks are one correlated subquery over the rows, not
+        // subqueries inside each VALUES row: SQLite keeps every such
+        // subquery's cursor open for the whole statement and visits them
+        // all on each row it inserts, so a batch of n deliveries cost n²
+        // (fan-out to 20 handlers: emits took seconds).
+        q.push(
+            "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
+                                     created_at, last_error, finished_at)
+             SELECT v.column1, v.column2, v.column3, v.column4,
+                    CASE WHEN h.id IS NULL THEN 'failed'
+                         WHEN v.column5 OR (v.column6 AND EXISTS (SELECT 1 FROM deliveries o
+                              WHERE o.handler_id = v.column3 AND o.object_key = v.column4
+                              AND o.state IN ",
+        )
+        .push(OPEN_STATES)
+        .push(
+            ")) THEN 'waiting' ELSE 'pending' END,
+                    v.column7, v.column7,
+                    CASE WHEN h.id IS NULL THEN 'not sent: the handler was deleted' END,
+                    CASE WHEN h.id IS NULL THEN v.column7 END
+             FROM (",
+        );
+        q.push_values(chunk.iter().enumerate(), |mut row, (i, r)| {
+            let (new, d) = (r.new, r.delivery);
             row.push_bind(d.id.clone())
                 .push_bind(new.event.id.clone())
                 .push_bind(d.handler_id)
-                .push_bind(key.clone())
-                .push("CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ")
-                .push_bind_unseparated(d.handler_id)
-                .push_unseparated(") THEN 'failed' WHEN ")
-                .push_bind_unseparated(*behind)
-                .push_unseparated(" OR (")
-                .push_bind_unseparated(d.ordered)
-                .push_unseparated(" AND EXISTS (SELECT 1 FROM deliveries WHERE handler_id = ")
-                .push_bind_unseparated(d.handler_id)
-                .push_unseparated(" AND object_key = ")
-                .push_bind_unseparated(key.clone())
-                .push_unseparated(" AND state IN ")
-                .push_unseparated(OPEN_STATES)
-                .push_unseparated(")) THEN 'waiting' ELSE 'pending' END")
+                .push_bind(r.object_key.clone())
+                .push_bind(r.behind)
+                .push_bind(d.ordered)
                 .push_bind(new.created_at_ms)
-                .push_bind(new.created_at_ms)
-                .push("CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ")
-                .push_bind_unseparated(d.handler_id)
-                .push_unseparated(") THEN 'not sent: the handler was deleted' END")
-                .push("CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ")
-                .push_bind_unseparated(d.handler_id)
-                .push_unseparated(") THEN ")
-                .push_bind_unseparated(new.created_at_ms)
-                .push_unseparated(" END");
+                .push_bind(i as i64);
         });
-        q.build().execute(&mut *tx).await?;
+        // In the batch's order: `seq` is emit order, which lines follow.
+        q.push(") AS v LEFT JOIN handlers h ON h.id = v.column3 ORDER BY v.column8; ");
+        any = true;
     }
 
     let keyed: Vec<&NewEvent> = stored
@@ -124,9 +143,7 @@ async fn insert_events_in(
         .filter(|n| n.idempotency.is_some())
         .collect();
     for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO idempotency_keys (key, body_hash, event_id, deliveries, created_at) ",
-        );
+        q.push("INSERT INTO idempotency_keys (key, body_hash, event_id, deliveries, created_at) ");
         q.push_values(chunk, |mut row, new| {
             let key = new.idempotency.as_ref().expect("filtered above");
             row.push_bind(key.key.clone())
@@ -135,9 +152,10 @@ async fn insert_events_in(
                 .push_bind(new.deliveries.len() as i64)
                 .push_bind(new.created_at_ms);
         });
-        q.build().execute(&mut *tx).await?;
+        q.push("; ");
+        any = true;
     }
-    Ok(outcomes)
+    any
 }
 
 /// The stored rows of the batch's idempotency keys, in one query per

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,10 @@ use tokio::sync::Notify;
 
 use crate::TOKEN;
 
-/// The receiver: answers 200 at once and notes when each event arrived.
+/// The receiver: answers 200 at once (503 while `down`) and notes when each
+/// event arrived. It runs on a thread of its own (a single-threaded
+/// runtime), so its CPU time can be read apart from the load generator's:
+/// the benchmark prints it to show the receiver is not the bottleneck.
 #[derive(Default)]
 pub struct Sink {
     pub received: AtomicU64,
@@ -21,27 +24,60 @@ pub struct Sink {
     pub arrivals: Mutex<HashMap<u64, Instant>>,
     pub done: Notify,
     pub target: AtomicU64,
+    /// While set, every request is answered 503 and not counted.
+    pub down: AtomicBool,
+    /// The sink thread's id, for its CPU time.
+    tid: AtomicU64,
 }
 
-pub async fn start_sink(sink: Arc<Sink>) -> SocketAddr {
-    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
-        let sink = sink.clone();
-        async move {
-            let now = Instant::now();
-            if let Some(seq) = seq_of(&body) {
-                sink.arrivals.lock().unwrap().insert(seq, now);
-            }
-            let n = sink.received.fetch_add(1, Ordering::SeqCst) + 1;
-            if n >= sink.target.load(Ordering::SeqCst) {
-                sink.done.notify_waiters();
-            }
-            "ok"
-        }
+impl Sink {
+    /// User + system CPU seconds the sink's thread has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let tid = self.tid.load(Ordering::SeqCst);
+        cpu_of(&format!("/proc/self/task/{tid}/stat"))
+    }
+}
+
+/// Starts `sink` on a thread of its own and returns its address.
+pub fn start_sink(sink: Arc<Sink>) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // "/proc/thread-self" links to "PID/task/TID".
+        let link = std::fs::read_link("/proc/thread-self").unwrap();
+        let tid = link.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        sink.tid.store(tid, Ordering::SeqCst);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+                let sink = sink.clone();
+                async move { sink.take(&body) }
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    rx.recv().unwrap()
+}
+
+impl Sink {
+    fn take(&self, body: &[u8]) -> axum::http::StatusCode {
+        if self.down.load(Ordering::SeqCst) {
+            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+        }
+        let now = Instant::now();
+        if let Some(seq) = seq_of(body) {
+            self.arrivals.lock().unwrap().insert(seq, now);
+        }
+        let n = self.received.fetch_add(1, Ordering::SeqCst) + 1;
+        if n >= self.target.load(Ordering::SeqCst) {
+            self.done.notify_waiters();
+        }
+        axum::http::StatusCode::OK
+    }
 }
 
 /// Finds `"seq":N` in the body without a full parse.
@@ -62,7 +98,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &std::path::Path, database_url: Option<&str>) -> Server {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_provisio"))
+        // `PROVISIO_BENCH_SERVER` runs another build of the server (say, the
+        // one before a change) under this benchmark.
+        let bin = std::env::var("PROVISIO_BENCH_SERVER")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_provisio").to_owned());
+        let mut child = std::process::Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(
                 database_url
@@ -94,15 +134,12 @@ impl Server {
 
     /// User + system CPU seconds the server has used so far.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        ticks / clock_ticks_per_second()
+        cpu_of(&format!("/proc/{}/stat", self.child.id()))
+    }
+
+    /// The server's resident memory now, in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        rss_mib(self.child.id())
     }
 }
 
@@ -113,15 +150,43 @@ impl Drop for Server {
     }
 }
 
+/// Process `pid`'s resident memory now, in MiB (`VmRSS`); 0 once it is gone.
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// User + system CPU seconds from a `/proc/…/stat` file.
+fn cpu_of(stat_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / clock_ticks_per_second()
+}
+
 pub fn clock_ticks_per_second() -> f64 {
-    let out = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let out = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(100.0)
+    })
 }
 
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -132,32 +197,45 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-pub async fn emit(client: &reqwest::Client, url: &str, seq: u64) {
-    emit_as(client, url, "clients.update", seq, seq).await;
+/// An emit of `clients.update` carrying `seq`; true when accepted.
+pub async fn emit(client: &reqwest::Client, url: &str, seq: u64) -> bool {
+    emit_as(client, url, "clients.update", seq, seq).await
 }
 
-/// An emit of `events_id` for `object_id`, carrying `seq`.
+/// An emit of `events_id` for `object_id`, carrying `seq`; true when
+/// accepted.
 pub async fn emit_as(
     client: &reqwest::Client,
     url: &str,
     events_id: &str,
     object_id: u64,
     seq: u64,
-) {
+) -> bool {
     let body = json!({ "events_id": events_id, "object_id": object_id, "data": { "seq": seq, "name": "Bench client" } });
-    let resp = client
-        .post(url)
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("emit");
-    assert_eq!(
-        resp.status(),
-        202,
-        "emit refused: {}",
-        resp.text().await.unwrap_or_default()
-    );
+    let sent = client.post(url).bearer_auth(TOKEN).json(&body).send().await;
+    // A refused emit (a 503 when the database did not answer in time) is
+    // counted and shown beside the phase's figures, not a crash.
+    match sent {
+        Ok(resp) if resp.status() == 202 => return true,
+        Ok(resp) => {
+            let status = resp.status();
+            note_refusal(&format!(
+                "{status}: {}",
+                resp.text().await.unwrap_or_default()
+            ));
+        }
+        Err(err) => note_refusal(&err.to_string()),
+    }
+    false
+}
+
+/// Emits refused since the last phase printed its figures.
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+fn note_refusal(why: &str) {
+    if REFUSED.fetch_add(1, Ordering::SeqCst) == 0 {
+        eprintln!("an emit was refused: {why}");
+    }
 }
 
 pub async fn wait_received(sink: &Sink, n: u64, limit: Duration) -> bool {
@@ -176,19 +254,21 @@ pub async fn wait_received(sink: &Sink, n: u64, limit: Duration) -> bool {
 
 /// Emits `total` events from `concurrency` workers spread over `urls`, as
 /// fast as they are accepted; `event(i)` gives the `i`-th event's type,
-/// object and seq.
+/// object and seq. Returns how many were accepted.
 pub async fn emit_many(
     client: &reqwest::Client,
     urls: &[String],
     concurrency: usize,
     total: u64,
     event: impl Fn(u64) -> (&'static str, u64, u64) + Clone + Send + 'static,
-) {
+) -> u64 {
     let next = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for w in 0..concurrency {
         let url = urls[w % urls.len()].clone();
         let (client, next, event) = (client.clone(), next.clone(), event.clone());
+        let accepted = accepted.clone();
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
@@ -196,11 +276,53 @@ pub async fn emit_many(
                     break;
                 }
                 let (events_id, object_id, seq) = event(i);
-                emit_as(&client, &url, events_id, object_id, seq).await;
+                if emit_as(&client, &url, events_id, object_id, seq).await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                }
             }
         }));
     }
     for w in workers {
         w.await.unwrap();
     }
+    accepted.load(Ordering::SeqCst)
+}
+
+/// Creates an after-stage handler and returns its id.
+pub async fn create_handler(client: &reqwest::Client, base: &str, spec: serde_json::Value) -> i64 {
+    let created = client
+        .post(format!("{base}/api/v1/handlers"))
+        .bearer_auth(TOKEN)
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{spec}");
+    let handler: serde_json::Value = created.json().await.unwrap();
+    handler["id"].as_i64().unwrap()
+}
+
+/// `POST /api/v1/handlers/{id}/{action}` (pause, resume), which must answer 200.
+pub async fn handler_action(client: &reqwest::Client, base: &str, id: i64, action: &str) {
+    let resp = client
+        .post(format!("{base}/api/v1/handlers/{id}/{action}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{action} handler {id}");
+}
+
+/// What makes a phase's figures suspect: "  (NOT ALL ARRIVED)" when `all`
+/// is false, and how many emits were refused since the last phase.
+pub fn incomplete(all: bool) -> String {
+    let refused = REFUSED.swap(0, Ordering::SeqCst);
+    let mut note = String::new();
+    if !all {
+        note.push_str("  (NOT ALL ARRIVED)");
+    }
+    if refused > 0 {
+        note.push_str(&format!("  ({refused} EMITS REFUSED)"));
+    }
+    note
 }

@@ -1,46 +1,61 @@
 //! The end-to-end benchmark: the real `provisio serve` binary (on SQLite, or on
 //! PostgreSQL with `--database-url postgres://…`, one node or `--nodes 2`), a
-//! fast loopback receiver and a load generator, all on this machine. Prints
+//! fast loopback receiver on a thread of its own and a load generator, all on
+//! this machine. Prints, in one run:
 //!
-//! - emits/s accepted and deliveries/s completed end to end, for a burst;
-//! - emit → receiver latency p50/p99/max at a fixed offered rate;
-//! - the server's CPU time per delivered event;
-//! - the before-stage chain's overhead with three no-op handlers;
+//! - a burst: emits/s accepted and deliveries/s completed end to end;
+//! - fixed offered rates (200 and 1,000 events/s): emit → receiver latency
+//!   p50/p99/max, and the server's and the receiver's CPU time per event;
+//! - the server's CPU while idle;
+//! - a backlog: the receiver down while `--backlog` events queue (the emit
+//!   rate at the start and the end of the build-up), then the drain in
+//!   deliveries/s, with the server's RSS before, at the peak and after;
+//! - fan-out: one event type to 20 handlers, deliveries/s against the burst;
 //! - the fixed-rate latency again beside eight handlers that never answer;
+//! - the before-stage chain's overhead with three no-op handlers;
 //! - a replay of `--events` logged events to a new handler, in deliveries/s;
 //! - what one handler filter and one request template cost per event.
 //!
-//! Run with `cargo bench --bench throughput` (add `-- --events N --rate R
-//! --seconds S` to change the load; `-- --only replay` (or `burst`, `fixed`,
-//! `before`, `hung`, `filters`) to run one phase after the warm-up; `-- --database-url URL [--nodes 2]` to run
+//! Run with `cargo bench --bench throughput` (add `-- --events N --rates
+//! 200,1000 --seconds S --backlog N` to change the load; `-- --only PHASE` to
+//! run one phase after the warm-up; `-- --database-url URL [--nodes 2]` to run
 //! on a PostgreSQL database, which should be empty: the benchmark's handler
 //! must be the only one). With two nodes, the emits are spread across both.
+//! `PROVISIO_BENCH_SERVER=/path/to/provisio` runs another build of the server.
 //! Figures depend on the machine; they are printed, not asserted.
 
 mod harness;
 mod phases;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
-use harness::{Server, Sink, emit, emit_many, percentile, start_sink, wait_received};
-use phases::{before_chain, filter_cost, fixed_rate, hung_handlers, replay};
+use harness::{Server, Sink, create_handler, emit, start_sink, wait_received};
 
 pub const TOKEN: &str = "bench-admin-token-0123456789";
+
+/// The phases `--only` accepts, in the order a full run takes them.
+const PHASES: [&str; 9] = [
+    "burst", "fixed", "idle", "backlog", "fanout", "hung", "before", "replay", "filters",
+];
 
 pub struct Options {
     /// A PostgreSQL URL; SQLite in a temporary directory when absent.
     database_url: Option<String>,
     /// Servers sharing the database (PostgreSQL only).
     nodes: usize,
-    chains: usize,
-    events: u64,
-    concurrency: usize,
-    rate: u64,
-    seconds: u64,
+    pub chains: usize,
+    pub events: u64,
+    pub concurrency: usize,
+    /// The fixed offered rates, events/s; the hung phase uses the highest.
+    pub rates: Vec<u64>,
+    pub seconds: u64,
+    /// Events queued while the receiver is down, in the backlog phase.
+    pub backlog: u64,
+    /// Handlers of the one event type, in the fan-out phase.
+    pub fanout: u64,
     /// Run only this phase (after the warm-up); all when absent.
     only: Option<String>,
 }
@@ -58,25 +73,31 @@ fn options() -> Options {
         chains: 2_000,
         events: 20_000,
         concurrency: 64,
-        rate: 1_000,
+        rates: vec![200, 1_000],
         seconds: 10,
+        backlog: 100_000,
+        fanout: 20,
         only: None,
     };
     let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| {
+    let text = |name: &str| {
         args.iter()
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
+            .cloned()
     };
+    let value = |name: &str| text(name).map(|v| v.parse::<u64>().expect(name));
     if let Some(v) = value("--events") {
         o.events = v;
     }
     if let Some(v) = value("--concurrency") {
         o.concurrency = v as usize;
     }
-    if let Some(v) = value("--rate") {
-        o.rate = v;
+    if let Some(v) = text("--rates") {
+        o.rates = v
+            .split(',')
+            .map(|r| r.trim().parse().expect("--rates"))
+            .collect();
     }
     if let Some(v) = value("--seconds") {
         o.seconds = v;
@@ -87,27 +108,52 @@ fn options() -> Options {
     if let Some(v) = value("--nodes") {
         o.nodes = v as usize;
     }
-    o.database_url = args
-        .iter()
-        .position(|a| a == "--database-url")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
-    o.only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    if let Some(v) = value("--backlog") {
+        o.backlog = v;
+    }
+    if let Some(v) = value("--fanout") {
+        o.fanout = v;
+    }
+    o.database_url = text("--database-url");
+    o.only = text("--only");
     assert!(
-        o.only
-            .as_deref()
-            .is_none_or(|p| ["burst", "fixed", "before", "hung", "replay", "filters"].contains(&p)),
-        "--only takes burst, fixed, before, hung, replay or filters"
+        o.only.as_deref().is_none_or(|p| PHASES.contains(&p)),
+        "--only takes one of {}",
+        PHASES.join(", ")
     );
+    assert!(!o.rates.is_empty(), "--rates needs at least one rate");
     assert!(
         o.nodes == 1 || o.database_url.is_some(),
         "--nodes needs --database-url: SQLite is single-node"
     );
     o
+}
+
+/// What the phases share: the servers, the receiver and the client.
+pub struct Bench {
+    pub opts: Options,
+    pub servers: Vec<Server>,
+    pub sink: Arc<Sink>,
+    pub sink_addr: std::net::SocketAddr,
+    pub client: reqwest::Client,
+    /// The first node's base URL, for the API.
+    pub base: String,
+    /// Each node's emit URL.
+    pub emit_urls: Vec<String>,
+    /// The benchmark's handler (`clients.*` to the sink).
+    pub handler_id: i64,
+}
+
+impl Bench {
+    /// The servers' CPU seconds so far, all nodes together.
+    pub fn server_cpu(&self) -> f64 {
+        self.servers.iter().map(Server::cpu_seconds).sum()
+    }
+
+    /// The servers' resident memory now, in MiB, all nodes together.
+    pub fn rss_mib(&self) -> f64 {
+        self.servers.iter().map(Server::rss_mib).sum()
+    }
 }
 
 #[tokio::main]
@@ -116,41 +162,36 @@ async fn main() {
     let opts = options();
     let dir = tempfile::tempdir().unwrap();
     let sink = Arc::new(Sink::default());
-    let sink_addr = start_sink(sink.clone()).await;
+    let sink_addr = start_sink(sink.clone());
     let servers: Vec<Server> = (0..opts.nodes)
         .map(|i| {
             let node_dir = dir.path().join(format!("node{i}"));
             Server::start(&node_dir, opts.database_url.as_deref())
         })
         .collect();
-    let cpu_seconds = || servers.iter().map(Server::cpu_seconds).sum::<f64>();
     let base = format!("http://{}", servers[0].addr);
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(opts.concurrency)
         .build()
         .unwrap();
-
-    let created = client
-        .post(format!("{base}/api/v1/handlers"))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "name": "bench", "events_id": "clients.*", "target": format!("http://{sink_addr}/hook") }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    let handler_id = create_handler(
+        &client,
+        &base,
+        json!({ "name": "bench", "events_id": "clients.*", "target": format!("http://{sink_addr}/hook") }),
+    )
+    .await;
     let emit_urls: Vec<String> = servers
         .iter()
         .map(|s| format!("http://{}/api/v1/events", s.addr))
         .collect();
-    let emit_url = emit_urls[0].clone();
     // Other nodes learn of the handler through NOTIFY.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let backend = match &opts.database_url {
         None => "SQLite, synchronous=full".to_owned(),
         Some(_) => format!(
-            "PostgreSQL, {} node(s), emits spread across them",
+            "PostgreSQL, {} node(s), emits spread across them; PostgreSQL's own CPU is not counted",
             opts.nodes
         ),
     };
@@ -161,156 +202,63 @@ async fn main() {
             .map(|n| n.get())
             .unwrap_or(1)
     );
+    let bench = Bench {
+        opts,
+        servers,
+        sink,
+        sink_addr,
+        client,
+        base,
+        emit_urls,
+        handler_id,
+    };
 
     // Warm up connections and caches.
     for seq in 0..200 {
-        emit(&client, &emit_url, 1_000_000_000 + seq).await;
+        assert!(
+            emit(&bench.client, &bench.emit_urls[0], 1_000_000_000 + seq).await,
+            "a warm-up emit was refused"
+        );
     }
     assert!(
-        wait_received(&sink, 200, Duration::from_secs(30)).await,
+        wait_received(&bench.sink, 200, Duration::from_secs(30)).await,
         "warm-up deliveries did not arrive"
     );
 
+    let opts = &bench.opts;
+    let mut burst_rate = None;
     if opts.runs("burst") {
-        burst(&client, &emit_urls, &sink, &opts, &cpu_seconds).await;
+        burst_rate = Some(phases::burst::run(&bench).await);
     }
     if opts.runs("fixed") {
-        fixed(&client, &emit_urls, &sink, &opts, &cpu_seconds).await;
+        for (i, &rate) in opts.rates.iter().enumerate() {
+            phases::fixed::run(&bench, rate, 3_000_000_000 + i as u64 * 100_000_000).await;
+        }
     }
-
     // Disk per execution (SQLite: the data directories hold the whole state):
     // every event so far made one delivery and one execution.
     if opts.database_url.is_none() && opts.only.is_none() {
-        let executions = sink.received.load(Ordering::SeqCst);
-        let bytes = dir_size(dir.path());
-        println!();
-        println!(
-            "disk: {:.0} bytes per event (its event row, delivery and execution log row), ~{:.2} GB per million",
-            bytes as f64 / executions as f64,
-            bytes as f64 / executions as f64 * 1e6 / 1e9
-        );
+        phases::disk_per_event(&bench, dir.path());
     }
-
-    if opts.runs("before") {
-        before_chain(&client, &base, opts.chains).await;
+    if opts.runs("idle") {
+        phases::idle(&bench).await;
+    }
+    if opts.runs("backlog") {
+        phases::backlog::run(&bench).await;
+    }
+    if opts.runs("fanout") {
+        phases::fanout::run(&bench, burst_rate).await;
     }
     if opts.runs("hung") {
-        hung_handlers(&client, &base, &emit_urls, &sink, &opts).await;
+        phases::fixed::beside_hung(&bench).await;
+    }
+    if opts.runs("before") {
+        phases::before::run(&bench).await;
     }
     if opts.runs("replay") {
-        replay(&client, &base, &emit_urls, &sink, &opts).await;
+        phases::replay::run(&bench).await;
     }
     if opts.runs("filters") {
-        filter_cost();
+        phases::filters::run();
     }
-}
-
-/// 1. Burst: as fast as the generator can emit.
-async fn burst(
-    client: &reqwest::Client,
-    emit_urls: &[String],
-    sink: &Sink,
-    opts: &Options,
-    cpu_seconds: &impl Fn() -> f64,
-) {
-    let base_count = sink.received.load(Ordering::SeqCst);
-    let cpu_before = cpu_seconds();
-    let started = Instant::now();
-    emit_many(client, emit_urls, opts.concurrency, opts.events, |i| {
-        let seq = 2_000_000_000 + i;
-        ("clients.update", seq, seq)
-    })
-    .await;
-    let emitted_in = started.elapsed();
-    let all_arrived = wait_received(sink, base_count + opts.events, Duration::from_secs(300)).await;
-    let delivered_in = started.elapsed();
-    let cpu = cpu_seconds() - cpu_before;
-    let delivered = sink.received.load(Ordering::SeqCst) - base_count;
-    println!();
-    println!(
-        "burst: {} events, {} concurrent emitters",
-        opts.events, opts.concurrency
-    );
-    println!(
-        "  emits accepted:          {:>9.0} /s",
-        opts.events as f64 / emitted_in.as_secs_f64()
-    );
-    println!(
-        "  deliveries end to end:   {:>9.0} /s{}",
-        delivered as f64 / delivered_in.as_secs_f64(),
-        if all_arrived {
-            ""
-        } else {
-            "  (NOT ALL ARRIVED)"
-        }
-    );
-    println!(
-        "  server CPU per event:    {:>9.3} ms",
-        cpu * 1000.0 / opts.events as f64
-    );
-}
-
-/// 2. Latency at a fixed offered rate.
-async fn fixed(
-    client: &reqwest::Client,
-    emit_urls: &[String],
-    sink: &Sink,
-    opts: &Options,
-    cpu_seconds: &impl Fn() -> f64,
-) {
-    let cpu_before = cpu_seconds();
-    let (latencies, all_arrived) = fixed_rate(
-        client,
-        emit_urls,
-        sink,
-        opts.rate,
-        opts.seconds,
-        3_000_000_000,
-    )
-    .await;
-    let total = opts.rate * opts.seconds;
-    let cpu = cpu_seconds() - cpu_before;
-    println!();
-    println!(
-        "fixed rate: {} events/s for {} s{}",
-        opts.rate,
-        opts.seconds,
-        if all_arrived {
-            ""
-        } else {
-            "  (NOT ALL ARRIVED)"
-        }
-    );
-    println!(
-        "  emit -> receiver p50:    {:>9.2} ms",
-        percentile(&latencies, 0.50).as_secs_f64() * 1000.0
-    );
-    println!(
-        "  emit -> receiver p99:    {:>9.2} ms",
-        percentile(&latencies, 0.99).as_secs_f64() * 1000.0
-    );
-    println!(
-        "  emit -> receiver max:    {:>9.2} ms",
-        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0
-    );
-    println!(
-        "  server CPU per event:    {:>9.3} ms",
-        cpu * 1000.0 / total as f64
-    );
-}
-
-/// The bytes of every file under `path`.
-fn dir_size(path: &std::path::Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_size(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }

@@ -1,0 +1,124 @@
+//! Latency at a fixed offered rate: alone, and beside eight handlers whose
+//! receivers never answer.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::CpuMeter;
+use crate::Bench;
+use crate::harness::{Sink, create_handler, emit, incomplete, percentile};
+
+/// Emits `rate` events a second for `seconds` and returns the emit → receiver
+/// latencies, sorted, and whether every event arrived.
+pub async fn fixed_rate(
+    bench: &Bench,
+    sink: &Sink,
+    rate: u64,
+    seconds: u64,
+    first_seq: u64,
+) -> (Vec<Duration>, bool) {
+    let base_count = sink.received.load(Ordering::SeqCst);
+    sink.arrivals.lock().unwrap().clear();
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let sent_at = Arc::new(Mutex::new(HashMap::with_capacity(total as usize)));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        ticker.tick().await;
+        let seq = first_seq + i;
+        let url = bench.emit_urls[i as usize % bench.emit_urls.len()].clone();
+        let (client, sent_at) = (bench.client.clone(), sent_at.clone());
+        tasks.push(tokio::spawn(async move {
+            sent_at.lock().unwrap().insert(seq, Instant::now());
+            emit(&client, &url, seq).await
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += u64::from(t.await.unwrap());
+    }
+    let all_arrived =
+        crate::harness::wait_received(sink, base_count + accepted, Duration::from_secs(120)).await;
+    let mut latencies: Vec<Duration> = {
+        let arrivals = sink.arrivals.lock().unwrap();
+        let sent_at = sent_at.lock().unwrap();
+        sent_at
+            .iter()
+            .filter_map(|(seq, sent)| {
+                arrivals
+                    .get(seq)
+                    .map(|arrived| arrived.saturating_duration_since(*sent))
+            })
+            .collect()
+    };
+    latencies.sort();
+    (latencies, all_arrived)
+}
+
+/// Prints p50, p99 and max of sorted `latencies`.
+fn print_latencies(latencies: &[Duration]) {
+    for (name, p) in [("p50", 0.50), ("p99", 0.99), ("max", 1.0)] {
+        println!(
+            "  emit -> receiver {name}:    {:>9.2} ms",
+            percentile(latencies, p).as_secs_f64() * 1000.0
+        );
+    }
+}
+
+/// One fixed rate for `--seconds`: latencies and CPU per event.
+pub async fn run(bench: &Bench, rate: u64, first_seq: u64) {
+    let seconds = bench.opts.seconds;
+    let cpu = CpuMeter::start(bench);
+    let (latencies, all_arrived) = fixed_rate(bench, &bench.sink, rate, seconds, first_seq).await;
+    println!();
+    println!(
+        "fixed rate: {rate} events/s for {seconds} s{}",
+        incomplete(all_arrived)
+    );
+    print_latencies(&latencies);
+    cpu.print_per_event(bench, rate * seconds);
+}
+
+/// Eight more handlers for the same events, whose receivers accept
+/// connections and never answer (60 s timeout): the healthy handler's
+/// latency at the highest fixed rate should stay what it was alone.
+pub async fn beside_hung(bench: &Bench) {
+    let mut holes = Vec::new();
+    for i in 0..8 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = format!("http://{}/hook", listener.local_addr().unwrap());
+        holes.push(tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        }));
+        create_handler(
+            &bench.client,
+            &bench.base,
+            json!({ "name": format!("hung {i}"), "events_id": "clients.*",
+                    "target": target, "timeout_ms": 60_000, "ordered": false }),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rate = bench.opts.rates.iter().copied().max().unwrap_or(1_000);
+    let seconds = bench.opts.seconds;
+    let (latencies, all_arrived) =
+        fixed_rate(bench, &bench.sink, rate, seconds, 4_000_000_000).await;
+    println!();
+    println!(
+        "beside 8 hung handlers: {rate} events/s for {seconds} s to the healthy one{}",
+        incomplete(all_arrived)
+    );
+    print_latencies(&latencies);
+    for hole in holes {
+        hole.abort();
+    }
+}

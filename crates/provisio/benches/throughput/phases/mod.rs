@@ -1,0 +1,137 @@
+//! The benchmark's phases, a module each, and what they share: the CPU
+//! meter, the idle check and the disk figure.
+
+pub mod backlog;
+pub mod before;
+pub mod burst;
+pub mod fanout;
+pub mod filters;
+pub mod fixed;
+pub mod replay;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::Bench;
+use crate::harness::{emit_many, wait_received};
+
+/// The server's and the receiver's CPU time since it was started.
+pub struct CpuMeter {
+    server: f64,
+    sink: f64,
+    started: Instant,
+}
+
+impl CpuMeter {
+    pub fn start(bench: &Bench) -> CpuMeter {
+        CpuMeter {
+            server: bench.server_cpu(),
+            sink: bench.sink.cpu_seconds(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Prints the server's and the receiver's CPU per event over `events`;
+    /// the receiver's share of one core shows it was not the bottleneck.
+    pub fn print_per_event(&self, bench: &Bench, events: u64) {
+        let server = bench.server_cpu() - self.server;
+        let sink = bench.sink.cpu_seconds() - self.sink;
+        let wall = self.started.elapsed().as_secs_f64();
+        println!(
+            "  server CPU per event:    {:>9.3} ms  ({:.0} % of one core)",
+            server * 1000.0 / events as f64,
+            server * 100.0 / wall
+        );
+        println!(
+            "  receiver CPU per event:  {:>9.3} ms  ({:.0} % of one core)",
+            sink * 1000.0 / events as f64,
+            sink * 100.0 / wall
+        );
+    }
+}
+
+/// A burst's outcome: emits/s accepted and deliveries/s end to end.
+pub struct Burst {
+    pub emits_per_s: f64,
+    pub deliveries_per_s: f64,
+    pub all_arrived: bool,
+    pub cpu: CpuMeter,
+}
+
+/// Emits `events` (the `i`-th given by `event(i)`) from `--concurrency`
+/// clients as fast as they are accepted, and waits for `deliveries`
+/// arrivals.
+pub async fn burst_of(
+    bench: &Bench,
+    events: u64,
+    deliveries: u64,
+    event: impl Fn(u64) -> (&'static str, u64, u64) + Clone + Send + 'static,
+) -> Burst {
+    let sink = &bench.sink;
+    let base_count = sink.received.load(Ordering::SeqCst);
+    let cpu = CpuMeter::start(bench);
+    let started = Instant::now();
+    let accepted = emit_many(
+        &bench.client,
+        &bench.emit_urls,
+        bench.opts.concurrency,
+        events,
+        event,
+    )
+    .await;
+    let emitted_in = started.elapsed();
+    // Each accepted emit makes the same number of deliveries.
+    let expected = deliveries * accepted / events.max(1);
+    let all_arrived = wait_received(sink, base_count + expected, Duration::from_secs(300)).await;
+    let delivered = sink.received.load(Ordering::SeqCst) - base_count;
+    Burst {
+        emits_per_s: events as f64 / emitted_in.as_secs_f64(),
+        deliveries_per_s: delivered as f64 / started.elapsed().as_secs_f64(),
+        all_arrived,
+        cpu,
+    }
+}
+
+/// The server's CPU while nothing happens: it should not poll.
+pub async fn idle(bench: &Bench) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = bench.server_cpu();
+    let seconds = 5;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let used = bench.server_cpu() - before;
+    println!();
+    println!("idle: {seconds} s with nothing to do");
+    println!(
+        "  server CPU:              {:>9.1} ms/s",
+        used * 1000.0 / seconds as f64
+    );
+}
+
+/// Disk per execution (SQLite: the data directories hold the whole state):
+/// every event so far made one delivery and one execution.
+pub fn disk_per_event(bench: &Bench, dir: &std::path::Path) {
+    let executions = bench.sink.received.load(Ordering::SeqCst);
+    let bytes = dir_size(dir);
+    println!();
+    println!(
+        "disk: {:.0} bytes per event (its event row, delivery and execution log row), ~{:.2} GB per million",
+        bytes as f64 / executions as f64,
+        bytes as f64 / executions as f64 * 1e6 / 1e9
+    );
+}
+
+/// The bytes of every file under `path`.
+fn dir_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
