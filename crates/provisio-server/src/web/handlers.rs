@@ -2,8 +2,6 @@
 //! Search, the status switch, pause and resume, and delete; the New/Edit
 //! pages are in `handler_edit`.
 
-use std::collections::BTreeMap;
-
 use askama::Template;
 use axum::Router;
 use axum::extract::Query;
@@ -14,9 +12,8 @@ use provisio_engine::OpError;
 use provisio_store::{HandlerFilter, Page};
 use serde::Deserialize;
 
-use super::handler_form::HandlerForm;
-use super::health_view::Shown;
 use super::handler_edit::{create, edit_form, new_form, update};
+use super::health_view::Shown;
 use super::session::{CsrfForm, Operator, Posted, Session};
 use super::{
     Chrome, EventGroup, PageError, PageResult, Pager, event_groups, render, see_other, with_query,
