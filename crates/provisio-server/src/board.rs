@@ -47,9 +47,9 @@ pub const WINDOW_MS: i64 = 24 * HOUR_MS;
 pub const HOUR_MS: i64 = 3_600_000;
 
 /// How long a page or API read waits for a refresh it started.
-pub const PAGE_WAIT: Duration = Duration::from_millis(120);
+pub const PAGE_WAIT: Duration = Duration::from_millis(50);
 /// How long a `/metrics` scrape waits for one.
-pub const SCRAPE_WAIT: Duration = Duration::from_millis(25);
+pub const SCRAPE_WAIT: Duration = Duration::from_millis(20);
 
 /// Every handler's figures at one moment.
 #[derive(Debug)]
