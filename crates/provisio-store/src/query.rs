@@ -120,16 +120,24 @@ pub(crate) fn push_execution_filter<DB: Dialect>(
         // rows is read (a range of the primary key) that ends at the newest
         // row, or at the newest up to `to`, so an earlier `to` looks further
         // back.
-        q.push(" AND id > COALESCE((SELECT id FROM executions");
-        match f.to_ms {
-            Some(to) => q
-                .push(" WHERE started_at <= ")
-                .bind(to)
-                .push(" ORDER BY started_at DESC"),
-            None => q.push(" ORDER BY id DESC"),
+        // Bounded above too: a page read newest first then starts at the
+        // window's top instead of walking down from the newest row.
+        let window_top = |q: &mut QueryBuilder<DB>| {
+            q.push("COALESCE((SELECT id FROM executions");
+            match f.to_ms {
+                Some(to) => q
+                    .push(" WHERE started_at <= ")
+                    .bind(to)
+                    .push(" ORDER BY started_at DESC"),
+                None => q.push(" ORDER BY id DESC"),
+            };
+            q.push(" LIMIT 1), 0)");
         };
-        q.push(" LIMIT 1), 0) - ")
-            .bind(crate::LOG_TEXT_WINDOW as i64);
+        q.push(" AND id <= ");
+        window_top(q);
+        q.push(" AND id > ");
+        window_top(q);
+        q.push(" - ").bind(crate::LOG_TEXT_WINDOW as i64);
     }
     if let Some(v) = f.verdict {
         q.push(" AND verdict = ").bind(v.as_str());
@@ -139,11 +147,18 @@ pub(crate) fn push_execution_filter<DB: Dialect>(
             .bind(v.clone())
             .push(")");
     }
+    // A text search reads its window by id: the unary plus keeps SQLite from
+    // walking the date index instead (every row up to `to`, not a window).
+    let started = if f.searches_text() {
+        " AND +started_at "
+    } else {
+        " AND started_at "
+    };
     if let Some(v) = f.from_ms {
-        q.push(" AND started_at >= ").bind(v);
+        q.push(started).push(">= ").bind(v);
     }
     if let Some(v) = f.to_ms {
-        q.push(" AND started_at <= ").bind(v);
+        q.push(started).push("<= ").bind(v);
     }
 }
 

@@ -50,8 +50,14 @@ pub async fn deliveries(client: &ClientArgs, command: DeliveriesCommand) -> anyh
     } else if let Some(note) = answer["note"].as_str() {
         // A redeliver says what it did: a new round, due now, the line's
         // head due now, or nothing (being attempted).
+        let what = match answer["retry"].as_str() {
+            Some("due_now") => "due now",
+            Some("head_due_now") => "waits; its line's head is due now",
+            Some("in_flight") => "being attempted",
+            _ => done,
+        };
         crate::out!(
-            "delivery {} ({}): {note}",
+            "delivery {} {what} ({}). {note}",
             text(&answer["id"]),
             text(&answer["state"])
         );

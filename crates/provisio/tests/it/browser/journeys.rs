@@ -243,7 +243,7 @@ async fn an_operator_skips_a_blocked_delivery_in_a_real_browser() {
         .unwrap();
     assert_eq!(
         link.as_deref(),
-        Some(format!("/executions?delivery_id={blocked_id}").as_str())
+        Some(format!("/deliveries/{blocked_id}").as_str())
     );
     screenshot(c, "execution-blocked").await;
     click(c, "form[action$='/skip'] button").await;
