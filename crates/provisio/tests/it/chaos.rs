@@ -54,8 +54,20 @@ async fn kill_9_during_load_loses_nothing_and_logs_every_arrival() {
         ("PROVISIO_RETRY_SCHEDULE", "100ms"),
     ];
     let client = http_client();
-    // Slow enough that every kill finds attempts in flight.
-    let receiver = Receiver::with(|_, _| Reply::delayed(200, Duration::from_millis(40))).await;
+    // While `hold` is set, the receiver keeps its answers back: every kill
+    // then finds attempts in flight, however slow or fast the machine is
+    // (emits that outpace the deliveries, or the other way round).
+    let hold = Arc::new(AtomicBool::new(false));
+    let holding = hold.clone();
+    let receiver = Receiver::with(move |_, _| {
+        let delay = if holding.load(Ordering::SeqCst) {
+            10_000
+        } else {
+            40
+        };
+        Reply::delayed(200, Duration::from_millis(delay))
+    })
+    .await;
 
     let mut emitted = 0;
     for cycle in 0..CYCLES {
@@ -71,6 +83,8 @@ async fn kill_9_during_load_loses_nothing_and_logs_every_arrival() {
                 .unwrap();
             assert_eq!(created.status(), 201);
         }
+        hold.store(true, Ordering::SeqCst);
+        let before = receiver.received().len();
         for _ in 0..PER_CYCLE {
             let resp = client
                 .post(server.url("/api/v1/events"))
@@ -85,13 +99,14 @@ async fn kill_9_during_load_loses_nothing_and_logs_every_arrival() {
             assert_eq!(resp.status(), 202, "cycle {cycle}");
             emitted += 1;
         }
-        // Let a few attempts start, then pull the plug mid-delivery.
-        let before = receiver.received().len();
+        // Once an attempt has reached the receiver (and is held there), pull
+        // the plug mid-delivery.
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        while receiver.received().len() < before + 3 && tokio::time::Instant::now() < deadline {
+        while receiver.received().len() == before && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         server.kill9();
+        hold.store(false, Ordering::SeqCst);
     }
 
     let server = Binary::serve(dir.path(), &env);
@@ -149,6 +164,10 @@ async fn kill_9_during_load_loses_nothing_and_logs_every_arrival() {
             .filter(|attempts| attempts.iter().any(|(_, s)| s == "success"))
             .count();
         if successes >= emitted || tokio::time::Instant::now() > deadline {
+            assert_eq!(
+                successes, emitted,
+                "every delivery has a success in the log"
+            );
             break (rows, by_delivery);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
