@@ -141,6 +141,8 @@ pub struct Health {
     /// Deliveries that succeeded in the window, each once however many
     /// attempts it took (before stage: calls).
     pub succeeded: u64,
+    /// Of the succeeded, before-stage calls that forbade the action.
+    pub forbidden: u64,
     /// Deliveries that used up their attempts: failed in the window, or
     /// blocked now (before stage: failed calls).
     pub failed: u64,
@@ -209,6 +211,7 @@ pub fn view(paused: bool, figures: Option<&HandlerFigures>, since_ms: i64) -> (H
         last_success_ms: f.last_success_ms,
         last_failure_ms: f.last_failure_ms,
         succeeded,
+        forbidden: f.forbidden(),
         failed,
     };
     (health, queue)
@@ -329,6 +332,7 @@ mod tests {
             buckets: vec![OutcomeBucket {
                 start_ms: 0,
                 succeeded: ended.0,
+                forbidden: 0,
                 failed: ended.1,
             }],
             last_success_ms: last.0,

@@ -28,6 +28,9 @@ impl OpenCounts {
 pub struct OutcomeBucket {
     pub start_ms: i64,
     pub succeeded: u64,
+    /// Of the succeeded, before-stage calls that forbade the action (they
+    /// answered, so they succeeded as calls; the operator counts them apart).
+    pub forbidden: u64,
     pub failed: u64,
 }
 
@@ -51,6 +54,10 @@ pub struct HandlerFigures {
 impl HandlerFigures {
     pub fn succeeded(&self) -> u64 {
         self.buckets.iter().map(|b| b.succeeded).sum()
+    }
+
+    pub fn forbidden(&self) -> u64 {
+        self.buckets.iter().map(|b| b.forbidden).sum()
     }
 
     pub fn failed(&self) -> u64 {

@@ -174,7 +174,12 @@ pub struct HealthOut {
     pub last_success_at: Option<String>,
     /// When a call last failed, or a delivery failed for good.
     pub last_failure_at: Option<String>,
+    /// Deliveries that succeeded in the last 24 hours (before stage: calls
+    /// that answered, `forbidden_24h` of them refusing the action).
     pub succeeded_24h: u64,
+    /// Before-stage calls in the last 24 hours that forbade the action
+    /// (counted in `succeeded_24h` too: the call itself worked); 0 after.
+    pub forbidden_24h: u64,
     /// Deliveries that used up their attempts: failed in the last 24 hours,
     /// or blocking their object's line now.
     pub failed_24h: u64,
@@ -187,6 +192,7 @@ impl From<Health> for HealthOut {
             last_success_at: h.last_success_ms.map(at),
             last_failure_at: h.last_failure_ms.map(at),
             succeeded_24h: h.succeeded,
+            forbidden_24h: h.forbidden,
             failed_24h: h.failed,
         }
     }

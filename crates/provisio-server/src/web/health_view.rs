@@ -11,7 +11,10 @@ pub(super) struct Shown {
     pub(super) state: &'static str,
     /// "12 min ago", when it ever failed.
     pub(super) last_failure: Option<String>,
+    /// After stage: deliveries; before stage: calls that allowed the action.
     pub(super) succeeded: u64,
+    /// Before-stage calls that forbade the action (never shown as successes).
+    pub(super) forbidden: u64,
     pub(super) failed: u64,
     /// "3 pending · 12 waiting · oldest 3 h", or empty when nothing is queued.
     pub(super) queue: String,
@@ -24,7 +27,8 @@ impl Shown {
             last_failure: health
                 .last_failure_ms
                 .map(|t| format!("{} ago", age(now_ms - t))),
-            succeeded: health.succeeded,
+            succeeded: health.succeeded - health.forbidden,
+            forbidden: health.forbidden,
             failed: health.failed,
             queue: queue_line(queue, now_ms),
         }

@@ -132,7 +132,7 @@ fn card(h: &Handler, snapshot: &Snapshot, p95_ms: Option<u32>) -> Card {
         .unwrap_or_default()
     {
         let slot = ((b.start_ms - first_hour) / HOUR_MS).clamp(0, HOURS - 1) as usize;
-        hours[slot].1 += b.succeeded;
+        hours[slot].1 += b.succeeded - b.forbidden;
         hours[slot].2 += b.failed;
     }
     let peak = hours

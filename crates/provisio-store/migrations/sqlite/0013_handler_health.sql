@@ -17,7 +17,7 @@ CREATE INDEX deliveries_outcome ON deliveries (handler_id, state, finished_at)
 -- Only failed calls are indexed: a successful attempt pays nothing for it.
 CREATE INDEX executions_failed ON executions (handler_id, started_at, status, test)
     WHERE status = 'fail' AND test = false;
--- Before-stage calls, which have no deliveries: their counts and last
--- outcomes. After-stage calls pay nothing for it.
-CREATE INDEX executions_before ON executions (handler_id, status, started_at, stage, test)
+-- Before-stage calls, which have no deliveries: their counts (refusals
+-- apart, by verdict) and last outcomes. After-stage calls pay nothing for it.
+CREATE INDEX executions_before ON executions (handler_id, status, started_at, stage, test, verdict)
     WHERE stage = 'before' AND test = false;

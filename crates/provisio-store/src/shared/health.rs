@@ -168,7 +168,7 @@ async fn outcome_buckets<DB: Dialect>(
         .push(") * ")
         .bind(bucket_ms)
         .push(
-            " AS bucket, d.state = 'success' AS ok, COUNT(*) AS n
+            " AS bucket, d.state = 'success' AS ok, 0 AS refused, COUNT(*) AS n
              FROM handlers h CROSS JOIN deliveries d WHERE d.handler_id = h.id
                 AND d.state IN ('success', 'failed') AND d.finished_at >= ",
         )
@@ -178,7 +178,8 @@ async fn outcome_buckets<DB: Dialect>(
         .push(") * ")
         .bind(bucket_ms)
         .push(
-            " AS bucket, e.status = 'success' AS ok, COUNT(*) AS n
+            " AS bucket, e.status = 'success' AS ok,
+                SUM(CASE WHEN e.verdict = 'forbidden' THEN 1 ELSE 0 END) AS refused, COUNT(*) AS n
              FROM handlers h CROSS JOIN executions e WHERE e.handler_id = h.id
                 AND e.stage = 'before' AND e.test = false
                 AND e.status IN ('success', 'fail') AND e.started_at >= ",
@@ -196,11 +197,13 @@ async fn outcome_buckets<DB: Dialect>(
                 list.push(OutcomeBucket {
                     start_ms,
                     succeeded: 0,
+                    forbidden: 0,
                     failed: 0,
                 });
                 list.len() - 1
             }
         };
+        list[at].forbidden += row.int("refused")?.max(0) as u64;
         if row.flag("ok")? {
             list[at].succeeded += n;
         } else {

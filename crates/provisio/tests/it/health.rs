@@ -32,7 +32,7 @@ async fn a_new_handler_is_idle_with_an_empty_queue() {
     assert_eq!(
         h["health"],
         json!({ "state": "idle", "last_success_at": null, "last_failure_at": null,
-                "succeeded_24h": 0, "failed_24h": 0 })
+                "succeeded_24h": 0, "forbidden_24h": 0, "failed_24h": 0 })
     );
     let read = health_of(&app, &h["id"]).await;
     assert_eq!(read["health"], h["health"]);
@@ -238,25 +238,38 @@ async fn the_state_goes_from_ok_to_failing_and_back() {
 #[tokio::test]
 async fn before_stage_handlers_are_counted_in_calls() {
     let app = TestApp::spawn().await;
-    let receiver = Receiver::sequence(vec![Reply::status(200), Reply::status(500)]).await;
+    let receiver = Receiver::sequence(vec![
+        Reply::status(200),
+        Reply::with_body(200, r#"{"allow": false, "reason": "account locked"}"#),
+        Reply::status(500),
+    ])
+    .await;
     let h = app
         .create_handler(
             json!({ "stage": "before", "target": receiver.url(), "on_failure": "allow" }),
         )
         .await;
-    for object in [1, 2] {
-        let (status, body) = app
+    let mut answers = Vec::new();
+    for object in [1, 2, 3] {
+        let (_, body) = app
             .post(
                 "/api/v1/events/before",
                 json!({ "events_id": "clients.create", "object_id": object, "data": {} }),
             )
             .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        answers.push(body["allowed"].clone());
     }
+    assert_eq!(
+        answers,
+        [json!(true), json!(false), json!(true)],
+        "allowed, forbidden, failed and allowed"
+    );
+    // The refusal is a call that worked, counted apart, never a plain success.
     let read = wait_handler(&app, &h["id"], |h| {
-        h["health"]["succeeded_24h"] == 1 && h["health"]["failed_24h"] == 1
+        h["health"]["succeeded_24h"] == 2 && h["health"]["failed_24h"] == 1
     })
     .await;
+    assert_eq!(read["health"]["forbidden_24h"], 1, "{read}");
     assert_eq!(read["health"]["state"], "failing", "{read}");
     assert_eq!(read["queue"]["pending"], 0, "{read}");
 }
