@@ -148,10 +148,26 @@ async fn an_operator_finds_refusals_and_retries_a_waiting_delivery_in_a_real_bro
     let got = receiver.wait_for(3).await;
     let ns: Vec<_> = got.iter().map(|r| r.json()["data"]["n"].clone()).collect();
     assert_eq!(ns, [json!(1), json!(1), json!(2)]);
-    // The page follows on its own: the new attempt shows, the state is final.
-    wait_for_text(c, "success").await;
-    let state = text_of(c, "#delivery-state").await;
-    assert_eq!(state, "success");
+    // The page follows on its own (it polls): the state becomes final.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        // Read in one script call: the page swaps its parts as it polls.
+        let state = c
+            .execute(
+                "const e = document.querySelector('#delivery-state'); return e ? e.textContent.trim() : '';",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if state == "success" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delivery page stayed {state}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     screenshots_at_both_widths(c, "logs-delivery").await;
 
     // The log honours ?event_id=.

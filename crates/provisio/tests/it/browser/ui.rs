@@ -126,6 +126,7 @@ async fn every_page_fits_a_phone_and_the_search_folds_away() {
     resize(c, DESKTOP).await;
 
     let (hid, sid, bid) = (&http["id"], &script["id"], &before["id"]);
+    let http_row = rows.iter().find(|r| r["handler_id"] == *hid).unwrap();
     let pages = [
         ("/handlers/new".to_owned(), "New Handler", "handler-new"),
         (
@@ -160,7 +161,7 @@ async fn every_page_fits_a_phone_and_the_search_folds_away() {
         ),
         ("/executions".to_owned(), "Execution Logs", "executions"),
         (
-            format!("/executions/{}", rows[0]["id"]),
+            format!("/executions/{}", http_row["id"]),
             "Request sent",
             "execution",
         ),
@@ -169,8 +170,18 @@ async fn every_page_fits_a_phone_and_the_search_folds_away() {
                 "/executions/{}",
                 rows.iter().find(|r| r["handler_id"] == *sid).unwrap()["id"]
             ),
-            "Request sent",
+            "Command run",
             "execution-script",
+        ),
+        (
+            format!("/deliveries/{}", http_row["delivery_id"].as_str().unwrap()),
+            "Attempts",
+            "delivery",
+        ),
+        (
+            format!("/events/{}", http_row["event_id"].as_str().unwrap()),
+            "Handlers it went to",
+            "event",
         ),
         ("/replays".to_owned(), "New Replay", "replays"),
         (
