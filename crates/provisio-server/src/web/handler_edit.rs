@@ -22,6 +22,7 @@ use super::{
     Chrome, EventGroup, PageError, PageResult, Sample, event_groups_and_samples, render, see_other,
 };
 use crate::AppState;
+use crate::board::PAGE_WAIT;
 use crate::extract::ApiPath;
 
 /// The secret's routes; the form's own are in `handlers::router` beside the
@@ -134,11 +135,12 @@ impl Editing {
         if h.spec.stage != Stage::After {
             return Ok(None);
         }
-        let counts = state.store().queue_counts(&[h.id]).await?;
+        // The same figures as the handlers table and the overview.
+        let (_, queue) = state.board().read(PAGE_WAIT).await?.view(h);
         Ok(Some(PauseBox {
             id: h.id,
             paused: Paused::of(h),
-            held: counts.get(&h.id).map_or(0, |c| c.held),
+            held: queue.held,
         }))
     }
 
