@@ -129,6 +129,18 @@ pub async fn story(store: &dyn Store, handlers: &Handlers, t1: i64) {
         1,
         "the response search ignores case"
     );
+    // LIKE's wildcards typed by the operator are plain text, not patterns.
+    for typed in ["%", "_", "o%k"] {
+        assert_eq!(
+            count(ExecutionFilter {
+                response: Some(typed.to_owned()),
+                ..Default::default()
+            })
+            .await,
+            0,
+            "{typed:?} is searched for literally"
+        );
+    }
     assert_eq!(
         count(ExecutionFilter {
             response: Some("ok".to_owned()),
