@@ -141,6 +141,48 @@ impl Server {
     pub fn rss_mib(&self) -> f64 {
         rss_mib(self.child.id())
     }
+
+    /// Context switches (voluntary and not) of the server's live threads
+    /// so far: each is a thread parked and woken, the cost that dominates
+    /// at low rates.
+    pub fn context_switches(&self) -> u64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .map(|task| {
+                std::fs::read_to_string(task.path().join("status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches:"))
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+}
+
+/// User + system CPU seconds of every process named `postgres` on the
+/// machine (the benchmark's database server: its backends, WAL writer,
+/// checkpointer), so far. Only meaningful on an otherwise quiet server.
+pub fn postgres_cpu_seconds() -> f64 {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    procs
+        .flatten()
+        .filter(|p| {
+            p.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|p| {
+            std::fs::read_to_string(p.path().join("comm")).is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(|p| try_cpu_of(&p.path().join("stat").to_string_lossy()).unwrap_or(0.0))
+        .sum()
 }
 
 impl Drop for Server {
@@ -164,15 +206,16 @@ pub fn rss_mib(pid: u32) -> f64 {
 
 /// User + system CPU seconds from a `/proc/…/stat` file.
 fn cpu_of(stat_path: &str) -> f64 {
-    let stat = std::fs::read_to_string(stat_path).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / clock_ticks_per_second()
+    try_cpu_of(stat_path).expect("a readable /proc stat file")
+}
+
+/// User + system CPU seconds from a `/proc/…/stat` file, if it is there
+/// (a process may end between listing and reading).
+fn try_cpu_of(stat_path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks_per_second())
 }
 
 pub fn clock_ticks_per_second() -> f64 {
@@ -300,6 +343,17 @@ pub async fn create_handler(client: &reqwest::Client, base: &str, spec: serde_js
     assert_eq!(created.status(), 201, "{spec}");
     let handler: serde_json::Value = created.json().await.unwrap();
     handler["id"].as_i64().unwrap()
+}
+
+/// Deletes handler `id`, so later phases measure without it.
+pub async fn delete_handler(client: &reqwest::Client, base: &str, id: i64) {
+    let resp = client
+        .delete(format!("{base}/api/v1/handlers/{id}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "delete handler {id}");
 }
 
 /// `POST /api/v1/handlers/{id}/{action}` (pause, resume), which must answer 200.

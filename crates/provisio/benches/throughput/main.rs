@@ -150,6 +150,11 @@ impl Bench {
         self.servers.iter().map(Server::cpu_seconds).sum()
     }
 
+    /// The servers' context switches so far, all nodes together.
+    pub fn context_switches(&self) -> u64 {
+        self.servers.iter().map(Server::context_switches).sum()
+    }
+
     /// The servers' resident memory now, in MiB, all nodes together.
     pub fn rss_mib(&self) -> f64 {
         self.servers.iter().map(Server::rss_mib).sum()
@@ -191,7 +196,7 @@ async fn main() {
     let backend = match &opts.database_url {
         None => "SQLite, synchronous=full".to_owned(),
         Some(_) => format!(
-            "PostgreSQL, {} node(s), emits spread across them; PostgreSQL's own CPU is not counted",
+            "PostgreSQL, {} node(s), emits spread across them; PostgreSQL's CPU is every local postgres process's",
             opts.nodes
         ),
     };

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::burst_of;
-use crate::harness::{create_handler, incomplete};
-use crate::{Bench, TOKEN};
+use crate::Bench;
+use crate::harness::{create_handler, delete_handler, incomplete};
 
 const EVENTS_ID: &str = "importd.process_success";
 
@@ -54,13 +54,6 @@ pub async fn run(bench: &Bench, burst_rate: Option<f64>) {
 
     // Later phases measure the benchmark's handler alone again.
     for id in ids {
-        let resp = bench
-            .client
-            .delete(format!("{}/api/v1/handlers/{id}", bench.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "delete fan-out handler {id}");
+        delete_handler(&bench.client, &bench.base, id).await;
     }
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::CpuMeter;
 use crate::Bench;
-use crate::harness::{Sink, create_handler, emit, incomplete, percentile};
+use crate::harness::{Sink, create_handler, delete_handler, emit, incomplete, percentile};
 
 /// Emits `rate` events a second for `seconds` and returns the emit → receiver
 /// latencies, sorted, and whether every event arrived.
@@ -89,7 +89,7 @@ pub async fn run(bench: &Bench, rate: u64, first_seq: u64) {
 /// connections and never answer (60 s timeout): the healthy handler's
 /// latency at the highest fixed rate should stay what it was alone.
 pub async fn beside_hung(bench: &Bench) {
-    let mut holes = Vec::new();
+    let (mut holes, mut hung) = (Vec::new(), Vec::new());
     for i in 0..8 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -99,13 +99,14 @@ pub async fn beside_hung(bench: &Bench) {
                 held.push(socket);
             }
         }));
-        create_handler(
+        let id = create_handler(
             &bench.client,
             &bench.base,
             json!({ "name": format!("hung {i}"), "events_id": "clients.*",
                     "target": target, "timeout_ms": 60_000, "ordered": false }),
         )
         .await;
+        hung.push(id);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rate = bench.opts.rates.iter().copied().max().unwrap_or(1_000);
@@ -118,6 +119,12 @@ pub async fn beside_hung(bench: &Bench) {
         incomplete(all_arrived)
     );
     print_latencies(&latencies);
+    // Later phases (the before chain, replay) measure without them: left
+    // behind, they would get every later event too, retrying against
+    // closed ports.
+    for id in hung {
+        delete_handler(&bench.client, &bench.base, id).await;
+    }
     for hole in holes {
         hole.abort();
     }

@@ -19,6 +19,9 @@ use crate::harness::{emit_many, wait_received};
 pub struct CpuMeter {
     server: f64,
     sink: f64,
+    switches: u64,
+    /// PostgreSQL's own CPU, when the benchmark runs on it.
+    database: Option<f64>,
     started: Instant,
 }
 
@@ -27,6 +30,12 @@ impl CpuMeter {
         CpuMeter {
             server: bench.server_cpu(),
             sink: bench.sink.cpu_seconds(),
+            switches: bench.context_switches(),
+            database: bench
+                .opts
+                .database_url
+                .as_ref()
+                .map(|_| crate::harness::postgres_cpu_seconds()),
             started: Instant::now(),
         }
     }
@@ -47,6 +56,19 @@ impl CpuMeter {
             sink * 1000.0 / events as f64,
             sink * 100.0 / wall
         );
+        let switches = bench.context_switches().saturating_sub(self.switches);
+        println!(
+            "  server context switches: {:>9.1} per event",
+            switches as f64 / events as f64
+        );
+        if let Some(before) = self.database {
+            let database = crate::harness::postgres_cpu_seconds() - before;
+            println!(
+                "  PostgreSQL CPU per event:{:>9.3} ms  (server + PostgreSQL: {:.3} ms)",
+                database * 1000.0 / events as f64,
+                (server + database) * 1000.0 / events as f64
+            );
+        }
     }
 }
 
