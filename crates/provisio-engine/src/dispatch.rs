@@ -193,9 +193,9 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
                     // Claim again at once if the claim was cut short: by its
                     // limit, or by a handler's room (that handler has more due
                     // work, and may have room again by then).
-                    let mut again = claimed.len() as u32 == shares.limit;
+                    let mut again = claimed.deliveries.len() as u32 == shares.limit;
                     let mut taken: HashMap<i64, u32> = HashMap::new();
-                    for delivery in claimed {
+                    for delivery in claimed.deliveries {
                         let permit = slots
                             .clone()
                             .try_acquire_owned()
@@ -218,22 +218,13 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
                     if again {
                         continue;
                     }
+                    // A due time in the past belongs to a handler at its
+                    // limit: a finishing attempt will wake us.
+                    wait_until = claimed.next_due_ms.filter(|due| *due > now);
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "could not claim deliveries; retrying in 1 s");
                     wait_until = Some(now + 1000);
-                }
-            }
-            if wait_until.is_none() {
-                match store.next_due_ms().await {
-                    // A due time in the past belongs to a handler at its limit:
-                    // a finishing attempt will wake us.
-                    Ok(Some(due)) if due > now => wait_until = Some(due),
-                    Ok(_) => {}
-                    Err(err) => {
-                        tracing::error!(error = %err, "could not read the next due time; retrying in 1 s");
-                        wait_until = Some(now + 1000);
-                    }
                 }
             }
         }

@@ -213,8 +213,10 @@ pub trait Store: Send + Sync + 'static {
     /// Leases up to `limit` due deliveries (oldest due first) until
     /// `lease_until_ms`, no more per handler than its room. A delivery whose
     /// lease lapsed is not due until [`Store::settle_interrupted`] has logged
-    /// the attempt that lease covered.
-    async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// the attempt that lease covered. Reads the next due time after it
+    /// (the dispatcher's timer), in the same round trip where the backend
+    /// can.
+    async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Claimed>;
     /// When the next pending delivery of a running (not paused) handler
     /// becomes due or its lease lapses.
     async fn next_due_ms(&self) -> StoreResult<Option<i64>>;

@@ -34,7 +34,17 @@ pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
 /// `INSERT INTO executions … VALUES (…), (…)` for up to
 /// [`ROWS_PER_STATEMENT`] rows.
 pub(crate) fn insert_executions<DB: Dialect>(rows: &[&ExecutionRecord]) -> QueryBuilder<DB> {
-    let mut q = QueryBuilder::<DB>::new(
+    let mut q = QueryBuilder::<DB>::new("");
+    push_insert_executions(&mut q, rows);
+    q
+}
+
+/// Appends the `INSERT` of `rows` to `q`, for a statement list.
+pub(crate) fn push_insert_executions<DB: Dialect>(
+    q: &mut QueryBuilder<DB>,
+    rows: &[&ExecutionRecord],
+) {
+    q.push(
         "INSERT INTO executions (delivery_id, handler_id, handler_name, event_id, events_id, object_id,
             object_key, stage, attempt, status, started_at, duration_ms, request_target, request_headers,
             request_body, response_status, response_body, response_truncated, error, next_attempt_at,
@@ -67,7 +77,6 @@ pub(crate) fn insert_executions<DB: Dialect>(rows: &[&ExecutionRecord]) -> Query
             .bind(e.test)
             .bind(e.verdict.map(|v| v.as_str().to_owned()));
     });
-    q
 }
 
 /// The execution log's `WHERE` clause. `like` is the backend's

@@ -154,6 +154,18 @@ pub struct Claim<'a> {
     pub handlers: &'a [(i64, u32)],
 }
 
+/// What a claim leased, and when work is next due after it.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    /// Oldest due first.
+    pub deliveries: Vec<ClaimedDelivery>,
+    /// After the claim, when the next pending delivery of a running handler
+    /// becomes due or its lease lapses ([`Store::next_due_ms`](crate::Store::next_due_ms));
+    /// `None` when nothing is pending, or when the claim took its whole
+    /// limit (more may be due at once: claim again).
+    pub next_due_ms: Option<i64>,
+}
+
 /// A leased delivery with everything needed to attempt it.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {

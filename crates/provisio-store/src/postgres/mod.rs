@@ -11,7 +11,9 @@
 //!   redeliver (`queue.rs`; redeliver and skip in `shared/lines.rs`).
 //! - Changes reach every node through `LISTEN/NOTIFY`: triggers announce
 //!   handler and catalog changes on `provisio_routes`; emits and redelivers
-//!   announce new work on `provisio_work` ([`PgStore::watch`]).
+//!   announce new work on `provisio_work` ([`PgStore::watch`]), with the
+//!   sending node's id as the payload: a node has woken its own dispatcher
+//!   already and ignores its own announcements.
 //!
 //! Every commit is durable when it returns (PostgreSQL's default
 //! `synchronous_commit = on`), so an accepted emit survives a crash of the
@@ -22,8 +24,10 @@ mod queue;
 pub mod scratch;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres};
 use tokio::sync::mpsc;
@@ -37,6 +41,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 const ROUTES_CHANNEL: &str = "provisio_routes";
 /// The notification channel for new due work.
 const WORK_CHANNEL: &str = "provisio_work";
+/// The session setting that holds a node's id on each of its connections,
+/// which its work announcements carry (`current_setting`), so the node can
+/// tell its own from other nodes'.
+const NODE_SETTING: &str = "provisio.node";
 
 /// How to reach PostgreSQL.
 #[derive(Clone)]
@@ -107,6 +115,13 @@ impl Dialect for Postgres {
     const SNAPSHOT_READS: &'static str =
         "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
+    type Writer = PgPool;
+    type WriteGuard<'w> = PoolConnection<Postgres>;
+
+    async fn writer(pool: &PgPool) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        pool.acquire().await
+    }
+
     async fn write_tx<T>(
         pool: &PgPool,
         work: impl AsyncFnOnce(&mut PgConnection) -> StoreResult<T>,
@@ -134,6 +149,8 @@ pub struct PgStore {
     /// One pool serves reads and writes (`core.read` and `core.write` are
     /// the same pool).
     core: SqlCore<Postgres>,
+    /// This node's id, set on every connection of its pool ([`NODE_SETTING`]).
+    node: Arc<str>,
 }
 
 impl PgStore {
@@ -147,13 +164,31 @@ impl PgStore {
 
     /// Connects without touching the schema.
     pub async fn connect_unmigrated(settings: &PgSettings) -> StoreResult<Self> {
+        let node: Arc<str> = ulid::Ulid::new().to_string().into();
         let options = PgConnectOptions::from_str(&settings.url)?
             .application_name("provisio")
-            .options([(
-                "statement_timeout",
-                format!("{}ms", settings.statement_timeout.as_millis()),
-            )]);
+            .options([
+                (
+                    "statement_timeout",
+                    format!("{}ms", settings.statement_timeout.as_millis()),
+                ),
+                (NODE_SETTING, node.to_string()),
+            ]);
         let pool = PgPoolOptions::new()
+            // A ping before every use is a round trip to PostgreSQL for
+            // each statement; a connection busy a moment ago is known to
+            // work. One idle for a while (PostgreSQL may have restarted
+            // meanwhile) is still pinged, so a stale one is replaced
+            // instead of failing a request.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > Duration::from_secs(1) {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options.clone())
@@ -164,6 +199,7 @@ impl PgStore {
                     write: pool.clone(),
                     read: pool,
                 },
+                node,
             }),
             // The pool reports only that it timed out; one direct attempt
             // tells why (refused, unknown host, bad password, no database).
@@ -187,7 +223,7 @@ crate::shared::impl_store!(PgStore {
 
     fn watch(&self) -> Option<mpsc::Receiver<StoreChange>> {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(listen(self.core.write.clone(), tx));
+        tokio::spawn(listen(self.core.write.clone(), self.node.clone(), tx));
         Some(rx)
     }
 });
@@ -195,8 +231,10 @@ crate::shared::impl_store!(PgStore {
 /// The change feed behind [`PgStore::watch`]: a `LISTEN` connection that is
 /// re-established, with backoff, whenever it is lost. Notifications sent
 /// while it was down are gone, so every (re)connection is announced as
-/// [`StoreChange::Resync`]. Ends when the receiver is dropped.
-async fn listen(pool: PgPool, tx: mpsc::Sender<StoreChange>) {
+/// [`StoreChange::Resync`]. Announcements of work this node made itself
+/// (`node` in the payload) are passed over: it woke its own dispatcher when
+/// it made them. Ends when the receiver is dropped.
+async fn listen(pool: PgPool, node: Arc<str>, tx: mpsc::Sender<StoreChange>) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(100);
     const MAX_BACKOFF: Duration = Duration::from_secs(5);
     let mut backoff = FIRST_BACKOFF;
@@ -228,6 +266,7 @@ async fn listen(pool: PgPool, tx: mpsc::Sender<StoreChange>) {
             };
             let change = match received {
                 Ok(Some(n)) if n.channel() == ROUTES_CHANNEL => StoreChange::Routes,
+                Ok(Some(n)) if n.payload() == &*node => continue,
                 Ok(Some(_)) => StoreChange::Work,
                 // Lost and already reconnected: whatever came meanwhile is gone.
                 Ok(None) => StoreChange::Resync,
@@ -249,10 +288,12 @@ async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
-/// Announces new due work to every node's dispatcher (delivered at commit).
+/// Announces new due work to every node's dispatcher (delivered at commit),
+/// signed with this connection's node id.
 async fn notify_work(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
-    sqlx::query("SELECT pg_notify($1, '')")
+    sqlx::query("SELECT pg_notify($1, current_setting($2, true))")
         .bind(WORK_CHANNEL)
+        .bind(NODE_SETTING)
         .execute(conn)
         .await?;
     Ok(())

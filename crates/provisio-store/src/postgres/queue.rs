@@ -232,10 +232,7 @@ async fn seen_keys(
 /// (`SKIP LOCKED`: rows another node is leasing right now are passed over, not
 /// waited for), the UPDATE moves them past the lease's end, and the outer
 /// SELECT joins their events.
-pub(super) async fn claim_due(
-    store: &PgStore,
-    claim: &Claim<'_>,
-) -> StoreResult<Vec<ClaimedDelivery>> {
+pub(super) async fn claim_due(store: &PgStore, claim: &Claim<'_>) -> StoreResult<Claimed> {
     // For each handler, its oldest due rows up to its room (an index seek
     // each, `deliveries_due_by_handler`), locked or skipped; of those the
     // oldest `limit`. Rows locked but not chosen are released at the end of
@@ -273,7 +270,18 @@ pub(super) async fn claim_due(
     .bind(claim.lease_until_ms)
     .fetch_all(&store.core.write)
     .await?;
-    rows.iter().map(claimed).collect()
+    let deliveries = rows.iter().map(claimed).collect::<StoreResult<Vec<_>>>()?;
+    // A statement of its own (a CTE's rows are not returned alone): read
+    // only when the dispatcher will sleep on it.
+    let next_due_ms = if deliveries.len() < claim.limit as usize {
+        store.core.next_due_ms().await?
+    } else {
+        None
+    };
+    Ok(Claimed {
+        deliveries,
+        next_due_ms,
+    })
 }
 
 pub(super) async fn record(

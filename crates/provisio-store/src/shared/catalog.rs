@@ -46,7 +46,7 @@ impl<DB: Dialect> SqlCore<DB> {
     pub(crate) async fn insert_event_type(&self, t: &EventType) -> StoreResult<()> {
         insert(std::slice::from_ref(t), now_ms())
             .build()
-            .execute(self.writer())
+            .execute(DB::on(&mut *self.writer().await?))
             .await
             .map_err(|e| conflict_on_unique(e, || format!("event type {} exists", t.id)))?;
         Ok(())

@@ -28,7 +28,11 @@ impl<DB: Dialect> SqlCore<DB> {
             .bind(now)
             .push(") RETURNING ")
             .push(HANDLER_COLUMNS);
-        from_row(&q.build().fetch_one(self.writer()).await?)
+        from_row(
+            &q.build()
+                .fetch_one(DB::on(&mut *self.writer().await?))
+                .await?,
+        )
     }
 
     pub(crate) async fn get_handler(&self, id: i64) -> StoreResult<Option<Handler>> {
@@ -61,7 +65,10 @@ impl<DB: Dialect> SqlCore<DB> {
             .bind(id)
             .push(" RETURNING ")
             .push(HANDLER_COLUMNS);
-        let row = q.build().fetch_optional(self.writer()).await?;
+        let row = q
+            .build()
+            .fetch_optional(DB::on(&mut *self.writer().await?))
+            .await?;
         row.as_ref()
             .map(from_row)
             .transpose()?
@@ -112,7 +119,7 @@ impl<DB: Dialect> SqlCore<DB> {
         let mut q = select();
         q.push(" ORDER BY priority, id");
         q.build()
-            .fetch_all(self.writer())
+            .fetch_all(DB::on(&mut *self.writer().await?))
             .await?
             .iter()
             .map(from_row)
@@ -165,7 +172,10 @@ impl<DB: Dialect> SqlCore<DB> {
             PauseChange::Operator { .. } | PauseChange::Resume => {}
         }
         q.push(" RETURNING ").push(HANDLER_COLUMNS);
-        let row = q.build().fetch_optional(self.writer()).await?;
+        let row = q
+            .build()
+            .fetch_optional(DB::on(&mut *self.writer().await?))
+            .await?;
         row.as_ref().map(from_row).transpose()
     }
 
@@ -178,7 +188,10 @@ impl<DB: Dialect> SqlCore<DB> {
             .bind(OPERATOR_PAUSE)
             .push(" AND probe_at <= ")
             .bind(now_ms);
-        let done = q.build().execute(self.writer()).await?;
+        let done = q
+            .build()
+            .execute(DB::on(&mut *self.writer().await?))
+            .await?;
         Ok(DB::rows_affected(&done) == 1)
     }
 

@@ -36,52 +36,66 @@ pub(crate) async fn move_lines_on<DB: Dialect>(
     let mut moved = RecordOutcome::default();
     // Two binds a line, well under both databases' limits.
     for chunk in conflating.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<DB>::new(
-            "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, lease_until = NULL,
-                finished_at = ",
-        );
-        q.bind(now).push(
-            ", superseded_by = (SELECT n.id FROM deliveries n WHERE n.handler_id = deliveries.handler_id
-                AND n.object_key = deliveries.object_key AND n.state = 'waiting' ORDER BY n.seq DESC LIMIT 1)
-             WHERE seq IN (SELECT d.seq FROM (",
-        );
-        push_lines(&mut q, chunk);
-        q.push(") AS v JOIN handlers h ON h.id = v.column1 AND h.conflate = ")
-            .bind(true)
-            .push(
-                " JOIN deliveries d ON d.handler_id = v.column1 AND d.object_key = v.column2
-                 AND d.state = 'waiting'
-             WHERE d.seq < (SELECT MAX(n.seq) FROM deliveries n WHERE n.handler_id = d.handler_id
-                 AND n.object_key = d.object_key AND n.state = 'waiting'))",
-            );
+        let mut q = QueryBuilder::<DB>::new("");
+        push_conflation(&mut q, chunk, now);
         moved.superseded += DB::rows_affected(&q.build().execute(DB::on(&mut *conn)).await?);
     }
     for chunk in lines.chunks(ROWS_PER_STATEMENT) {
-        // The oldest waiting one (after the step above, on a conflating
-        // handler the only one) goes, unless something of its line is still
-        // pending or blocked (the state literals repeat `deliveries_open`'s
-        // condition, so SQLite uses that index).
-        let mut q =
-            QueryBuilder::<DB>::new("UPDATE deliveries SET state = 'pending', next_attempt_at = ");
-        q.bind(now).push(" WHERE seq IN (SELECT MIN(d.seq) FROM (");
-        push_lines(&mut q, chunk);
-        q.push(
-            ") AS v JOIN deliveries d ON d.handler_id = v.column1 AND d.object_key = v.column2
-                 AND d.state = 'waiting'
-             WHERE NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = d.handler_id
-                 AND o.object_key = d.object_key AND o.state IN ",
-        )
-        .push(OPEN_STATES)
-        .push(
-            " AND o.state <> 'waiting')
-             GROUP BY d.handler_id, d.object_key)",
-        );
+        let mut q = QueryBuilder::<DB>::new("");
+        push_release(&mut q, chunk, now);
         moved.released += DB::rows_affected(&q.build().execute(DB::on(&mut *conn)).await?);
     }
     if moved.released > 0 {
         DB::announce_work(conn).await?;
     }
     Ok(moved)
+}
+
+/// Appends the `UPDATE` that supersedes, on each of `lines` whose handler
+/// conflates, every waiting delivery but the newest (which then goes next).
+/// For [`move_lines_on`], or a backend's statement list doing the same.
+pub(crate) fn push_conflation<DB: Dialect>(q: &mut QueryBuilder<DB>, lines: &[Line], now: i64) {
+    q.push(
+        "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, lease_until = NULL,
+            finished_at = ",
+    );
+    q.bind(now).push(
+        ", superseded_by = (SELECT n.id FROM deliveries n WHERE n.handler_id = deliveries.handler_id
+            AND n.object_key = deliveries.object_key AND n.state = 'waiting' ORDER BY n.seq DESC LIMIT 1)
+         WHERE seq IN (SELECT d.seq FROM (",
+    );
+    push_lines(q, lines);
+    q.push(") AS v JOIN handlers h ON h.id = v.column1 AND h.conflate = ")
+        .bind(true)
+        .push(
+            " JOIN deliveries d ON d.handler_id = v.column1 AND d.object_key = v.column2
+             AND d.state = 'waiting'
+         WHERE d.seq < (SELECT MAX(n.seq) FROM deliveries n WHERE n.handler_id = d.handler_id
+             AND n.object_key = d.object_key AND n.state = 'waiting'))",
+        );
+}
+
+/// Appends the `UPDATE` that makes the oldest waiting delivery of each of
+/// `lines` due `now` (after [`push_conflation`], on a conflating handler the
+/// only one), unless something of its line is still pending or blocked. For
+/// [`move_lines_on`], or a backend's statement list doing the same.
+pub(crate) fn push_release<DB: Dialect>(q: &mut QueryBuilder<DB>, lines: &[Line], now: i64) {
+    // The state literals repeat `deliveries_open`'s condition, so SQLite
+    // uses that index.
+    q.push("UPDATE deliveries SET state = 'pending', next_attempt_at = ");
+    q.bind(now).push(" WHERE seq IN (SELECT MIN(d.seq) FROM (");
+    push_lines(q, lines);
+    q.push(
+        ") AS v JOIN deliveries d ON d.handler_id = v.column1 AND d.object_key = v.column2
+             AND d.state = 'waiting'
+         WHERE NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = d.handler_id
+             AND o.object_key = d.object_key AND o.state IN ",
+    )
+    .push(OPEN_STATES)
+    .push(
+        " AND o.state <> 'waiting')
+         GROUP BY d.handler_id, d.object_key)",
+    );
 }
 
 /// `VALUES (handler, object), …`: columns `column1` and `column2` on both

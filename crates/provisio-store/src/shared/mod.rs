@@ -17,7 +17,7 @@
 //! A new statement goes here unless it needs something only one database
 //! has: a `QueryBuilder<DB>` bound with [`Bind::bind`] (generic code's
 //! `push_bind`; a type not yet bound anywhere joins [`Dialect`]'s `Binds<…>`
-//! supertraits) and run on `self.reader()`, `self.writer()` or, inside
+//! supertraits) and run on `self.reader()`, `DB::on(&mut *self.writer().await?)` or, inside
 //! [`Dialect::write_tx`], `DB::on(&mut *tx)`. A new handler column goes into
 //! `handlers::push_spec` (besides the migrations and `rows::handler`).
 
@@ -26,13 +26,14 @@ mod executions;
 mod handlers;
 mod health;
 pub(crate) mod lines;
-mod queue;
+pub(crate) mod queue;
 pub(crate) mod replays;
 mod sessions;
 mod tokens;
 mod upkeep;
 
 use std::fmt::Display;
+use std::ops::DerefMut;
 
 use sqlx::query_builder::Separated;
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type};
@@ -82,10 +83,23 @@ pub(crate) trait Dialect:
     /// transactions read one snapshot of the WAL already.
     const SNAPSHOT_READS: &'static str;
 
-    /// Runs `work` inside one write transaction on `pool`, committing when it
-    /// succeeds and rolling back when it fails.
+    /// Where writes go: PostgreSQL's pool; SQLite's one write connection.
+    type Writer: Clone + Send + Sync;
+    /// A write connection while one caller holds it.
+    type WriteGuard<'w>: DerefMut<Target = Self::Connection> + Send
+    where
+        Self: 'w;
+
+    /// A write connection, for statements outside a transaction: one from
+    /// PostgreSQL's pool; SQLite's one connection, once no one else holds it.
+    fn writer(
+        writer: &Self::Writer,
+    ) -> impl Future<Output = Result<Self::WriteGuard<'_>, sqlx::Error>>;
+
+    /// Runs `work` inside one write transaction on `writer`, committing when
+    /// it succeeds and rolling back when it fails.
     fn write_tx<T>(
-        pool: &Pool<Self>,
+        writer: &Self::Writer,
         work: impl AsyncFnOnce(&mut Self::Connection) -> StoreResult<T>,
     ) -> impl Future<Output = StoreResult<T>>;
 
@@ -134,11 +148,11 @@ macro_rules! impl_driver {
 
 impl_driver!(sqlx::Sqlite, sqlx::Postgres);
 
-/// A backend's pools, on which the shared operations run.
-pub(crate) struct SqlCore<DB: Database> {
+/// A backend's connections, on which the shared operations run.
+pub(crate) struct SqlCore<DB: Dialect> {
     /// Where writes go: SQLite's single writer connection, or PostgreSQL's
     /// pool.
-    pub(crate) write: Pool<DB>,
+    pub(crate) write: DB::Writer,
     /// Where lists and lookups go: SQLite's read-only pool, so they never
     /// wait behind a write batch; on PostgreSQL the same pool as `write`.
     pub(crate) read: Pool<DB>,
@@ -149,8 +163,10 @@ impl<DB: Dialect> SqlCore<DB> {
         DB::pool(&self.read)
     }
 
-    fn writer(&self) -> impl Executor<'_, Database = DB> {
-        DB::pool(&self.write)
+    /// The write connection, for one statement: `q.build().execute(DB::on(&mut
+    /// *self.writer().await?))`.
+    async fn writer(&self) -> Result<DB::WriteGuard<'_>, sqlx::Error> {
+        DB::writer(&self.write).await
     }
 
     /// One page of a list: `q` (a `SELECT` with its filter) in `order`
@@ -220,7 +236,7 @@ impl<DB: Database, Sep: Display> Bind<DB> for Separated<'_, DB, Sep> {
 }
 
 // Not derived: a derive would ask the database type to be `Clone` too.
-impl<DB: Database> Clone for SqlCore<DB> {
+impl<DB: Dialect> Clone for SqlCore<DB> {
     fn clone(&self) -> Self {
         Self {
             write: self.write.clone(),
@@ -246,7 +262,7 @@ macro_rules! impl_store {
                 queue::insert_events(self, batch).await
             }
 
-            async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
+            async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Claimed> {
                 queue::claim_due(self, claim).await
             }
 

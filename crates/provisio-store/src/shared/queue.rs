@@ -13,6 +13,12 @@ use crate::rows::{
 };
 use crate::{DeliveryRecord, FilteredOut, StoreResult};
 
+/// When the next pending delivery of a running handler becomes due (or its
+/// lease lapses), as one row with the column `due`.
+pub(crate) const NEXT_DUE: &str = "SELECT MIN((SELECT MIN(d.next_attempt_at) FROM deliveries d
+                 WHERE d.state = 'pending' AND d.handler_id = h.id)) AS due
+     FROM handlers h WHERE h.paused_reason IS NULL";
+
 impl<DB: Dialect> SqlCore<DB> {
     /// From the writer's pool, which has just committed the work it asks
     /// about. A paused handler's deliveries are left out: they are not due
@@ -23,12 +29,11 @@ impl<DB: Dialect> SqlCore<DB> {
         // filtering the paused ones out of one walk of `deliveries_due`
         // stepped over every row of a paused handler's backlog, older than
         // any new delivery, on every wake of the dispatcher.
-        let mut q = QueryBuilder::<DB>::new(
-            "SELECT MIN((SELECT MIN(d.next_attempt_at) FROM deliveries d
-                         WHERE d.state = 'pending' AND d.handler_id = h.id)) AS due
-             FROM handlers h WHERE h.paused_reason IS NULL",
-        );
-        q.build().fetch_one(self.writer()).await?.opt_int("due")
+        let mut q = QueryBuilder::<DB>::new(NEXT_DUE);
+        q.build()
+            .fetch_one(DB::on(&mut *self.writer().await?))
+            .await?
+            .opt_int("due")
     }
 
     pub(crate) async fn get_event(

@@ -22,7 +22,9 @@ impl<DB: Dialect> SqlCore<DB> {
                 .bind(now_ms())
                 .bind(s.expires_at_ms);
         });
-        q.build().execute(self.writer()).await?;
+        q.build()
+            .execute(DB::on(&mut *self.writer().await?))
+            .await?;
         Ok(())
     }
 
@@ -55,7 +57,9 @@ impl<DB: Dialect> SqlCore<DB> {
         q.bind(id_hash.to_vec())
             .push(" OR expires_at < ")
             .bind(now_ms);
-        q.build().execute(self.writer()).await?;
+        q.build()
+            .execute(DB::on(&mut *self.writer().await?))
+            .await?;
         Ok(())
     }
 }

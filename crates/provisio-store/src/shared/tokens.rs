@@ -18,7 +18,7 @@ impl<DB: Dialect> SqlCore<DB> {
     ) -> StoreResult<TokenRecord> {
         let row = insert(name, hash, now_ms())
             .build()
-            .fetch_one(self.writer())
+            .fetch_one(DB::on(&mut *self.writer().await?))
             .await
             .map_err(|e| conflict_on_unique(e, || format!("a live token named {name} exists")))?;
         from_row(&row)
@@ -92,7 +92,7 @@ impl<DB: Dialect> SqlCore<DB> {
     pub(crate) async fn revoke_token(&self, token: TokenRef<'_>) -> StoreResult<bool> {
         let done = revoke(token, now_ms())
             .build()
-            .execute(self.writer())
+            .execute(DB::on(&mut *self.writer().await?))
             .await?;
         Ok(DB::rows_affected(&done) > 0)
     }

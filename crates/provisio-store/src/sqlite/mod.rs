@@ -1,21 +1,24 @@
 //! The embedded SQLite backend: one file in the data directory, WAL journal,
 //! versioned migrations applied at open.
 //!
-//! All writes go through one connection (SQLite admits one writer at a time, and
-//! a single connection avoids lock contention and `SQLITE_BUSY`); reads use a
-//! small pool of their own so the API's lists never wait behind a write batch.
+//! All writes go through one connection, [`Writer`] (SQLite admits one writer
+//! at a time, and a single connection avoids lock contention and
+//! `SQLITE_BUSY`); reads use a small pool of their own so the API's lists
+//! never wait behind a write batch.
 
 mod queue;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Sqlite;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, Sqlite};
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::shared::{Dialect, SqlCore};
 use crate::*;
@@ -33,23 +36,114 @@ pub enum Durability {
     Normal,
 }
 
+/// SQLite's one write connection, shared by every writer in turn.
+///
+/// Not a pool of one: a pool pings its connection (a round trip to the
+/// driver's worker thread, two thread wakes) from a task of its own every
+/// time one is given back, which at low rates cost as much as the
+/// statements themselves.
+#[derive(Clone)]
+pub(crate) struct Writer(Arc<WriterInner>);
+
+struct WriterInner {
+    slot: Mutex<Slot>,
+    /// To open the connection again after a failed transaction.
+    options: SqliteConnectOptions,
+}
+
+/// The connection, and whether a transaction may be open on it.
+struct Slot {
+    /// `None` after a failed transaction closed it: the next writer opens a
+    /// fresh one.
+    conn: Option<SqliteConnection>,
+    /// Set from BEGIN until COMMIT answered. Still set when a writer is
+    /// taken, its last holder was cancelled mid-transaction (say, a client
+    /// that went away): the next writer rolls that transaction back first,
+    /// so it never commits half of someone else's work.
+    in_tx: bool,
+}
+
+/// The write connection while one caller holds it.
+pub(crate) struct WriteGuard<'w>(MutexGuard<'w, Slot>);
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        self.0.conn.as_ref().expect("a held writer is connected")
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.0.conn.as_mut().expect("a held writer is connected")
+    }
+}
+
+impl Writer {
+    async fn open(options: SqliteConnectOptions) -> Result<Self, sqlx::Error> {
+        let conn = options.connect().await?;
+        Ok(Self(Arc::new(WriterInner {
+            slot: Mutex::new(Slot {
+                conn: Some(conn),
+                in_tx: false,
+            }),
+            options,
+        })))
+    }
+
+    /// Waits for the connection (as long as a pool would, then fails),
+    /// reopening it if a failed transaction closed it and rolling back a
+    /// transaction a cancelled holder left open.
+    async fn take(&self) -> Result<WriteGuard<'_>, sqlx::Error> {
+        let mut slot = tokio::time::timeout(WRITER_WAIT, self.0.slot.lock())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?;
+        if slot.conn.is_none() {
+            slot.conn = Some(self.0.options.connect().await?);
+            slot.in_tx = false;
+        }
+        if slot.in_tx {
+            let conn = slot.conn.as_mut().expect("connected above");
+            // Fails with "no transaction is active" when the work had
+            // ended after all: nothing to undo either way.
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            slot.in_tx = false;
+        }
+        Ok(WriteGuard(slot))
+    }
+}
+
+impl WriteGuard<'_> {
+    /// After a failure inside a transaction: rolls back and closes the
+    /// connection, so the next writer opens a fresh one. After a failed
+    /// COMMIT (a full disk) SQLite may or may not have rolled back by
+    /// itself, and a connection left inside a transaction fails every later
+    /// write ("Safety level may not be changed inside a transaction") until
+    /// a restart; a fresh connection recovers as soon as the disk has room.
+    async fn discard(&mut self) {
+        if let Some(mut conn) = self.0.conn.take() {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
+        }
+        self.0.in_tx = false;
+    }
+}
+
+/// How long a writer waits for the connection before giving up.
+const WRITER_WAIT: Duration = Duration::from_secs(30);
+
 /// Runs `work` inside one write transaction on the writer connection, at
 /// `durability` for its commit (one fsync covers it and everything before).
-///
-/// If anything fails, the transaction is rolled back and the connection is
-/// closed rather than returned to the pool: after a failed COMMIT (a full
-/// disk) SQLite may or may not have rolled back by itself, and a connection
-/// left inside a transaction fails every later write ("Safety level may not
-/// be changed inside a transaction") until a restart. The pool opens a fresh
-/// connection for the next writer, so the store recovers as soon as the
-/// disk has room again.
+/// If anything fails, the transaction is rolled back and the connection
+/// closed (see [`WriteGuard::discard`]).
 pub(crate) async fn write_tx<T>(
-    pool: &SqlitePool,
+    writer: &Writer,
     durability: Durability,
     work: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>,
 ) -> StoreResult<T> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = writer.take().await?;
     let (begin, commit) = begin_commit(durability);
+    conn.0.in_tx = true;
     let result = async {
         sqlx::raw_sql(begin).execute(&mut *conn).await?;
         let value = work(&mut conn).await?;
@@ -57,9 +151,9 @@ pub(crate) async fn write_tx<T>(
         Ok(value)
     }
     .await;
-    if result.is_err() {
-        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-        conn.close_on_drop();
+    match result {
+        Ok(_) => conn.0.in_tx = false,
+        Err(_) => conn.discard().await,
     }
     result
 }
@@ -79,29 +173,34 @@ fn begin_commit(durability: Durability) -> (&'static str, &'static str) {
 
 /// Runs the statements `build` appends (each ended by `;`, their `?` bound
 /// in order across them) as one write transaction in a single round trip
-/// to the driver's worker thread. For writes that need no answer from the
+/// to the driver's worker thread, and returns the rows they return (their
+/// `RETURNING` clauses), in order. For writes that need no answer from the
 /// database between their statements. A failure rolls back and closes the
 /// connection, as in [`write_tx`].
 pub(crate) async fn one_trip(
-    pool: &SqlitePool,
+    writer: &Writer,
     durability: Durability,
     build: impl FnOnce(&mut sqlx::QueryBuilder<Sqlite>) -> bool,
-) -> StoreResult<()> {
+) -> StoreResult<Vec<SqliteRow>> {
     let (begin, commit) = begin_commit(durability);
     let mut q = sqlx::QueryBuilder::<Sqlite>::new(begin);
     q.push("; ");
     if !build(&mut q) {
-        return Ok(());
+        return Ok(Vec::new());
     }
     q.push(commit);
-    let mut conn = pool.acquire().await?;
-    let result = q.build().execute(&mut *conn).await;
-    if let Err(err) = result {
-        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-        conn.close_on_drop();
-        return Err(err.into());
+    let mut conn = writer.take().await?;
+    conn.0.in_tx = true;
+    match q.build().fetch_all(&mut *conn).await {
+        Ok(rows) => {
+            conn.0.in_tx = false;
+            Ok(rows)
+        }
+        Err(err) => {
+            conn.discard().await;
+            Err(err.into())
+        }
     }
-    Ok(())
 }
 
 impl Dialect for Sqlite {
@@ -113,13 +212,20 @@ impl Dialect for Sqlite {
     const EVENT_ORDER: &'static str = "e.rowid";
     const SNAPSHOT_READS: &'static str = "";
 
+    type Writer = Writer;
+    type WriteGuard<'w> = WriteGuard<'w>;
+
+    fn writer(writer: &Writer) -> impl Future<Output = Result<WriteGuard<'_>, sqlx::Error>> {
+        writer.take()
+    }
+
     /// Every write transaction but an emit batch's commits at NORMAL: what
     /// it writes can be redone.
     fn write_tx<T>(
-        pool: &SqlitePool,
+        writer: &Writer,
         work: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>,
     ) -> impl Future<Output = StoreResult<T>> {
-        write_tx(pool, Durability::Normal, work)
+        write_tx(writer, Durability::Normal, work)
     }
 
     /// The single writer serializes every transaction already.
@@ -158,14 +264,13 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
             .statement_cache_capacity(256);
-        let write = SqlitePoolOptions::new()
-            .min_connections(1)
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
-            .await?;
-        MIGRATOR.run(&write).await?;
+        let write = Writer::open(options.clone()).await?;
+        MIGRATOR.run(&mut *write.take().await?).await?;
+        // No ping before each use: a file's connection cannot go stale the
+        // way a network one does, and each ping is a round trip to the
+        // driver's worker thread (two thread wakes).
         let read = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))

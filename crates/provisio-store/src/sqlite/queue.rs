@@ -8,16 +8,18 @@
 //! one at a time as their predecessor finishes.
 
 use provisio_core::timefmt;
-use sqlx::sqlite::SqlitePool;
 use std::collections::HashMap;
 
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{Durability, SqliteStore, one_trip, write_tx};
+use crate::query::push_insert_executions;
 use crate::query::{OPEN_STATES, ROWS_PER_STATEMENT};
+use crate::rows::Columns;
 use crate::rows::claimed as claimed_from_row;
 use crate::shared::SqlCore;
-use crate::shared::lines::{Line, move_lines_on};
+use crate::shared::lines::{Line, push_conflation, push_release};
+use crate::shared::queue::NEXT_DUE;
 use crate::*;
 
 pub(super) async fn insert_events(
@@ -185,33 +187,50 @@ async fn seen_keys(
 /// Handlers per claim statement: SQLite allows 500 terms in a compound SELECT.
 const HANDLERS_PER_CLAIM: usize = 400;
 
-pub(super) async fn claim_due(
-    store: &SqliteStore,
-    claim: &Claim<'_>,
-) -> StoreResult<Vec<ClaimedDelivery>> {
-    let pool = &store.core.write;
-    let mut claimed = Vec::new();
-    for handlers in claim.handlers.chunks(HANDLERS_PER_CLAIM) {
-        let limit = claim.limit as usize - claimed.len();
+/// Leases due deliveries, a statement per 400 handlers; the last one reads
+/// the next due time in the same round trip to the driver's worker thread.
+pub(super) async fn claim_due(store: &SqliteStore, claim: &Claim<'_>) -> StoreResult<Claimed> {
+    if claim.handlers.is_empty() {
+        return Ok(Claimed {
+            deliveries: Vec::new(),
+            next_due_ms: store.core.next_due_ms().await?,
+        });
+    }
+    let mut conn = store.core.write.take().await?;
+    let mut claimed = Claimed::default();
+    let chunks: Vec<&[(i64, u32)]> = claim.handlers.chunks(HANDLERS_PER_CLAIM).collect();
+    for (i, handlers) in chunks.iter().enumerate() {
+        let limit = claim.limit as usize - claimed.deliveries.len();
         if limit == 0 {
             break;
         }
-        claimed.extend(claim_some(pool, claim, handlers, limit as i64).await?);
+        let mut q = claim_some(claim, handlers, limit as i64);
+        let last = i + 1 == chunks.len();
+        if last {
+            q.push("; ").push(NEXT_DUE);
+        }
+        let mut rows = q.build().fetch_all(&mut *conn).await?;
+        if last {
+            // The next-due row comes last, after the claim's rows.
+            let due = rows.pop().map(|row| row.opt_int("due")).transpose()?;
+            claimed.next_due_ms = due.flatten();
+        }
+        for row in &rows {
+            claimed.deliveries.push(claimed_from_row(row)?);
+        }
+    }
+    if claimed.deliveries.len() == claim.limit as usize {
+        claimed.next_due_ms = None;
     }
     // RETURNING gives no order; attempts start oldest first.
-    claimed.sort_by_key(|c| c.seq);
+    claimed.deliveries.sort_by_key(|c| c.seq);
     Ok(claimed)
 }
 
-/// One statement, so one round trip: for each handler, its oldest due rows up
-/// to its room (an index seek each, `deliveries_due_by_handler`), of those the
-/// oldest `limit`, leased and returned with their events' columns.
-async fn claim_some(
-    pool: &SqlitePool,
-    claim: &Claim<'_>,
-    handlers: &[(i64, u32)],
-    limit: i64,
-) -> StoreResult<Vec<ClaimedDelivery>> {
+/// One statement: for each handler, its oldest due rows up to its room (an
+/// index seek each, `deliveries_due_by_handler`), of those the oldest
+/// `limit`, leased and returned with their events' columns.
+fn claim_some(claim: &Claim<'_>, handlers: &[(i64, u32)], limit: i64) -> QueryBuilder<Sqlite> {
     let mut q = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET lease_until = ");
     q.push_bind(claim.lease_until_ms)
         .push(", next_attempt_at = ")
@@ -241,24 +260,16 @@ async fn claim_some(
                (SELECT e.dt FROM events e WHERE e.id = deliveries.event_id) AS dt,
                (SELECT e.data FROM events e WHERE e.id = deliveries.event_id) AS data",
         );
-    let rows = q.build().fetch_all(pool).await?;
-    rows.iter().map(claimed_from_row).collect()
+    q
 }
 
+/// A record batch in one round trip to the driver's worker thread: its
+/// execution rows, its deliveries' new states and the lines their finish
+/// moves on, BEGIN to COMMIT as one statement list. The statements that
+/// move lines on return a row per delivery they supersede or release, which
+/// are counted.
 pub(super) async fn record(
     store: &SqliteStore,
-    batch: &[AttemptResult],
-    plain: &[ExecutionRecord],
-) -> StoreResult<RecordOutcome> {
-    write_tx(&store.core.write, Durability::Normal, async |tx| {
-        record_in(tx, batch, plain).await
-    })
-    .await
-}
-
-/// The statements of a record batch, inside the caller's transaction.
-async fn record_in(
-    tx: &mut SqliteConnection,
     batch: &[AttemptResult],
     plain: &[ExecutionRecord],
 ) -> StoreResult<RecordOutcome> {
@@ -267,29 +278,6 @@ async fn record_in(
         .filter_map(|r| r.execution.as_ref())
         .chain(plain)
         .collect();
-    SqlCore::<Sqlite>::insert_executions(tx, &executions).await?;
-
-    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "UPDATE deliveries SET state = v.column2, attempts = v.column3, next_attempt_at = v.column4,
-                lease_until = NULL, last_error = v.column5, finished_at = v.column6,
-                round_start = round_start + v.column7
-             FROM (",
-        );
-        q.push_values(chunk, |mut row, r| {
-            let (state, next_at, finished_at) = crate::plan::delivery_after(r);
-            row.push_bind(r.delivery_seq)
-                .push_bind(state)
-                .push_bind(r.attempts)
-                .push_bind(next_at)
-                .push_bind(r.last_error.clone())
-                .push_bind(finished_at)
-                .push_bind(i64::from(r.spare_round));
-        });
-        q.push(") AS v WHERE deliveries.seq = v.column1");
-        q.build().execute(&mut *tx).await?;
-    }
-
     // Each finished delivery lets the next waiting one of its (handler,
     // object) become due; a blocked one holds its line.
     let line = |r: &AttemptResult| (r.handler_id, r.object_key.clone());
@@ -301,7 +289,57 @@ async fn record_in(
         .map(|r| r.finished_at_ms)
         .max()
         .unwrap_or_default();
-    move_lines_on::<Sqlite>(tx, &closed, &conflating, now).await
+
+    let rows = one_trip(&store.core.write, Durability::Normal, |q| {
+        for chunk in executions.chunks(ROWS_PER_STATEMENT) {
+            push_insert_executions(q, chunk);
+            q.push("; ");
+        }
+        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+            push_delivery_updates(q, chunk);
+            q.push("; ");
+        }
+        for chunk in conflating.chunks(ROWS_PER_STATEMENT) {
+            push_conflation(q, chunk, now);
+            q.push(" RETURNING 'superseded' AS moved; ");
+        }
+        for chunk in closed.chunks(ROWS_PER_STATEMENT) {
+            push_release(q, chunk, now);
+            q.push(" RETURNING 'released' AS moved; ");
+        }
+        !executions.is_empty() || !batch.is_empty()
+    })
+    .await?;
+    let mut moved = RecordOutcome::default();
+    for row in &rows {
+        match row.text("moved")?.as_str() {
+            "superseded" => moved.superseded += 1,
+            _ => moved.released += 1,
+        }
+    }
+    Ok(moved)
+}
+
+/// Appends the `UPDATE` that gives each attempted delivery in `chunk` its
+/// state after the attempt.
+fn push_delivery_updates(q: &mut QueryBuilder<Sqlite>, chunk: &[AttemptResult]) {
+    q.push(
+        "UPDATE deliveries SET state = v.column2, attempts = v.column3, next_attempt_at = v.column4,
+            lease_until = NULL, last_error = v.column5, finished_at = v.column6,
+            round_start = round_start + v.column7
+         FROM (",
+    );
+    q.push_values(chunk, |mut row, r| {
+        let (state, next_at, finished_at) = crate::plan::delivery_after(r);
+        row.push_bind(r.delivery_seq)
+            .push_bind(state)
+            .push_bind(r.attempts)
+            .push_bind(next_at)
+            .push_bind(r.last_error.clone())
+            .push_bind(finished_at)
+            .push_bind(i64::from(r.spare_round));
+    });
+    q.push(") AS v WHERE deliveries.seq = v.column1");
 }
 
 /// The single writer makes the selection and the queueing exact: no emit or

@@ -44,20 +44,37 @@ async fn sqlite_keeps_the_story() {
 
 #[tokio::test]
 async fn postgres_keeps_the_story() {
-    let Some((_db, store)) = support::postgres().await else {
+    let Some((db, store)) = support::postgres().await else {
         return;
     };
     assert!(!store.single_node());
     let mut changes = store.watch().expect("PostgreSQL announces changes");
     assert_eq!(changes.recv().await, Some(StoreChange::Resync));
+    // Another node on the same database hears what this one announces.
+    let settings = provisio_store::postgres::PgSettings::new(db.url());
+    let other = provisio_store::postgres::PgStore::connect(&settings)
+        .await
+        .unwrap();
+    let mut heard = other.watch().expect("PostgreSQL announces changes");
+    assert_eq!(heard.recv().await, Some(StoreChange::Resync));
     story(&store).await;
-    // Handler changes and new work were announced along the way.
-    let mut seen = Vec::new();
-    while let Ok(change) = changes.try_recv() {
-        seen.push(change);
-    }
-    assert!(seen.contains(&StoreChange::Routes), "{seen:?}");
-    assert!(seen.contains(&StoreChange::Work), "{seen:?}");
+    // Handler changes and new work were announced along the way, new work
+    // to the other node only: this one woke its own dispatcher already.
+    let drain = |rx: &mut tokio::sync::mpsc::Receiver<StoreChange>| {
+        let mut seen = Vec::new();
+        while let Ok(change) = rx.try_recv() {
+            seen.push(change);
+        }
+        seen
+    };
+    // NOTIFYs arrive a moment after their commit.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (own, others) = (drain(&mut changes), drain(&mut heard));
+    assert!(own.contains(&StoreChange::Routes), "{own:?}");
+    assert!(!own.contains(&StoreChange::Work), "{own:?}");
+    assert!(others.contains(&StoreChange::Routes), "{others:?}");
+    assert!(others.contains(&StoreChange::Work), "{others:?}");
+    other.close().await;
     store.close().await;
 }
 

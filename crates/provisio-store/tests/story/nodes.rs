@@ -33,7 +33,7 @@ async fn postgres_claims_from_two_pools_are_disjoint() {
     };
     let (cx, cy) = (claim(150), claim(150));
     let (x, y) = tokio::join!(a.claim_due(&cx), b.claim_due(&cy));
-    let (x, y) = (x.unwrap(), y.unwrap());
+    let (x, y) = (x.unwrap().deliveries, y.unwrap().deliveries);
     assert_eq!(x.len() + y.len(), 200, "every due delivery is leased once");
     let mut seqs: Vec<i64> = x.iter().chain(&y).map(|c| c.seq).collect();
     seqs.sort();
@@ -67,7 +67,8 @@ async fn postgres_orders_concurrent_emits_for_one_object() {
             handlers: &[(hid, 100)],
         })
         .await
-        .unwrap();
+        .unwrap()
+        .deliveries;
     assert_eq!(claimed.len(), 1, "one open delivery per (handler, object)");
     a.close().await;
     b.close().await;

@@ -104,9 +104,12 @@ pub async fn story(store: &dyn Store, handlers: &Handlers) -> i64 {
 
     // --- Claims and leases ----------------------------------------------
     assert_eq!(store.next_due_ms().await.unwrap(), Some(t0));
-    assert!(
-        claim(store, t0 - 1, &[]).await.is_empty(),
-        "nothing due yet"
+    let early = claim_and_due(store, t0 - 1, &[]).await;
+    assert!(early.deliveries.is_empty(), "nothing due yet");
+    assert_eq!(
+        early.next_due_ms,
+        Some(t0),
+        "a claim reads the next due time"
     );
     let skipped = claim(store, t0, &[h]).await;
     assert_eq!(
@@ -123,12 +126,14 @@ pub async fn story(store: &dyn Store, handlers: &Handlers) -> i64 {
         vec!["evt-00001", "evt-10001"],
         "leased deliveries are not due; oldest first"
     );
-    assert!(claim(store, t0 + 1, &[]).await.is_empty());
+    let after = claim_and_due(store, t0 + 1, &[]).await;
+    assert!(after.deliveries.is_empty());
     assert_eq!(
-        store.next_due_ms().await.unwrap(),
+        after.next_due_ms,
         Some(t0 + 30_000),
         "the earliest lease end"
     );
+    assert_eq!(store.next_due_ms().await.unwrap(), Some(t0 + 30_000));
     let (_, leased) = store.get_event("evt-00001").await.unwrap().unwrap();
     assert_eq!(leased[0].next_attempt_at, None, "a lease is not a schedule");
 

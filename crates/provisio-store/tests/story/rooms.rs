@@ -37,7 +37,8 @@ async fn each_handler_is_bounded_by_its_room(store: &dyn Store) {
             handlers: &[(a, 3), (b, 30)],
         })
         .await
-        .unwrap();
+        .unwrap()
+        .deliveries;
     let count = |h: i64| claimed.iter().filter(|d| d.handler_id == h).count();
     assert_eq!((count(a), count(b), count(c)), (3, 20, 0));
     let oldest_a: Vec<&str> = claimed
@@ -54,7 +55,8 @@ async fn each_handler_is_bounded_by_its_room(store: &dyn Store) {
             handlers: &[(a, 100), (c, 100)],
         })
         .await
-        .unwrap();
+        .unwrap()
+        .deliveries;
     assert_eq!(limited.len(), 5, "the limit holds across handlers");
 }
 

@@ -157,6 +157,11 @@ pub fn finished(c: &ClaimedDelivery, next: DeliveryNext, at_ms: i64) -> AttemptR
 /// Claims up to 100 due deliveries of any handler (ids 1 to 50 cover a
 /// fresh store's) but those in `skip`.
 pub async fn claim(store: &dyn Store, now_ms: i64, skip: &[i64]) -> Vec<ClaimedDelivery> {
+    claim_and_due(store, now_ms, skip).await.deliveries
+}
+
+/// [`claim`], with the next due time the claim read after itself.
+pub async fn claim_and_due(store: &dyn Store, now_ms: i64, skip: &[i64]) -> Claimed {
     let handlers: Vec<(i64, u32)> = (1..=50)
         .filter(|id| !skip.contains(id))
         .map(|id| (id, 100))
