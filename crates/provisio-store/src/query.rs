@@ -98,7 +98,9 @@ pub(crate) fn push_execution_filter<DB: Dialect>(
         q.push(" AND status = ").bind(v.as_str());
     }
     if let Some(v) = f.stage {
-        q.push(" AND stage = ").bind(v.as_str());
+        // A literal (the stage is one of two words), so the partial index
+        // `executions_stage_before` matches the condition.
+        q.push(" AND stage = '").push(v.as_str()).push("'");
     }
     if let Some(v) = &f.object_id {
         q.push(" AND object_key = ").bind(v.clone());
