@@ -26,7 +26,8 @@ impl<DB: Dialect> SqlCore<DB> {
     /// handler's next retry from the dispatcher's timer.
     pub(crate) async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         // One index seek per running handler (`deliveries_due_by_handler`):
-        // filtering the paused ones out of one walk of `deliveries_due`
+        // filtering the paused ones out of one walk of the due index (all
+        // handlers; dropped since, 0015)
         // stepped over every row of a paused handler's backlog, older than
         // any new delivery, on every wake of the dispatcher.
         let mut q = QueryBuilder::<DB>::new(NEXT_DUE);
