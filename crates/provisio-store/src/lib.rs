@@ -198,11 +198,6 @@ pub trait Store: Send + Sync + 'static {
     /// `now_ms`, moving the next one to `next_ms`. True for exactly one
     /// caller, whichever node asks, so a probe is made once per interval.
     async fn take_probe(&self, id: i64, now_ms: i64, next_ms: i64) -> StoreResult<bool>;
-    /// The unfinished deliveries of each of `handler_ids` (absent: none).
-    async fn queue_counts(
-        &self,
-        handler_ids: &[i64],
-    ) -> StoreResult<std::collections::HashMap<i64, QueueCounts>>;
 
     // --- Events and deliveries ---------------------------------------------
 

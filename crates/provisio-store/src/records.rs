@@ -433,16 +433,6 @@ pub enum PauseChange<'a> {
     SelfResume,
 }
 
-/// A handler's unfinished deliveries by state. `held` counts the pending
-/// deliveries of a paused handler (`pending` is then 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct QueueCounts {
-    pub pending: u64,
-    pub held: u64,
-    pub waiting: u64,
-    pub blocked: u64,
-}
-
 /// The queue's size, for monitoring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueStats {

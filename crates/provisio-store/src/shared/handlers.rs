@@ -1,17 +1,15 @@
 //! Handlers. On PostgreSQL every write fires the `provisio_routes` trigger,
 //! so all nodes reload their routing tables when it commits.
 
-use std::collections::HashMap;
-
 use provisio_core::handler::{Handler, HandlerSpec, OPERATOR_PAUSE};
 use provisio_core::signing::SigningSecret;
 use sqlx::QueryBuilder;
 
 use super::{Bind, Binds, Dialect, SqlCore};
-use crate::query::{OPEN_STATES, ROWS_PER_STATEMENT, push_handler_filter};
+use crate::query::{OPEN_STATES, push_handler_filter};
 use crate::rows::Columns;
 use crate::rows::{HANDLER_COLUMNS, handler as from_row, json};
-use crate::{HandlerFilter, Page, PauseChange, QueueCounts, StoreError, StoreResult, now_ms};
+use crate::{HandlerFilter, Page, PauseChange, StoreError, StoreResult, now_ms};
 
 impl<DB: Dialect> SqlCore<DB> {
     pub(crate) async fn insert_handler(&self, spec: &HandlerSpec) -> StoreResult<Handler> {
@@ -193,36 +191,6 @@ impl<DB: Dialect> SqlCore<DB> {
             .execute(DB::on(&mut *self.writer().await?))
             .await?;
         Ok(DB::rows_affected(&done) == 1)
-    }
-
-    /// One grouped count over the open-deliveries index; `held` is the
-    /// pending count of a paused handler.
-    pub(crate) async fn queue_counts(&self, ids: &[i64]) -> StoreResult<HashMap<i64, QueueCounts>> {
-        let mut counts: HashMap<i64, QueueCounts> = HashMap::new();
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<DB>::new(
-                "SELECT d.handler_id, d.state, COUNT(*) AS n,
-                    COUNT(h.paused_reason) AS paused
-                 FROM deliveries d LEFT JOIN handlers h ON h.id = d.handler_id
-                 WHERE d.state IN ('pending', 'waiting', 'blocked') AND d.handler_id IN (",
-            );
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.bind(*id);
-            }
-            q.push(") GROUP BY d.handler_id, d.state");
-            for row in q.build().fetch_all(self.reader()).await? {
-                let entry = counts.entry(row.int("handler_id")?).or_default();
-                let n = row.int("n")?.max(0) as u64;
-                match row.text("state")?.as_str() {
-                    "pending" if row.int("paused")? > 0 => entry.held += n,
-                    "pending" => entry.pending += n,
-                    "waiting" => entry.waiting += n,
-                    _ => entry.blocked += n,
-                }
-            }
-        }
-        Ok(counts)
     }
 }
 

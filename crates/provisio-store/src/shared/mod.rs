@@ -431,12 +431,6 @@ macro_rules! impl_store {
                 self.core.take_probe(id, now_ms, next_ms).await
             }
 
-            async fn queue_counts(
-                &self,
-                handler_ids: &[i64],
-            ) -> StoreResult<std::collections::HashMap<i64, QueueCounts>> {
-                self.core.queue_counts(handler_ids).await
-            }
 
             async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
                 self.core.next_due_ms().await
