@@ -106,8 +106,12 @@ impl Writer {
         if slot.in_tx {
             let conn = slot.conn.as_mut().expect("connected above");
             // Fails with "no transaction is active" when the work had
-            // ended after all: nothing to undo either way.
+            // ended after all: nothing to undo either way. An emit's commit
+            // cut short may also have left `synchronous = FULL` behind.
             let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            sqlx::raw_sql("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await?;
             slot.in_tx = false;
         }
         Ok(WriteGuard(slot))

@@ -17,6 +17,7 @@
 //! - `nodes`: what only a shared database does (several nodes at once);
 //! - `support`: the handlers, events and results the chapters are made of.
 
+mod cancel;
 mod catalog;
 mod figures;
 mod handlers;
