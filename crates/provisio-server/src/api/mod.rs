@@ -5,6 +5,7 @@ pub mod doc;
 pub mod event_types;
 pub mod events;
 pub mod executions;
+pub mod handler_health;
 pub mod handler_tests;
 pub mod handlers;
 pub mod replays;
