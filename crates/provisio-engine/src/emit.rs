@@ -1,27 +1,28 @@
 //! The emit path: an accepted event and its deliveries are committed before the
-//! caller hears 202. Emits are funnelled to one writer task that commits whatever
-//! has queued up in one transaction (group commit), so under load the cost of a
-//! commit is shared by many events while a lone emit still commits at once.
-
-use std::sync::Arc;
+//! caller hears 202. Emits are funnelled to the dispatcher, which commits
+//! whatever has queued up in one transaction (group commit) with its next
+//! claim: under load the cost of a commit is shared by many events, a lone
+//! emit still commits at once, and its delivery is leased by that same commit
+//! (see `dispatch.rs`).
 
 use provisio_core::event::{Event, ObjectId, new_event_id};
 use provisio_core::handler::Stage;
 use provisio_core::timefmt::to_millis;
-use provisio_store::{EmitOutcome, Idempotency, NewDelivery, NewEvent, Store};
+use provisio_store::{
+    Claim, Claimed, EmitOutcome, Idempotency, NewDelivery, NewEvent, Store, StoreResult,
+};
 use time::OffsetDateTime;
-use tokio::sync::{Notify, mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 
 use crate::{Engine, EngineError};
 
-/// Emits queued for the writer before callers wait for room.
+/// Emits queued for the dispatcher before callers wait for room.
 pub(crate) const QUEUE_DEPTH: usize = 8192;
 /// Events with more data than this are routed on a blocking thread when a
 /// filter looks at them.
 const FILTER_INLINE_BYTES: usize = 64 * 1024;
 /// The most events one transaction commits.
-const MAX_BATCH: usize = 1024;
+pub(crate) const MAX_BATCH: usize = 1024;
 
 /// An event as a caller gives it, its fields checked: what both the emit
 /// (after stage) and the before-stage chain take.
@@ -124,7 +125,7 @@ impl Engine {
             .await
             .map_err(|_| EngineError::ShuttingDown)?;
         // Past the deadline the caller is answered and the reply channel
-        // dropped; the writer skips an emit whose caller is gone, so an emit
+        // dropped; the dispatcher skips an emit whose caller is gone, so an emit
         // still queued then is certainly not stored.
         let outcome = tokio::time::timeout(self.0.config.emit_timeout, answer)
             .await
@@ -152,66 +153,47 @@ impl Engine {
     }
 }
 
-/// What the emit writer uses.
-pub(crate) struct Writer {
-    pub(crate) store: Arc<dyn Store>,
-    /// Wakes the dispatcher after a commit that stored deliveries.
-    pub(crate) wake: Arc<Notify>,
-    /// At shutdown the writer commits what is queued and stops.
-    pub(crate) shutdown: CancellationToken,
-}
-
-/// The writer task: commits queued emits in batches until shutdown, then
-/// commits what is still queued and stops.
-pub(crate) async fn run_writer(writer: Writer, mut rx: mpsc::Receiver<Pending>) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-    let mut events: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
-    loop {
-        let received = tokio::select! {
-            n = rx.recv_many(&mut batch, MAX_BATCH) => n,
-            () = writer.shutdown.cancelled() => {
-                rx.close();
-                rx.recv_many(&mut batch, MAX_BATCH).await
-            }
+/// Commits queued emits in one transaction, with `claim` in it when given,
+/// and answers their callers. What the claim leased comes back; when the
+/// emit's transaction fails, the claim is made on its own, so due work does
+/// not wait for emits the database refuses.
+pub(crate) async fn commit(
+    store: &dyn Store,
+    queued: &mut Vec<Pending>,
+    claim: Option<&Claim<'_>>,
+) -> Option<StoreResult<Claimed>> {
+    let started = std::time::Instant::now();
+    // Callers that gave up waiting are not stored: they were answered 503.
+    let (events, replies): (Vec<NewEvent>, Vec<_>) = queued
+        .drain(..)
+        .filter(|p| !p.reply.is_closed())
+        .map(|p| (p.event, p.reply))
+        .unzip();
+    if events.is_empty() {
+        return match claim {
+            Some(claim) => Some(store.claim_due(claim).await),
+            None => None,
         };
-        if received == 0 {
-            return;
-        }
-        let started = std::time::Instant::now();
-        events.clear();
-        // Callers that gave up waiting are not stored: they were answered 503.
-        let replies: Vec<_> = batch
-            .drain(..)
-            .filter(|p| !p.reply.is_closed())
-            .map(|p| {
-                events.push(p.event);
-                p.reply
-            })
-            .collect();
-        if events.is_empty() {
-            continue;
-        }
-        match writer.store.insert_events(&events).await {
-            Ok(outcomes) => {
-                let new_work = outcomes
-                    .iter()
-                    .zip(&events)
-                    .any(|(o, e)| *o == EmitOutcome::Stored && !e.deliveries.is_empty());
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
-                }
-                if new_work {
-                    writer.wake.notify_one();
-                }
-            }
-            Err(err) => {
-                tracing::error!(error = %err, events = events.len(), "could not store emitted events");
-                for reply in replies {
-                    let _ = reply.send(Err(err.to_string()));
-                }
-            }
-        }
-        metrics::histogram!("provisio_emit_commit_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("provisio_emit_batch_size").record(events.len() as f64);
     }
+    let claimed = match store.emit(&events, claim).await {
+        Ok(emitted) => {
+            for (reply, outcome) in replies.into_iter().zip(emitted.outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+            emitted.claimed.map(Ok)
+        }
+        Err(err) => {
+            tracing::error!(error = %err, events = events.len(), "could not store emitted events");
+            for reply in replies {
+                let _ = reply.send(Err(err.to_string()));
+            }
+            match claim {
+                Some(claim) => Some(store.claim_due(claim).await),
+                None => None,
+            }
+        }
+    };
+    metrics::histogram!("provisio_emit_commit_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("provisio_emit_batch_size").record(events.len() as f64);
+    claimed
 }

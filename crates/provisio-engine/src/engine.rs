@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::breaker;
 use crate::dispatch::{self, Dispatcher};
-use crate::emit::{self, Writer};
+use crate::emit;
 use crate::executor::Executors;
 use crate::follow::{self, Follower};
 use crate::outcome;
@@ -28,7 +28,7 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) routes: Routes,
     pub(crate) config: EngineConfig,
-    /// Where emits queue for the emit writer.
+    /// Where emits queue for the dispatcher, which commits them.
     pub(crate) emits: mpsc::Sender<emit::Pending>,
     /// Wakes the dispatcher: new deliveries were committed, a retry or an
     /// ordered successor became due, or a concurrency slot freed up.
@@ -45,7 +45,7 @@ pub(crate) struct Shared {
 impl Engine {
     /// Loads the routing table, settles attempts a previous run left leased
     /// (single node only: on a shared database, other nodes' leases are live),
-    /// and starts the emit writer, the recorder, the dispatcher, retention
+    /// and starts the recorder, the dispatcher (which commits emits), retention
     /// and, on a shared database, the task that follows other nodes' changes.
     pub async fn start(store: Arc<dyn Store>, config: EngineConfig) -> anyhow::Result<Engine> {
         let routes = Routes::default();
@@ -81,12 +81,6 @@ impl Engine {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 
-        let writer = Writer {
-            store: store.clone(),
-            wake: wake.clone(),
-            shutdown: shutdown.clone(),
-        };
-        tasks.spawn(emit::run_writer(writer, emit_rx));
         let recorder = Recorder {
             store: store.clone(),
             wake: wake.clone(),
@@ -99,6 +93,7 @@ impl Engine {
             store: store.clone(),
             routes: routes.clone(),
             executors: executors.clone(),
+            emits: emit_rx,
             results: records.clone(),
             wake: wake.clone(),
             starved,

@@ -9,12 +9,13 @@
 //! - [`clock`]: the wall clock leases, due times and log timestamps are read
 //!   from; tests move it by hand.
 //! - [`routes`]: the in-memory routing table, rebuilt on every handler change.
-//! - [`emit`]: the emit path ([`Engine::emit`]) and the **emit writer** task,
-//!   which batches accepted events into one commit each.
+//! - [`emit`]: the emit path ([`Engine::emit`]) and the group commit of
+//!   accepted events, which the dispatcher runs with its next claim.
 //! - [`before`]: the before-stage chain ([`Engine::run_before`]), run
 //!   synchronously for the caller.
-//! - [`dispatch`]: the **dispatcher** task: claims due deliveries, runs
-//!   attempts, decides retries. `shares`: each handler's fair share of the
+//! - [`dispatch`]: the **dispatcher** task: claims due deliveries (and
+//!   commits queued emits in the claim's transaction), runs attempts,
+//!   decides retries. `shares`: each handler's fair share of the
 //!   in-flight slots, with a reserve for handlers that answer.
 //! - `breaker`: the automatic pause: each handler's run of failed attempts,
 //!   and the **breaker** task that pauses (and, after a probe's success,

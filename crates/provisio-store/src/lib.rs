@@ -203,8 +203,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a batch of events with their deliveries in one transaction and
     /// reports, per event, whether it was stored or answered from its
-    /// idempotency key.
-    async fn insert_events(&self, batch: &[NewEvent]) -> StoreResult<Vec<EmitOutcome>>;
+    /// idempotency key. Given a claim, leases due deliveries in the same
+    /// transaction, as [`Store::claim_due`] would after its commit: a lone
+    /// event then costs one commit before its attempt starts, not two.
+    async fn emit(&self, batch: &[NewEvent], claim: Option<&Claim<'_>>) -> StoreResult<Emitted>;
+    /// [`Store::emit`] without a claim.
+    async fn insert_events(&self, batch: &[NewEvent]) -> StoreResult<Vec<EmitOutcome>> {
+        Ok(self.emit(batch, None).await?.outcomes)
+    }
     /// Leases up to `limit` due deliveries (oldest due first) until
     /// `lease_until_ms`, no more per handler than its room. A delivery whose
     /// lease lapsed is not due until [`Store::settle_interrupted`] has logged

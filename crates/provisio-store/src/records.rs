@@ -131,7 +131,7 @@ pub struct NewDelivery {
     pub ordered: bool,
 }
 
-/// What became of one event of an [`crate::Store::insert_events`] batch.
+/// What became of one event of an [`crate::Store::emit`] batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmitOutcome {
     Stored,
@@ -155,6 +155,16 @@ pub struct Claim<'a> {
     /// (its room: the dispatcher's fair share of its in-flight slots). A
     /// handler not listed is not looked at, so one with no room costs nothing.
     pub handlers: &'a [(i64, u32)],
+}
+
+/// What an emit batch stored, and what the claim made in its transaction
+/// leased.
+#[derive(Debug, Clone, Default)]
+pub struct Emitted {
+    /// Per event, in the batch's order.
+    pub outcomes: Vec<EmitOutcome>,
+    /// `None` when no claim was asked for.
+    pub claimed: Option<Claimed>,
 }
 
 /// What a claim leased, and when work is next due after it.

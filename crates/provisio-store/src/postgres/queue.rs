@@ -71,10 +71,11 @@ pub(super) async fn lock_lines(
     lock_keys(conn, keys).await
 }
 
-pub(super) async fn insert_events(
+pub(super) async fn emit(
     store: &PgStore,
     batch: &[NewEvent],
-) -> StoreResult<Vec<EmitOutcome>> {
+    claim: Option<&Claim<'_>>,
+) -> StoreResult<Emitted> {
     let mut conn = store.core.write.acquire().await?;
     let mut tx = conn.begin_with(GENERIC_PLANS).await?;
     let locks = batch
@@ -104,11 +105,36 @@ pub(super) async fn insert_events(
             .execute(&mut *tx)
             .await?;
     }
-    if stored.is_empty() {
-        tx.commit().await?;
-        return Ok(outcomes);
+    let rows = crate::plan::delivery_rows(&stored);
+    if !stored.is_empty() {
+        insert_stored(&mut tx, &stored, &rows).await?;
     }
+    let claimed = match claim {
+        Some(claim) => Some(claim_in(&mut tx, claim).await?),
+        None => None,
+    };
+    // Other nodes hear of new deliveries this node did not lease at once (no
+    // room here, no claim, or waiting in a line): those it leased need
+    // nobody else, and waking every node for them cost each a claim.
+    let taken: HashSet<&str> = claimed
+        .iter()
+        .flat_map(|c| &c.deliveries)
+        .map(|d| d.id.as_str())
+        .collect();
+    if rows.iter().any(|r| !taken.contains(r.delivery.id.as_str())) {
+        notify_work(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(Emitted { outcomes, claimed })
+}
 
+/// Inserts the stored events of an emit batch, their deliveries (`rows`)
+/// and their idempotency keys.
+async fn insert_stored(
+    tx: &mut PgConnection,
+    stored: &[&NewEvent],
+    rows: &[crate::plan::DeliveryRow<'_>],
+) -> StoreResult<()> {
     // Arrays, one per column, turned back into rows by `unnest`: one statement
     // per table whatever the batch size, with no bound-parameter limit.
     let events = |f: fn(&NewEvent) -> String| stored.iter().map(|n| f(n)).collect::<Vec<_>>();
@@ -131,7 +157,6 @@ pub(super) async fn insert_events(
     // object) is unfinished: one already stored (the EXISTS, safe from races
     // under the queue's lock), or one earlier in this batch (`behind`).
     // `WITH ORDINALITY … ORDER BY` gives `seq` in emit order.
-    let rows = crate::plan::delivery_rows(&stored);
     if !rows.is_empty() {
         sqlx::query(concat!(
             "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
@@ -166,7 +191,6 @@ pub(super) async fn insert_events(
         .bind(rows.iter().map(|r| r.new.created_at_ms).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
-        notify_work(&mut tx).await?;
     }
 
     let keyed: Vec<(&NewEvent, &Idempotency)> = stored
@@ -206,8 +230,7 @@ pub(super) async fn insert_events(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
-    Ok(outcomes)
+    Ok(())
 }
 
 /// The stored rows of the batch's idempotency keys, in one query.
@@ -246,6 +269,14 @@ async fn seen_keys(
 const GENERIC_PLANS: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
 
 pub(super) async fn claim_due(store: &PgStore, claim: &Claim<'_>) -> StoreResult<Claimed> {
+    let mut tx = store.core.write.begin_with(GENERIC_PLANS).await?;
+    let claimed = claim_in(&mut tx, claim).await?;
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// The claim, in the caller's transaction.
+async fn claim_in(tx: &mut PgConnection, claim: &Claim<'_>) -> StoreResult<Claimed> {
     // For each handler, its oldest due rows up to its room (an index seek
     // each, `deliveries_due_by_handler`), locked or skipped; of those the
     // oldest `limit`. Rows locked but not chosen are released at the end of
@@ -255,7 +286,6 @@ pub(super) async fn claim_due(store: &PgStore, claim: &Claim<'_>) -> StoreResult
         .iter()
         .map(|(id, room)| (*id, i64::from(*room)))
         .unzip();
-    let mut tx = store.core.write.begin_with(GENERIC_PLANS).await?;
     let rows = sqlx::query(
         "WITH due AS (
              SELECT d.seq, d.next_attempt_at FROM unnest($1::int8[], $2::int8[]) AS h(id, room)
@@ -295,7 +325,6 @@ pub(super) async fn claim_due(store: &PgStore, claim: &Claim<'_>) -> StoreResult
     } else {
         None
     };
-    tx.commit().await?;
     Ok(Claimed {
         deliveries,
         next_due_ms,

@@ -7,7 +7,7 @@
 /// written once for both backends. Every method is the shared core's, but
 /// for the methods given (`single_node`, `watch`) and those each backend
 /// writes its own way, in modules of the same names in both, each taking the
-/// store: `queue::{insert_events, claim_due, record, start_replay,
+/// store: `queue::{emit, claim_due, record, start_replay,
 /// cancel_replay}` (claims, locks, emit and record batches, replay jobs).
 macro_rules! impl_store {
     ($backend:ty { $($own:tt)* }) => {
@@ -15,8 +15,12 @@ macro_rules! impl_store {
         impl $crate::Store for $backend {
             $($own)*
 
-            async fn insert_events(&self, batch: &[NewEvent]) -> StoreResult<Vec<EmitOutcome>> {
-                queue::insert_events(self, batch).await
+            async fn emit(
+                &self,
+                batch: &[NewEvent],
+                claim: Option<&Claim<'_>>,
+            ) -> StoreResult<Emitted> {
+                queue::emit(self, batch, claim).await
             }
 
             async fn claim_due(&self, claim: &Claim<'_>) -> StoreResult<Claimed> {

@@ -22,35 +22,87 @@ use crate::shared::lines::{Line, push_conflation, push_release};
 use crate::shared::queue::NEXT_DUE;
 use crate::*;
 
-pub(super) async fn insert_events(
+pub(super) async fn emit(
     store: &SqliteStore,
     batch: &[NewEvent],
-) -> StoreResult<Vec<EmitOutcome>> {
+    claim: Option<&Claim<'_>>,
+) -> StoreResult<Emitted> {
+    // A claim over more handlers than one statement takes runs after the
+    // emit's commit, as `claim_due`.
+    let (claim, claim_after) = match claim {
+        Some(c) if c.handlers.len() > HANDLERS_PER_CLAIM => (None, Some(c)),
+        c => (c, None),
+    };
     // Only accepted emits must survive power loss; other writes (leases,
     // attempt results) can be redone, so the connection runs at NORMAL and
     // switches to FULL for this commit (see `write_tx`).
     let keys = crate::plan::keys(batch);
-    if keys.is_empty() {
+    let mut emitted = if keys.is_empty() {
         // Nothing to look up first: the whole transaction, BEGIN to COMMIT,
-        // goes to the driver's worker thread in one trip, where each
-        // statement would be a trip (two thread wakes) of its own.
+        // claim included, goes to the driver's worker thread in one trip,
+        // where each statement would be a trip (two thread wakes) of its own.
         let triage = crate::plan::triage(batch, &HashMap::new());
-        one_trip(&store.core.write, store.durability, |q| {
-            push_emit_writes(q, &triage)
+        let rows = one_trip(&store.core.write, store.durability, |q| {
+            let any = push_emit_writes(q, &triage);
+            push_claim(q, claim) || any
         })
         .await?;
-        return Ok(triage.outcomes);
-    }
-    write_tx(&store.core.write, store.durability, async |conn| {
-        let seen = seen_keys(conn, &keys).await?;
-        let triage = crate::plan::triage(batch, &seen);
-        let mut q = QueryBuilder::<Sqlite>::new("");
-        if push_emit_writes(&mut q, &triage) {
-            q.build().execute(&mut *conn).await?;
+        Emitted {
+            claimed: claim.map(|c| claimed_from(rows, c.limit)).transpose()?,
+            outcomes: triage.outcomes,
         }
-        Ok(triage.outcomes)
+    } else {
+        write_tx(&store.core.write, store.durability, async |conn| {
+            let seen = seen_keys(conn, &keys).await?;
+            let triage = crate::plan::triage(batch, &seen);
+            let mut q = QueryBuilder::<Sqlite>::new("");
+            let any = push_emit_writes(&mut q, &triage);
+            let rows = if push_claim(&mut q, claim) || any {
+                q.build().fetch_all(&mut *conn).await?
+            } else {
+                Vec::new()
+            };
+            Ok(Emitted {
+                claimed: claim.map(|c| claimed_from(rows, c.limit)).transpose()?,
+                outcomes: triage.outcomes,
+            })
+        })
+        .await?
+    };
+    if let Some(claim) = claim_after {
+        emitted.claimed = Some(claim_due(store, claim).await?);
+    }
+    Ok(emitted)
+}
+
+/// Appends a claim (at most [`HANDLERS_PER_CLAIM`] handlers) and the read of
+/// the next due time after it, each ended by `;`; says whether there was a
+/// claim. [`claimed_from`] reads their rows.
+fn push_claim(q: &mut QueryBuilder<Sqlite>, claim: Option<&Claim<'_>>) -> bool {
+    let Some(claim) = claim else { return false };
+    if !claim.handlers.is_empty() {
+        push_claim_some(q, claim, claim.handlers, i64::from(claim.limit));
+        q.push("; ");
+    }
+    q.push(NEXT_DUE).push("; ");
+    true
+}
+
+/// The claim's rows, then the next-due row (which comes last), as a
+/// [`Claimed`] of at most `limit` deliveries.
+fn claimed_from(mut rows: Vec<sqlx::sqlite::SqliteRow>, limit: u32) -> StoreResult<Claimed> {
+    let due = rows.pop().map(|row| row.opt_int("due")).transpose()?;
+    let mut deliveries = rows
+        .iter()
+        .map(claimed_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    // RETURNING gives no order; attempts start oldest first.
+    deliveries.sort_by_key(|c| c.seq);
+    let full = deliveries.len() == limit as usize;
+    Ok(Claimed {
+        deliveries,
+        next_due_ms: due.flatten().filter(|_| !full),
     })
-    .await
 }
 
 /// Appends the statements that store a triaged emit batch to `q`, each
@@ -190,48 +242,46 @@ const HANDLERS_PER_CLAIM: usize = 400;
 /// Leases due deliveries, a statement per 400 handlers; the last one reads
 /// the next due time in the same round trip to the driver's worker thread.
 pub(super) async fn claim_due(store: &SqliteStore, claim: &Claim<'_>) -> StoreResult<Claimed> {
-    if claim.handlers.is_empty() {
-        return Ok(Claimed {
-            deliveries: Vec::new(),
-            next_due_ms: store.core.next_due_ms().await?,
-        });
+    if claim.handlers.len() <= HANDLERS_PER_CLAIM {
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_claim(&mut q, Some(claim));
+        let rows = q.build().fetch_all(&mut *store.core.write.take().await?).await?;
+        return claimed_from(rows, claim.limit);
     }
     let mut conn = store.core.write.take().await?;
-    let mut claimed = Claimed::default();
-    let chunks: Vec<&[(i64, u32)]> = claim.handlers.chunks(HANDLERS_PER_CLAIM).collect();
-    for (i, handlers) in chunks.iter().enumerate() {
-        let limit = claim.limit as usize - claimed.deliveries.len();
+    let mut claimed = Vec::new();
+    for handlers in claim.handlers.chunks(HANDLERS_PER_CLAIM) {
+        let limit = claim.limit as usize - claimed.len();
         if limit == 0 {
             break;
         }
-        let mut q = claim_some(claim, handlers, limit as i64);
-        let last = i + 1 == chunks.len();
-        if last {
-            q.push("; ").push(NEXT_DUE);
-        }
-        let mut rows = q.build().fetch_all(&mut *conn).await?;
-        if last {
-            // The next-due row comes last, after the claim's rows.
-            let due = rows.pop().map(|row| row.opt_int("due")).transpose()?;
-            claimed.next_due_ms = due.flatten();
-        }
-        for row in &rows {
-            claimed.deliveries.push(claimed_from_row(row)?);
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_claim_some(&mut q, claim, handlers, limit as i64);
+        for row in q.build().fetch_all(&mut *conn).await? {
+            claimed.push(row);
         }
     }
-    if claimed.deliveries.len() == claim.limit as usize {
-        claimed.next_due_ms = None;
-    }
-    // RETURNING gives no order; attempts start oldest first.
-    claimed.deliveries.sort_by_key(|c| c.seq);
-    Ok(claimed)
+    // The next-due row last, as `claimed_from` reads it.
+    claimed.push(sqlx::query(NEXT_DUE).fetch_one(&mut *conn).await?);
+    claimed_from(claimed, claim.limit)
 }
 
 /// One statement: for each handler, its oldest due rows up to its room (an
 /// index seek each, `deliveries_due_by_handler`), of those the oldest
 /// `limit`, leased and returned with their events' columns.
-fn claim_some(claim: &Claim<'_>, handlers: &[(i64, u32)], limit: i64) -> QueryBuilder<Sqlite> {
-    let mut q = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET lease_until = ");
+///
+/// The limits are written `LIMIT +?`: SQLite plans a bare `LIMIT ?` for the
+/// value bound and marks the prepared statement stale whenever a new value
+/// is bound, so a claim re-parsed and re-planned its whole statement almost
+/// every time (a third of the database thread's CPU at 200 events/s). Behind
+/// the unary plus the value is not looked at when planning.
+fn push_claim_some(
+    q: &mut QueryBuilder<Sqlite>,
+    claim: &Claim<'_>,
+    handlers: &[(i64, u32)],
+    limit: i64,
+) {
+    q.push("UPDATE deliveries SET lease_until = ");
     q.push_bind(claim.lease_until_ms)
         .push(", next_attempt_at = ")
         .push_bind(claim.lease_until_ms)
@@ -247,11 +297,11 @@ fn claim_some(claim: &Claim<'_>, handlers: &[(i64, u32)], limit: i64) -> QueryBu
         .push_bind(*handler_id)
         .push(" AND next_attempt_at <= ")
         .push_bind(claim.now_ms)
-        .push(" ORDER BY next_attempt_at, seq LIMIT ")
+        .push(" ORDER BY next_attempt_at, seq LIMIT +")
         .push_bind(i64::from(*room))
         .push(")");
     }
-    q.push(") ORDER BY next_attempt_at, seq LIMIT ")
+    q.push(") ORDER BY next_attempt_at, seq LIMIT +")
         .push_bind(limit)
         .push(
             ") RETURNING seq, id, handler_id, attempts, round_start, event_id,
@@ -260,7 +310,6 @@ fn claim_some(claim: &Claim<'_>, handlers: &[(i64, u32)], limit: i64) -> QueryBu
                (SELECT e.dt FROM events e WHERE e.id = deliveries.event_id) AS dt,
                (SELECT e.data FROM events e WHERE e.id = deliveries.event_id) AS data",
         );
-    q
 }
 
 /// A record batch in one round trip to the driver's worker thread: its

@@ -12,13 +12,14 @@
 //! - one module per chapter (`tokens`, `catalog`, `handlers`, `queue`,
 //!   `log`, `upkeep`), each a function of a `&dyn Store` that carries on
 //!   where the previous chapter left the store;
-//! - `rooms`, `masking`, `lines` (blocked lines, skip, conflation), `figures`,
+//! - `rooms`, `emit_claim`, `masking`, `lines` (blocked lines, skip, conflation), `figures`,
 //!   `replays` and `pause`: shorter stories, each told to both backends;
 //! - `nodes`: what only a shared database does (several nodes at once);
 //! - `support`: the handlers, events and results the chapters are made of.
 
 mod cancel;
 mod catalog;
+mod emit_claim;
 mod figures;
 mod handlers;
 mod lines;

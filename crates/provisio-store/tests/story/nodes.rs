@@ -1,4 +1,4 @@
-//! Several nodes on one PostgreSQL database: disjoint claims, per-object order and one admin token.
+//! Several nodes on one PostgreSQL database: disjoint claims, per-object order, one admin token, and which emits wake the others.
 
 use provisio_store::postgres::scratch::ScratchDatabase;
 use provisio_store::postgres::{PgSettings, PgStore};
@@ -95,6 +95,54 @@ async fn postgres_two_nodes_put_one_new_admin_token_at_once() {
         .collect();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].hash, TokenHash([19; 32]));
+    a.close().await;
+    b.close().await;
+}
+
+/// Another node hears of new deliveries only when the emitting node left
+/// some unleased: waking it for work already leased cost it a claim per
+/// event.
+#[tokio::test]
+async fn postgres_nodes_hear_only_of_work_left_unleased() {
+    let Some((_db, a, b)) = two_nodes().await else {
+        return;
+    };
+    let mut heard = b.watch().expect("PostgreSQL announces changes");
+    assert_eq!(heard.recv().await, Some(StoreChange::Resync));
+    let handler = a.insert_handler(&spec("unordered", false)).await.unwrap();
+    let hears_work = async |heard: &mut tokio::sync::mpsc::Receiver<StoreChange>| {
+        // NOTIFYs arrive a moment after their commit.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut work = false;
+        while let Ok(change) = heard.try_recv() {
+            work |= change == StoreChange::Work;
+        }
+        work
+    };
+    hears_work(&mut heard).await; // the handler's creation
+    let claim = |rooms| Claim {
+        now_ms: 2_000,
+        lease_until_ms: 60_000,
+        limit: 100,
+        handlers: rooms,
+    };
+    let room = [(handler.id, 5)];
+    let one = [new_event(30_000, 1_000, &[(handler.id, false)], None)];
+    let emitted = a.emit(&one, Some(&claim(&room))).await.unwrap();
+    assert_eq!(emitted.claimed.unwrap().deliveries.len(), 1);
+    assert!(!hears_work(&mut heard).await, "all of it was leased");
+
+    let no_room = [(handler.id, 0)];
+    let two = [new_event(30_001, 1_000, &[(handler.id, false)], None)];
+    let emitted = a.emit(&two, Some(&claim(&no_room))).await.unwrap();
+    assert!(emitted.claimed.unwrap().deliveries.is_empty());
+    assert!(hears_work(&mut heard).await, "left for want of room");
+    let taken = b.claim_due(&claim(&room)).await.unwrap().deliveries;
+    assert_eq!(taken.len(), 1, "the other node takes it");
+
+    let three = [new_event(30_002, 1_000, &[(handler.id, false)], None)];
+    a.emit(&three, None).await.unwrap();
+    assert!(hears_work(&mut heard).await, "no claim: all of it is news");
     a.close().await;
     b.close().await;
 }
