@@ -40,9 +40,21 @@ impl<DB: Dialect> SqlCore<DB> {
             .push(") AS matching");
         let total = count.build().fetch_one(self.reader()).await?.int("total")?;
 
+        // The page's ids first, then their rows: sorting the matches by id
+        // carried whole rows, bodies and all, through the sort, where an
+        // index holding the ids (a date range's `executions_started`) lets
+        // the ids alone be sorted. A wide date range over 1,000,000 rows:
+        // 0.2 s before, 0.07 s after, in the `sqlite3` shell.
         let mut q = QueryBuilder::<DB>::new(EXECUTION_SELECT);
+        q.push(" WHERE id IN (SELECT id FROM executions");
         push_execution_filter(&mut q, filter, DB::LIKE);
-        let items = self.fetch_page(q, "id DESC", page, from_row).await?;
+        q.push(" ORDER BY id DESC LIMIT ")
+            .bind(i64::from(page.per_page))
+            .push(" OFFSET ")
+            .bind(page.offset())
+            .push(") ORDER BY id DESC");
+        let rows = q.build().fetch_all(self.reader()).await?;
+        let items = rows.iter().map(from_row).collect::<StoreResult<_>>()?;
         Ok((items, total as u64))
     }
 

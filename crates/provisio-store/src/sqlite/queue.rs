@@ -245,7 +245,10 @@ pub(super) async fn claim_due(store: &SqliteStore, claim: &Claim<'_>) -> StoreRe
     if claim.handlers.len() <= HANDLERS_PER_CLAIM {
         let mut q = QueryBuilder::<Sqlite>::new("");
         push_claim(&mut q, Some(claim));
-        let rows = q.build().fetch_all(&mut *store.core.write.take().await?).await?;
+        let rows = q
+            .build()
+            .fetch_all(&mut *store.core.write.take().await?)
+            .await?;
         return claimed_from(rows, claim.limit);
     }
     let mut conn = store.core.write.take().await?;

@@ -84,8 +84,12 @@ async fn a_429_with_retry_after_slows_the_handler_without_using_up_attempts() {
         .create_handler(json!({ "target": receiver.url(), "max_attempts": 1, "ordered": false }))
         .await;
     let first = app.emit("clients.create", json!(1), json!({})).await;
-    receiver.wait_for(1).await;
-    // The handler waits as a whole: a new event waits behind the slow-down.
+    // The 429 is logged once provisio has read it (the receiver having sent
+    // it is not enough: an emit a moment later may be claimed before the
+    // answer is read). From then on the handler waits as a whole: a new
+    // event waits behind the slow-down.
+    app.wait_executions(&format!("handler_id={}", handler["id"]), 1)
+        .await;
     let second = app.emit("clients.create", json!(2), json!({})).await;
     for event in [&first, &second] {
         app.wait_for_event(event["id"].as_str().unwrap(), |e| {
