@@ -31,7 +31,6 @@ use crate::rows::Columns;
 use crate::rows::claimed;
 use crate::shared::SqlCore;
 use crate::shared::lines::{Line, move_lines_on};
-use crate::shared::queue::NEXT_DUE;
 use crate::*;
 
 /// The advisory-lock key text of a (handler, object) queue.
@@ -135,13 +134,45 @@ async fn insert_stored(
     stored: &[&NewEvent],
     rows: &[crate::plan::DeliveryRow<'_>],
 ) -> StoreResult<()> {
-    // Arrays, one per column, turned back into rows by `unnest`: one statement
-    // per table whatever the batch size, with no bound-parameter limit.
+    // Arrays, one per column, turned back into rows by `unnest`, whatever the
+    // batch size, with no bound-parameter limit. The events and their
+    // deliveries in one statement, one round trip (the deliveries' foreign
+    // key is checked at the statement's end, when the events are in).
+    //
+    // An ordered delivery waits while an earlier one for the same (handler,
+    // object) is unfinished: one already stored (the EXISTS, safe from races
+    // under the queue's lock), or one earlier in this batch (`behind`).
+    // `WITH ORDINALITY … ORDER BY` gives `seq` in emit order.
     let events = |f: fn(&NewEvent) -> String| stored.iter().map(|n| f(n)).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO events (id, events_id, object_id, object_key, dt, data, filtered_out, created_at)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[])",
-    )
+    sqlx::query(concat!(
+        "WITH stored_events AS (
+             INSERT INTO events (id, events_id, object_id, object_key, dt, data, filtered_out, created_at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::int8[])
+         )
+         INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
+                                 created_at, last_error, finished_at)
+         SELECT v.id, v.event_id, v.handler_id, v.object_key,
+                CASE WHEN NOT h.live THEN 'failed'
+                     WHEN v.behind OR (v.ordered AND EXISTS (
+                    SELECT 1 FROM deliveries d WHERE d.handler_id = v.handler_id
+                        AND d.object_key = v.object_key AND d.state IN ",
+        open_states!(),
+        "))
+                THEN 'waiting' ELSE 'pending' END,
+                v.created_at, v.created_at,
+                CASE WHEN NOT h.live THEN 'not sent: the handler was deleted' END,
+                CASE WHEN NOT h.live THEN v.created_at END
+         FROM unnest($9::text[], $10::text[], $11::int8[], $12::text[], $13::bool[], $14::bool[], $15::int8[])
+              WITH ORDINALITY AS v(id, event_id, handler_id, object_key, ordered, behind, created_at, n)
+         -- A handler deleted after this emit was routed (here or on another
+         -- node) gets its delivery as failed: one inserted pending would
+         -- never be claimed. FOR KEY SHARE makes a concurrent delete wait
+         -- for this commit, so its own sweep of open deliveries sees ours.
+         CROSS JOIN LATERAL (SELECT EXISTS (
+             SELECT 1 FROM handlers WHERE id = v.handler_id FOR KEY SHARE) AS live) h
+         ORDER BY v.n"
+    ))
     .bind(events(|n| n.event.id.clone()))
     .bind(events(|n| n.event.events_id.clone()))
     .bind(events(|n| n.event.object_id.to_json()))
@@ -150,48 +181,15 @@ async fn insert_stored(
     .bind(events(|n| n.event.data.clone()))
     .bind(stored.iter().map(|n| n.filtered_out_json()).collect::<Vec<_>>())
     .bind(stored.iter().map(|n| n.created_at_ms).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.delivery.id.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.new.event.id.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.delivery.handler_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.object_key.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.delivery.ordered).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.behind).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.new.created_at_ms).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
-
-    // An ordered delivery waits while an earlier one for the same (handler,
-    // object) is unfinished: one already stored (the EXISTS, safe from races
-    // under the queue's lock), or one earlier in this batch (`behind`).
-    // `WITH ORDINALITY … ORDER BY` gives `seq` in emit order.
-    if !rows.is_empty() {
-        sqlx::query(concat!(
-            "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
-                                     created_at, last_error, finished_at)
-             SELECT v.id, v.event_id, v.handler_id, v.object_key,
-                    CASE WHEN NOT h.live THEN 'failed'
-                         WHEN v.behind OR (v.ordered AND EXISTS (
-                        SELECT 1 FROM deliveries d WHERE d.handler_id = v.handler_id
-                            AND d.object_key = v.object_key AND d.state IN ",
-            open_states!(),
-            "))
-                    THEN 'waiting' ELSE 'pending' END,
-                    v.created_at, v.created_at,
-                    CASE WHEN NOT h.live THEN 'not sent: the handler was deleted' END,
-                    CASE WHEN NOT h.live THEN v.created_at END
-             FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::bool[], $6::bool[], $7::int8[])
-                  WITH ORDINALITY AS v(id, event_id, handler_id, object_key, ordered, behind, created_at, n)
-             -- A handler deleted after this emit was routed (here or on another
-             -- node) gets its delivery as failed: one inserted pending would
-             -- never be claimed. FOR KEY SHARE makes a concurrent delete wait
-             -- for this commit, so its own sweep of open deliveries sees ours.
-             CROSS JOIN LATERAL (SELECT EXISTS (
-                 SELECT 1 FROM handlers WHERE id = v.handler_id FOR KEY SHARE) AS live) h
-             ORDER BY v.n"
-        ))
-        .bind(rows.iter().map(|r| r.delivery.id.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.new.event.id.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.delivery.handler_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.object_key.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.delivery.ordered).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.behind).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.new.created_at_ms).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-    }
 
     let keyed: Vec<(&NewEvent, &Idempotency)> = stored
         .iter()
@@ -253,10 +251,6 @@ async fn seen_keys(
     .collect()
 }
 
-/// Leases due deliveries in one statement: the CTE picks and locks them
-/// (`SKIP LOCKED`: rows another node is leasing right now are passed over, not
-/// waited for), the UPDATE moves them past the lease's end, and the outer
-/// SELECT joins their events.
 /// Begins a transaction whose prepared statements run their generic plan,
 /// in the same round trip as the BEGIN: for the emit, the claim and the
 /// record, whose statements take arrays (`unnest`). PostgreSQL otherwise
@@ -275,7 +269,11 @@ pub(super) async fn claim_due(store: &PgStore, claim: &Claim<'_>) -> StoreResult
     Ok(claimed)
 }
 
-/// The claim, in the caller's transaction.
+/// The claim, in the caller's transaction, in one statement: the CTE picks
+/// and locks the due rows (`SKIP LOCKED`: rows another node is leasing right
+/// now are passed over, not waited for), the UPDATE moves them past the
+/// lease's end, and the outer SELECT joins their events and reads the next
+/// due time.
 async fn claim_in(tx: &mut PgConnection, claim: &Claim<'_>) -> StoreResult<Claimed> {
     // For each handler, its oldest due rows up to its room (an index seek
     // each, `deliveries_due_by_handler`), locked or skipped; of those the
@@ -301,10 +299,25 @@ async fn claim_in(tx: &mut PgConnection, claim: &Claim<'_>) -> StoreResult<Claim
              UPDATE deliveries SET lease_until = $5, next_attempt_at = $5
              WHERE seq IN (SELECT seq FROM due)
              RETURNING seq, id, handler_id, attempts, round_start, event_id
+         ), next AS (
+             -- The next due time after the claim (`NEXT_DUE`), in the same
+             -- statement: its snapshot still shows the rows just leased as
+             -- due, so they are left out and count at their lease's end.
+             SELECT LEAST(
+                 (SELECT MIN((SELECT MIN(d.next_attempt_at) FROM deliveries d
+                              WHERE d.state = 'pending' AND d.handler_id = h.id
+                                AND d.seq NOT IN (SELECT seq FROM leased)))
+                  FROM handlers h WHERE h.paused_reason IS NULL),
+                 (SELECT $5::int8 WHERE EXISTS (
+                      SELECT 1 FROM leased l JOIN handlers h ON h.id = l.handler_id
+                      WHERE h.paused_reason IS NULL))
+             ) AS due
          )
-         SELECT l.seq, l.id, l.handler_id, l.attempts, l.round_start,
+         -- One row at least: the next due time, with the leased deliveries
+         -- (if any) beside it.
+         SELECT n.due, l.seq, l.id, l.handler_id, l.attempts, l.round_start,
                 e.id AS event_id, e.events_id, e.object_id, e.dt, e.data
-         FROM leased l JOIN events e ON e.id = l.event_id
+         FROM next n LEFT JOIN (leased l JOIN events e ON e.id = l.event_id) ON true
          ORDER BY l.seq",
     )
     .bind(ids)
@@ -314,17 +327,18 @@ async fn claim_in(tx: &mut PgConnection, claim: &Claim<'_>) -> StoreResult<Claim
     .bind(claim.lease_until_ms)
     .fetch_all(&mut *tx)
     .await?;
-    let deliveries = rows.iter().map(claimed).collect::<StoreResult<Vec<_>>>()?;
-    // A statement of its own (a CTE's rows are not returned alone): read
-    // only when the dispatcher will sleep on it.
-    let next_due_ms = if deliveries.len() < claim.limit as usize {
-        sqlx::query(NEXT_DUE)
-            .fetch_one(&mut *tx)
-            .await?
-            .opt_int("due")?
-    } else {
-        None
+    let due = match rows.first() {
+        Some(row) => row.opt_int("due")?,
+        None => None,
     };
+    let mut deliveries = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.opt_int("seq")?.is_some() {
+            deliveries.push(claimed(row)?);
+        }
+    }
+    // The whole limit taken: more may be due at once (claim again).
+    let next_due_ms = due.filter(|_| deliveries.len() < claim.limit as usize);
     Ok(Claimed {
         deliveries,
         next_due_ms,

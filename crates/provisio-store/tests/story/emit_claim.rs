@@ -72,6 +72,11 @@ async fn an_emit_leases_in_its_own_transaction(store: &dyn Store) {
     let rooms = [(a, 10), (b, 10)];
     let after = store.claim_due(&claim_for(&rooms)).await.unwrap();
     assert_eq!(leased(&after), [("evt-00001", b)]);
+    assert_eq!(
+        after.next_due_ms,
+        Some(60_000),
+        "the rows just leased count at their lease's end, not as due now"
+    );
 
     // A replayed key stores nothing; the claim is still made.
     let replay = [new_event(1, 2_000, &[(a, true), (b, false)], Some("key"))];
