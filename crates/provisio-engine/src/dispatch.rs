@@ -205,12 +205,12 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
             limit: shares.limit,
             handlers: &shares.handlers,
         });
-        let claimed = match &claim {
-            _ if !queued.is_empty() => {
-                emit::commit(store.as_ref(), &mut queued, claim.as_ref()).await
-            }
-            Some(claim) => Some(store.claim_due(claim).await),
-            None => None,
+        let claimed = if !queued.is_empty() {
+            emit::commit(store.as_ref(), &mut queued, claim.as_ref()).await
+        } else if let Some(claim) = &claim {
+            Some(store.claim_due(claim).await)
+        } else {
+            None
         };
         if let (Some(shares), Some(claimed)) = (&shares, claimed) {
             match claimed {
