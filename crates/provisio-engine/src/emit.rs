@@ -154,15 +154,21 @@ impl Engine {
 }
 
 /// Commits queued emits in one transaction, with `claim` in it when given,
-/// and answers their callers. What the claim leased comes back; when the
+/// and answers their callers. What the claim leased comes back. When the
 /// emit's transaction fails, the claim is made on its own, so due work does
-/// not wait for emits the database refuses.
+/// not wait for emits the database refuses; unless the database cannot be
+/// reached at all, where the claim would fail the same way and the
+/// dispatcher retries it shortly.
 pub(crate) async fn commit(
     store: &dyn Store,
     queued: &mut Vec<Pending>,
     claim: Option<&Claim<'_>>,
 ) -> Option<StoreResult<Claimed>> {
     let started = std::time::Instant::now();
+    let claim_alone = async || match claim {
+        Some(claim) => Some(store.claim_due(claim).await),
+        None => None,
+    };
     // Callers that gave up waiting are not stored: they were answered 503.
     let (events, replies): (Vec<NewEvent>, Vec<_>) = queued
         .drain(..)
@@ -170,10 +176,7 @@ pub(crate) async fn commit(
         .map(|p| (p.event, p.reply))
         .unzip();
     if events.is_empty() {
-        return match claim {
-            Some(claim) => Some(store.claim_due(claim).await),
-            None => None,
-        };
+        return claim_alone().await;
     }
     let claimed = match store.emit(&events, claim).await {
         Ok(emitted) => {
@@ -187,9 +190,10 @@ pub(crate) async fn commit(
             for reply in replies {
                 let _ = reply.send(Err(err.to_string()));
             }
-            match claim {
-                Some(claim) => Some(store.claim_due(claim).await),
-                None => None,
+            if err.is_unavailable() {
+                claim.map(|_| Err(err))
+            } else {
+                claim_alone().await
             }
         }
     };
