@@ -1,7 +1,8 @@
 //! Replay and resync jobs (`/api/v1/replays`) against real receivers: what a
 //! job matches and queues, per-object order at the receiver, progress to
-//! `done`, status `failed`, back-fill, cancel, no double sending, bad input;
-//! on SQLite and on PostgreSQL.
+//! `done`, status `failed`, back-fill, cancel, no double sending; on SQLite
+//! and on PostgreSQL. Bad input, the command line and the Replays page are
+//! in `replay_ui.rs`, which shares this file's helpers.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ const RUN_PATIENCE: Duration = Duration::from_secs(120);
 /// Emits `per_object` events for each of `objects` objects (`n` = 0, 1, … in
 /// `data`; the first a create, the rest updates): objects in parallel, each
 /// object's events one after another, so emit order per object is `n`.
-async fn emit_objects(app: &Arc<TestApp>, objects: u64, per_object: u64) {
+pub(crate) async fn emit_objects(app: &Arc<TestApp>, objects: u64, per_object: u64) {
     let tasks: Vec<_> = (1..=objects)
         .map(|object| {
             let app = app.clone();
@@ -54,14 +55,14 @@ fn arrivals(received: &[Received]) -> HashMap<u64, Vec<u64>> {
     seen
 }
 
-async fn start_replay(app: &TestApp, body: Value) -> Value {
+pub(crate) async fn start_replay(app: &TestApp, body: Value) -> Value {
     let (status, job) = app.post("/api/v1/replays", body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     job
 }
 
 /// Polls the job until `check` holds.
-async fn wait_job(app: &TestApp, id: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_job(app: &TestApp, id: &str, check: impl Fn(&Value) -> bool) -> Value {
     app.wait_get(&format!("/api/v1/replays/{id}"), RUN_PATIENCE, check)
         .await
 }
@@ -70,7 +71,7 @@ async fn wait_received(receiver: &Receiver, n: usize) -> Vec<Received> {
     receiver.wait_for_within(n, RUN_PATIENCE).await
 }
 
-fn counts(job: &Value) -> [u64; 4] {
+pub(crate) fn counts(job: &Value) -> [u64; 4] {
     ["matched", "queued", "sent", "remaining"].map(|k| job[k].as_u64().unwrap())
 }
 
@@ -219,7 +220,7 @@ async fn status_failed_resends_only_the_failed_ones() {
 
 /// `n` logged events of one object, and a handler created after them whose
 /// receiver takes 20 ms a call, so a replay of them runs for a while.
-async fn slow_line(n: u64) -> (Arc<TestApp>, Receiver, i64) {
+pub(crate) async fn slow_line(n: u64) -> (Arc<TestApp>, Receiver, i64) {
     let app = Arc::new(TestApp::spawn().await);
     let receiver = Receiver::with(|_, _| Reply::delayed(200, Duration::from_millis(20))).await;
     emit_objects(&app, 1, n).await;
@@ -295,191 +296,6 @@ async fn cancel_stops_what_was_not_sent_and_lets_the_line_move_on() {
         ))
         .await;
     assert_error(status, &body, StatusCode::CONFLICT, "conflict");
-}
-
-#[tokio::test]
-async fn bad_replay_input_is_refused_by_field_and_changes_nothing() {
-    let app = TestApp::spawn().await;
-    let receiver = Receiver::ok().await;
-    let after = app
-        .create_handler(json!({ "events_id": "clients.*", "target": receiver.url() }))
-        .await;
-    let before = app
-        .create_handler(json!({ "stage": "before", "target": receiver.url() }))
-        .await;
-    let cases = [
-        (json!({ "handler_id": 999 }), "handler_id"),
-        (json!({ "handler_id": before["id"] }), "handler_id"),
-        (
-            json!({ "handler_id": after["id"], "from": "2026-11-27", "to": "2026-11-26" }),
-            "to",
-        ),
-        (
-            json!({ "handler_id": after["id"], "from": "yesterday" }),
-            "from",
-        ),
-        (
-            json!({ "handler_id": after["id"], "events_id": "clinets.*" }),
-            "events_id",
-        ),
-        (
-            json!({ "handler_id": after["id"], "object_id": 1.5 }),
-            "object_id",
-        ),
-        (
-            json!({ "handler_id": after["id"], "status": "some" }),
-            "status",
-        ),
-    ];
-    for (body, field) in cases {
-        let (status, error) = app.post("/api/v1/replays", body.clone()).await;
-        let fields = assert_error(status, &error, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
-        assert!(
-            fields.get(field).is_some(),
-            "{body} should name {field}: {fields}"
-        );
-    }
-    let (_, list) = app.get("/api/v1/replays").await;
-    assert_eq!(list["total"], 0, "nothing was started");
-
-    // A filter that matches nothing is a job, done at once.
-    let empty = start_replay(
-        &app,
-        json!({ "handler_id": after["id"], "events_id": "clients.delete" }),
-    )
-    .await;
-    assert_eq!(
-        (empty["state"].as_str(), counts(&empty)),
-        (Some("done"), [0, 0, 0, 0])
-    );
-    let (status, body) = app.get("/api/v1/replays/01JNOSUCHREPLAY00000000000").await;
-    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
-    let (status, body) = app
-        .delete("/api/v1/replays/01JNOSUCHREPLAY00000000000")
-        .await;
-    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
-}
-
-#[tokio::test]
-async fn replays_are_started_followed_and_cancelled_from_the_command_line() {
-    use crate::cli::cli;
-    let app = Arc::new(TestApp::spawn().await);
-    emit_objects(&app, 2, 5).await;
-    let receiver = Receiver::ok().await;
-    let handler = app
-        .create_handler(json!({ "events_id": "clients.*", "target": receiver.url() }))
-        .await;
-    let id = handler["id"].to_string();
-
-    // Followed to the end: plain progress lines when not on a terminal.
-    let (ok, out, err) = cli(&app, &["replay", "--handler", &id]).await;
-    assert!(ok, "{err}");
-    let last = out.lines().last().unwrap();
-    assert!(last.contains(" done: 10/10 sent, 0 failed"), "{out}");
-    assert_eq!(receiver.received().len(), 10);
-    let first = last.split(' ').nth(1).unwrap().to_owned();
-
-    let (ok, out, err) = cli(
-        &app,
-        &[
-            "replay",
-            "--handler",
-            &id,
-            "--latest-per-object",
-            "--detach",
-        ],
-    )
-    .await;
-    assert!(ok, "{err}");
-    let resync = out.trim().to_owned();
-    assert_eq!(resync.len(), 26, "a job id: {out}");
-    let job = wait_job(&app, &resync, |j| j["state"] == "done").await;
-    assert_eq!(counts(&job), [2, 2, 2, 0]);
-
-    let (ok, out, _) = cli(&app, &["replay", "status", &resync]).await;
-    assert!(
-        ok && out.contains(&format!("replay {resync} done: 2/2 sent")),
-        "{out}"
-    );
-    let (ok, out, _) = cli(&app, &["replay", "list"]).await;
-    assert!(
-        ok && out.contains("(2 in all)") && out.contains(&first),
-        "{out}"
-    );
-    let (ok, _, err) = cli(&app, &["replay", "cancel", &first]).await;
-    assert!(!ok && err.contains("409 conflict"), "{err}");
-    let (ok, _, err) = cli(&app, &["replay", "--handler", "999"]).await;
-    assert!(!ok && err.contains("422 invalid"), "{err}");
-}
-
-#[tokio::test]
-async fn the_replays_page_cancels_a_running_job_with_the_sessions_token() {
-    use crate::web::{get_page, login, web_client};
-    let (app, receiver, handler) = slow_line(100).await;
-    let client = web_client();
-    let (cookie, csrf) = login(&app, &client).await;
-
-    // Started from the form, as the Execution Logs' link opens it.
-    let resp = client
-        .post(app.url("/replays"))
-        .header("cookie", &cookie)
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("handler_id", &handler.to_string()),
-            ("events_id", "clients.*"),
-            ("status", "all"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 303);
-    assert_eq!(resp.headers()["location"], "/replays?notice=replay-started");
-    let (_, list) = app.get("/api/v1/replays").await;
-    let id = list["items"][0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(list["items"][0]["created_by"], "admin");
-    receiver.wait_for(2).await;
-    let page = get_page(&app, &client, &cookie, "/replays")
-        .await
-        .text()
-        .await
-        .unwrap();
-    assert!(page.contains(&format!("/replays/{id}/cancel")), "{page}");
-
-    // Without the session's CSRF token nothing happens.
-    let resp = client
-        .post(app.url(&format!("/replays/{id}/cancel")))
-        .header("cookie", &cookie)
-        .form(&[("csrf", "forged")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 403);
-    let resp = client
-        .post(app.url(&format!("/replays/{id}/cancel")))
-        .header("cookie", &cookie)
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 303);
-    let job = wait_job(&app, &id, |j| j["remaining"] == 0).await;
-    assert_eq!(job["state"], "cancelled");
-    assert!(job["cancelled"].as_u64().unwrap() > 0, "{job}");
-    assert_eq!(
-        receiver.received().len() as u64,
-        job["sent"].as_u64().unwrap()
-    );
-
-    // A form without a handler is shown again, naming the field.
-    let resp = client
-        .post(app.url("/replays"))
-        .header("cookie", &cookie)
-        .form(&[("csrf", csrf.as_str()), ("handler_id", "")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 422);
-    assert!(resp.text().await.unwrap().contains("choose a handler"));
 }
 
 /// A replay started on node B of two: both nodes send its deliveries, each
