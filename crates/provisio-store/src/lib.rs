@@ -207,10 +207,6 @@ pub trait Store: Send + Sync + 'static {
     /// transaction, as [`Store::claim_due`] would after its commit: a lone
     /// event then costs one commit before its attempt starts, not two.
     async fn emit(&self, batch: &[NewEvent], claim: Option<&Claim<'_>>) -> StoreResult<Emitted>;
-    /// [`Store::emit`] without a claim.
-    async fn insert_events(&self, batch: &[NewEvent]) -> StoreResult<Vec<EmitOutcome>> {
-        Ok(self.emit(batch, None).await?.outcomes)
-    }
     /// Leases up to `limit` due deliveries (oldest due first) until
     /// `lease_until_ms`, no more per handler than its room. A delivery whose
     /// lease lapsed is not due until [`Store::settle_interrupted`] has logged

@@ -40,22 +40,24 @@ async fn writes_dropped_mid_way_leave_nothing_half_done(store: &dyn Store) {
             .await
             .unwrap()
             .id;
-        store
-            .insert_events(&[new_event(50_000 + round, 1_000, &[(gone, false)], None)])
-            .await
-            .unwrap();
+        insert_events(
+            store,
+            &[new_event(50_000 + round, 1_000, &[(gone, false)], None)],
+        )
+        .await;
         cut_off(store.delete_handler(gone), after).await;
         doomed.push(gone);
         // An emit batch (one statement list on SQLite), cut off too.
         let batch: Vec<NewEvent> = (0..5)
             .map(|i| new_event(60_000 + round * 10 + i, 1_000, &[(keep, false)], None))
             .collect();
-        cut_off(store.insert_events(&batch), after).await;
+        cut_off(store.emit(&batch, None), after).await;
         // The next write always works: nothing is left inside a transaction.
-        store
-            .insert_events(&[new_event(70_000 + round, 1_000, &[(keep, false)], None)])
-            .await
-            .unwrap();
+        insert_events(
+            store,
+            &[new_event(70_000 + round, 1_000, &[(keep, false)], None)],
+        )
+        .await;
     }
     for (round, gone) in doomed.iter().enumerate() {
         let (_, deliveries) = store

@@ -42,10 +42,7 @@ async fn an_emit_leases_in_its_own_transaction(store: &dyn Store) {
     let a = store.insert_handler(&spec("a", true)).await.unwrap().id;
     let b = store.insert_handler(&spec("b", false)).await.unwrap().id;
     // Due before the emit: one delivery of b's.
-    store
-        .insert_events(&[new_event(20_000, 1_000, &[(b, false)], None)])
-        .await
-        .unwrap();
+    insert_events(store, &[new_event(20_000, 1_000, &[(b, false)], None)]).await;
 
     // One event to both handlers, and a second for a's same object, which
     // waits in line behind the first. b has room for one.

@@ -44,7 +44,7 @@ async fn figures_count_deliveries_not_attempts(store: &dyn Store) {
         e.event.object_id = object.into();
         batch.push(e);
     }
-    store.insert_events(&batch).await.unwrap();
+    insert_events(store, &batch).await;
     let claimed = claim(store, 100_000, &[]).await;
     assert_eq!(claimed.len(), 3, "one head per object");
     let of = |id: &str| claimed.iter().find(|c| c.event.id == id).unwrap();

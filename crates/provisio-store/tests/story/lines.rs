@@ -48,7 +48,7 @@ async fn a_blocked_line_waits_until_retried_or_skipped(store: &dyn Store) {
     use DeliveryState::*;
     let h = store.insert_handler(&spec("block", true)).await.unwrap().id;
     let batch: Vec<NewEvent> = (1..=3).map(|n| event_for(n, 7, h, 1_000)).collect();
-    store.insert_events(&batch).await.unwrap();
+    insert_events(store, &batch).await;
     let first = claim(store, 2_000, &[]).await;
     assert_eq!(first.len(), 1, "only the head of the line is due");
 
@@ -80,10 +80,7 @@ async fn a_blocked_line_waits_until_retried_or_skipped(store: &dyn Store) {
     assert!(claim(store, 3_000, &[]).await.is_empty());
     assert_eq!(store.queue_stats().await.unwrap().unfinished, 3);
     // A new emit for the object joins the blocked line.
-    store
-        .insert_events(&[event_for(4, 7, h, 3_000)])
-        .await
-        .unwrap();
+    insert_events(store, &[event_for(4, 7, h, 3_000)]).await;
     assert_eq!(delivery(store, 4).await.state, Waiting);
 
     // Skip: refused for what is not blocked, unknown for what is not there.
@@ -146,10 +143,7 @@ async fn a_conflating_handler_sends_only_the_newest(store: &dyn Store) {
 
     // At release: one in flight, nine queue behind it; when it finishes, the
     // newest goes and the eight between are superseded by it.
-    store
-        .insert_events(&[event_for(100, 8, h, 10_000)])
-        .await
-        .unwrap();
+    insert_events(store, &[event_for(100, 8, h, 10_000)]).await;
     let in_flight: Vec<ClaimedDelivery> = claim(store, 10_000, &[])
         .await
         .into_iter()
@@ -157,7 +151,7 @@ async fn a_conflating_handler_sends_only_the_newest(store: &dyn Store) {
         .collect();
     assert_eq!(in_flight.len(), 1);
     let behind: Vec<NewEvent> = (101..=109).map(|n| event_for(n, 8, h, 10_001)).collect();
-    store.insert_events(&behind).await.unwrap();
+    insert_events(store, &behind).await;
     let done = AttemptResult {
         conflate: true,
         ..finished(&in_flight[0], DeliveryNext::Succeeded, 10_100)
@@ -186,11 +180,11 @@ async fn a_conflating_handler_sends_only_the_newest(store: &dyn Store) {
             .map(|n| event_for(n, object, h, 20_000))
             .collect()
     };
-    store.insert_events(&backlog(22, 400)).await.unwrap();
+    insert_events(store, &backlog(22, 400)).await;
     let heads = claim(store, 20_000, &[]).await;
     assert!(heads.iter().any(|c| c.id == dlv(400)));
-    store.insert_events(&backlog(20, 200)).await.unwrap();
-    store.insert_events(&backlog(21, 300)).await.unwrap();
+    insert_events(store, &backlog(20, 200)).await;
+    insert_events(store, &backlog(21, 300)).await;
     assert_eq!(store.conflate_lines(h, 20_100).await.unwrap(), 9 + 9 + 8);
     for first in [200, 300] {
         let newest = delivery(store, first + 9).await;

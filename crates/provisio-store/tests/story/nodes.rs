@@ -23,7 +23,7 @@ async fn postgres_claims_from_two_pools_are_disjoint() {
     let batch: Vec<NewEvent> = (0..200)
         .map(|i| new_event(i, 1_000, &[(handler.id, false)], None))
         .collect();
-    a.insert_events(&batch).await.unwrap();
+    insert_events(&a, &batch).await;
     let handlers = [(handler.id, 150)];
     let claim = |limit| Claim {
         now_ms: 2_000,
@@ -55,7 +55,7 @@ async fn postgres_orders_concurrent_emits_for_one_object() {
     let emit = |store: PgStore, base: u64| async move {
         for i in 0..40 {
             let e = new_event(base + i, 1_000, &[(hid, true)], None);
-            store.insert_events(&[e]).await.unwrap();
+            insert_events(&store, &[e]).await;
         }
     };
     tokio::join!(emit(a.clone(), 0), emit(b.clone(), 1_000));

@@ -46,7 +46,7 @@ async fn pausing_holds_and_resuming_releases(store: &dyn Store) {
             e
         })
         .collect();
-    store.insert_events(&batch).await.unwrap();
+    insert_events(store, &batch).await;
 
     let paused = store
         .change_pause(h.id, PauseChange::Operator { at_ms: 5_000 })
@@ -200,10 +200,7 @@ async fn a_slowed_attempt_spares_its_round(store: &dyn Store) {
         .await
         .unwrap()
         .id;
-    store
-        .insert_events(&[new_event(30_000, 1_000, &[(h, false)], None)])
-        .await
-        .unwrap();
+    insert_events(store, &[new_event(30_000, 1_000, &[(h, false)], None)]).await;
     let claimed = claim(store, 2_000, &[]).await;
     assert_eq!((claimed.len(), claimed[0].round_start), (1, 0));
     let mut slowed = finished(&claimed[0], DeliveryNext::RetryAt { at_ms: 5_000 }, 3_000);

@@ -24,7 +24,7 @@ pub async fn story(store: &dyn Store, handlers: &Handlers) -> i64 {
         new_event(3, t0, &[(h, true)], Some("key-1")),
         new_event(10_001, t0, &[(h, true)], None),
     ];
-    let outcomes = store.insert_events(&first_batch).await.unwrap();
+    let outcomes = insert_events(store, &first_batch).await;
     assert_eq!(
         outcomes,
         vec![
@@ -39,14 +39,15 @@ pub async fn story(store: &dyn Store, handlers: &Handlers) -> i64 {
         ]
     );
     // In a later batch, the key is answered from storage.
-    let later = store
-        .insert_events(&[
+    let later = insert_events(
+        store,
+        &[
             new_event(1, t0 + 1, &[(h, true), (u, false)], Some("key-1")),
             new_event(4, t0 + 1, &[(h, true)], Some("key-1")),
             new_event(5, t0 + 1, &[(h, true)], None),
-        ])
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(
         later,
         vec![
@@ -71,7 +72,7 @@ pub async fn story(store: &dyn Store, handlers: &Handlers) -> i64 {
             error: Some("No such key: plan".into()),
         },
     ];
-    let expired = store.insert_events(&[six.clone()]).await.unwrap();
+    let expired = insert_events(store, &[six.clone()]).await;
     assert_eq!(expired, vec![EmitOutcome::Stored]);
     assert_eq!(
         store.filtered_out("evt-00006").await.unwrap(),

@@ -92,16 +92,17 @@ async fn replayed(store: &dyn Store, event: &str, handler: i64) -> DeliveryRecor
 async fn replays_and_cancels(store: &dyn Store) {
     let h1 = store.insert_handler(&spec("h1", true)).await.unwrap().id;
     // Objects 1 (a) and 2 (b), emitted a1 b1 a2 b2 a3; a3 is a delete.
-    store
-        .insert_events(&[
+    insert_events(
+        store,
+        &[
             event("a1", 1, "clients.create", 1_000, h1),
             event("b1", 2, "clients.create", 1_001, h1),
             event("a2", 1, "clients.update", 1_002, h1),
             event("b2", 2, "clients.update", 1_003, h1),
             event("a3", 1, "clients.delete", 1_004, h1),
-        ])
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     // h1 got a1, b2 and a3; b1 and a2 failed.
     let first = claim_for(store, h1, 2_000).await;
     assert_eq!(events(&first), ["evt-a1", "evt-b1"]);
