@@ -119,6 +119,22 @@ impl Writer {
 }
 
 impl WriteGuard<'_> {
+    /// Runs `work`, which opens and ends a transaction, with the connection
+    /// marked as inside one until it ends (see `Slot::in_tx`); if it fails,
+    /// the connection is discarded.
+    async fn transaction<T>(
+        &mut self,
+        work: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        self.0.in_tx = true;
+        let result = work(self).await;
+        match result {
+            Ok(_) => self.0.in_tx = false,
+            Err(_) => self.discard().await,
+        }
+        result
+    }
+
     /// After a failure inside a transaction: rolls back and closes the
     /// connection, so the next writer opens a fresh one. After a failed
     /// COMMIT (a full disk) SQLite may or may not have rolled back by
@@ -145,21 +161,15 @@ pub(crate) async fn write_tx<T>(
     durability: Durability,
     work: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>,
 ) -> StoreResult<T> {
-    let mut conn = writer.take().await?;
     let (begin, commit) = begin_commit(durability);
-    conn.0.in_tx = true;
-    let result = async {
+    let mut conn = writer.take().await?;
+    conn.transaction(async |conn| {
         sqlx::raw_sql(begin).execute(&mut *conn).await?;
-        let value = work(&mut conn).await?;
+        let value = work(conn).await?;
         sqlx::raw_sql(commit).execute(&mut *conn).await?;
         Ok(value)
-    }
-    .await;
-    match result {
-        Ok(_) => conn.0.in_tx = false,
-        Err(_) => conn.discard().await,
-    }
-    result
+    })
+    .await
 }
 
 /// The statements that open and close a write transaction at `durability`.
@@ -194,17 +204,8 @@ pub(crate) async fn one_trip(
     }
     q.push(commit);
     let mut conn = writer.take().await?;
-    conn.0.in_tx = true;
-    match q.build().fetch_all(&mut *conn).await {
-        Ok(rows) => {
-            conn.0.in_tx = false;
-            Ok(rows)
-        }
-        Err(err) => {
-            conn.discard().await;
-            Err(err.into())
-        }
-    }
+    conn.transaction(async |conn| Ok(q.build().fetch_all(conn).await?))
+        .await
 }
 
 impl Dialect for Sqlite {
