@@ -126,10 +126,7 @@ impl Dialect for Postgres {
         pool: &PgPool,
         work: impl AsyncFnOnce(&mut PgConnection) -> StoreResult<T>,
     ) -> StoreResult<T> {
-        let mut tx = pool.begin().await?;
-        let value = work(&mut tx).await?;
-        tx.commit().await?;
-        Ok(value)
+        crate::shared::transaction(pool, None, work).await
     }
 
     async fn lock_lines(

@@ -23,14 +23,14 @@
 use provisio_core::timefmt;
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{Connection, PgConnection, Postgres};
+use sqlx::{PgConnection, Postgres};
 
 use super::{PgStore, notify_work};
 use crate::query::open_states;
 use crate::rows::Columns;
 use crate::rows::claimed;
-use crate::shared::SqlCore;
 use crate::shared::lines::{Line, move_lines_on};
+use crate::shared::{SqlCore, transaction};
 use crate::*;
 
 /// The advisory-lock key text of a (handler, object) queue.
@@ -75,56 +75,56 @@ pub(super) async fn emit(
     batch: &[NewEvent],
     claim: Option<&Claim<'_>>,
 ) -> StoreResult<Emitted> {
-    let mut conn = store.core.write.acquire().await?;
-    let mut tx = conn.begin_with(GENERIC_PLANS).await?;
-    let locks = batch
-        .iter()
-        .flat_map(|new| {
-            let key = new.event.object_id.key();
-            let queues = new
-                .deliveries
-                .iter()
-                .filter(|d| d.ordered)
-                .map(move |d| queue_key(d.handler_id, &key));
-            let idempotency = new.idempotency.iter().map(|k| idempotency_lock(&k.key));
-            queues.chain(idempotency)
-        })
-        .collect();
-    lock_keys(&mut tx, locks).await?;
+    transaction(&store.core.write, Some(GENERIC_PLANS), async |tx| {
+        let locks = batch
+            .iter()
+            .flat_map(|new| {
+                let key = new.event.object_id.key();
+                let queues = new
+                    .deliveries
+                    .iter()
+                    .filter(|d| d.ordered)
+                    .map(move |d| queue_key(d.handler_id, &key));
+                let idempotency = new.idempotency.iter().map(|k| idempotency_lock(&k.key));
+                queues.chain(idempotency)
+            })
+            .collect();
+        lock_keys(tx, locks).await?;
 
-    let seen = seen_keys(&mut tx, crate::plan::keys(batch)).await?;
-    let crate::plan::Triage {
-        outcomes,
-        stored,
-        expired,
-    } = crate::plan::triage(batch, &seen);
-    if !expired.is_empty() {
-        sqlx::query("DELETE FROM idempotency_keys WHERE key = ANY($1)")
-            .bind(expired)
-            .execute(&mut *tx)
-            .await?;
-    }
-    let rows = crate::plan::delivery_rows(&stored);
-    if !stored.is_empty() {
-        insert_stored(&mut tx, &stored, &rows).await?;
-    }
-    let claimed = match claim {
-        Some(claim) => Some(claim_in(&mut tx, claim).await?),
-        None => None,
-    };
-    // Other nodes hear of new deliveries this node did not lease at once (no
-    // room here, no claim, or waiting in a line): those it leased need
-    // nobody else, and waking every node for them cost each a claim.
-    let taken: HashSet<&str> = claimed
-        .iter()
-        .flat_map(|c| &c.deliveries)
-        .map(|d| d.id.as_str())
-        .collect();
-    if rows.iter().any(|r| !taken.contains(r.delivery.id.as_str())) {
-        notify_work(&mut tx).await?;
-    }
-    tx.commit().await?;
-    Ok(Emitted { outcomes, claimed })
+        let seen = seen_keys(tx, crate::plan::keys(batch)).await?;
+        let crate::plan::Triage {
+            outcomes,
+            stored,
+            expired,
+        } = crate::plan::triage(batch, &seen);
+        if !expired.is_empty() {
+            sqlx::query("DELETE FROM idempotency_keys WHERE key = ANY($1)")
+                .bind(expired)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let rows = crate::plan::delivery_rows(&stored);
+        if !stored.is_empty() {
+            insert_stored(tx, &stored, &rows).await?;
+        }
+        let claimed = match claim {
+            Some(claim) => Some(claim_in(tx, claim).await?),
+            None => None,
+        };
+        // Other nodes hear of new deliveries this node did not lease at once (no
+        // room here, no claim, or waiting in a line): those it leased need
+        // nobody else, and waking every node for them cost each a claim.
+        let taken: HashSet<&str> = claimed
+            .iter()
+            .flat_map(|c| &c.deliveries)
+            .map(|d| d.id.as_str())
+            .collect();
+        if rows.iter().any(|r| !taken.contains(r.delivery.id.as_str())) {
+            notify_work(tx).await?;
+        }
+        Ok(Emitted { outcomes, claimed })
+    })
+    .await
 }
 
 /// Inserts the stored events of an emit batch, their deliveries (`rows`)
@@ -263,10 +263,11 @@ async fn seen_keys(
 const GENERIC_PLANS: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
 
 pub(super) async fn claim_due(store: &PgStore, claim: &Claim<'_>) -> StoreResult<Claimed> {
-    let mut tx = store.core.write.begin_with(GENERIC_PLANS).await?;
-    let claimed = claim_in(&mut tx, claim).await?;
-    tx.commit().await?;
-    Ok(claimed)
+    transaction(&store.core.write, Some(GENERIC_PLANS), async |tx| {
+        let claimed = claim_in(tx, claim).await?;
+        Ok(claimed)
+    })
+    .await
 }
 
 /// The claim, in the caller's transaction, in one statement: the CTE picks
@@ -350,92 +351,92 @@ pub(super) async fn record(
     batch: &[AttemptResult],
     plain: &[ExecutionRecord],
 ) -> StoreResult<RecordOutcome> {
-    let mut tx = store.core.write.begin_with(GENERIC_PLANS).await?;
-    let finishes = |r: &&AttemptResult| r.next.closes_line();
-    lock_keys(
-        &mut tx,
-        batch
+    transaction(&store.core.write, Some(GENERIC_PLANS), async |tx| {
+        let finishes = |r: &&AttemptResult| r.next.closes_line();
+        lock_keys(
+            tx,
+            batch
+                .iter()
+                .filter(finishes)
+                .map(|r| queue_key(r.handler_id, &r.object_key))
+                .collect(),
+        )
+        .await?;
+
+        let executions: Vec<&ExecutionRecord> = batch
             .iter()
-            .filter(finishes)
-            .map(|r| queue_key(r.handler_id, &r.object_key))
-            .collect(),
-    )
-    .await?;
+            .filter_map(|r| r.execution.as_ref())
+            .chain(plain)
+            .collect();
+        SqlCore::<Postgres>::insert_executions(tx, &executions).await?;
+        if batch.is_empty() {
+            return Ok(RecordOutcome::default());
+        }
 
-    let executions: Vec<&ExecutionRecord> = batch
-        .iter()
-        .filter_map(|r| r.execution.as_ref())
-        .chain(plain)
-        .collect();
-    SqlCore::<Postgres>::insert_executions(&mut tx, &executions).await?;
-    if batch.is_empty() {
-        tx.commit().await?;
-        return Ok(RecordOutcome::default());
-    }
+        let mut seqs = Vec::with_capacity(batch.len());
+        let mut states = Vec::with_capacity(batch.len());
+        let mut attempts = Vec::with_capacity(batch.len());
+        let mut next_at = Vec::with_capacity(batch.len());
+        let mut errors = Vec::with_capacity(batch.len());
+        let mut finished_at = Vec::with_capacity(batch.len());
+        let mut spare = Vec::with_capacity(batch.len());
+        for r in batch {
+            let (state, next, finished) = crate::plan::delivery_after(r);
+            seqs.push(r.delivery_seq);
+            states.push(state);
+            attempts.push(i64::from(r.attempts));
+            next_at.push(next);
+            errors.push(r.last_error.clone());
+            finished_at.push(finished);
+            spare.push(i64::from(r.spare_round));
+        }
+        // Only a delivery still pending takes a result. One already finished was
+        // also attempted by another node after its lease lapsed here; the first
+        // result stands, and its successor is not released a second time.
+        let closed: Vec<Line> = sqlx::query_as(
+            "UPDATE deliveries d SET state = v.state, attempts = v.attempts, next_attempt_at = v.next_at,
+                 lease_until = NULL, last_error = v.last_error, finished_at = v.finished_at,
+                 round_start = d.round_start + v.spare
+             FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[], $7::int8[])
+                  AS v(seq, state, attempts, next_at, last_error, finished_at, spare)
+             WHERE d.seq = v.seq AND d.state = 'pending'
+             RETURNING d.handler_id, d.object_key, v.state",
+        )
+        .bind(seqs)
+        .bind(states)
+        .bind(attempts)
+        .bind(next_at)
+        .bind(errors)
+        .bind(finished_at)
+        .bind(spare)
+        .fetch_all(&mut *tx)
+        .await
+        .map(|rows: Vec<(i64, String, String)>| {
+            rows.into_iter()
+                .filter(|(_, _, state)| !matches!(state.as_str(), "pending" | "blocked"))
+                .map(|(h, o, _)| (h, o))
+                .collect()
+        })?;
 
-    let mut seqs = Vec::with_capacity(batch.len());
-    let mut states = Vec::with_capacity(batch.len());
-    let mut attempts = Vec::with_capacity(batch.len());
-    let mut next_at = Vec::with_capacity(batch.len());
-    let mut errors = Vec::with_capacity(batch.len());
-    let mut finished_at = Vec::with_capacity(batch.len());
-    let mut spare = Vec::with_capacity(batch.len());
-    for r in batch {
-        let (state, next, finished) = crate::plan::delivery_after(r);
-        seqs.push(r.delivery_seq);
-        states.push(state);
-        attempts.push(i64::from(r.attempts));
-        next_at.push(next);
-        errors.push(r.last_error.clone());
-        finished_at.push(finished);
-        spare.push(i64::from(r.spare_round));
-    }
-    // Only a delivery still pending takes a result. One already finished was
-    // also attempted by another node after its lease lapsed here; the first
-    // result stands, and its successor is not released a second time.
-    let closed: Vec<Line> = sqlx::query_as(
-        "UPDATE deliveries d SET state = v.state, attempts = v.attempts, next_attempt_at = v.next_at,
-             lease_until = NULL, last_error = v.last_error, finished_at = v.finished_at,
-             round_start = d.round_start + v.spare
-         FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[], $7::int8[])
-              AS v(seq, state, attempts, next_at, last_error, finished_at, spare)
-         WHERE d.seq = v.seq AND d.state = 'pending'
-         RETURNING d.handler_id, d.object_key, v.state",
-    )
-    .bind(seqs)
-    .bind(states)
-    .bind(attempts)
-    .bind(next_at)
-    .bind(errors)
-    .bind(finished_at)
-    .bind(spare)
-    .fetch_all(&mut *tx)
+        // Each finished delivery lets the next waiting one of its (handler,
+        // object) become due.
+        let now = batch
+            .iter()
+            .map(|r| r.finished_at_ms)
+            .max()
+            .unwrap_or_default();
+        // Of those, the lines whose handler conflated when the attempt started.
+        let closed_here: HashSet<&Line> = closed.iter().collect();
+        let conflating: Vec<Line> = batch
+            .iter()
+            .filter(|r| r.conflate && r.next.closes_line())
+            .map(|r| (r.handler_id, r.object_key.clone()))
+            .filter(|line| closed_here.contains(line))
+            .collect();
+        let moved = move_lines_on::<Postgres>(tx, &closed, &conflating, now).await?;
+        Ok(moved)
+    })
     .await
-    .map(|rows: Vec<(i64, String, String)>| {
-        rows.into_iter()
-            .filter(|(_, _, state)| !matches!(state.as_str(), "pending" | "blocked"))
-            .map(|(h, o, _)| (h, o))
-            .collect()
-    })?;
-
-    // Each finished delivery lets the next waiting one of its (handler,
-    // object) become due.
-    let now = batch
-        .iter()
-        .map(|r| r.finished_at_ms)
-        .max()
-        .unwrap_or_default();
-    // Of those, the lines whose handler conflated when the attempt started.
-    let closed_here: HashSet<&Line> = closed.iter().collect();
-    let conflating: Vec<Line> = batch
-        .iter()
-        .filter(|r| r.conflate && r.next.closes_line())
-        .map(|r| (r.handler_id, r.object_key.clone()))
-        .filter(|line| closed_here.contains(line))
-        .collect();
-    let moved = move_lines_on::<Postgres>(&mut tx, &closed, &conflating, now).await?;
-    tx.commit().await?;
-    Ok(moved)
 }
 
 /// Queueing a replay joins (handler, object) queues, so it takes their
@@ -444,21 +445,23 @@ pub(super) async fn record(
 /// was stored in between is left out: that event reached the handler by its
 /// own emit, or was stored after the job began).
 pub(super) async fn start_replay(store: &PgStore, job: &NewReplay) -> StoreResult<ReplayRecord> {
-    let mut tx = store.core.write.begin().await?;
-    let keys = SqlCore::<Postgres>::replay_object_keys_in(&mut tx, job).await?;
-    lock_keys(
-        &mut tx,
-        keys.iter().map(|k| queue_key(job.handler_id, k)).collect(),
-    )
-    .await?;
-    let record = SqlCore::<Postgres>::start_replay_in(&mut tx, job, |q| {
-        q.push(" AND m.object_key = ANY(").push_bind(keys).push(")");
+    let record = transaction(&store.core.write, None, async |tx| {
+        let keys = SqlCore::<Postgres>::replay_object_keys_in(tx, job).await?;
+        lock_keys(
+            tx,
+            keys.iter().map(|k| queue_key(job.handler_id, k)).collect(),
+        )
+        .await?;
+        let record = SqlCore::<Postgres>::start_replay_in(tx, job, |q| {
+            q.push(" AND m.object_key = ANY(").push_bind(keys).push(")");
+        })
+        .await?;
+        if record.queued > 0 {
+            notify_work(tx).await?;
+        }
+        Ok(record)
     })
     .await?;
-    if record.queued > 0 {
-        notify_work(&mut tx).await?;
-    }
-    tx.commit().await?;
     if record.queued >= ANALYZE_AFTER {
         // Thousands of `waiting` rows at once make the planner's statistics
         // stale (autovacuum looks a minute later at best): it then releases
@@ -483,18 +486,15 @@ pub(super) async fn cancel_replay(
     id: &str,
     now: i64,
 ) -> StoreResult<(ReplayRecord, u64)> {
-    let mut tx = store.core.write.begin().await?;
-    let (handler_id, keys) = SqlCore::<Postgres>::replay_open_keys_in(&mut tx, id).await?;
-    lock_keys(
-        &mut tx,
-        keys.iter().map(|k| queue_key(handler_id, k)).collect(),
-    )
-    .await?;
-    let (record, released) =
-        SqlCore::<Postgres>::cancel_replay_in(&mut tx, id, handler_id, now).await?;
-    if released > 0 {
-        notify_work(&mut tx).await?;
-    }
-    tx.commit().await?;
-    Ok((record, released))
+    transaction(&store.core.write, None, async |tx| {
+        let (handler_id, keys) = SqlCore::<Postgres>::replay_open_keys_in(tx, id).await?;
+        lock_keys(tx, keys.iter().map(|k| queue_key(handler_id, k)).collect()).await?;
+        let (record, released) =
+            SqlCore::<Postgres>::cancel_replay_in(tx, id, handler_id, now).await?;
+        if released > 0 {
+            notify_work(tx).await?;
+        }
+        Ok((record, released))
+    })
+    .await
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use sqlx::QueryBuilder;
 
-use super::{Bind, Dialect, SqlCore};
+use super::{Bind, Dialect, SqlCore, transaction};
 use crate::query::OPEN_STATES;
 use crate::rows::Columns;
 use crate::{Figures, HandlerFigures, OutcomeBucket, StoreResult};
@@ -23,18 +23,20 @@ impl<DB: Dialect> SqlCore<DB> {
         since_ms: i64,
         bucket_ms: i64,
     ) -> StoreResult<Figures> {
-        let mut tx = self.read.begin().await?;
-        if !DB::SNAPSHOT_READS.is_empty() {
-            QueryBuilder::<DB>::new(DB::SNAPSHOT_READS)
-                .build()
-                .execute(DB::on(&mut *tx))
-                .await?;
-        }
-        let mut figures = last_outcomes::<DB>(&mut tx).await?;
-        open_counts::<DB>(&mut tx, &mut figures).await?;
-        outcome_buckets::<DB>(&mut tx, &mut figures, since_ms, bucket_ms.max(1)).await?;
-        tx.rollback().await?;
-        Ok(figures)
+        // Only reads: its commit changes nothing.
+        transaction(&self.read, None, async |tx| {
+            if !DB::SNAPSHOT_READS.is_empty() {
+                QueryBuilder::<DB>::new(DB::SNAPSHOT_READS)
+                    .build()
+                    .execute(DB::on(&mut *tx))
+                    .await?;
+            }
+            let mut figures = last_outcomes::<DB>(tx).await?;
+            open_counts::<DB>(tx, &mut figures).await?;
+            outcome_buckets::<DB>(tx, &mut figures, since_ms, bucket_ms.max(1)).await?;
+            Ok(figures)
+        })
+        .await
     }
 
     /// The p95 duration of each handler's newest `sample` calls since

@@ -51,6 +51,52 @@ use crate::rows::Columns;
 /// these types, decode rows with [`Columns`]), so that code needs no bounds
 /// of its own: Rust implies a trait's supertraits where the trait is
 /// required, but not its other where-clauses.
+/// Runs `work` in a transaction on a connection of `pool`, begun with
+/// `begin` (or a plain BEGIN) and committed at the end.
+///
+/// A caller cancelled before the end (an API request whose client went
+/// away) leaves the connection closed rather than given back. sqlx's
+/// `begin` counts a transaction only once its BEGIN has answered, so a
+/// caller dropped while the BEGIN was in flight gave the pool a connection
+/// the server held inside a transaction; the next caller's single-statement
+/// writes then sat in it uncommitted and unseen by every other connection
+/// (the store story `cancel` caught a new handler that emits could not see).
+pub(crate) async fn transaction<DB: Database, T>(
+    pool: &Pool<DB>,
+    begin: Option<&'static str>,
+    work: impl AsyncFnOnce(&mut DB::Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    /// Closes its connection when dropped before the end.
+    struct Held<DB: Database> {
+        conn: sqlx::pool::PoolConnection<DB>,
+        finished: bool,
+    }
+    impl<DB: Database> Drop for Held<DB> {
+        fn drop(&mut self) {
+            if !self.finished {
+                self.conn.close_on_drop();
+            }
+        }
+    }
+
+    let mut held = Held {
+        conn: pool.acquire().await?,
+        finished: false,
+    };
+    let result = async {
+        let mut tx = match begin.map(sqlx::SqlStr::from_static) {
+            Some(statement) => sqlx::Connection::begin_with(&mut *held.conn, statement).await?,
+            None => sqlx::Connection::begin(&mut *held.conn).await?,
+        };
+        let value = work(&mut tx).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+    .await;
+    held.finished = true;
+    result
+}
+
 pub(crate) trait Dialect:
     Database<Arguments: IntoArguments<Self> + Default, Row: Columns>
     + Binds<i64>

@@ -74,7 +74,9 @@ async fn writes_dropped_mid_way_leave_nothing_half_done(store: &dyn Store) {
         } else {
             assert_eq!(
                 deliveries[0].state,
-                provisio_core::event::DeliveryState::Pending
+                provisio_core::event::DeliveryState::Pending,
+                "handler {gone} still stands: {:?}",
+                deliveries[0]
             );
         }
     }
