@@ -102,12 +102,14 @@ fn main() -> std::process::ExitCode {
     }
     let cli = Cli::parse();
     provisio::install_crypto();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build();
-    let result = runtime
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run(cli)));
+    let result = match cli.command {
+        // The server's settings choose its runtime's threads.
+        Command::Serve(args) => args
+            .resolve()
+            .map_err(anyhow::Error::from)
+            .and_then(|settings| runtime(Some(settings.worker_threads))?.block_on(serve(settings))),
+        command => runtime(None).and_then(|rt| rt.block_on(run(command))),
+    };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // The verdict is already printed: the status alone says "forbidden".
@@ -121,27 +123,36 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Serve(args) => {
-            let mut settings = args.resolve()?;
-            settings.script_supervisor = Some(provisio::serve::own_executable()?);
-            init_logging(settings.log_format);
-            // Every connection holds a descriptor; the usual soft limit of
-            // 1,024 is reached long before the machine's.
-            match provisio_server::connections::raise_fd_limit() {
-                Ok(limit) => tracing::debug!(limit, "open files limit"),
-                Err(err) => tracing::warn!(error = %err, "cannot raise the open files limit"),
-            }
-            let running = provisio::serve::start(settings).await?;
-            let shutdown = running.shutdown_token();
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                tracing::info!("shutting down");
-                shutdown.cancel();
-            });
-            running.wait().await
-        }
+fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
+    Ok(builder.enable_all().build()?)
+}
+
+async fn serve(mut settings: provisio::config::Settings) -> anyhow::Result<()> {
+    settings.script_supervisor = Some(provisio::serve::own_executable()?);
+    init_logging(settings.log_format);
+    // Every connection holds a descriptor; the usual soft limit of
+    // 1,024 is reached long before the machine's.
+    match provisio_server::connections::raise_fd_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open files limit"),
+    }
+    let running = provisio::serve::start(settings).await?;
+    let shutdown = running.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    running.wait().await
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(_) => unreachable!("serve builds its own runtime"),
         Command::Emit { client, args } => provisio::client::emit(&client, args).await,
         Command::Handlers { client, command } => provisio::client::handlers(&client, command).await,
         Command::Executions { client, command } => {

@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// How long a web section login lasts, such as `12h`.
     #[arg(long, env = "PROVISIO_SESSION_TTL", value_name = "DURATION")]
     pub session_ttl: Option<String>,
+    /// How many threads run the API and the deliveries (default: one fewer
+    /// than the machine's cores, at least one).
+    #[arg(long, env = "PROVISIO_WORKER_THREADS", value_name = "N")]
+    pub worker_threads: Option<String>,
 }
 
 /// The settings file: every key optional, unknown keys refused.
@@ -123,6 +127,7 @@ pub(super) struct FileSettings {
     pub(super) lease_margin: Option<String>,
     pub(super) session_ttl: Option<String>,
     pub(super) retention: Option<String>,
+    pub(super) worker_threads: Option<u64>,
 }
 
 /// A setting, by its key in `provisio.toml`. Its flag and variable are
@@ -163,6 +168,7 @@ pub(super) const LEASE_MARGIN: Name = Name("lease_margin");
 pub(super) const RETENTION: Name = Name("retention");
 pub(super) const SESSION_TTL: Name = Name("session_ttl");
 pub(super) const MAX_SCRIPTS: Name = Name("max_scripts");
+pub(super) const WORKER_THREADS: Name = Name("worker_threads");
 
 pub(super) fn load_file(path: Option<&Path>) -> Result<FileSettings, ConfigError> {
     let (path, required) = match path {
@@ -225,6 +231,7 @@ mod tests {
             RETENTION,
             SESSION_TTL,
             MAX_SCRIPTS,
+            WORKER_THREADS,
         ] {
             assert!(flags.contains(&name.flag()), "{} has no flag", name.key());
         }

@@ -126,6 +126,7 @@ impl Settings {
             ),
             ("before_deadline", duration(self.before_deadline)),
             ("max_scripts", self.max_scripts.to_string()),
+            ("worker_threads", self.worker_threads.to_string()),
             ("session_ttl", duration(self.session_ttl)),
             (
                 "retention",
@@ -174,6 +175,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub before_deadline: std::time::Duration,
     pub max_scripts: usize,
+    /// The async runtime's worker threads (`provisio serve` builds its
+    /// runtime with them; an embedding brings its own runtime).
+    pub worker_threads: usize,
     pub lease_margin: std::time::Duration,
     pub session_ttl: std::time::Duration,
     /// How long history is kept; `None` keeps it forever.
@@ -185,6 +189,21 @@ pub struct Settings {
     /// the built binary). `None` only kills the script's process group; see
     /// `EngineConfig::script_supervisor`.
     pub script_supervisor: Option<PathBuf>,
+}
+
+/// One fewer worker thread than the machine has cores, and at least one.
+///
+/// On SQLite one more thread does the database's work (the driver's, which
+/// runs every statement); a worker per core left it competing with them, and
+/// on two cores the second worker cost more than it gave: each lone event woke
+/// both workers in turn, where one worker took every hand-off between the
+/// connection, the dispatcher, the attempt and the recorder without a thread
+/// switch (the benchmark at 200 and 1,000 events/s: 14–20 % less CPU per event,
+/// the burst unchanged, the fan-out 5–10 % slower). ARCHITECTURE.md, "Threads".
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
 }
 
 /// Where `serve` listens when nothing says otherwise.
@@ -221,6 +240,7 @@ impl Settings {
             log_format: LogFormat::Text,
             before_deadline: engine.before_deadline,
             max_scripts: engine.max_scripts,
+            worker_threads: default_worker_threads(),
             lease_margin: engine.lease_margin,
             session_ttl: server.session_ttl,
             retention: engine.retention,
@@ -252,6 +272,24 @@ mod tests {
         );
         assert_eq!(s.scripts_dir, PathBuf::from("./scripts"));
         assert_eq!(s.retry_schedule, RetrySchedule::default());
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(s.worker_threads, (cores - 1).max(1));
+    }
+
+    #[test]
+    fn worker_threads_are_a_count_from_1_to_1024() {
+        assert_eq!(
+            serve(|a| a.worker_threads = Some("3".into()))
+                .unwrap()
+                .worker_threads,
+            3
+        );
+        for bad in ["0", "1025", "two", "-1"] {
+            let e = serve(|a| a.worker_threads = Some(bad.into()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("PROVISIO_WORKER_THREADS"), "{bad}: {e}");
+        }
     }
 
     #[test]

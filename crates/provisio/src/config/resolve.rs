@@ -31,20 +31,14 @@ fn resolve_store(
         Some(url) => parse_database_url(&url).map_err(|e| invalid(&DATABASE_URL, e))?,
     };
     if let Database::Postgres(pg) = &mut database {
-        let max = match (
+        // The change listener holds one connection; work needs at least one more.
+        let max = count(
+            &DATABASE_MAX_CONNECTIONS,
             &args.database_max_connections,
             file.database_max_connections,
-        ) {
-            (Some(s), _) if !s.is_empty() => s.parse::<u64>().map_err(|_| {
-                invalid(&DATABASE_MAX_CONNECTIONS, format!("{s:?} is not a number"))
-            })?,
-            (_, Some(n)) => n,
-            _ => u64::from(pg.max_connections),
-        };
-        // The change listener holds one connection; work needs at least one more.
-        if !(2..=1000).contains(&max) {
-            return Err(invalid(&DATABASE_MAX_CONNECTIONS, "must be from 2 to 1000"));
-        }
+            pg.max_connections as usize,
+            2..=1000,
+        )?;
         pg.max_connections = max as u32;
         if let Some(t) = duration(
             &DATABASE_ACQUIRE_TIMEOUT,
@@ -113,6 +107,31 @@ fn duration(
         return Err(invalid(name, "must be more than 0"));
     }
     Ok(Some(parsed))
+}
+
+/// A whole-number setting within `range`: the flag or variable, then the
+/// file, then `default`.
+fn count(
+    name: &Name,
+    arg: &Option<String>,
+    file: Option<u64>,
+    default: usize,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<usize, ConfigError> {
+    let n = match (arg, file) {
+        (Some(s), _) if !s.is_empty() => s
+            .parse::<u64>()
+            .map_err(|_| invalid(name, format!("{s:?} is not a number")))?,
+        (_, Some(n)) => n,
+        _ => default as u64,
+    };
+    if !range.contains(&n) {
+        return Err(invalid(
+            name,
+            format!("must be from {} to {}", range.start(), range.end()),
+        ));
+    }
+    Ok(n as usize)
 }
 
 impl ServeArgs {
@@ -206,16 +225,20 @@ impl ServeArgs {
             ));
         }
 
-        let max_scripts = match (&self.max_scripts, file.max_scripts) {
-            (Some(s), _) if !s.is_empty() => s
-                .parse::<u64>()
-                .map_err(|_| invalid(&MAX_SCRIPTS, format!("{s:?} is not a number")))?,
-            (_, Some(n)) => n,
-            _ => defaults.max_scripts as u64,
-        };
-        if !(1..=1024).contains(&max_scripts) {
-            return Err(invalid(&MAX_SCRIPTS, "must be from 1 to 1024"));
-        }
+        let max_scripts = count(
+            &MAX_SCRIPTS,
+            &self.max_scripts,
+            file.max_scripts,
+            defaults.max_scripts,
+            1..=1024,
+        )?;
+        let worker_threads = count(
+            &WORKER_THREADS,
+            &self.worker_threads,
+            file.worker_threads,
+            defaults.worker_threads,
+            1..=1024,
+        )?;
 
         let lease_margin = duration(
             &LEASE_MARGIN,
@@ -252,7 +275,8 @@ impl ServeArgs {
             deny_networks,
             log_format,
             before_deadline,
-            max_scripts: max_scripts as usize,
+            max_scripts,
+            worker_threads,
             lease_margin,
             session_ttl,
             retention,

@@ -126,6 +126,29 @@ async fn data_and_the_catalog_persist_across_restarts_without_duplicates() {
     }
 }
 
+/// The names of the server's threads that run tokio's workers.
+fn runtime_workers(server: &Binary) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", server.child.id()))
+        .unwrap()
+        .filter(|task| {
+            let comm = task.as_ref().unwrap().path().join("comm");
+            std::fs::read_to_string(comm).is_ok_and(|name| name.trim() == "tokio-rt-worker")
+        })
+        .count()
+}
+
+#[test]
+fn the_server_runs_on_the_worker_threads_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Binary::serve_with(dir.path(), &["--worker-threads", "3"], &[]);
+    assert_eq!(runtime_workers(&server), 3);
+    server.terminate();
+    let server = Binary::serve(dir.path(), &[]);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(runtime_workers(&server), (cores - 1).max(1), "the default");
+    server.terminate();
+}
+
 #[tokio::test]
 async fn a_second_server_on_the_same_data_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
