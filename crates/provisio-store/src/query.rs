@@ -10,22 +10,51 @@ use crate::shared::{Bind, Dialect};
 use crate::rows::like_pattern;
 use crate::{ExecutionFilter, ExecutionRecord, HandlerFilter};
 
-/// [`OPEN_STATES`] as a literal, for statements built with `concat!`.
+/// The condition that the delivery state in `$column` keeps a (handler,
+/// object) line open: a later ordered delivery of the object waits while one
+/// of its line is `pending`, `waiting` or `blocked`. The partial index
+/// `deliveries_open` has the same condition, and a statement meant to use it
+/// must repeat it (SQLite uses a partial index only for a query whose `WHERE`
+/// holds the index's condition).
+///
+/// Comparisons, not `IN (…)`: SQLite evaluates a constant `IN` list of more
+/// than two values by building a temporary b-tree of it, and where the list
+/// is a partial index's condition it builds one for each row written, before
+/// and after the change: four per delivery updated, two per delivery
+/// inserted (issue 15; ARCHITECTURE.md, "Storage").
 macro_rules! open_states {
-    () => {
-        "('pending', 'waiting', 'blocked')"
+    ($column:literal) => {
+        concat!(
+            "(",
+            $column,
+            " = 'pending' OR ",
+            $column,
+            " = 'waiting' OR ",
+            $column,
+            " = 'blocked')"
+        )
     };
 }
 pub(crate) use open_states;
 
-/// The delivery states that keep a (handler, object) line open: a later
-/// ordered delivery of the object waits while one of its line is in one of
-/// them. The partial index `deliveries_open` covers the same set.
-pub(crate) const OPEN_STATES: &str = open_states!();
-
-/// The delivery states that are final (until redelivered by hand); retention
-/// deletes them (index `deliveries_finished`).
-pub(crate) const FINISHED_STATES: &str = "('success', 'failed', 'superseded')";
+/// The condition that the delivery state in `$column` is final (until
+/// redelivered by hand): retention deletes those (the partial index
+/// `deliveries_finished`, with this condition). Comparisons, as in
+/// [`open_states!`].
+macro_rules! finished_states {
+    ($column:literal) => {
+        concat!(
+            "(",
+            $column,
+            " = 'success' OR ",
+            $column,
+            " = 'failed' OR ",
+            $column,
+            " = 'superseded')"
+        )
+    };
+}
+pub(crate) use finished_states;
 
 /// Rows per multi-row statement: well under both databases' bound-parameter
 /// limits (SQLite 32,766; PostgreSQL 65,535) at 22 columns a row.
@@ -273,4 +302,57 @@ pub(crate) fn log_interrupted<DB: Dialect>(now_ms: i64, seqs: &[i64]) -> QueryBu
     }
     q.push(")");
     q
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, Row};
+
+    use crate::sqlite::{Durability, SqliteStore};
+
+    /// SQLite uses a partial index only for a statement that repeats its
+    /// condition, so the migrations' conditions must be the macros' text.
+    #[tokio::test]
+    async fn the_state_indexes_conditions_are_the_ones_statements_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.db");
+        drop(SqliteStore::open(&path, Durability::Normal).await.unwrap());
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let condition = async |conn: &mut sqlx::SqliteConnection, index: &str| -> String {
+            let sql: String = sqlx::query("SELECT sql FROM sqlite_master WHERE name = ?")
+                .bind(index)
+                .fetch_one(conn)
+                .await
+                .unwrap()
+                .get("sql");
+            sql.split_once(" WHERE ").unwrap().1.trim().to_owned()
+        };
+        assert_eq!(
+            condition(&mut conn, "deliveries_open").await,
+            open_states!("state")
+        );
+        assert_eq!(
+            condition(&mut conn, "deliveries_finished").await,
+            finished_states!("state")
+        );
+
+        // The line check an emit makes seeks the partial index.
+        let plan: Vec<String> = sqlx::query(concat!(
+            "EXPLAIN QUERY PLAN SELECT 1 FROM deliveries o
+             WHERE o.handler_id = 1 AND o.object_key = 'k' AND ",
+            open_states!("o.state")
+        ))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get("detail"))
+        .collect();
+        assert!(
+            plan.iter().any(|step| step.contains("deliveries_open")),
+            "{plan:?}"
+        );
+    }
 }

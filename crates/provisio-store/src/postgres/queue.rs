@@ -156,8 +156,8 @@ async fn insert_stored(
                 CASE WHEN NOT h.live THEN 'failed'
                      WHEN v.behind OR (v.ordered AND EXISTS (
                     SELECT 1 FROM deliveries d WHERE d.handler_id = v.handler_id
-                        AND d.object_key = v.object_key AND d.state IN ",
-        open_states!(),
+                        AND d.object_key = v.object_key AND ",
+        open_states!("d.state"),
         "))
                 THEN 'waiting' ELSE 'pending' END,
                 v.created_at, v.created_at,

@@ -6,7 +6,7 @@ use provisio_core::signing::SigningSecret;
 use sqlx::QueryBuilder;
 
 use super::{Bind, Binds, Dialect, SqlCore};
-use crate::query::{OPEN_STATES, push_handler_filter};
+use crate::query::{open_states, push_handler_filter};
 use crate::rows::Columns;
 use crate::rows::{HANDLER_COLUMNS, handler as from_row, json};
 use crate::{HandlerFilter, Page, PauseChange, StoreError, StoreResult, now_ms};
@@ -88,8 +88,8 @@ impl<DB: Dialect> SqlCore<DB> {
             q.bind(now_ms())
                 .push(" WHERE handler_id = ")
                 .bind(id)
-                .push(" AND state IN ")
-                .push(OPEN_STATES);
+                .push(" AND ")
+                .push(open_states!("state"));
             q.build().execute(DB::on(&mut *tx)).await?;
             Ok(DB::rows_affected(&done) > 0)
         })

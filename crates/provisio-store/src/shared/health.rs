@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use sqlx::QueryBuilder;
 
 use super::{Bind, Dialect, SqlCore, transaction};
-use crate::query::OPEN_STATES;
+use crate::query::open_states;
 use crate::rows::Columns;
 use crate::{Figures, HandlerFigures, OutcomeBucket, StoreResult};
 
@@ -122,9 +122,9 @@ async fn open_counts<DB: Dialect>(
             SUM(CASE WHEN state = 'waiting' THEN 1 ELSE 0 END) AS waiting,
             SUM(CASE WHEN state = 'blocked' THEN 1 ELSE 0 END) AS blocked,
             MIN(seq) AS first
-         FROM deliveries WHERE state IN ",
+         FROM deliveries WHERE ",
     );
-    q.push(OPEN_STATES).push(" GROUP BY handler_id");
+    q.push(open_states!("state")).push(" GROUP BY handler_id");
     let mut first: HashMap<i64, i64> = HashMap::new();
     for row in q.build().fetch_all(DB::on(&mut *conn)).await? {
         let handler_id = row.int("handler_id")?;

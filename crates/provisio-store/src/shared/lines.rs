@@ -1,5 +1,6 @@
 //! Moving an object's line on. A (handler, object) line is open while one of
-//! its deliveries is in [`OPEN_STATES`]; its later ordered deliveries wait.
+//! its deliveries is in an open state (`query::open_states!`); its later
+//! ordered deliveries wait.
 //! When the delivery at its head finishes (or an operator skips a blocked
 //! one), the oldest waiting one becomes due; on a conflating handler the
 //! newest does, and the older waiting ones are `superseded` by it, in the same
@@ -13,7 +14,7 @@
 use sqlx::QueryBuilder;
 
 use super::{Bind, Dialect, SqlCore};
-use crate::query::{OPEN_STATES, ROWS_PER_STATEMENT, open_states};
+use crate::query::{ROWS_PER_STATEMENT, open_states};
 use crate::rows::{Columns, DELIVERY_COLUMNS, delivery as delivery_from_row};
 use crate::{DeliveryRecord, RecordOutcome, Redelivery, StoreError, StoreResult};
 
@@ -89,9 +90,9 @@ pub(crate) fn push_release<DB: Dialect>(q: &mut QueryBuilder<DB>, lines: &[Line]
         ") AS v JOIN deliveries d ON d.handler_id = v.column1 AND d.object_key = v.column2
              AND d.state = 'waiting'
          WHERE NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = d.handler_id
-             AND o.object_key = d.object_key AND o.state IN ",
+             AND o.object_key = d.object_key AND ",
     )
-    .push(OPEN_STATES)
+    .push(open_states!("o.state"))
     .push(
         " AND o.state <> 'waiting')
          GROUP BY d.handler_id, d.object_key)",
@@ -141,8 +142,8 @@ async fn new_round<DB: Dialect>(conn: &mut DB::Connection, id: &str, now: i64) -
         "UPDATE deliveries SET
             state = CASE WHEN state <> 'blocked' AND EXISTS (SELECT 1 FROM deliveries o
                 WHERE o.handler_id = deliveries.handler_id AND o.object_key = deliveries.object_key
-                AND o.id <> deliveries.id AND o.state IN ",
-        open_states!(),
+                AND o.id <> deliveries.id AND ",
+        open_states!("o.state"),
         ") THEN 'waiting' ELSE 'pending' END,
             superseded_by = NULL, round_start = attempts, lease_until = NULL, finished_at = NULL,
             next_attempt_at = "
@@ -193,8 +194,8 @@ impl<DB: Dialect> SqlCore<DB> {
                     q.bind(line.0)
                         .push(" AND object_key = ")
                         .bind(line.1.clone())
-                        .push(" AND state IN ")
-                        .push(OPEN_STATES)
+                        .push(" AND ")
+                        .push(open_states!("state"))
                         .push(" AND state <> 'waiting' ORDER BY seq LIMIT 1")
                         .push(DB::FOR_UPDATE);
                     match q.build().fetch_optional(DB::on(&mut *tx)).await? {
@@ -288,7 +289,9 @@ impl<DB: Dialect> SqlCore<DB> {
             let mut q = QueryBuilder::<DB>::new(
                 "SELECT DISTINCT object_key FROM deliveries WHERE handler_id = ",
             );
-            q.bind(handler_id).push(" AND state IN ").push(OPEN_STATES);
+            q.bind(handler_id)
+                .push(" AND ")
+                .push(open_states!("state"));
             let lines = q
                 .build()
                 .fetch_all(DB::on(&mut *tx))
@@ -302,12 +305,12 @@ impl<DB: Dialect> SqlCore<DB> {
             DB::lock_lines(tx, &lines).await?;
 
             // The line's newest pending or waiting delivery. Each state
-            // condition here repeats `deliveries_open`'s (OPEN_STATES), then
+            // condition here repeats `deliveries_open`'s (`open_states!`), then
             // narrows it, so SQLite seeks that index instead of scanning.
             let newest = concat!(
                 "(SELECT MAX(m.seq) FROM deliveries m WHERE m.handler_id = deliveries.handler_id
-                AND m.object_key = deliveries.object_key AND m.state IN ",
-                open_states!(),
+                AND m.object_key = deliveries.object_key AND ",
+                open_states!("m.state"),
                 " AND m.state <> 'blocked')"
             );
             let mut q = QueryBuilder::<DB>::new(
@@ -320,8 +323,8 @@ impl<DB: Dialect> SqlCore<DB> {
                 .push(newest)
                 .push(") WHERE handler_id = ")
                 .bind(handler_id)
-                .push(" AND state IN ")
-                .push(OPEN_STATES)
+                .push(" AND ")
+                .push(open_states!("state"))
                 .push(
                     " AND state <> 'blocked' AND attempts = 0 AND lease_until IS NULL
                       AND seq < ",
@@ -338,9 +341,9 @@ impl<DB: Dialect> SqlCore<DB> {
                 .push(
                     " AND state = 'waiting' AND NOT EXISTS (SELECT 1 FROM deliveries o
                       WHERE o.handler_id = deliveries.handler_id AND o.object_key = deliveries.object_key
-                        AND o.state IN ",
+                        AND ",
                 )
-                .push(OPEN_STATES)
+                .push(open_states!("o.state"))
                 .push(" AND o.seq < deliveries.seq)");
             let released = DB::rows_affected(&q.build().execute(DB::on(&mut *tx)).await?);
             if released > 0 {

@@ -14,7 +14,7 @@ use sqlx::QueryBuilder;
 
 use super::lines::{Line, move_lines_on};
 use super::{Bind, Dialect, SqlCore};
-use crate::query::OPEN_STATES;
+use crate::query::{finished_states, open_states};
 use crate::rows::{Columns, replay as from_row};
 use crate::{NewReplay, Page, ReplayRecord, StoreError, StoreResult};
 
@@ -25,13 +25,11 @@ const ULID_ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const ID_DIGITS: u32 = 5;
 pub(crate) const MAX_REPLAY: i64 = 1 << (5 * ID_DIGITS);
 
-/// The delivery states a job's progress counts as finished. `superseded`
-/// (a conflated delivery, replaced by a newer one of its object) is final
-/// too, so a job whose deliveries were conflated still comes to `done`.
-const FINISHED: &str = "('success', 'failed', 'superseded')";
-
 /// The replays' columns with their progress, counted from their deliveries
-/// (index `deliveries_replay`).
+/// (index `deliveries_replay`). A job's remaining deliveries are those not
+/// finished: `superseded` (a conflated delivery, replaced by a newer one of
+/// its object) is final too, so a job whose deliveries were conflated still
+/// comes to `done`.
 fn select<DB: Dialect>() -> QueryBuilder<DB> {
     QueryBuilder::new(format!(
         "SELECT r.id, r.handler_id, r.events_id, r.object_id, r.from_at, r.to_at, r.status,
@@ -42,9 +40,10 @@ fn select<DB: Dialect>() -> QueryBuilder<DB> {
             (SELECT COUNT(*) FROM deliveries d WHERE d.replay_id = r.id AND d.state = 'failed'
                 AND d.last_error = '{REPLAY_CANCELLED}') AS cancelled,
             (SELECT COUNT(*) FROM deliveries d WHERE d.replay_id = r.id
-                AND d.state NOT IN {FINISHED}) AS remaining,
+                AND NOT {}) AS remaining,
             (SELECT MAX(d.finished_at) FROM deliveries d WHERE d.replay_id = r.id) AS last_finished
-         FROM replays r"
+         FROM replays r",
+        finished_states!("d.state")
     ))
 }
 
@@ -107,7 +106,8 @@ fn push_selection<DB: Dialect>(
     )
     .bind(job.handler_id)
     .push(format!(
-        " AND d.replay_id IS NOT NULL AND d.state IN {OPEN_STATES})"
+        " AND d.replay_id IS NOT NULL AND {})",
+        open_states!("d.state")
     ));
     keep(q);
     q.push(") ");
@@ -213,8 +213,9 @@ impl<DB: Dialect> SqlCore<DB> {
             q.push("CASE WHEN f.k > 1 OR EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = ")
                 .bind(job.handler_id)
                 .push(format!(
-                    " AND o.object_key = f.object_key AND o.state IN {OPEN_STATES})
-                 THEN 'waiting' ELSE 'pending' END"
+                    " AND o.object_key = f.object_key AND {})
+                 THEN 'waiting' ELSE 'pending' END",
+                    open_states!("o.state")
                 ));
         } else {
             q.push("'pending'");
@@ -281,7 +282,8 @@ impl<DB: Dialect> SqlCore<DB> {
             "SELECT DISTINCT object_key FROM deliveries WHERE replay_id = ",
         );
         q.bind(id.to_owned())
-            .push(format!(" AND state IN {OPEN_STATES}"));
+            .push(" AND ")
+            .push(open_states!("state"));
         let keys = q
             .build()
             .fetch_all(DB::on(&mut *conn))
@@ -323,7 +325,8 @@ impl<DB: Dialect> SqlCore<DB> {
             .push(" WHERE replay_id = ")
             .bind(id.to_owned())
             .push(format!(
-                " AND state IN {OPEN_STATES} AND lease_until IS NULL"
+                " AND {} AND lease_until IS NULL",
+                open_states!("state")
             ));
         q.build().execute(DB::on(&mut *conn)).await?;
 

@@ -3,7 +3,7 @@
 use sqlx::QueryBuilder;
 
 use super::{Bind, Dialect, SqlCore};
-use crate::query::{FINISHED_STATES, OPEN_STATES};
+use crate::query::{finished_states, open_states};
 use crate::rows::Columns;
 use crate::{IDEMPOTENCY_WINDOW_MS, QueueStats, StoreResult, now_ms};
 
@@ -19,9 +19,13 @@ impl<DB: Dialect> SqlCore<DB> {
 
     pub(crate) async fn queue_stats(&self) -> StoreResult<QueueStats> {
         let mut q = QueryBuilder::<DB>::new(
-            "SELECT COUNT(*) AS unfinished, MIN(created_at) AS oldest FROM deliveries WHERE state IN ",
+            "SELECT COUNT(*) AS unfinished, MIN(created_at) AS oldest FROM deliveries WHERE ",
         );
-        let row = q.push(OPEN_STATES).build().fetch_one(self.reader()).await?;
+        let row = q
+            .push(open_states!("state"))
+            .build()
+            .fetch_one(self.reader())
+            .await?;
         Ok(QueueStats {
             unfinished: row.int("unfinished")? as u64,
             oldest_created_ms: row.opt_int("oldest")?,
@@ -46,9 +50,9 @@ impl<DB: Dialect> SqlCore<DB> {
             // node is pruning are skipped rather than waited for.
             let mut q = QueryBuilder::<DB>::new(
                 "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries
-                 WHERE state IN ",
+                 WHERE ",
             );
-            q.push(FINISHED_STATES)
+            q.push(finished_states!("state"))
                 .push(" AND finished_at < ")
                 .bind(before_ms)
                 .push(" ORDER BY finished_at LIMIT ")

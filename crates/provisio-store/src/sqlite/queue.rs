@@ -14,7 +14,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{Durability, SqliteStore, one_trip, write_tx};
 use crate::query::push_insert_executions;
-use crate::query::{OPEN_STATES, ROWS_PER_STATEMENT};
+use crate::query::{ROWS_PER_STATEMENT, open_states};
 use crate::rows::Columns;
 use crate::rows::claimed as claimed_from_row;
 use crate::shared::SqlCore;
@@ -165,9 +165,9 @@ fn push_emit_writes(q: &mut QueryBuilder<Sqlite>, triage: &crate::plan::Triage<'
                     CASE WHEN h.id IS NULL THEN 'failed'
                          WHEN v.column5 OR (v.column6 AND EXISTS (SELECT 1 FROM deliveries o
                               WHERE o.handler_id = v.column3 AND o.object_key = v.column4
-                              AND o.state IN ",
+                              AND ",
         )
-        .push(OPEN_STATES)
+        .push(open_states!("o.state"))
         .push(
             ")) THEN 'waiting' ELSE 'pending' END,
                     v.column7, v.column7,
