@@ -198,8 +198,8 @@ pub struct Settings {
 /// on two cores the second worker cost more than it gave: each lone event woke
 /// both workers in turn, where one worker took every hand-off between the
 /// connection, the dispatcher, the attempt and the recorder without a thread
-/// switch (the benchmark at 200 and 1,000 events/s: 14–20 % less CPU per event,
-/// the burst unchanged, the fan-out 5–10 % slower). ARCHITECTURE.md, "Threads".
+/// switch (the benchmark at 200 and 1,000 events/s: 12–20 % less CPU per event,
+/// the burst unchanged, the fan-out 5–30 % slower). ARCHITECTURE.md, "Threads".
 pub fn default_worker_threads() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get().saturating_sub(1))
