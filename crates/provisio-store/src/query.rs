@@ -24,15 +24,7 @@ use crate::{ExecutionFilter, ExecutionRecord, HandlerFilter};
 /// inserted (issue 15; ARCHITECTURE.md, "Storage").
 macro_rules! open_states {
     ($column:literal) => {
-        concat!(
-            "(",
-            $column,
-            " = 'pending' OR ",
-            $column,
-            " = 'waiting' OR ",
-            $column,
-            " = 'blocked')"
-        )
+        $crate::query::one_of!($column, "pending", "waiting", "blocked")
     };
 }
 pub(crate) use open_states;
@@ -43,18 +35,18 @@ pub(crate) use open_states;
 /// [`open_states!`].
 macro_rules! finished_states {
     ($column:literal) => {
-        concat!(
-            "(",
-            $column,
-            " = 'success' OR ",
-            $column,
-            " = 'failed' OR ",
-            $column,
-            " = 'superseded')"
-        )
+        $crate::query::one_of!($column, "success", "failed", "superseded")
     };
 }
 pub(crate) use finished_states;
+
+/// `($column = 'a' OR $column = 'b' …)` as a literal, for the state sets above.
+macro_rules! one_of {
+    ($column:literal, $first:literal $(, $value:literal)*) => {
+        concat!("(", $column, " = '", $first, "'", $(" OR ", $column, " = '", $value, "'",)* ")")
+    };
+}
+pub(crate) use one_of;
 
 /// Rows per multi-row statement: well under both databases' bound-parameter
 /// limits (SQLite 32,766; PostgreSQL 65,535) at 22 columns a row.
