@@ -8,7 +8,7 @@
 //! The dispatcher also commits emits: whatever has queued when it is about to
 //! claim is stored in the claim's transaction (`Store::emit`), so a lone
 //! event's delivery is leased by the commit that accepts it — one commit and,
-//! on SQLite, one trip to the database thread fewer per event than an emit
+//! on SQLite, one call to the write thread fewer per event than an emit
 //! writer of its own followed by a claim.
 
 use std::collections::HashMap;

@@ -66,6 +66,9 @@ pub enum StoreError {
     /// The database refused or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// SQLite refused, on the queue's write thread (`sqlite/direct.rs`).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     /// A stored value no longer parses: a bug or a hand-edited database.
@@ -78,8 +81,18 @@ impl StoreError {
     /// (rather than refusing the request): worth retrying shortly, and a 503
     /// to an API caller, not a 500.
     pub fn is_unavailable(&self) -> bool {
-        let StoreError::Database(err) = self else {
-            return false;
+        let err = match self {
+            StoreError::Database(err) => err,
+            // A full disk, an I/O error, a file that cannot be opened, or
+            // a lock held past the busy timeout: none is the request's fault.
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => {
+                use rusqlite::ErrorCode::*;
+                return matches!(
+                    failure.code,
+                    DiskFull | SystemIoFailure | CannotOpen | DatabaseBusy | DatabaseLocked
+                );
+            }
+            _ => return false,
         };
         match err {
             sqlx::Error::PoolTimedOut

@@ -61,43 +61,128 @@ pub(crate) fn insert_executions<DB: Dialect>(rows: &[&ExecutionRecord]) -> Query
 }
 
 /// Appends the `INSERT` of `rows` to `q`, for a statement list.
-pub(crate) fn push_insert_executions<DB: Dialect>(
-    q: &mut QueryBuilder<DB>,
-    rows: &[&ExecutionRecord],
-) {
-    q.push(
+pub(crate) fn push_insert_executions(q: &mut impl Sql, rows: &[&ExecutionRecord]) {
+    q.sql(
         "INSERT INTO executions (delivery_id, handler_id, handler_name, event_id, events_id, object_id,
             object_key, stage, attempt, status, started_at, duration_ms, request_target, request_headers,
             request_body, response_status, response_body, response_truncated, error, next_attempt_at,
             data_after, test, verdict) ",
     );
-    q.push_values(rows, |mut row, e| {
-        row.bind(e.delivery_id.clone())
-            .bind(e.handler_id)
-            .bind(e.handler_name.clone())
-            .bind(e.event_id.clone())
-            .bind(e.events_id.clone())
-            .bind(e.object_id.to_json())
-            .bind(e.object_id.key())
-            .bind(e.stage.as_str())
-            .bind(i64::from(e.attempt))
-            .bind(e.status.as_str())
-            .bind(provisio_core::timefmt::to_millis(e.started_at))
-            .bind(i64::from(e.duration_ms))
+    values(q, rows, |row, e| {
+        row.arg(e.delivery_id.clone())
+            .arg(e.handler_id)
+            .arg(e.handler_name.clone())
+            .arg(e.event_id.clone())
+            .arg(e.events_id.clone())
+            .arg(e.object_id.to_json())
+            .arg(e.object_id.key())
+            .arg(e.stage.as_str())
+            .arg(i64::from(e.attempt))
+            .arg(e.status.as_str())
+            .arg(provisio_core::timefmt::to_millis(e.started_at))
+            .arg(i64::from(e.duration_ms))
             // The last guard for every writer of the log: a URL's password
             // is never stored (`http://user:***@host/`).
-            .bind(provisio_core::handler::masked_target(&e.request.target).into_owned())
-            .bind(crate::rows::json(&e.request.headers))
-            .bind(e.request.body.clone())
-            .bind(e.response_status.map(i64::from))
-            .bind(e.response_body.clone())
-            .bind(e.response_truncated)
-            .bind(e.error.clone())
-            .bind(e.next_attempt_at.map(provisio_core::timefmt::to_millis))
-            .bind(e.data_after.clone())
-            .bind(e.test)
-            .bind(e.verdict.map(|v| v.as_str().to_owned()));
+            .arg(provisio_core::handler::masked_target(&e.request.target).into_owned())
+            .arg(crate::rows::json(&e.request.headers))
+            .arg(e.request.body.clone())
+            .arg(e.response_status.map(i64::from))
+            .arg(e.response_body.clone())
+            .arg(e.response_truncated)
+            .arg(e.error.clone())
+            .arg(e.next_attempt_at.map(provisio_core::timefmt::to_millis))
+            .arg(e.data_after.clone())
+            .arg(e.test)
+            .arg(e.verdict.map(|v| v.as_str().to_owned()));
     });
+}
+
+/// A statement being written by a builder that both drivers run: sqlx's
+/// `QueryBuilder` (either database), and SQLite's write thread's
+/// statements (`sqlite::direct::Stmt`).
+pub(crate) trait Sql {
+    /// Appends SQL text.
+    fn sql(&mut self, text: &str) -> &mut Self;
+    /// Appends a placeholder bound to `value`.
+    fn arg(&mut self, value: impl Arg) -> &mut Self;
+}
+
+impl<DB: Dialect> Sql for QueryBuilder<DB> {
+    fn sql(&mut self, text: &str) -> &mut Self {
+        self.push(text)
+    }
+
+    fn arg(&mut self, value: impl Arg) -> &mut Self {
+        value.bind_to(self);
+        self
+    }
+}
+
+/// A value a [`Sql`] builder binds: the types [`Dialect`] binds.
+pub(crate) trait Arg {
+    fn bind_to<DB: Dialect>(self, q: &mut QueryBuilder<DB>);
+    fn value(self) -> rusqlite::types::Value;
+}
+
+macro_rules! impl_arg {
+    ($($t:ty),*) => {$(
+        impl Arg for $t {
+            fn bind_to<DB: Dialect>(self, q: &mut QueryBuilder<DB>) {
+                q.bind(self);
+            }
+            fn value(self) -> rusqlite::types::Value {
+                self.into()
+            }
+        }
+    )*};
+}
+impl_arg!(i64, Option<i64>, bool, String, Option<String>, Vec<u8>);
+
+impl Arg for &'static str {
+    fn bind_to<DB: Dialect>(self, q: &mut QueryBuilder<DB>) {
+        q.bind(self);
+    }
+    fn value(self) -> rusqlite::types::Value {
+        self.to_owned().into()
+    }
+}
+
+/// `VALUES (…), (…)`: a row per item, written by `row`, each value an
+/// [`Sql::arg`] separated by commas (the `push_values` of `QueryBuilder`,
+/// for any [`Sql`]).
+pub(crate) fn values<Q: Sql, T>(
+    q: &mut Q,
+    items: impl IntoIterator<Item = T>,
+    mut row: impl FnMut(&mut Values<'_, Q>, T),
+) {
+    q.sql("VALUES ");
+    for (i, item) in items.into_iter().enumerate() {
+        q.sql(if i == 0 { "(" } else { ", (" });
+        row(
+            &mut Values {
+                q: &mut *q,
+                first: true,
+            },
+            item,
+        );
+        q.sql(")");
+    }
+}
+
+/// One row of [`values`]: separates its values with commas.
+pub(crate) struct Values<'q, Q> {
+    q: &'q mut Q,
+    first: bool,
+}
+
+impl<Q: Sql> Values<'_, Q> {
+    pub(crate) fn arg(&mut self, value: impl Arg) -> &mut Self {
+        if !std::mem::take(&mut self.first) {
+            self.q.sql(", ");
+        }
+        self.q.arg(value);
+        self
+    }
 }
 
 /// The execution log's `WHERE` clause. `like` is the backend's

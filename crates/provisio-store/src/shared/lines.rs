@@ -14,7 +14,7 @@
 use sqlx::QueryBuilder;
 
 use super::{Bind, Dialect, SqlCore};
-use crate::query::{ROWS_PER_STATEMENT, open_states};
+use crate::query::{ROWS_PER_STATEMENT, Sql, open_states, values};
 use crate::rows::{Columns, DELIVERY_COLUMNS, delivery as delivery_from_row};
 use crate::{DeliveryRecord, RecordOutcome, Redelivery, StoreError, StoreResult};
 
@@ -55,20 +55,21 @@ pub(crate) async fn move_lines_on<DB: Dialect>(
 /// Appends the `UPDATE` that supersedes, on each of `lines` whose handler
 /// conflates, every waiting delivery but the newest (which then goes next).
 /// For [`move_lines_on`], or a backend's statement list doing the same.
-pub(crate) fn push_conflation<DB: Dialect>(q: &mut QueryBuilder<DB>, lines: &[Line], now: i64) {
-    q.push(
+pub(crate) fn push_conflation(q: &mut impl Sql, lines: &[Line], now: i64) {
+    q.sql(
         "UPDATE deliveries SET state = 'superseded', next_attempt_at = NULL, lease_until = NULL,
             finished_at = ",
-    );
-    q.bind(now).push(
+    )
+    .arg(now)
+    .sql(
         ", superseded_by = (SELECT n.id FROM deliveries n WHERE n.handler_id = deliveries.handler_id
             AND n.object_key = deliveries.object_key AND n.state = 'waiting' ORDER BY n.seq DESC LIMIT 1)
          WHERE seq IN (SELECT d.seq FROM (",
     );
     push_lines(q, lines);
-    q.push(") AS v JOIN handlers h ON h.id = v.column1 AND h.conflate = ")
-        .bind(true)
-        .push(
+    q.sql(") AS v JOIN handlers h ON h.id = v.column1 AND h.conflate = ")
+        .arg(true)
+        .sql(
             " JOIN deliveries d ON d.handler_id = v.column1 AND d.object_key = v.column2
              AND d.state = 'waiting'
          WHERE d.seq < (SELECT MAX(n.seq) FROM deliveries n WHERE n.handler_id = d.handler_id
@@ -80,20 +81,21 @@ pub(crate) fn push_conflation<DB: Dialect>(q: &mut QueryBuilder<DB>, lines: &[Li
 /// `lines` due `now` (after [`push_conflation`], on a conflating handler the
 /// only one), unless something of its line is still pending or blocked. For
 /// [`move_lines_on`], or a backend's statement list doing the same.
-pub(crate) fn push_release<DB: Dialect>(q: &mut QueryBuilder<DB>, lines: &[Line], now: i64) {
+pub(crate) fn push_release(q: &mut impl Sql, lines: &[Line], now: i64) {
     // The state literals repeat `deliveries_open`'s condition, so SQLite
     // uses that index.
-    q.push("UPDATE deliveries SET state = 'pending', next_attempt_at = ");
-    q.bind(now).push(" WHERE seq IN (SELECT MIN(d.seq) FROM (");
+    q.sql("UPDATE deliveries SET state = 'pending', next_attempt_at = ")
+        .arg(now)
+        .sql(" WHERE seq IN (SELECT MIN(d.seq) FROM (");
     push_lines(q, lines);
-    q.push(
+    q.sql(
         ") AS v JOIN deliveries d ON d.handler_id = v.column1 AND d.object_key = v.column2
              AND d.state = 'waiting'
          WHERE NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = d.handler_id
              AND o.object_key = d.object_key AND ",
     )
-    .push(open_states!("o.state"))
-    .push(
+    .sql(open_states!("o.state"))
+    .sql(
         " AND o.state <> 'waiting')
          GROUP BY d.handler_id, d.object_key)",
     );
@@ -101,9 +103,9 @@ pub(crate) fn push_release<DB: Dialect>(q: &mut QueryBuilder<DB>, lines: &[Line]
 
 /// `VALUES (handler, object), …`: columns `column1` and `column2` on both
 /// databases.
-fn push_lines<DB: Dialect>(q: &mut QueryBuilder<DB>, lines: &[Line]) {
-    q.push_values(lines, |mut row, (handler_id, object_key)| {
-        row.bind(*handler_id).bind(object_key.clone());
+fn push_lines(q: &mut impl Sql, lines: &[Line]) {
+    values(q, lines, |row, (handler_id, object_key)| {
+        row.arg(*handler_id).arg(object_key.clone());
     });
 }
 

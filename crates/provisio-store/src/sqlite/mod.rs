@@ -6,6 +6,7 @@
 //! `SQLITE_BUSY`); reads use a small pool of their own so the API's lists
 //! never wait behind a write batch.
 
+mod direct;
 mod queue;
 
 use std::path::Path;
@@ -14,8 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Sqlite};
 use tokio::sync::{Mutex, MutexGuard};
@@ -185,29 +185,6 @@ fn begin_commit(durability: Durability) -> (&'static str, &'static str) {
     }
 }
 
-/// Runs the statements `build` appends (each ended by `;`, their `?` bound
-/// in order across them) as one write transaction in a single round trip
-/// to the driver's worker thread, and returns the rows they return (their
-/// `RETURNING` clauses), in order. For writes that need no answer from the
-/// database between their statements. A failure rolls back and closes the
-/// connection, as in [`write_tx`].
-pub(crate) async fn one_trip(
-    writer: &Writer,
-    durability: Durability,
-    build: impl FnOnce(&mut sqlx::QueryBuilder<Sqlite>) -> bool,
-) -> StoreResult<Vec<SqliteRow>> {
-    let (begin, commit) = begin_commit(durability);
-    let mut q = sqlx::QueryBuilder::<Sqlite>::new(begin);
-    q.push("; ");
-    if !build(&mut q) {
-        return Ok(Vec::new());
-    }
-    q.push(commit);
-    let mut conn = writer.take().await?;
-    conn.transaction(async |conn| Ok(q.build().fetch_all(conn).await?))
-        .await
-}
-
 impl Dialect for Sqlite {
     const LIKE: &'static str = "LIKE";
     const FOR_UPDATE: &'static str = "";
@@ -254,6 +231,9 @@ pub struct SqliteStore {
     /// The single writer connection (`core.write`) and the readers for lists
     /// and lookups (`core.read`).
     core: SqlCore<Sqlite>,
+    /// The queue's write thread: emits, claims and records, each while
+    /// holding `core.write`.
+    direct: direct::Direct,
 }
 
 impl SqliteStore {
@@ -280,9 +260,11 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
+        let direct = direct::Direct::open(path).await?;
         Ok(Self {
             durability,
             core: SqlCore { write, read },
+            direct,
         })
     }
 

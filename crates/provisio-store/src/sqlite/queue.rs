@@ -10,11 +10,11 @@
 use provisio_core::timefmt;
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::Sqlite;
 
-use super::{Durability, SqliteStore, one_trip, write_tx};
-use crate::query::push_insert_executions;
-use crate::query::{ROWS_PER_STATEMENT, open_states};
+use super::direct::{Row, Stmt};
+use super::{Durability, SqliteStore, write_tx};
+use crate::query::{ROWS_PER_STATEMENT, Sql, open_states, push_insert_executions, values};
 use crate::rows::Columns;
 use crate::rows::claimed as claimed_from_row;
 use crate::shared::SqlCore;
@@ -35,40 +35,43 @@ pub(super) async fn emit(
     };
     // Only accepted emits must survive power loss; other writes (leases,
     // attempt results) can be redone, so the connection runs at NORMAL and
-    // switches to FULL for this commit (see `write_tx`).
+    // switches to FULL for this commit.
     let keys = crate::plan::keys(batch);
+    let writer = store.core.write.take().await?;
     let mut emitted = if keys.is_empty() {
-        // Nothing to look up first: the whole transaction, BEGIN to COMMIT,
-        // claim included, goes to the driver's worker thread in one trip,
-        // where each statement would be a trip (two thread wakes) of its own.
+        // Nothing to look up first: the whole transaction, claim included,
+        // is one call to the write thread.
         let triage = crate::plan::triage(batch, &HashMap::new());
-        let rows = one_trip(&store.core.write, store.durability, |q| {
-            let any = push_emit_writes(q, &triage);
-            push_claim(q, claim) || any
-        })
-        .await?;
+        let mut stmts = emit_writes(&triage);
+        push_claim(&mut stmts, claim);
+        let rows = if stmts.is_empty() {
+            Vec::new()
+        } else {
+            store.direct.transaction(store.durability, stmts).await?
+        };
         Emitted {
             claimed: claim.map(|c| claimed_from(rows, c.limit)).transpose()?,
             outcomes: triage.outcomes,
         }
     } else {
-        write_tx(&store.core.write, store.durability, async |conn| {
-            let seen = seen_keys(conn, &keys).await?;
-            let triage = crate::plan::triage(batch, &seen);
-            let mut q = QueryBuilder::<Sqlite>::new("");
-            let any = push_emit_writes(&mut q, &triage);
-            let rows = if push_claim(&mut q, claim) || any {
-                q.build().fetch_all(&mut *conn).await?
-            } else {
-                Vec::new()
-            };
-            Ok(Emitted {
-                claimed: claim.map(|c| claimed_from(rows, c.limit)).transpose()?,
-                outcomes: triage.outcomes,
-            })
-        })
-        .await?
+        let found = store
+            .direct
+            .start(store.durability, seen_keys(&keys))
+            .await?;
+        let seen = found
+            .iter()
+            .map(crate::plan::seen_key)
+            .collect::<StoreResult<HashMap<_, _>>>()?;
+        let triage = crate::plan::triage(batch, &seen);
+        let mut stmts = emit_writes(&triage);
+        push_claim(&mut stmts, claim);
+        let rows = store.direct.finish(stmts).await?;
+        Emitted {
+            claimed: claim.map(|c| claimed_from(rows, c.limit)).transpose()?,
+            outcomes: triage.outcomes,
+        }
     };
+    drop(writer);
     if let Some(claim) = claim_after {
         emitted.claimed = Some(claim_due(store, claim).await?);
     }
@@ -76,21 +79,18 @@ pub(super) async fn emit(
 }
 
 /// Appends a claim (at most [`HANDLERS_PER_CLAIM`] handlers) and the read of
-/// the next due time after it, each ended by `;`; says whether there was a
-/// claim. [`claimed_from`] reads their rows.
-fn push_claim(q: &mut QueryBuilder<Sqlite>, claim: Option<&Claim<'_>>) -> bool {
-    let Some(claim) = claim else { return false };
+/// the next due time after it. [`claimed_from`] reads their rows.
+fn push_claim(stmts: &mut Vec<Stmt>, claim: Option<&Claim<'_>>) {
+    let Some(claim) = claim else { return };
     if !claim.handlers.is_empty() {
-        push_claim_some(q, claim, claim.handlers, i64::from(claim.limit));
-        q.push("; ");
+        stmts.push(claim_some(claim, claim.handlers, i64::from(claim.limit)));
     }
-    q.push(NEXT_DUE).push("; ");
-    true
+    stmts.push(Stmt::new(NEXT_DUE));
 }
 
 /// The claim's rows, then the next-due row (which comes last), as a
 /// [`Claimed`] of at most `limit` deliveries.
-fn claimed_from(mut rows: Vec<sqlx::sqlite::SqliteRow>, limit: u32) -> StoreResult<Claimed> {
+fn claimed_from(mut rows: Vec<Row>, limit: u32) -> StoreResult<Claimed> {
     let due = rows.pop().map(|row| row.opt_int("due")).transpose()?;
     let mut deliveries = rows
         .iter()
@@ -105,42 +105,37 @@ fn claimed_from(mut rows: Vec<sqlx::sqlite::SqliteRow>, limit: u32) -> StoreResu
     })
 }
 
-/// Appends the statements that store a triaged emit batch to `q`, each
-/// ended by `;`, and says whether there were any. The driver binds each
-/// statement's `?` from where the previous one's ended, so they run as one
-/// statement list.
-fn push_emit_writes(q: &mut QueryBuilder<Sqlite>, triage: &crate::plan::Triage<'_>) -> bool {
+/// The statements that store a triaged emit batch.
+fn emit_writes(triage: &crate::plan::Triage<'_>) -> Vec<Stmt> {
     let crate::plan::Triage {
         stored, expired, ..
     } = triage;
-    let mut any = false;
+    let mut stmts = Vec::new();
     for chunk in expired.chunks(ROWS_PER_STATEMENT) {
-        q.push("DELETE FROM idempotency_keys WHERE key IN (");
-        let mut list = q.separated(", ");
-        for key in chunk {
-            list.push_bind(key.clone());
+        let mut q = Stmt::new("DELETE FROM idempotency_keys WHERE key IN (");
+        for (i, key) in chunk.iter().enumerate() {
+            q.sql(if i == 0 { "" } else { ", " }).arg(key.clone());
         }
-        q.push("); ");
-        any = true;
+        q.sql(")");
+        stmts.push(q);
     }
 
     for chunk in stored.chunks(ROWS_PER_STATEMENT) {
-        q.push(
+        let mut q = Stmt::new(
             "INSERT INTO events (id, events_id, object_id, object_key, dt, data, filtered_out, created_at) ",
         );
-        q.push_values(chunk, |mut row, new| {
+        values(&mut q, chunk, |row, new| {
             let e = &new.event;
-            row.push_bind(e.id.clone())
-                .push_bind(e.events_id.clone())
-                .push_bind(e.object_id.to_json())
-                .push_bind(e.object_id.key())
-                .push_bind(timefmt::format_seconds(e.dt))
-                .push_bind(e.data.clone())
-                .push_bind(new.filtered_out_json())
-                .push_bind(new.created_at_ms);
+            row.arg(e.id.clone())
+                .arg(e.events_id.clone())
+                .arg(e.object_id.to_json())
+                .arg(e.object_id.key())
+                .arg(timefmt::format_seconds(e.dt))
+                .arg(e.data.clone())
+                .arg(new.filtered_out_json())
+                .arg(new.created_at_ms);
         });
-        q.push("; ");
-        any = true;
+        stmts.push(q);
     }
 
     // An ordered delivery waits while an earlier one for the same (handler,
@@ -158,7 +153,7 @@ fn push_emit_writes(q: &mut QueryBuilder<Sqlite>, triage: &crate::plan::Triage<'
         // subquery's cursor open for the whole statement and visits them
         // all on each row it inserts, so a batch of n deliveries cost n²
         // (fan-out to 20 handlers: emits took seconds).
-        q.push(
+        let mut q = Stmt::new(
             "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
                                      created_at, last_error, finished_at)
              SELECT v.column1, v.column2, v.column3, v.column4,
@@ -166,29 +161,28 @@ fn push_emit_writes(q: &mut QueryBuilder<Sqlite>, triage: &crate::plan::Triage<'
                          WHEN v.column5 OR (v.column6 AND EXISTS (SELECT 1 FROM deliveries o
                               WHERE o.handler_id = v.column3 AND o.object_key = v.column4
                               AND ",
-        )
-        .push(open_states!("o.state"))
-        .push(
+        );
+        q.sql(open_states!("o.state")).sql(
             ")) THEN 'waiting' ELSE 'pending' END,
                     v.column7, v.column7,
                     CASE WHEN h.id IS NULL THEN 'not sent: the handler was deleted' END,
                     CASE WHEN h.id IS NULL THEN v.column7 END
              FROM (",
         );
-        q.push_values(chunk.iter().enumerate(), |mut row, (i, r)| {
+        values(&mut q, chunk.iter().enumerate(), |row, (i, r)| {
             let (new, d) = (r.new, r.delivery);
-            row.push_bind(d.id.clone())
-                .push_bind(new.event.id.clone())
-                .push_bind(d.handler_id)
-                .push_bind(r.object_key.clone())
-                .push_bind(r.behind)
-                .push_bind(d.ordered)
-                .push_bind(new.created_at_ms)
-                .push_bind(i as i64);
+            row.arg(d.id.clone())
+                .arg(new.event.id.clone())
+                .arg(d.handler_id)
+                .arg(r.object_key.clone())
+                .arg(r.behind)
+                .arg(d.ordered)
+                .arg(new.created_at_ms)
+                .arg(i as i64);
         });
         // In the batch's order: `seq` is emit order, which lines follow.
-        q.push(") AS v LEFT JOIN handlers h ON h.id = v.column3 ORDER BY v.column8; ");
-        any = true;
+        q.sql(") AS v LEFT JOIN handlers h ON h.id = v.column3 ORDER BY v.column8");
+        stmts.push(q);
     }
 
     let keyed: Vec<&NewEvent> = stored
@@ -197,75 +191,74 @@ fn push_emit_writes(q: &mut QueryBuilder<Sqlite>, triage: &crate::plan::Triage<'
         .filter(|n| n.idempotency.is_some())
         .collect();
     for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
-        q.push("INSERT INTO idempotency_keys (key, body_hash, event_id, deliveries, created_at) ");
-        q.push_values(chunk, |mut row, new| {
+        let mut q = Stmt::new(
+            "INSERT INTO idempotency_keys (key, body_hash, event_id, deliveries, created_at) ",
+        );
+        values(&mut q, chunk, |row, new| {
             let key = new.idempotency.as_ref().expect("filtered above");
-            row.push_bind(key.key.clone())
-                .push_bind(key.body_hash.to_vec())
-                .push_bind(new.event.id.clone())
-                .push_bind(new.deliveries.len() as i64)
-                .push_bind(new.created_at_ms);
+            row.arg(key.key.clone())
+                .arg(key.body_hash.to_vec())
+                .arg(new.event.id.clone())
+                .arg(new.deliveries.len() as i64)
+                .arg(new.created_at_ms);
         });
-        q.push("; ");
-        any = true;
+        stmts.push(q);
     }
-    any
+    stmts
 }
 
-/// The stored rows of the batch's idempotency keys, in one query per
-/// thousand keys.
-async fn seen_keys(
-    conn: &mut SqliteConnection,
-    keys: &[String],
-) -> StoreResult<HashMap<String, crate::plan::SeenKey>> {
-    let mut seen = HashMap::new();
-    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT key, body_hash, event_id, deliveries, created_at FROM idempotency_keys WHERE key IN (",
-        );
-        let mut list = q.separated(", ");
-        for key in chunk {
-            list.push_bind(key.clone());
-        }
-        q.push(")");
-        for row in q.build().fetch_all(&mut *conn).await? {
-            let (key, found) = crate::plan::seen_key(&row)?;
-            seen.insert(key, found);
-        }
-    }
-    Ok(seen)
+/// The reads of the batch's stored idempotency keys, one per thousand keys
+/// (their rows for `plan::seen_key`).
+fn seen_keys(keys: &[String]) -> Vec<Stmt> {
+    keys.chunks(ROWS_PER_STATEMENT)
+        .map(|chunk| {
+            let mut q = Stmt::new(
+                "SELECT key, body_hash, event_id, deliveries, created_at FROM idempotency_keys WHERE key IN (",
+            );
+            for (i, key) in chunk.iter().enumerate() {
+                q.sql(if i == 0 { "" } else { ", " }).arg(key.clone());
+            }
+            q.sql(")");
+            q
+        })
+        .collect()
 }
 
 /// Handlers per claim statement: SQLite allows 500 terms in a compound SELECT.
 const HANDLERS_PER_CLAIM: usize = 400;
 
-/// Leases due deliveries, a statement per 400 handlers; the last one reads
-/// the next due time in the same round trip to the driver's worker thread.
+/// Leases due deliveries, a statement per 400 handlers; the last call also
+/// reads the next due time.
 pub(super) async fn claim_due(store: &SqliteStore, claim: &Claim<'_>) -> StoreResult<Claimed> {
+    let _writer = store.core.write.take().await?;
     if claim.handlers.len() <= HANDLERS_PER_CLAIM {
-        let mut q = QueryBuilder::<Sqlite>::new("");
-        push_claim(&mut q, Some(claim));
-        let rows = q
-            .build()
-            .fetch_all(&mut *store.core.write.take().await?)
-            .await?;
+        let mut stmts = Vec::with_capacity(2);
+        push_claim(&mut stmts, Some(claim));
+        let rows = store.direct.transaction(Durability::Normal, stmts).await?;
         return claimed_from(rows, claim.limit);
     }
-    let mut conn = store.core.write.take().await?;
+    // Each statement's limit is what the ones before left.
     let mut claimed = Vec::new();
     for handlers in claim.handlers.chunks(HANDLERS_PER_CLAIM) {
         let limit = claim.limit as usize - claimed.len();
         if limit == 0 {
             break;
         }
-        let mut q = QueryBuilder::<Sqlite>::new("");
-        push_claim_some(&mut q, claim, handlers, limit as i64);
-        for row in q.build().fetch_all(&mut *conn).await? {
-            claimed.push(row);
-        }
+        let stmt = claim_some(claim, handlers, limit as i64);
+        claimed.extend(
+            store
+                .direct
+                .transaction(Durability::Normal, vec![stmt])
+                .await?,
+        );
     }
     // The next-due row last, as `claimed_from` reads it.
-    claimed.push(sqlx::query(NEXT_DUE).fetch_one(&mut *conn).await?);
+    claimed.extend(
+        store
+            .direct
+            .transaction(Durability::Normal, vec![Stmt::new(NEXT_DUE)])
+            .await?,
+    );
     claimed_from(claimed, claim.limit)
 }
 
@@ -278,48 +271,43 @@ pub(super) async fn claim_due(store: &SqliteStore, claim: &Claim<'_>) -> StoreRe
 /// is bound, so a claim re-parsed and re-planned its whole statement almost
 /// every time (a third of the database thread's CPU at 200 events/s). Behind
 /// the unary plus the value is not looked at when planning.
-fn push_claim_some(
-    q: &mut QueryBuilder<Sqlite>,
-    claim: &Claim<'_>,
-    handlers: &[(i64, u32)],
-    limit: i64,
-) {
-    q.push("UPDATE deliveries SET lease_until = ");
-    q.push_bind(claim.lease_until_ms)
-        .push(", next_attempt_at = ")
-        .push_bind(claim.lease_until_ms)
-        .push(" WHERE seq IN (SELECT seq FROM (");
+fn claim_some(claim: &Claim<'_>, handlers: &[(i64, u32)], limit: i64) -> Stmt {
+    let mut q = Stmt::new("UPDATE deliveries SET lease_until = ");
+    q.arg(claim.lease_until_ms)
+        .sql(", next_attempt_at = ")
+        .arg(claim.lease_until_ms)
+        .sql(" WHERE seq IN (SELECT seq FROM (");
     for (i, (handler_id, room)) in handlers.iter().enumerate() {
         if i > 0 {
-            q.push(" UNION ALL ");
+            q.sql(" UNION ALL ");
         }
-        q.push(
+        q.sql(
             "SELECT * FROM (SELECT seq, next_attempt_at FROM deliveries
              WHERE state = 'pending' AND lease_until IS NULL AND handler_id = ",
         )
-        .push_bind(*handler_id)
-        .push(" AND next_attempt_at <= ")
-        .push_bind(claim.now_ms)
-        .push(" ORDER BY next_attempt_at, seq LIMIT +")
-        .push_bind(i64::from(*room))
-        .push(")");
+        .arg(*handler_id)
+        .sql(" AND next_attempt_at <= ")
+        .arg(claim.now_ms)
+        .sql(" ORDER BY next_attempt_at, seq LIMIT +")
+        .arg(i64::from(*room))
+        .sql(")");
     }
-    q.push(") ORDER BY next_attempt_at, seq LIMIT +")
-        .push_bind(limit)
-        .push(
+    q.sql(") ORDER BY next_attempt_at, seq LIMIT +")
+        .arg(limit)
+        .sql(
             ") RETURNING seq, id, handler_id, attempts, round_start, event_id,
                (SELECT e.events_id FROM events e WHERE e.id = deliveries.event_id) AS events_id,
                (SELECT e.object_id FROM events e WHERE e.id = deliveries.event_id) AS object_id,
                (SELECT e.dt FROM events e WHERE e.id = deliveries.event_id) AS dt,
                (SELECT e.data FROM events e WHERE e.id = deliveries.event_id) AS data",
         );
+    q
 }
 
-/// A record batch in one round trip to the driver's worker thread: its
-/// execution rows, its deliveries' new states and the lines their finish
-/// moves on, BEGIN to COMMIT as one statement list. The statements that
-/// move lines on return a row per delivery they supersede or release, which
-/// are counted.
+/// A record batch in one call to the write thread: its execution rows, its
+/// deliveries' new states and the lines their finish moves on, as one
+/// transaction. The statements that move lines on return a row per
+/// delivery they supersede or release, which are counted.
 pub(super) async fn record(
     store: &SqliteStore,
     batch: &[AttemptResult],
@@ -330,6 +318,9 @@ pub(super) async fn record(
         .filter_map(|r| r.execution.as_ref())
         .chain(plain)
         .collect();
+    if executions.is_empty() && batch.is_empty() {
+        return Ok(RecordOutcome::default());
+    }
     // Each finished delivery lets the next waiting one of its (handler,
     // object) become due; a blocked one holds its line.
     let line = |r: &AttemptResult| (r.handler_id, r.object_key.clone());
@@ -342,26 +333,29 @@ pub(super) async fn record(
         .max()
         .unwrap_or_default();
 
-    let rows = one_trip(&store.core.write, Durability::Normal, |q| {
-        for chunk in executions.chunks(ROWS_PER_STATEMENT) {
-            push_insert_executions(q, chunk);
-            q.push("; ");
-        }
-        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-            push_delivery_updates(q, chunk);
-            q.push("; ");
-        }
-        for chunk in conflating.chunks(ROWS_PER_STATEMENT) {
-            push_conflation(q, chunk, now);
-            q.push(" RETURNING 'superseded' AS moved; ");
-        }
-        for chunk in closed.chunks(ROWS_PER_STATEMENT) {
-            push_release(q, chunk, now);
-            q.push(" RETURNING 'released' AS moved; ");
-        }
-        !executions.is_empty() || !batch.is_empty()
-    })
-    .await?;
+    let mut stmts = Vec::new();
+    for chunk in executions.chunks(ROWS_PER_STATEMENT) {
+        let mut q = Stmt::default();
+        push_insert_executions(&mut q, chunk);
+        stmts.push(q);
+    }
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        stmts.push(delivery_updates(chunk));
+    }
+    for chunk in conflating.chunks(ROWS_PER_STATEMENT) {
+        let mut q = Stmt::default();
+        push_conflation(&mut q, chunk, now);
+        q.sql(" RETURNING 'superseded' AS moved");
+        stmts.push(q);
+    }
+    for chunk in closed.chunks(ROWS_PER_STATEMENT) {
+        let mut q = Stmt::default();
+        push_release(&mut q, chunk, now);
+        q.sql(" RETURNING 'released' AS moved");
+        stmts.push(q);
+    }
+    let _writer = store.core.write.take().await?;
+    let rows = store.direct.transaction(Durability::Normal, stmts).await?;
     let mut moved = RecordOutcome::default();
     for row in &rows {
         match row.text("moved")?.as_str() {
@@ -372,26 +366,27 @@ pub(super) async fn record(
     Ok(moved)
 }
 
-/// Appends the `UPDATE` that gives each attempted delivery in `chunk` its
-/// state after the attempt.
-fn push_delivery_updates(q: &mut QueryBuilder<Sqlite>, chunk: &[AttemptResult]) {
-    q.push(
+/// The `UPDATE` that gives each attempted delivery in `chunk` its state
+/// after the attempt.
+fn delivery_updates(chunk: &[AttemptResult]) -> Stmt {
+    let mut q = Stmt::new(
         "UPDATE deliveries SET state = v.column2, attempts = v.column3, next_attempt_at = v.column4,
             lease_until = NULL, last_error = v.column5, finished_at = v.column6,
             round_start = round_start + v.column7
          FROM (",
     );
-    q.push_values(chunk, |mut row, r| {
+    values(&mut q, chunk, |row, r| {
         let (state, next_at, finished_at) = crate::plan::delivery_after(r);
-        row.push_bind(r.delivery_seq)
-            .push_bind(state)
-            .push_bind(r.attempts)
-            .push_bind(next_at)
-            .push_bind(r.last_error.clone())
-            .push_bind(finished_at)
-            .push_bind(i64::from(r.spare_round));
+        row.arg(r.delivery_seq)
+            .arg(state)
+            .arg(i64::from(r.attempts))
+            .arg(next_at)
+            .arg(r.last_error.clone())
+            .arg(finished_at)
+            .arg(i64::from(r.spare_round));
     });
-    q.push(") AS v WHERE deliveries.seq = v.column1");
+    q.sql(") AS v WHERE deliveries.seq = v.column1");
+    q
 }
 
 /// The single writer makes the selection and the queueing exact: no emit or

@@ -193,8 +193,8 @@ pub struct Settings {
 
 /// One fewer worker thread than the machine has cores, and at least one.
 ///
-/// On SQLite one more thread does the database's work (the driver's, which
-/// runs every statement); a worker per core left it competing with them, and
+/// On SQLite one more thread does the database's work (the write thread,
+/// which runs the queue's statements); a worker per core left it competing with them, and
 /// on two cores the second worker cost more than it gave: each lone event woke
 /// both workers in turn, where one worker took every hand-off between the
 /// connection, the dispatcher, the attempt and the recorder without a thread
