@@ -23,10 +23,10 @@
 use provisio_core::timefmt;
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{PgConnection, Postgres};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use super::{PgStore, notify_work};
-use crate::query::open_states;
+use crate::query::{ROWS_PER_STATEMENT, open_states, push_insert_executions};
 use crate::rows::Columns;
 use crate::rows::claimed;
 use crate::shared::lines::{Line, move_lines_on};
@@ -50,14 +50,21 @@ async fn lock_keys(conn: &mut PgConnection, keys: Vec<String>) -> StoreResult<()
     if keys.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(k)
-         FROM (SELECT DISTINCT hashtextextended(t, 0) AS k FROM unnest($1::text[]) AS t ORDER BY k) AS keys",
-    )
-    .bind(keys)
-    .execute(conn)
-    .await?;
+    let mut q = QueryBuilder::<Postgres>::new("");
+    push_lock_keys(&mut q, keys);
+    q.build().execute(conn).await?;
     Ok(())
+}
+
+/// The `SELECT` that takes the locks of `keys`, a row each, for
+/// [`lock_keys`] or a statement that takes them on the way.
+fn push_lock_keys(q: &mut QueryBuilder<Postgres>, keys: Vec<String>) {
+    q.push(
+        "SELECT pg_advisory_xact_lock(k)
+         FROM (SELECT DISTINCT hashtextextended(t, 0) AS k FROM unnest(",
+    )
+    .push_bind(keys)
+    .push("::text[]) AS t ORDER BY k) AS keys");
 }
 
 /// Takes the advisory locks of (handler, object) lines, for the shared code
@@ -346,77 +353,36 @@ async fn claim_in(tx: &mut PgConnection, claim: &Claim<'_>) -> StoreResult<Claim
     })
 }
 
+/// A record batch: its execution rows, its deliveries' new states and the
+/// lines their finish moves on. Four round trips for a batch that moves no
+/// line on a conflating handler (BEGIN, one statement for the locks, the
+/// log and the states, the release, COMMIT), where a statement each took
+/// six: at low rates a round trip, not the SQL, is PostgreSQL's cost.
 pub(super) async fn record(
     store: &PgStore,
     batch: &[AttemptResult],
     plain: &[ExecutionRecord],
 ) -> StoreResult<RecordOutcome> {
+    let executions: Vec<&ExecutionRecord> = batch
+        .iter()
+        .filter_map(|r| r.execution.as_ref())
+        .chain(plain)
+        .collect();
     transaction(&store.core.write, Some(GENERIC_PLANS), async |tx| {
-        let finishes = |r: &&AttemptResult| r.next.closes_line();
-        lock_keys(
-            tx,
-            batch
-                .iter()
-                .filter(finishes)
-                .map(|r| queue_key(r.handler_id, &r.object_key))
-                .collect(),
-        )
-        .await?;
-
-        let executions: Vec<&ExecutionRecord> = batch
-            .iter()
-            .filter_map(|r| r.execution.as_ref())
-            .chain(plain)
-            .collect();
-        SqlCore::<Postgres>::insert_executions(tx, &executions).await?;
         if batch.is_empty() {
+            SqlCore::<Postgres>::insert_executions(tx, &executions).await?;
             return Ok(RecordOutcome::default());
         }
-
-        let mut seqs = Vec::with_capacity(batch.len());
-        let mut states = Vec::with_capacity(batch.len());
-        let mut attempts = Vec::with_capacity(batch.len());
-        let mut next_at = Vec::with_capacity(batch.len());
-        let mut errors = Vec::with_capacity(batch.len());
-        let mut finished_at = Vec::with_capacity(batch.len());
-        let mut spare = Vec::with_capacity(batch.len());
-        for r in batch {
-            let (state, next, finished) = crate::plan::delivery_after(r);
-            seqs.push(r.delivery_seq);
-            states.push(state);
-            attempts.push(i64::from(r.attempts));
-            next_at.push(next);
-            errors.push(r.last_error.clone());
-            finished_at.push(finished);
-            spare.push(i64::from(r.spare_round));
-        }
-        // Only a delivery still pending takes a result. One already finished was
-        // also attempted by another node after its lease lapsed here; the first
-        // result stands, and its successor is not released a second time.
-        let closed: Vec<Line> = sqlx::query_as(
-            "UPDATE deliveries d SET state = v.state, attempts = v.attempts, next_attempt_at = v.next_at,
-                 lease_until = NULL, last_error = v.last_error, finished_at = v.finished_at,
-                 round_start = d.round_start + v.spare
-             FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[], $7::int8[])
-                  AS v(seq, state, attempts, next_at, last_error, finished_at, spare)
-             WHERE d.seq = v.seq AND d.state = 'pending'
-             RETURNING d.handler_id, d.object_key, v.state",
-        )
-        .bind(seqs)
-        .bind(states)
-        .bind(attempts)
-        .bind(next_at)
-        .bind(errors)
-        .bind(finished_at)
-        .bind(spare)
-        .fetch_all(&mut *tx)
-        .await
-        .map(|rows: Vec<(i64, String, String)>| {
-            rows.into_iter()
-                .filter(|(_, _, state)| !matches!(state.as_str(), "pending" | "blocked"))
-                .map(|(h, o, _)| (h, o))
-                .collect()
-        })?;
+        let closed: Vec<Line> = record_results(batch, &executions)
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await
+            .map(|rows: Vec<(i64, String, String)>| {
+                rows.into_iter()
+                    .filter(|(_, _, state)| !matches!(state.as_str(), "pending" | "blocked"))
+                    .map(|(h, o, _)| (h, o))
+                    .collect()
+            })?;
 
         // Each finished delivery lets the next waiting one of its (handler,
         // object) become due.
@@ -439,6 +405,88 @@ pub(super) async fn record(
     .await
 }
 
+/// One statement: the advisory locks of the lines the batch finishes, its
+/// execution rows, and its deliveries' new states, returning each updated
+/// delivery's line and state.
+///
+/// Only a delivery still pending takes a result. One already finished was
+/// also attempted by another node after its lease lapsed here; the first
+/// result stands, and its successor is not released a second time.
+///
+/// The locks are taken first in this statement (the update's condition
+/// waits for them), and the release that needs them is the next statement:
+/// its snapshot, taken after they are held, shows whatever an emit into
+/// those lines committed before letting go of them. Locks before row
+/// locks, as everywhere: two nodes recording the same delivery (its lease
+/// lapsed) queue on the line's lock, never on each other's rows.
+fn record_results(
+    batch: &[AttemptResult],
+    executions: &[&ExecutionRecord],
+) -> QueryBuilder<Postgres> {
+    let locks: Vec<String> = batch
+        .iter()
+        .filter(|r| r.next.closes_line())
+        .map(|r| queue_key(r.handler_id, &r.object_key))
+        .collect();
+    let mut seqs = Vec::with_capacity(batch.len());
+    let mut states = Vec::with_capacity(batch.len());
+    let mut attempts = Vec::with_capacity(batch.len());
+    let mut next_at = Vec::with_capacity(batch.len());
+    let mut errors = Vec::with_capacity(batch.len());
+    let mut finished_at = Vec::with_capacity(batch.len());
+    let mut spare = Vec::with_capacity(batch.len());
+    for r in batch {
+        let (state, next, finished) = crate::plan::delivery_after(r);
+        seqs.push(r.delivery_seq);
+        states.push(state);
+        attempts.push(i64::from(r.attempts));
+        next_at.push(next);
+        errors.push(r.last_error.clone());
+        finished_at.push(finished);
+        spare.push(i64::from(r.spare_round));
+    }
+
+    let mut q = QueryBuilder::<Postgres>::new("WITH locked AS (");
+    push_lock_keys(&mut q, locks);
+    q.push(")");
+    for (i, chunk) in executions.chunks(ROWS_PER_STATEMENT).enumerate() {
+        q.push(format_args!(", logged_{i} AS ("));
+        push_insert_executions(&mut q, chunk);
+        q.push(")");
+    }
+    q.push(
+        ", updated AS (
+             UPDATE deliveries d SET state = v.state, attempts = v.attempts, next_attempt_at = v.next_at,
+                 lease_until = NULL, last_error = v.last_error, finished_at = v.finished_at,
+                 round_start = d.round_start + v.spare
+             FROM unnest(",
+    );
+    q.push_bind(seqs)
+        .push("::int8[], ")
+        .push_bind(states)
+        .push("::text[], ")
+        .push_bind(attempts)
+        .push("::int8[], ")
+        .push_bind(next_at)
+        .push("::int8[], ")
+        .push_bind(errors)
+        .push("::text[], ")
+        .push_bind(finished_at)
+        .push("::int8[], ")
+        .push_bind(spare)
+        .push(
+            "::int8[]) AS v(seq, state, attempts, next_at, last_error, finished_at, spare)
+             WHERE d.seq = v.seq AND d.state = 'pending'
+               -- An uncorrelated condition, evaluated once before any
+               -- row is updated: the locks come first, as they did in a
+               -- statement of their own.
+               AND (SELECT COUNT(*) FROM locked) >= 0
+             RETURNING d.handler_id, d.object_key, v.state
+         )
+         SELECT handler_id, object_key, state FROM updated",
+        );
+    q
+}
 /// Queueing a replay joins (handler, object) queues, so it takes their
 /// locks first, like an emit: it reads which objects it would queue for,
 /// locks them, and then queues only for those (an object whose first event
