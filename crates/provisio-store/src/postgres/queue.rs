@@ -82,7 +82,7 @@ pub(super) async fn emit(
     batch: &[NewEvent],
     claim: Option<&Claim<'_>>,
 ) -> StoreResult<Emitted> {
-    transaction(&store.core.write, Some(GENERIC_PLANS), async |tx| {
+    transaction(&store.queue, Some(GENERIC_PLANS), async |tx| {
         let locks = batch
             .iter()
             .flat_map(|new| {
@@ -270,7 +270,7 @@ async fn seen_keys(
 const GENERIC_PLANS: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
 
 pub(super) async fn claim_due(store: &PgStore, claim: &Claim<'_>) -> StoreResult<Claimed> {
-    transaction(&store.core.write, Some(GENERIC_PLANS), async |tx| {
+    transaction(&store.queue, Some(GENERIC_PLANS), async |tx| {
         let claimed = claim_in(tx, claim).await?;
         Ok(claimed)
     })
@@ -368,7 +368,7 @@ pub(super) async fn record(
         .filter_map(|r| r.execution.as_ref())
         .chain(plain)
         .collect();
-    transaction(&store.core.write, Some(GENERIC_PLANS), async |tx| {
+    transaction(&store.queue, Some(GENERIC_PLANS), async |tx| {
         if batch.is_empty() {
             SqlCore::<Postgres>::insert_executions(tx, &executions).await?;
             return Ok(RecordOutcome::default());
