@@ -66,6 +66,7 @@ impl Engine {
             http: http::HttpExecutor::new(
                 netguard::DenyList::new(config.deny_networks.clone()),
                 outcome::RESPONSE_BODY_CAP,
+                config.max_in_flight,
             )?,
             scripts: scripts::ScriptExecutor::new(
                 config.scripts_dir.clone(),

@@ -14,10 +14,6 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AF
 use crate::netguard::{DenyList, GuardedResolver};
 use crate::outcome::{CallContext, CallOutcome, capped_text, mask_header};
 
-/// How many idle connections to keep per receiver host: enough for the
-/// per-handler concurrency, so steady traffic reuses warm connections.
-const IDLE_PER_HOST: usize = 64;
-
 #[derive(Clone)]
 pub struct HttpExecutor {
     client: reqwest::Client,
@@ -27,13 +23,19 @@ pub struct HttpExecutor {
 }
 
 impl HttpExecutor {
-    pub fn new(deny: DenyList, body_cap: usize) -> anyhow::Result<Self> {
+    /// `idle_per_host` is how many idle connections to keep per receiver
+    /// host: the engine's in-flight limit, so a host that takes every call at
+    /// once (many handlers to one gateway, a fan-out) gets its connections
+    /// back for the next calls instead of closing the surplus and connecting
+    /// again; never more than the calls that can be open at once, and idle
+    /// ones close after a minute.
+    pub fn new(deny: DenyList, body_cap: usize, idle_per_host: usize) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .dns_resolver(GuardedResolver { deny: deny.clone() })
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .tcp_nodelay(true)
-            .pool_max_idle_per_host(IDLE_PER_HOST)
+            .pool_max_idle_per_host(idle_per_host)
             .pool_idle_timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
             .build()?;

@@ -317,6 +317,44 @@ async fn a_hanging_receiver_does_not_delay_another_handler() {
     assert!(!hanging.received().is_empty());
 }
 
+/// Twenty handlers to one gateway, five events at once: a hundred calls open
+/// together. Once they are answered, the next hundred go over the same
+/// connections: the pool keeps as many idle connections per host as calls
+/// can be in flight (it kept 64, and connected again for the rest, which
+/// cost a fan-out a third of its throughput).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_handlers_to_one_host_reuse_their_connections() {
+    let app = TestApp::spawn().await;
+    let gateway = Receiver::with(|_, _| Reply::delayed(200, Duration::from_millis(300))).await;
+    for i in 0..20 {
+        app.create_handler(json!({ "name": format!("gateway {i}"), "target": gateway.url() }))
+            .await;
+    }
+    // Five emits take milliseconds; each call is answered after 300 ms, so
+    // all of a round's calls are open together.
+    for object in 0..5 {
+        app.emit("clients.create", json!(object), json!({})).await;
+    }
+    gateway.wait_for(100).await;
+    app.wait_executions("status=success", 100).await;
+    let opened = gateway.connections();
+    assert!(
+        opened > 64,
+        "the first round should have had more than 64 calls open at once, opened {opened} connections"
+    );
+
+    for object in 5..10 {
+        app.emit("clients.create", json!(object), json!({})).await;
+    }
+    gateway.wait_for(200).await;
+    app.wait_executions("status=success", 200).await;
+    assert_eq!(
+        gateway.connections(),
+        opened,
+        "the second round connected again instead of reusing idle connections"
+    );
+}
+
 #[tokio::test]
 async fn disabled_archived_and_deleted_handlers_are_never_called() {
     let app = TestApp::spawn().await;

@@ -2,10 +2,12 @@
 //! as a test scripts them.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
+use axum::serve::ListenerExt;
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -84,6 +86,8 @@ struct ReceiverState {
     received: Mutex<Vec<Received>>,
     replies: Mutex<ReplyFn>,
     arrived: Notify,
+    /// TCP connections accepted so far.
+    connections: AtomicUsize,
 }
 
 /// A real HTTP receiver on a loopback port that records what it gets.
@@ -123,6 +127,7 @@ impl Receiver {
             received: Mutex::new(Vec::new()),
             replies: Mutex::new(Box::new(reply)),
             arrived: Notify::new(),
+            connections: AtomicUsize::new(0),
         });
         let app_state = state.clone();
         let app = axum::Router::new().fallback(
@@ -168,12 +173,21 @@ impl Receiver {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let counted = state.clone();
+        let listener = listener.tap_io(move |_| {
+            counted.connections.fetch_add(1, Ordering::SeqCst);
+        });
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Receiver { addr, state }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
+    }
+
+    /// How many TCP connections the receiver has accepted.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {
