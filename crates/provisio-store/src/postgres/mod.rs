@@ -20,6 +20,7 @@
 //! database server too.
 
 mod queue;
+mod replays;
 #[cfg(feature = "test-support")]
 pub mod scratch;
 

@@ -1,14 +1,14 @@
 //! [`impl_store!`]: the [`Store`](crate::Store) trait mapped onto a
-//! backend's [`SqlCore`](super::SqlCore) and its own `queue` module, once for
-//! both backends.
+//! backend's [`SqlCore`](super::SqlCore) and its own `queue` and `replays`
+//! modules, once for both backends.
 
 /// Implements [`Store`](crate::Store) for a backend holding its pools in a
 /// `core: SqlCore<_>` field, so the mapping of the trait onto the code is
 /// written once for both backends. Every method is the shared core's, but
 /// for the methods given (`single_node`, `watch`) and those each backend
 /// writes its own way, in modules of the same names in both, each taking the
-/// store: `queue::{emit, claim_due, record, start_replay,
-/// cancel_replay}` (claims, locks, emit and record batches, replay jobs).
+/// store: `queue::{emit, claim_due, record}` (claims, locks, emit and record
+/// batches) and `replays::{start_replay, cancel_replay}` (replay jobs).
 macro_rules! impl_store {
     ($backend:ty { $($own:tt)* }) => {
         #[async_trait::async_trait]
@@ -61,7 +61,7 @@ macro_rules! impl_store {
             }
 
             async fn start_replay(&self, job: &NewReplay) -> StoreResult<ReplayRecord> {
-                queue::start_replay(self, job).await
+                replays::start_replay(self, job).await
             }
 
             async fn cancel_replay(
@@ -69,7 +69,7 @@ macro_rules! impl_store {
                 id: &str,
                 now_ms: i64,
             ) -> StoreResult<(ReplayRecord, u64)> {
-                queue::cancel_replay(self, id, now_ms).await
+                replays::cancel_replay(self, id, now_ms).await
             }
 
             async fn get_replay(&self, id: &str) -> StoreResult<Option<ReplayRecord>> {

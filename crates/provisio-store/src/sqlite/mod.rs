@@ -8,6 +8,7 @@
 
 mod direct;
 mod queue;
+mod replays;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -10,14 +10,11 @@
 use provisio_core::timefmt;
 use std::collections::HashMap;
 
-use sqlx::Sqlite;
-
 use super::direct::{Row, Stmt};
-use super::{Durability, SqliteStore, write_tx};
+use super::{Durability, SqliteStore};
 use crate::query::{ROWS_PER_STATEMENT, Sql, open_states, push_insert_executions, values};
 use crate::rows::Columns;
 use crate::rows::claimed as claimed_from_row;
-use crate::shared::SqlCore;
 use crate::shared::lines::{Line, push_conflation, push_release};
 use crate::shared::queue::NEXT_DUE;
 use crate::*;
@@ -387,28 +384,4 @@ fn delivery_updates(chunk: &[AttemptResult]) -> Stmt {
     });
     q.sql(") AS v WHERE deliveries.seq = v.column1");
     q
-}
-
-/// The single writer makes the selection and the queueing exact: no emit or
-/// record runs between them.
-pub(super) async fn start_replay(
-    store: &SqliteStore,
-    job: &NewReplay,
-) -> StoreResult<ReplayRecord> {
-    write_tx(&store.core.write, Durability::Normal, async |tx| {
-        SqlCore::<Sqlite>::start_replay_in(tx, job, |_| {}).await
-    })
-    .await
-}
-
-pub(super) async fn cancel_replay(
-    store: &SqliteStore,
-    id: &str,
-    now: i64,
-) -> StoreResult<(ReplayRecord, u64)> {
-    write_tx(&store.core.write, Durability::Normal, async |tx| {
-        let (handler_id, _) = SqlCore::<Sqlite>::replay_open_keys_in(tx, id).await?;
-        SqlCore::<Sqlite>::cancel_replay_in(tx, id, handler_id, now).await
-    })
-    .await
 }

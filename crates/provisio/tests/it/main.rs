@@ -35,6 +35,7 @@ mod replay_ui;
 mod retention;
 mod scripts;
 mod scripts_descendants;
+mod stopping;
 mod telemetry;
 mod templates;
 mod web;
