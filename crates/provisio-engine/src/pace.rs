@@ -12,8 +12,9 @@ pub(crate) struct Pacer(HashMap<i64, Slot>);
 struct Slot {
     /// When the handler may start its next call (Unix µs).
     next_us: i64,
-    /// The last claim took all it was given: more is probably due, so the
-    /// dispatcher wakes at `next_us`.
+    /// More is probably due: the last claim took all it was given, or the
+    /// handler was left out of a claim for its pace. The dispatcher wakes at
+    /// `next_us` for it, since no finishing attempt may be left to.
     backlog: bool,
 }
 
@@ -23,11 +24,15 @@ fn interval_us(per_second: u32) -> i64 {
 
 impl Pacer {
     /// How many calls a handler limited to `per_second` may start at `now_us`.
-    pub(crate) fn room(&self, id: i64, per_second: u32, now_us: i64) -> u32 {
+    /// A handler held back now is looked at again once it may call.
+    pub(crate) fn room(&mut self, id: i64, per_second: u32, now_us: i64) -> u32 {
         let burst = (per_second / 10).max(1);
-        match self.0.get(&id) {
+        match self.0.get_mut(&id) {
             None => burst,
-            Some(slot) if now_us < slot.next_us => 0,
+            Some(slot) if now_us < slot.next_us => {
+                slot.backlog = true;
+                0
+            }
             Some(slot) => {
                 let owed = 1 + (now_us - slot.next_us) / interval_us(per_second);
                 burst.min(owed.min(i64::from(u32::MAX)) as u32)
@@ -75,5 +80,20 @@ mod tests {
         // Nothing left to send: no wake-up for it.
         pacer.took(1, 20, 10_000_000, 0, 2);
         assert_eq!(pacer.next_wake_ms(), None);
+    }
+
+    #[test]
+    fn a_handler_held_back_by_its_pace_is_woken_for_once_it_may_call() {
+        let mut pacer = Pacer::default();
+        // The claim found one due of the two it could start: nothing more
+        // was due, so no wake-up.
+        pacer.took(1, 20, 0, 1, 2);
+        assert_eq!(pacer.next_wake_ms(), None);
+        // An emit arrives before the next call is allowed: the handler is
+        // left out of this claim, and its next free time is a wake-up (its
+        // one attempt may have finished already, and nothing else would).
+        assert_eq!(pacer.room(1, 20, 10_000), 0);
+        assert_eq!(pacer.next_wake_ms(), Some(50));
+        assert_eq!(pacer.room(1, 20, 50_000), 1);
     }
 }

@@ -167,3 +167,27 @@ async fn a_rate_limit_of_20_per_second_spreads_100_deliveries_over_about_5_s() {
     let fields = assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
     assert!(fields.get("rate_limit.per_second").is_some(), "{body}");
 }
+
+/// After a quiet spell the first call of a pair leaves the handler room for
+/// one more that is not due yet; the second event arrives while the pace
+/// holds the handler back, after the first call's attempt may have finished.
+/// Nothing else happens, so only the pace itself can send it (it once waited
+/// for the next emit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_emitted_while_the_pace_holds_its_handler_is_sent_once_it_may() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::ok().await;
+    app.create_handler(json!({
+        "events_id": "clients.*", "target": receiver.url(), "ordered": false,
+        "rate_limit": { "per_second": 20 },
+    }))
+    .await;
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        app.emit("clients.update", json!(round), json!({})).await;
+        app.emit("clients.update", json!(round), json!({})).await;
+        receiver
+            .wait_for_within(2 * (round + 1), Duration::from_secs(5))
+            .await;
+    }
+}
