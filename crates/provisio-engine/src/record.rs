@@ -50,6 +50,12 @@ pub(crate) async fn run(recorder: Recorder, mut rx: mpsc::Receiver<Recorded>) {
                 Recorded::Execution(e) => executions.push(e),
             }
         }
+        // A finished attempt has given back its slot and its handler's room
+        // already: a dispatcher waiting for those need not wait for the
+        // commit (which on SQLite may wait for the next emit's).
+        if !attempts.is_empty() && recorder.starved.load(Ordering::SeqCst) {
+            recorder.wake.notify_one();
+        }
         let moved = recorder.commit(&attempts, &executions).await;
         // A batch of plain successes and final failures makes nothing due:
         // at low rates, waking the dispatcher for it cost a claim and a
@@ -81,8 +87,13 @@ impl Recorder {
         let mut delay = Duration::from_millis(100);
         let mut failed_since = None;
         loop {
+            let started = std::time::Instant::now();
             let err = match self.store.record(attempts, executions).await {
                 Ok(moved) => {
+                    metrics::histogram!("provisio_record_commit_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::histogram!("provisio_record_batch_size")
+                        .record((attempts.len() + executions.len()) as f64);
                     count_superseded(moved.superseded);
                     if failed_since.is_some() {
                         tracing::info!(

@@ -119,8 +119,8 @@ impl Dialect for Postgres {
     type Writer = PgPool;
     type WriteGuard<'w> = PoolConnection<Postgres>;
 
-    async fn writer(pool: &PgPool) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-        pool.acquire().await
+    async fn writer(pool: &PgPool) -> StoreResult<PoolConnection<Postgres>> {
+        Ok(pool.acquire().await?)
     }
 
     async fn write_tx<T>(

@@ -142,9 +142,7 @@ pub(crate) trait Dialect:
 
     /// A write connection, for statements outside a transaction: one from
     /// PostgreSQL's pool; SQLite's one connection, once no one else holds it.
-    fn writer(
-        writer: &Self::Writer,
-    ) -> impl Future<Output = Result<Self::WriteGuard<'_>, sqlx::Error>>;
+    fn writer(writer: &Self::Writer) -> impl Future<Output = StoreResult<Self::WriteGuard<'_>>>;
 
     /// Runs `work` inside one write transaction on `writer`, committing when
     /// it succeeds and rolling back when it fails.
@@ -215,7 +213,7 @@ impl<DB: Dialect> SqlCore<DB> {
 
     /// The write connection, for one statement: `q.build().execute(DB::on(&mut
     /// *self.writer().await?))`.
-    async fn writer(&self) -> Result<DB::WriteGuard<'_>, sqlx::Error> {
+    async fn writer(&self) -> StoreResult<DB::WriteGuard<'_>> {
         DB::writer(&self.write).await
     }
 

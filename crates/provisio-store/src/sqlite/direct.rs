@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::Value;
 use tokio::sync::oneshot;
@@ -122,14 +122,42 @@ impl Columns for Row {
 
 /// What one call asks of the thread.
 struct Job {
-    /// Opens a transaction first, committed at this durability. `None`
-    /// goes on with the transaction the caller's previous call left open.
+    /// Opens a transaction first, committed at this durability (or joins
+    /// the thread's lingering one). `None` goes on with the transaction the
+    /// caller's previous call left open.
     begin: Option<Durability>,
     stmts: Vec<Stmt>,
-    /// Commits after the statements; otherwise the transaction stays open
-    /// for the caller's next call.
-    commit: bool,
+    end: End,
     reply: oneshot::Sender<StoreResult<Vec<Row>>>,
+}
+
+/// How a job's transaction ends.
+enum End {
+    Commit,
+    /// Stays open for the caller's next call.
+    Open,
+    /// Commits with the next job's transaction, or after [`LINGER`]: unless
+    /// its statements returned rows, which someone is waiting on. Whether
+    /// the commit succeeded is told on the sender.
+    Linger(oneshot::Sender<StoreResult<()>>),
+    /// Commits the lingering transaction, if any; nothing else.
+    Flush,
+}
+
+/// How long a lingering transaction waits for another job to commit it.
+/// At a few hundred events a second the next emit comes well within it;
+/// a `kill -9` may cost what lingered, whose deliveries are then logged as
+/// interrupted and sent again.
+pub(crate) const LINGER: Duration = Duration::from_millis(20);
+
+/// A lingering job's commit: resolves once its transaction has committed,
+/// or with the error that rolled it back.
+pub(crate) struct Committed(oneshot::Receiver<StoreResult<()>>);
+
+impl Committed {
+    pub(crate) async fn wait(self) -> StoreResult<()> {
+        self.0.await.map_err(|_| gone())?
+    }
 }
 
 /// The handle to the write thread. Cloned with the store; the thread ends
@@ -159,10 +187,28 @@ impl Direct {
                         return;
                     }
                 };
-                while let Ok(job) = inbox.recv() {
-                    let result = thread.run(job.begin, job.stmts, job.commit);
+                loop {
+                    let job = match thread.lingering {
+                        Some(since) => {
+                            let left = LINGER.saturating_sub(since.elapsed());
+                            match inbox.recv_timeout(left) {
+                                Ok(job) => job,
+                                Err(mpsc::RecvTimeoutError::Timeout) => {
+                                    thread.flush();
+                                    continue;
+                                }
+                                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                            }
+                        }
+                        None => match inbox.recv() {
+                            Ok(job) => job,
+                            Err(_) => break,
+                        },
+                    };
+                    let result = thread.run(job.begin, job.stmts, job.end);
                     let _ = job.reply.send(result);
                 }
+                thread.flush();
             })
             .map_err(|err| StoreError::Database(sqlx::Error::Io(err)))?;
         open_result.await.map_err(|_| gone())??;
@@ -176,7 +222,31 @@ impl Direct {
         durability: Durability,
         stmts: Vec<Stmt>,
     ) -> StoreResult<Vec<Row>> {
-        self.call(Some(durability), stmts, true).await
+        self.call(Some(durability), stmts, End::Commit).await
+    }
+
+    /// Runs `stmts` in a transaction begun at `durability` that stays open
+    /// for the next job to commit with its own, or for [`LINGER`] at most:
+    /// a write nobody waits on (an attempt's result) shares the next emit's
+    /// commit instead of paying for one of its own. If they return rows,
+    /// which someone does wait on, it commits at once.
+    ///
+    /// The caller may let go of the writer as soon as this returns, and
+    /// learns from [`Committed`] when the statements are durable.
+    pub(crate) async fn linger(
+        &self,
+        durability: Durability,
+        stmts: Vec<Stmt>,
+    ) -> StoreResult<(Vec<Row>, Committed)> {
+        let (ack, committed) = oneshot::channel();
+        let rows = self.call(Some(durability), stmts, End::Linger(ack)).await?;
+        Ok((rows, Committed(committed)))
+    }
+
+    /// Commits the lingering transaction, before a write on another
+    /// connection (which would otherwise wait on its lock).
+    pub(crate) async fn flush(&self) -> StoreResult<()> {
+        self.call(None, Vec::new(), End::Flush).await.map(drop)
     }
 
     /// Opens a transaction and runs `stmts` in it, leaving it open for
@@ -189,27 +259,27 @@ impl Direct {
         durability: Durability,
         stmts: Vec<Stmt>,
     ) -> StoreResult<Vec<Row>> {
-        self.call(Some(durability), stmts, false).await
+        self.call(Some(durability), stmts, End::Open).await
     }
 
     /// Runs `stmts` in the transaction [`Direct::start`] opened, and
     /// commits it.
     pub(crate) async fn finish(&self, stmts: Vec<Stmt>) -> StoreResult<Vec<Row>> {
-        self.call(None, stmts, true).await
+        self.call(None, stmts, End::Commit).await
     }
 
     async fn call(
         &self,
         begin: Option<Durability>,
         stmts: Vec<Stmt>,
-        commit: bool,
+        end: End,
     ) -> StoreResult<Vec<Row>> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job {
                 begin,
                 stmts,
-                commit,
+                end,
                 reply,
             })
             .map_err(|_| gone())?;
@@ -231,6 +301,11 @@ struct Thread {
     /// The open transaction commits at FULL: `synchronous` goes back to
     /// NORMAL after it ends, whichever way.
     full: bool,
+    /// The open transaction is the thread's own, lingering since then for
+    /// a job to commit it with.
+    lingering: Option<Instant>,
+    /// Told how the open transaction ended: the lingering jobs in it.
+    acks: Vec<oneshot::Sender<StoreResult<()>>>,
 }
 
 /// How long a statement waits for a lock another connection holds (a
@@ -246,6 +321,8 @@ impl Thread {
             path,
             conn: None,
             full: false,
+            lingering: None,
+            acks: Vec::new(),
         };
         thread.conn()?;
         Ok(thread)
@@ -271,11 +348,22 @@ impl Thread {
         &mut self,
         begin: Option<Durability>,
         stmts: Vec<Stmt>,
-        commit: bool,
+        end: End,
     ) -> StoreResult<Vec<Row>> {
-        let result = self.steps(begin, stmts, commit);
-        if result.is_err() {
-            self.abandon();
+        if matches!(end, End::Flush) {
+            self.flush();
+            return Ok(Vec::new());
+        }
+        if begin.is_none() && (self.lingering.is_some() || self.conn()?.is_autocommit()) {
+            // Refused before it touches anything: the transaction it meant
+            // is gone, and what lingers is not its own.
+            return Err(StoreError::Database(sqlx::Error::Protocol(
+                "the write transaction ended before its last statements".into(),
+            )));
+        }
+        let result = self.steps(begin, stmts, end);
+        if let Err(err) = &result {
+            self.abandon(err);
         }
         result
     }
@@ -284,27 +372,31 @@ impl Thread {
         &mut self,
         begin: Option<Durability>,
         stmts: Vec<Stmt>,
-        commit: bool,
+        end: End,
     ) -> StoreResult<Vec<Row>> {
         if let Some(durability) = begin {
-            if !self.conn()?.is_autocommit() {
-                // Left open by a caller that was cancelled between its calls.
-                self.abandon();
+            if self.lingering.take().is_some() {
+                // The thread's own transaction: this job's work joins it,
+                // and its commit covers both (it began at the emits'
+                // durability, so any job may join).
+            } else {
+                if !self.conn()?.is_autocommit() {
+                    // Left open by a caller that was cancelled between its calls.
+                    self.abandon(&StoreError::Database(sqlx::Error::Protocol(
+                        "a write transaction was abandoned by its caller".into(),
+                    )));
+                }
+                let full = durability == Durability::Full;
+                let conn = self.conn()?;
+                if full {
+                    conn.prepare_cached("PRAGMA synchronous = FULL")?
+                        .raw_execute()?;
+                }
+                conn.prepare_cached("BEGIN")?.raw_execute()?;
+                self.full = full;
             }
-            let full = durability == Durability::Full;
-            let conn = self.conn()?;
-            if full {
-                conn.prepare_cached("PRAGMA synchronous = FULL")?
-                    .raw_execute()?;
-            }
-            conn.prepare_cached("BEGIN")?.raw_execute()?;
-            self.full = full;
-        } else if self.conn()?.is_autocommit() {
-            return Err(StoreError::Database(sqlx::Error::Protocol(
-                "the write transaction ended before its last statements".into(),
-            )));
         }
-        let conn = self.conn.as_ref().expect("connected above");
+        let conn = self.conn()?;
         let mut rows = Vec::new();
         for stmt in stmts {
             let mut prepared = conn.prepare_cached(&stmt.sql)?;
@@ -324,22 +416,58 @@ impl Thread {
                 });
             }
         }
-        if commit {
-            conn.prepare_cached("COMMIT")?.raw_execute()?;
-            if std::mem::take(&mut self.full) {
-                conn.prepare_cached("PRAGMA synchronous = NORMAL")?
-                    .raw_execute()?;
+        match end {
+            End::Commit | End::Flush => self.commit()?,
+            End::Open => {}
+            End::Linger(ack) => {
+                self.acks.push(ack);
+                if rows.is_empty() {
+                    self.lingering = Some(Instant::now());
+                } else {
+                    self.commit()?;
+                }
             }
         }
         Ok(rows)
+    }
+
+    /// Commits the open transaction and tells the lingering jobs in it.
+    fn commit(&mut self) -> StoreResult<()> {
+        let conn = self.conn.as_ref().expect("inside a transaction");
+        conn.prepare_cached("COMMIT")?.raw_execute()?;
+        self.lingering = None;
+        for ack in self.acks.drain(..) {
+            let _ = ack.send(Ok(()));
+        }
+        if std::mem::take(&mut self.full) {
+            conn.prepare_cached("PRAGMA synchronous = NORMAL")?
+                .raw_execute()?;
+        }
+        Ok(())
+    }
+
+    /// Commits the lingering transaction, if there is one.
+    fn flush(&mut self) {
+        if self.lingering.is_some()
+            && let Err(err) = self.commit()
+        {
+            self.abandon(&err);
+        }
     }
 
     /// After a failure, or before a transaction a cancelled caller left
     /// open: rolls back and restores `synchronous`; a connection that
     /// cannot do both (after a failed COMMIT on a full disk SQLite may not
     /// have rolled back) is closed, and the next call opens a fresh one,
-    /// which works again as soon as the disk has room.
-    fn abandon(&mut self) {
+    /// which works again as soon as the disk has room. The lingering jobs
+    /// in it are told it failed, with `why`.
+    fn abandon(&mut self, why: &StoreError) {
+        self.lingering = None;
+        for ack in self.acks.drain(..) {
+            let _ = ack.send(Err(StoreError::Database(sqlx::Error::Protocol(format!(
+                "the transaction was rolled back: {why}"
+            )))));
+        }
         let Some(conn) = self.conn.as_ref() else {
             return;
         };
@@ -356,6 +484,21 @@ impl Thread {
 mod tests {
     use super::*;
     use crate::query::Sql;
+
+    /// Rows in `t` as another connection sees them: committed ones only.
+    fn committed_rows(dir: &tempfile::TempDir) -> i64 {
+        let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    /// Inserts a row in a lingering transaction.
+    async fn linger_insert(direct: &Direct, n: i64, s: &str) -> (Vec<Row>, Committed) {
+        direct
+            .linger(Durability::Full, vec![insert(n, Some(s))])
+            .await
+            .unwrap()
+    }
 
     async fn thread_with_table() -> (tempfile::TempDir, Direct) {
         let dir = tempfile::tempdir().unwrap();
@@ -469,5 +612,77 @@ mod tests {
         assert_eq!(seen[0].int("n").unwrap(), 0);
         direct.finish(vec![insert(1, Some("a"))]).await.unwrap();
         assert_eq!(count(&direct).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_lingering_write_commits_with_the_next_transaction() {
+        let (dir, direct) = thread_with_table().await;
+        let (rows, committed) = linger_insert(&direct, 1, "a").await;
+        assert!(rows.is_empty());
+        assert_eq!(
+            committed_rows(&dir),
+            0,
+            "committed before anything joined it"
+        );
+        direct
+            .transaction(Durability::Normal, vec![insert(2, Some("b"))])
+            .await
+            .unwrap();
+        committed.wait().await.unwrap();
+        assert_eq!(committed_rows(&dir), 2);
+        // The joined commit ran at FULL, and the connection is back at NORMAL.
+        read_at_normal(&direct, "SELECT n FROM t").await;
+    }
+
+    #[tokio::test]
+    async fn a_lingering_write_commits_by_itself_when_nothing_comes() {
+        let (dir, direct) = thread_with_table().await;
+        let started = Instant::now();
+        let (_, committed) = linger_insert(&direct, 1, "a").await;
+        committed.wait().await.unwrap();
+        assert!(started.elapsed() >= LINGER, "committed before the linger");
+        assert_eq!(committed_rows(&dir), 1);
+        read_at_normal(&direct, "SELECT n FROM t").await;
+    }
+
+    #[tokio::test]
+    async fn a_lingering_write_whose_rows_someone_waits_on_commits_at_once() {
+        let (dir, direct) = thread_with_table().await;
+        let mut returning = insert(1, Some("a"));
+        returning.sql(" RETURNING n");
+        let (rows, _committed) = direct
+            .linger(Durability::Normal, vec![returning])
+            .await
+            .unwrap();
+        assert_eq!(rows[0].int("n").unwrap(), 1);
+        assert_eq!(committed_rows(&dir), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_rolls_back_what_lingered_and_says_so() {
+        let (dir, direct) = thread_with_table().await;
+        let (_, first) = linger_insert(&direct, 1, "a").await;
+        let (_, second) = linger_insert(&direct, 2, "b").await;
+        // A job that joins them and fails takes them down with it.
+        assert!(
+            direct
+                .transaction(Durability::Normal, vec![insert(3, None)])
+                .await
+                .is_err()
+        );
+        for committed in [first, second] {
+            let err = committed.wait().await.unwrap_err();
+            assert!(err.to_string().contains("rolled back"), "{err}");
+        }
+        assert_eq!(count(&direct).await, 0);
+        assert_eq!(committed_rows(&dir), 0);
+        // A `finish` whose transaction is gone cannot end a lingering one,
+        // nor undo it; a flush (before a write on another connection)
+        // commits it.
+        let (_, committed) = linger_insert(&direct, 4, "d").await;
+        assert!(direct.finish(vec![insert(5, Some("e"))]).await.is_err());
+        direct.flush().await.unwrap();
+        committed.wait().await.unwrap();
+        assert_eq!(committed_rows(&dir), 1);
     }
 }

@@ -50,6 +50,9 @@ struct WriterInner {
     slot: Mutex<Slot>,
     /// To open the connection again after a failed transaction.
     options: SqliteConnectOptions,
+    /// The queue's write thread, whose lingering transaction commits
+    /// before this connection writes (set once the thread runs).
+    thread: std::sync::OnceLock<direct::Direct>,
 }
 
 /// The connection, and whether a transaction may be open on it.
@@ -90,13 +93,26 @@ impl Writer {
                 in_tx: false,
             }),
             options,
+            thread: std::sync::OnceLock::new(),
         })))
     }
 
     /// Waits for the connection (as long as a pool would, then fails),
     /// reopening it if a failed transaction closed it and rolling back a
-    /// transaction a cancelled holder left open.
-    async fn take(&self) -> Result<WriteGuard<'_>, sqlx::Error> {
+    /// transaction a cancelled holder left open; then has the write thread
+    /// commit what lingers on its own connection, so this one does not wait
+    /// on SQLite's lock.
+    async fn take(&self) -> StoreResult<WriteGuard<'_>> {
+        let guard = self.take_for_thread().await?;
+        if let Some(thread) = self.0.thread.get() {
+            thread.flush().await?;
+        }
+        Ok(guard)
+    }
+
+    /// Holds the writer for a call to the write thread: the thread's own
+    /// connection does the writing.
+    async fn take_for_thread(&self) -> Result<WriteGuard<'_>, sqlx::Error> {
         let mut slot = tokio::time::timeout(WRITER_WAIT, self.0.slot.lock())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?;
@@ -198,7 +214,7 @@ impl Dialect for Sqlite {
     type Writer = Writer;
     type WriteGuard<'w> = WriteGuard<'w>;
 
-    fn writer(writer: &Writer) -> impl Future<Output = Result<WriteGuard<'_>, sqlx::Error>> {
+    fn writer(writer: &Writer) -> impl Future<Output = StoreResult<WriteGuard<'_>>> {
         writer.take()
     }
 
@@ -262,6 +278,7 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         let direct = direct::Direct::open(path).await?;
+        let _ = write.0.thread.set(direct.clone());
         Ok(Self {
             durability,
             core: SqlCore { write, read },

@@ -34,7 +34,7 @@ pub(super) async fn emit(
     // attempt results) can be redone, so the connection runs at NORMAL and
     // switches to FULL for this commit.
     let keys = crate::plan::keys(batch);
-    let writer = store.core.write.take().await?;
+    let writer = store.core.write.take_for_thread().await?;
     let mut emitted = if keys.is_empty() {
         // Nothing to look up first: the whole transaction, claim included,
         // is one call to the write thread.
@@ -227,7 +227,7 @@ const HANDLERS_PER_CLAIM: usize = 400;
 /// Leases due deliveries, a statement per 400 handlers; the last call also
 /// reads the next due time.
 pub(super) async fn claim_due(store: &SqliteStore, claim: &Claim<'_>) -> StoreResult<Claimed> {
-    let _writer = store.core.write.take().await?;
+    let _writer = store.core.write.take_for_thread().await?;
     if claim.handlers.len() <= HANDLERS_PER_CLAIM {
         let mut stmts = Vec::with_capacity(2);
         push_claim(&mut stmts, Some(claim));
@@ -302,7 +302,7 @@ fn claim_some(claim: &Claim<'_>, handlers: &[(i64, u32)], limit: i64) -> Stmt {
 }
 
 /// A record batch in one call to the write thread: its execution rows, its
-/// deliveries' new states and the lines their finish moves on, as one
+/// deliveries' new states and the lines their finish moves on, in one
 /// transaction. The statements that move lines on return a row per
 /// delivery they supersede or release, which are counted.
 pub(super) async fn record(
@@ -351,8 +351,15 @@ pub(super) async fn record(
         q.sql(" RETURNING 'released' AS moved");
         stmts.push(q);
     }
-    let _writer = store.core.write.take().await?;
-    let rows = store.direct.transaction(Durability::Normal, stmts).await?;
+    // Nobody waits on a plain result: it rides with the next emit's or
+    // claim's commit (one commit per event at low rates, not two). A batch
+    // that moved a line on commits at once, for the dispatcher to claim
+    // what it released. It begins at the emits' durability, so an emit
+    // can join it.
+    let writer = store.core.write.take_for_thread().await?;
+    let (rows, committed) = store.direct.linger(store.durability, stmts).await?;
+    drop(writer);
+    committed.wait().await?;
     let mut moved = RecordOutcome::default();
     for row in &rows {
         match row.text("moved")?.as_str() {

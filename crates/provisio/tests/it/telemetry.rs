@@ -80,6 +80,8 @@ async fn metrics_are_exported_and_move_after_an_emit() {
         "provisio_oldest_unfinished_delivery_age_seconds ",
         "provisio_http_request_duration_seconds_bucket{",
         "provisio_emit_commit_seconds_bucket{",
+        "provisio_record_commit_seconds_bucket{",
+        "provisio_record_batch_size{",
     ] {
         assert!(
             after.lines().any(|l| l.starts_with(name)),
