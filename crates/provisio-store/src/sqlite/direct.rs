@@ -128,8 +128,11 @@ struct Job {
     begin: Option<Durability>,
     stmts: Vec<Stmt>,
     end: End,
-    reply: oneshot::Sender<StoreResult<Vec<Row>>>,
+    reply: Reply,
 }
+
+/// Where a job's answer goes: its rows, or the error that failed it.
+type Reply = oneshot::Sender<StoreResult<Vec<Row>>>;
 
 /// How a job's transaction ends.
 enum End {
@@ -137,9 +140,9 @@ enum End {
     /// Stays open for the caller's next call.
     Open,
     /// Commits with the next job's transaction, or after [`LINGER`]: unless
-    /// its statements returned rows, which someone is waiting on. Whether
-    /// the commit succeeded is told on the sender.
-    Linger(oneshot::Sender<StoreResult<()>>),
+    /// its statements returned rows, which someone is waiting on. Answered
+    /// once committed.
+    Linger,
     /// Commits the lingering transaction, if any; nothing else.
     Flush,
 }
@@ -150,12 +153,11 @@ enum End {
 /// interrupted and sent again.
 pub(crate) const LINGER: Duration = Duration::from_millis(20);
 
-/// A lingering job's commit: resolves once its transaction has committed,
-/// or with the error that rolled it back.
-pub(crate) struct Committed(oneshot::Receiver<StoreResult<()>>);
+/// A job's answer, to come: its rows, or the error that rolled it back.
+pub(crate) struct Answer(oneshot::Receiver<StoreResult<Vec<Row>>>);
 
-impl Committed {
-    pub(crate) async fn wait(self) -> StoreResult<()> {
+impl Answer {
+    pub(crate) async fn wait(self) -> StoreResult<Vec<Row>> {
         self.0.await.map_err(|_| gone())?
     }
 }
@@ -169,8 +171,8 @@ pub(crate) struct Direct {
 
 impl Direct {
     /// Starts the thread with its connection to `path`, which exists and is
-    /// migrated already.
-    pub(crate) async fn open(path: &Path) -> StoreResult<Self> {
+    /// migrated already; a lingering transaction waits `linger` at most.
+    pub(crate) async fn open(path: &Path, linger: Duration) -> StoreResult<Self> {
         let (jobs, inbox) = mpsc::channel::<Job>();
         let (opened, open_result) = oneshot::channel();
         let path = path.to_owned();
@@ -190,7 +192,7 @@ impl Direct {
                 loop {
                     let job = match thread.lingering {
                         Some(since) => {
-                            let left = LINGER.saturating_sub(since.elapsed());
+                            let left = linger.saturating_sub(since.elapsed());
                             match inbox.recv_timeout(left) {
                                 Ok(job) => job,
                                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -205,8 +207,7 @@ impl Direct {
                             Err(_) => break,
                         },
                     };
-                    let result = thread.run(job.begin, job.stmts, job.end);
-                    let _ = job.reply.send(result);
+                    thread.run(job);
                 }
                 thread.flush();
             })
@@ -231,16 +232,11 @@ impl Direct {
     /// commit instead of paying for one of its own. If they return rows,
     /// which someone does wait on, it commits at once.
     ///
-    /// The caller may let go of the writer as soon as this returns, and
-    /// learns from [`Committed`] when the statements are durable.
-    pub(crate) async fn linger(
-        &self,
-        durability: Durability,
-        stmts: Vec<Stmt>,
-    ) -> StoreResult<(Vec<Row>, Committed)> {
-        let (ack, committed) = oneshot::channel();
-        let rows = self.call(Some(durability), stmts, End::Linger(ack)).await?;
-        Ok((rows, Committed(committed)))
+    /// The job is queued when this returns: the caller may let go of the
+    /// writer then (whoever takes it next is queued behind), and wait for
+    /// the [`Answer`], which comes once the statements are durable.
+    pub(crate) fn linger(&self, durability: Durability, stmts: Vec<Stmt>) -> StoreResult<Answer> {
+        self.send(Some(durability), stmts, End::Linger)
     }
 
     /// Commits the lingering transaction, before a write on another
@@ -274,6 +270,10 @@ impl Direct {
         stmts: Vec<Stmt>,
         end: End,
     ) -> StoreResult<Vec<Row>> {
+        self.send(begin, stmts, end)?.wait().await
+    }
+
+    fn send(&self, begin: Option<Durability>, stmts: Vec<Stmt>, end: End) -> StoreResult<Answer> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job {
@@ -283,7 +283,7 @@ impl Direct {
                 reply,
             })
             .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        Ok(Answer(answer))
     }
 }
 
@@ -304,8 +304,8 @@ struct Thread {
     /// The open transaction is the thread's own, lingering since then for
     /// a job to commit it with.
     lingering: Option<Instant>,
-    /// Told how the open transaction ended: the lingering jobs in it.
-    acks: Vec<oneshot::Sender<StoreResult<()>>>,
+    /// The lingering jobs in the open transaction, answered when it ends.
+    acks: Vec<(Reply, Vec<Row>)>,
 }
 
 /// How long a statement waits for a lock another connection holds (a
@@ -344,36 +344,57 @@ impl Thread {
         Ok(self.conn.as_ref().expect("opened above"))
     }
 
-    fn run(
-        &mut self,
-        begin: Option<Durability>,
-        stmts: Vec<Stmt>,
-        end: End,
-    ) -> StoreResult<Vec<Row>> {
-        if matches!(end, End::Flush) {
-            self.flush();
-            return Ok(Vec::new());
-        }
-        if begin.is_none() && (self.lingering.is_some() || self.conn()?.is_autocommit()) {
+    /// Runs a job and answers it: at once, or a lingering one when its
+    /// transaction ends.
+    fn run(&mut self, job: Job) {
+        let Job {
+            begin,
+            stmts,
+            end,
+            reply,
+        } = job;
+        let answer = match end {
+            End::Flush => {
+                self.flush();
+                Ok(Vec::new())
+            }
             // Refused before it touches anything: the transaction it meant
             // is gone, and what lingers is not its own.
-            return Err(StoreError::Database(sqlx::Error::Protocol(
-                "the write transaction ended before its last statements".into(),
-            )));
-        }
-        let result = self.steps(begin, stmts, end);
-        if let Err(err) = &result {
-            self.abandon(err);
-        }
-        result
+            _ if begin.is_none() && !self.in_callers_transaction() => {
+                Err(StoreError::Database(sqlx::Error::Protocol(
+                    "the write transaction ended before its last statements".into(),
+                )))
+            }
+            _ => match self.steps(begin, stmts) {
+                Ok(rows) => match end {
+                    End::Open => Ok(rows),
+                    End::Linger => {
+                        let waited_on = !rows.is_empty();
+                        self.acks.push((reply, rows));
+                        if waited_on {
+                            if let Err(err) = self.commit() {
+                                self.abandon(&err);
+                            }
+                        } else {
+                            self.lingering.get_or_insert_with(Instant::now);
+                        }
+                        return;
+                    }
+                    _ => self.commit().map(|()| rows),
+                },
+                Err(err) => Err(err),
+            }
+            .inspect_err(|err| self.abandon(err)),
+        };
+        let _ = reply.send(answer);
     }
 
-    fn steps(
-        &mut self,
-        begin: Option<Durability>,
-        stmts: Vec<Stmt>,
-        end: End,
-    ) -> StoreResult<Vec<Row>> {
+    /// A transaction is open, left by a caller for its next call.
+    fn in_callers_transaction(&mut self) -> bool {
+        self.lingering.is_none() && self.conn().is_ok_and(|conn| !conn.is_autocommit())
+    }
+
+    fn steps(&mut self, begin: Option<Durability>, stmts: Vec<Stmt>) -> StoreResult<Vec<Row>> {
         if let Some(durability) = begin {
             if self.lingering.take().is_some() {
                 // The thread's own transaction: this job's work joins it,
@@ -416,18 +437,6 @@ impl Thread {
                 });
             }
         }
-        match end {
-            End::Commit | End::Flush => self.commit()?,
-            End::Open => {}
-            End::Linger(ack) => {
-                self.acks.push(ack);
-                if rows.is_empty() {
-                    self.lingering = Some(Instant::now());
-                } else {
-                    self.commit()?;
-                }
-            }
-        }
         Ok(rows)
     }
 
@@ -436,8 +445,8 @@ impl Thread {
         let conn = self.conn.as_ref().expect("inside a transaction");
         conn.prepare_cached("COMMIT")?.raw_execute()?;
         self.lingering = None;
-        for ack in self.acks.drain(..) {
-            let _ = ack.send(Ok(()));
+        for (reply, rows) in self.acks.drain(..) {
+            let _ = reply.send(Ok(rows));
         }
         if std::mem::take(&mut self.full) {
             conn.prepare_cached("PRAGMA synchronous = NORMAL")?
@@ -463,8 +472,8 @@ impl Thread {
     /// in it are told it failed, with `why`.
     fn abandon(&mut self, why: &StoreError) {
         self.lingering = None;
-        for ack in self.acks.drain(..) {
-            let _ = ack.send(Err(StoreError::Database(sqlx::Error::Protocol(format!(
+        for (reply, _) in self.acks.drain(..) {
+            let _ = reply.send(Err(StoreError::Database(sqlx::Error::Protocol(format!(
                 "the transaction was rolled back: {why}"
             )))));
         }
@@ -492,17 +501,17 @@ mod tests {
             .unwrap()
     }
 
-    /// Inserts a row in a lingering transaction.
-    async fn linger_insert(direct: &Direct, n: i64, s: &str) -> (Vec<Row>, Committed) {
-        direct
-            .linger(Durability::Full, vec![insert(n, Some(s))])
-            .await
-            .unwrap()
+    /// A thread whose lingering transactions wait for the next job (as
+    /// long as a test takes).
+    async fn thread_with_table() -> (tempfile::TempDir, Direct) {
+        thread_lingering(Duration::from_secs(3600)).await
     }
 
-    async fn thread_with_table() -> (tempfile::TempDir, Direct) {
+    async fn thread_lingering(linger: Duration) -> (tempfile::TempDir, Direct) {
         let dir = tempfile::tempdir().unwrap();
-        let direct = Direct::open(&dir.path().join("t.db")).await.unwrap();
+        let direct = Direct::open(&dir.path().join("t.db"), linger)
+            .await
+            .unwrap();
         direct
             .transaction(
                 Durability::Normal,
@@ -617,29 +626,33 @@ mod tests {
     #[tokio::test]
     async fn a_lingering_write_commits_with_the_next_transaction() {
         let (dir, direct) = thread_with_table().await;
-        let (rows, committed) = linger_insert(&direct, 1, "a").await;
-        assert!(rows.is_empty());
+        let answer = direct
+            .linger(Durability::Full, vec![insert(1, Some("a"))])
+            .unwrap();
+        // Once the thread has answered a later call, the insert has run,
+        // uncommitted (the call joined it: a `finish` cannot).
+        assert!(direct.finish(Vec::new()).await.is_err());
         assert_eq!(
             committed_rows(&dir),
             0,
             "committed before anything joined it"
         );
-        direct
-            .transaction(Durability::Normal, vec![insert(2, Some("b"))])
-            .await
-            .unwrap();
-        committed.wait().await.unwrap();
-        assert_eq!(committed_rows(&dir), 2);
+        // A read on the thread joins it, sees it, and commits both.
+        assert_eq!(count(&direct).await, 1);
+        assert!(answer.wait().await.unwrap().is_empty());
+        assert_eq!(committed_rows(&dir), 1);
         // The joined commit ran at FULL, and the connection is back at NORMAL.
         read_at_normal(&direct, "SELECT n FROM t").await;
     }
 
     #[tokio::test]
     async fn a_lingering_write_commits_by_itself_when_nothing_comes() {
-        let (dir, direct) = thread_with_table().await;
+        let (dir, direct) = thread_lingering(LINGER).await;
         let started = Instant::now();
-        let (_, committed) = linger_insert(&direct, 1, "a").await;
-        committed.wait().await.unwrap();
+        let answer = direct
+            .linger(Durability::Full, vec![insert(1, Some("a"))])
+            .unwrap();
+        answer.wait().await.unwrap();
         assert!(started.elapsed() >= LINGER, "committed before the linger");
         assert_eq!(committed_rows(&dir), 1);
         read_at_normal(&direct, "SELECT n FROM t").await;
@@ -650,9 +663,10 @@ mod tests {
         let (dir, direct) = thread_with_table().await;
         let mut returning = insert(1, Some("a"));
         returning.sql(" RETURNING n");
-        let (rows, _committed) = direct
-            .linger(Durability::Normal, vec![returning])
+        let answer = direct.linger(Durability::Normal, vec![returning]).unwrap();
+        let rows = tokio::time::timeout(Duration::from_secs(10), answer.wait())
             .await
+            .expect("it lingered")
             .unwrap();
         assert_eq!(rows[0].int("n").unwrap(), 1);
         assert_eq!(committed_rows(&dir), 1);
@@ -661,8 +675,12 @@ mod tests {
     #[tokio::test]
     async fn a_failing_job_rolls_back_what_lingered_and_says_so() {
         let (dir, direct) = thread_with_table().await;
-        let (_, first) = linger_insert(&direct, 1, "a").await;
-        let (_, second) = linger_insert(&direct, 2, "b").await;
+        let first = direct
+            .linger(Durability::Full, vec![insert(1, Some("a"))])
+            .unwrap();
+        let second = direct
+            .linger(Durability::Full, vec![insert(2, Some("b"))])
+            .unwrap();
         // A job that joins them and fails takes them down with it.
         assert!(
             direct
@@ -670,19 +688,21 @@ mod tests {
                 .await
                 .is_err()
         );
-        for committed in [first, second] {
-            let err = committed.wait().await.unwrap_err();
+        for answer in [first, second] {
+            let err = answer.wait().await.unwrap_err();
             assert!(err.to_string().contains("rolled back"), "{err}");
         }
         assert_eq!(count(&direct).await, 0);
         assert_eq!(committed_rows(&dir), 0);
-        // A `finish` whose transaction is gone cannot end a lingering one,
-        // nor undo it; a flush (before a write on another connection)
+        // A `finish` whose transaction is gone can neither end a lingering
+        // one nor undo it; a flush (before a write on another connection)
         // commits it.
-        let (_, committed) = linger_insert(&direct, 4, "d").await;
+        let answer = direct
+            .linger(Durability::Full, vec![insert(4, Some("d"))])
+            .unwrap();
         assert!(direct.finish(vec![insert(5, Some("e"))]).await.is_err());
         direct.flush().await.unwrap();
-        committed.wait().await.unwrap();
+        answer.wait().await.unwrap();
         assert_eq!(committed_rows(&dir), 1);
     }
 }

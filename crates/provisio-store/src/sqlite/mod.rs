@@ -277,7 +277,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
-        let direct = direct::Direct::open(path).await?;
+        let direct = direct::Direct::open(path, direct::LINGER).await?;
         let _ = write.0.thread.set(direct.clone());
         Ok(Self {
             durability,

@@ -357,9 +357,9 @@ pub(super) async fn record(
     // what it released. It begins at the emits' durability, so an emit
     // can join it.
     let writer = store.core.write.take_for_thread().await?;
-    let (rows, committed) = store.direct.linger(store.durability, stmts).await?;
+    let answer = store.direct.linger(store.durability, stmts)?;
     drop(writer);
-    committed.wait().await?;
+    let rows = answer.wait().await?;
     let mut moved = RecordOutcome::default();
     for row in &rows {
         match row.text("moved")?.as_str() {
