@@ -152,6 +152,9 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
             per_handler,
             Instant::now(),
         );
+        // Handlers left out of this claim by their pace alone: the pacer
+        // wakes the dispatcher for them, a finished attempt cannot.
+        let mut paced = 0;
         if let Some(shares) = shares.as_mut() {
             // A handler's own cap (its receiver takes only so many calls at
             // once): the rest of its due work waits, costing nobody else.
@@ -160,8 +163,11 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
                     let free = (cap as usize).saturating_sub(ctx.in_flight.running(*id));
                     *room = (*room).min(free as u32);
                 }
-                if let Some(rate) = routes.get(*id).and_then(|h| h.spec.rate_limit) {
+                if *room > 0
+                    && let Some(rate) = routes.get(*id).and_then(|h| h.spec.rate_limit)
+                {
                     *room = (*room).min(pacer.room(*id, rate, now * 1000));
+                    paced += usize::from(*room == 0);
                 }
                 *room > 0
             });
@@ -171,7 +177,7 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
         starved.store(
             shares
                 .as_ref()
-                .is_none_or(|s| s.handlers.len() < running.len()),
+                .is_none_or(|s| s.handlers.len() + paced < running.len()),
             Ordering::SeqCst,
         );
         probes.retain(|id, _| routes.get(*id).is_some_and(|h| h.pause.is_some()));
