@@ -11,9 +11,8 @@
 //! on SQLite, one call to the write thread fewer per event than an emit
 //! writer of its own followed by a claim.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use provisio_core::handler::Handler;
@@ -29,7 +28,7 @@ use crate::emit::{self, Pending};
 use crate::executor::Executors;
 use crate::pace::Pacer;
 use crate::record::Recorded;
-use crate::shares::InFlight;
+use crate::shares::{InFlight, Starved};
 use crate::{Clock, Routes};
 
 /// When a claim made at `now_ms` leases its deliveries until: long enough for
@@ -53,7 +52,7 @@ pub(crate) struct Dispatcher {
     pub(crate) wake: Arc<Notify>,
     /// Set while due work may be left unclaimed for want of slots or a
     /// handler's room: the recorder then wakes it after every batch.
-    pub(crate) starved: Arc<AtomicBool>,
+    pub(crate) starved: Arc<Starved>,
     /// Stops claiming; attempts in flight then drain.
     pub(crate) shutdown: CancellationToken,
     pub(crate) clock: Clock,
@@ -154,7 +153,7 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
         );
         // Handlers left out of this claim by their pace alone: the pacer
         // wakes the dispatcher for them, a finished attempt cannot.
-        let mut paced = 0;
+        let mut paced = Vec::new();
         if let Some(shares) = shares.as_mut() {
             // A handler's own cap (its receiver takes only so many calls at
             // once): the rest of its due work waits, costing nobody else.
@@ -167,19 +166,33 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
                     && let Some(rate) = routes.get(*id).and_then(|h| h.spec.rate_limit)
                 {
                     *room = (*room).min(pacer.room(*id, rate, now * 1000));
-                    paced += usize::from(*room == 0);
+                    if *room == 0 {
+                        paced.push(*id);
+                    }
                 }
                 *room > 0
             });
         }
         // A running handler left out of the claim (no free slot, or no room
         // of its own) may have due work that only a finished attempt lets go.
-        starved.store(
-            shares
-                .as_ref()
-                .is_none_or(|s| s.handlers.len() + paced < running.len()),
-            Ordering::SeqCst,
-        );
+        match &shares {
+            None => starved.set(true, Vec::new()),
+            Some(shares) => {
+                let claimed: HashSet<i64> = shares
+                    .handlers
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .chain(paced)
+                    .collect();
+                let left_out: Vec<i64> = running
+                    .iter()
+                    .copied()
+                    .filter(|id| !claimed.contains(id))
+                    .collect();
+                let anyone = shares.reserve_in_use && !left_out.is_empty();
+                starved.set(anyone, if anyone { Vec::new() } else { left_out });
+            }
+        }
         probes.retain(|id, _| routes.get(*id).is_some_and(|h| h.pause.is_some()));
         let mut next_probe: Option<i64> = None;
         for (handler, every) in routes.probed() {

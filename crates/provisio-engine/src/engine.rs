@@ -78,7 +78,7 @@ impl Engine {
         let (records, records_rx) = mpsc::channel(record::QUEUE_DEPTH);
         let (breaker, breaker_rx) = mpsc::channel(breaker::QUEUE_DEPTH);
         let wake = Arc::new(Notify::new());
-        let starved = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let starved = Arc::new(crate::shares::Starved::default());
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 

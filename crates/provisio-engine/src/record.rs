@@ -2,12 +2,13 @@
 //! batches, then wakes the dispatcher for whatever became due.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use provisio_store::{AttemptResult, DeliveryNext, ExecutionRecord, RecordOutcome, Store};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+
+use crate::shares::Starved;
 
 pub(crate) const QUEUE_DEPTH: usize = 8192;
 /// The most items one transaction records.
@@ -29,8 +30,9 @@ pub(crate) struct Recorder {
     /// or freed slots while it is `starved`.
     pub(crate) wake: Arc<Notify>,
     /// Set by the dispatcher while it left due work unclaimed for want of
-    /// slots or room, so only finished attempts can let it go on.
-    pub(crate) starved: Arc<AtomicBool>,
+    /// slots or room, so only finished attempts (anyone's, or a given
+    /// handler's) can let it go on.
+    pub(crate) starved: Arc<Starved>,
     /// Once shut down, the recorder gives up on a batch the database keeps
     /// refusing after `drain_timeout`.
     pub(crate) shutdown: CancellationToken,
@@ -53,7 +55,8 @@ pub(crate) async fn run(recorder: Recorder, mut rx: mpsc::Receiver<Recorded>) {
         // A finished attempt has given back its slot and its handler's room
         // already: a dispatcher waiting for those need not wait for the
         // commit (which on SQLite may wait for the next emit's).
-        if !attempts.is_empty() && recorder.starved.load(Ordering::SeqCst) {
+        let finished = || attempts.iter().map(|a| a.handler_id);
+        if !attempts.is_empty() && recorder.starved.eased_by(finished()) {
             recorder.wake.notify_one();
         }
         let moved = recorder.commit(&attempts, &executions).await;
@@ -63,7 +66,7 @@ pub(crate) async fn run(recorder: Recorder, mut rx: mpsc::Receiver<Recorded>) {
         let retries = attempts
             .iter()
             .any(|a| matches!(a.next, DeliveryNext::RetryAt { .. }));
-        if retries || moved.released > 0 || recorder.starved.load(Ordering::SeqCst) {
+        if retries || moved.released > 0 || recorder.starved.eased_by(finished()) {
             recorder.wake.notify_one();
         }
         attempts.clear();

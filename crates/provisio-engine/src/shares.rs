@@ -50,6 +50,9 @@ pub(crate) struct Shares {
     /// (handler, room) for every handler with room: the claim looks at no
     /// other.
     pub(crate) handlers: Vec<(i64, u32)>,
+    /// No more than the reserve was free: who may claim depends on how
+    /// many slots are, so any finished attempt may let another in.
+    pub(crate) reserve_in_use: bool,
 }
 
 impl InFlight {
@@ -95,6 +98,7 @@ impl InFlight {
         Some(Shares {
             limit: (limit as u32).min(CLAIM_BATCH),
             handlers,
+            reserve_in_use: within_reserve,
         })
     }
 
@@ -126,6 +130,32 @@ impl InFlight {
     }
 }
 
+/// Whose finished attempts may let the dispatcher claim what it left out
+/// of its last claim: anyone's, when slots ran short (none free, or the
+/// reserve in use); a handler's own, when its own cap alone held it back.
+/// A handler held back by its pace is not here: the pacer wakes the
+/// dispatcher for it.
+#[derive(Default)]
+pub(crate) struct Starved(Mutex<LeftOut>);
+
+#[derive(Default)]
+struct LeftOut {
+    anyone: bool,
+    handlers: Vec<i64>,
+}
+
+impl Starved {
+    pub(crate) fn set(&self, anyone: bool, handlers: Vec<i64>) {
+        *self.0.lock().expect("starved lock poisoned") = LeftOut { anyone, handlers };
+    }
+
+    /// Whether attempts of these handlers finishing may let it claim more.
+    pub(crate) fn eased_by(&self, mut finished: impl Iterator<Item = i64>) -> bool {
+        let left = self.0.lock().expect("starved lock poisoned");
+        left.anyone || (!left.handlers.is_empty() && finished.any(|id| left.handlers.contains(&id)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +179,7 @@ mod tests {
             .shares([1].into_iter(), 300, 1024, 128, now)
             .unwrap();
         assert_eq!((shares.limit, rooms(&shares)[&1]), (44, 44));
+        assert!(!shares.reserve_in_use);
     }
 
     #[test]
@@ -170,6 +201,7 @@ mod tests {
             .shares([8].into_iter(), 256, 1024, 128, start)
             .unwrap();
         assert_eq!(rooms(&shares)[&8], 8);
+        assert!(shares.reserve_in_use);
         // No free slot: nothing to claim.
         assert!(
             in_flight
@@ -198,5 +230,20 @@ mod tests {
         in_flight.start(7);
         in_flight.finish(7, None);
         assert_eq!(room(start + ANSWERING)[&7], 7);
+    }
+
+    #[test]
+    fn only_the_finishes_that_can_ease_a_starved_dispatcher_wake_it() {
+        let starved = Starved::default();
+        assert!(!starved.eased_by([1].into_iter()), "nothing left out");
+        // Handler 1 held back by its own cap: only its own attempts matter.
+        starved.set(false, vec![1]);
+        assert!(!starved.eased_by([2, 3].into_iter()));
+        assert!(starved.eased_by([2, 1].into_iter()));
+        // Slots ran short: any finish may let someone in.
+        starved.set(true, Vec::new());
+        assert!(starved.eased_by([2].into_iter()));
+        starved.set(false, Vec::new());
+        assert!(!starved.eased_by([2].into_iter()));
     }
 }
