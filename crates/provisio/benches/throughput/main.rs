@@ -12,6 +12,8 @@
 //!   deliveries/s, with the server's RSS before, at the peak and after;
 //! - fan-out: one event type to 20 handlers, deliveries/s against the burst;
 //! - the fixed-rate latency again beside eight handlers that never answer;
+//! - the lowest fixed rate beside a handler capped at one call to a slow
+//!   receiver, with the CPU per event;
 //! - the before-stage chain's overhead with three no-op handlers;
 //! - a replay of `--events` logged events to a new handler, in deliveries/s;
 //! - what one handler filter and one request template cost per event.
@@ -37,8 +39,8 @@ use harness::{Server, Sink, create_handler, emit, start_sink, wait_received};
 pub const TOKEN: &str = "bench-admin-token-0123456789";
 
 /// The phases `--only` accepts, in the order a full run takes them.
-const PHASES: [&str; 9] = [
-    "burst", "fixed", "idle", "backlog", "fanout", "hung", "before", "replay", "filters",
+const PHASES: [&str; 10] = [
+    "burst", "fixed", "idle", "backlog", "fanout", "hung", "capped", "before", "replay", "filters",
 ];
 
 pub struct Options {
@@ -256,6 +258,9 @@ async fn main() {
     }
     if opts.runs("hung") {
         phases::fixed::beside_hung(&bench).await;
+    }
+    if opts.runs("capped") {
+        phases::fixed::beside_capped(&bench).await;
     }
     if opts.runs("before") {
         phases::before::run(&bench).await;

@@ -1,5 +1,6 @@
-//! Latency at a fixed offered rate: alone, and beside eight handlers whose
-//! receivers never answer.
+//! Latency at a fixed offered rate: alone, beside eight handlers whose
+//! receivers never answer, and beside one held to a call at a time by a
+//! slow receiver.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -73,12 +74,18 @@ fn print_latencies(latencies: &[Duration]) {
 
 /// One fixed rate for `--seconds`: latencies and CPU per event.
 pub async fn run(bench: &Bench, rate: u64, first_seq: u64) {
+    measure(bench, "fixed rate", "", rate, first_seq).await;
+}
+
+/// `rate` events a second for `--seconds`, printed under `heading` (and
+/// `to` after the rate): the latencies and the CPU per event.
+async fn measure(bench: &Bench, heading: &str, to: &str, rate: u64, first_seq: u64) {
     let seconds = bench.opts.seconds;
     let cpu = CpuMeter::start(bench);
     let (latencies, all_arrived) = fixed_rate(bench, &bench.sink, rate, seconds, first_seq).await;
     println!();
     println!(
-        "fixed rate: {rate} events/s for {seconds} s{}",
+        "{heading}: {rate} events/s for {seconds} s{to}{}",
         incomplete(all_arrived)
     );
     print_latencies(&latencies);
@@ -108,17 +115,8 @@ pub async fn beside_hung(bench: &Bench) {
         .await;
         hung.push(id);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let rate = bench.opts.rates.iter().copied().max().unwrap_or(1_000);
-    let seconds = bench.opts.seconds;
-    let (latencies, all_arrived) =
-        fixed_rate(bench, &bench.sink, rate, seconds, 4_000_000_000).await;
-    println!();
-    println!(
-        "beside 8 hung handlers: {rate} events/s for {seconds} s to the healthy one{}",
-        incomplete(all_arrived)
-    );
-    print_latencies(&latencies);
+    healthy_beside(bench, "8 hung handlers", rate, 4_000_000_000).await;
     // Later phases (the before chain, replay) measure without them: left
     // behind, they would get every later event too, retrying against
     // closed ports.
@@ -128,4 +126,41 @@ pub async fn beside_hung(bench: &Bench) {
     for hole in holes {
         hole.abort();
     }
+}
+
+/// One more handler for the same events, capped at one call at a time to a
+/// receiver that answers after 200 ms, so its deliveries queue: at the
+/// lowest fixed rate, the healthy handler's latency and the CPU per event
+/// should stay what they were alone (the capped handler's finishes wake the
+/// dispatcher, the healthy one's need not).
+pub async fn beside_capped(bench: &Bench) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("http://{}/hook", listener.local_addr().unwrap());
+    let slow = tokio::spawn(async move {
+        let app = axum::Router::new().fallback(|| async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            axum::http::StatusCode::OK
+        });
+        axum::serve(listener, app).await.unwrap();
+    });
+    let capped = create_handler(
+        &bench.client,
+        &bench.base,
+        json!({ "name": "capped", "events_id": "clients.*", "target": target,
+                "max_in_flight": 1, "ordered": false }),
+    )
+    .await;
+    let rate = bench.opts.rates.iter().copied().min().unwrap_or(200);
+    let beside = "a handler capped at one call to a 200 ms receiver";
+    healthy_beside(bench, beside, rate, 5_000_000_000).await;
+    delete_handler(&bench.client, &bench.base, capped).await;
+    slow.abort();
+}
+
+/// The healthy handler at `rate` for `--seconds`, once the handlers
+/// `beside` it are set up: its latencies and the CPU per event.
+async fn healthy_beside(bench: &Bench, beside: &str, rate: u64, first_seq: u64) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let heading = format!("beside {beside}");
+    measure(bench, &heading, " to the healthy one", rate, first_seq).await;
 }
