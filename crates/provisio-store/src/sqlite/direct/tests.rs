@@ -1,0 +1,213 @@
+//! The write thread's tests: transactions, their failures, and lingering.
+
+use super::*;
+use crate::query::Sql;
+
+/// Rows in `t` as another connection sees them: committed ones only.
+fn committed_rows(dir: &tempfile::TempDir) -> i64 {
+    let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    conn.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
+        .unwrap()
+}
+
+/// A thread whose lingering transactions wait for the next job (as
+/// long as a test takes).
+/// Inserts a row in a lingering transaction (FULL, as a record's).
+fn linger_insert(direct: &Direct, n: i64, s: &str) -> Answer {
+    direct
+        .linger(Durability::Full, vec![insert(n, Some(s))])
+        .unwrap()
+}
+
+async fn thread_with_table() -> (tempfile::TempDir, Direct) {
+    thread_lingering(Duration::from_secs(3600)).await
+}
+
+async fn thread_lingering(linger: Duration) -> (tempfile::TempDir, Direct) {
+    let dir = tempfile::tempdir().unwrap();
+    let direct = Direct::open(&dir.path().join("t.db"), linger)
+        .await
+        .unwrap();
+    direct
+        .transaction(
+            Durability::Normal,
+            vec![Stmt::new(
+                "CREATE TABLE t (n INTEGER PRIMARY KEY, s TEXT NOT NULL)",
+            )],
+        )
+        .await
+        .unwrap();
+    (dir, direct)
+}
+
+fn insert(n: i64, s: Option<&str>) -> Stmt {
+    let mut q = Stmt::new("INSERT INTO t (n, s) VALUES (");
+    q.arg(n).sql(", ").arg(s.map(str::to_owned)).sql(")");
+    q
+}
+
+async fn count(direct: &Direct) -> i64 {
+    let rows = direct
+        .transaction(
+            Durability::Normal,
+            vec![Stmt::new("SELECT COUNT(*) AS n FROM t")],
+        )
+        .await
+        .unwrap();
+    rows[0].int("n").unwrap()
+}
+
+/// The rows of `select`, once the connection is seen back at NORMAL
+/// (`synchronous` 1) after whatever ran before.
+async fn read_at_normal(direct: &Direct, select: &'static str) -> Vec<Row> {
+    let mut rows = direct
+        .transaction(
+            Durability::Normal,
+            vec![Stmt::new("PRAGMA synchronous"), Stmt::new(select)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.remove(0).int("synchronous").unwrap(),
+        1,
+        "not back at NORMAL"
+    );
+    rows
+}
+
+#[tokio::test]
+async fn a_failing_statement_undoes_its_whole_transaction() {
+    let (_dir, direct) = thread_with_table().await;
+    let err = direct
+        .transaction(
+            Durability::Full,
+            vec![insert(1, Some("a")), insert(2, None)],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("NOT NULL"), "{err}");
+    assert!(!err.is_unavailable(), "a refused row is not an outage");
+    assert_eq!(count(&direct).await, 0, "the first insert was kept");
+    // The connection goes on working, back at NORMAL.
+    direct
+        .transaction(Durability::Normal, vec![insert(1, Some("a"))])
+        .await
+        .unwrap();
+    let rows = read_at_normal(&direct, "SELECT n, s FROM t").await;
+    assert_eq!(rows[0].int("n").unwrap(), 1);
+    assert_eq!(rows[0].text("s").unwrap(), "a");
+    assert_eq!(
+        rows[0].opt_int("s").ok(),
+        None,
+        "text is not read as a number"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_left_open_is_rolled_back_by_the_next_one() {
+    let (_dir, direct) = thread_with_table().await;
+    // A caller that started and never finished (it was cancelled).
+    direct
+        .start(Durability::Full, vec![insert(1, Some("lost"))])
+        .await
+        .unwrap();
+    direct
+        .transaction(Durability::Normal, vec![insert(2, Some("kept"))])
+        .await
+        .unwrap();
+    let rows = read_at_normal(&direct, "SELECT s FROM t").await;
+    let texts: Vec<String> = rows.iter().map(|r| r.text("s").unwrap()).collect();
+    assert_eq!(texts, ["kept"]);
+    // `finish` without a transaction of its own is refused, not run
+    // outside one.
+    assert!(direct.finish(vec![insert(3, Some("x"))]).await.is_err());
+    assert_eq!(count(&direct).await, 1);
+}
+
+#[tokio::test]
+async fn start_and_finish_make_one_transaction() {
+    let (_dir, direct) = thread_with_table().await;
+    let seen = direct
+        .start(
+            Durability::Full,
+            vec![Stmt::new("SELECT COUNT(*) AS n FROM t")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen[0].int("n").unwrap(), 0);
+    direct.finish(vec![insert(1, Some("a"))]).await.unwrap();
+    assert_eq!(count(&direct).await, 1);
+}
+
+#[tokio::test]
+async fn a_lingering_write_commits_with_the_next_transaction() {
+    let (dir, direct) = thread_with_table().await;
+    let answer = linger_insert(&direct, 1, "a");
+    // Once the thread has answered a later call, the insert has run,
+    // uncommitted (the call joined it: a `finish` cannot).
+    assert!(direct.finish(Vec::new()).await.is_err());
+    assert_eq!(
+        committed_rows(&dir),
+        0,
+        "committed before anything joined it"
+    );
+    // A read on the thread joins it, sees it, and commits both.
+    assert_eq!(count(&direct).await, 1);
+    assert!(answer.wait().await.unwrap().is_empty());
+    assert_eq!(committed_rows(&dir), 1);
+    // The joined commit ran at FULL, and the connection is back at NORMAL.
+    read_at_normal(&direct, "SELECT n FROM t").await;
+}
+
+#[tokio::test]
+async fn a_lingering_write_commits_by_itself_when_nothing_comes() {
+    let (dir, direct) = thread_lingering(LINGER).await;
+    let started = Instant::now();
+    let answer = linger_insert(&direct, 1, "a");
+    answer.wait().await.unwrap();
+    assert!(started.elapsed() >= LINGER, "committed before the linger");
+    assert_eq!(committed_rows(&dir), 1);
+    read_at_normal(&direct, "SELECT n FROM t").await;
+}
+
+#[tokio::test]
+async fn a_lingering_write_whose_rows_someone_waits_on_commits_at_once() {
+    let (dir, direct) = thread_with_table().await;
+    let mut returning = insert(1, Some("a"));
+    returning.sql(" RETURNING n");
+    let answer = direct.linger(Durability::Normal, vec![returning]).unwrap();
+    let rows = tokio::time::timeout(Duration::from_secs(10), answer.wait())
+        .await
+        .expect("it lingered")
+        .unwrap();
+    assert_eq!(rows[0].int("n").unwrap(), 1);
+    assert_eq!(committed_rows(&dir), 1);
+}
+
+#[tokio::test]
+async fn a_failing_job_rolls_back_what_lingered_and_says_so() {
+    let (dir, direct) = thread_with_table().await;
+    let first = linger_insert(&direct, 1, "a");
+    let second = linger_insert(&direct, 2, "b");
+    // A job that joins them and fails takes them down with it.
+    assert!(
+        direct
+            .transaction(Durability::Normal, vec![insert(3, None)])
+            .await
+            .is_err()
+    );
+    for answer in [first, second] {
+        let err = answer.wait().await.unwrap_err();
+        assert!(err.to_string().contains("rolled back"), "{err}");
+    }
+    assert_eq!(count(&direct).await, 0);
+    assert_eq!(committed_rows(&dir), 0);
+    // A `finish` whose transaction is gone can neither end a lingering
+    // one nor undo it; a flush (before a write on another connection)
+    // commits it.
+    let answer = linger_insert(&direct, 4, "d");
+    assert!(direct.finish(vec![insert(5, Some("e"))]).await.is_err());
+    direct.flush().await.unwrap();
+    answer.wait().await.unwrap();
+    assert_eq!(committed_rows(&dir), 1);
+}
