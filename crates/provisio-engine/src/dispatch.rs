@@ -176,7 +176,7 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
         // A running handler left out of the claim (no free slot, or no room
         // of its own) may have due work that only a finished attempt lets go.
         match &shares {
-            None => starved.set(true, Vec::new()),
+            None => starved.set(true, HashSet::new()),
             Some(shares) => {
                 let claimed: HashSet<i64> = shares
                     .handlers
@@ -184,13 +184,13 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
                     .map(|(id, _)| *id)
                     .chain(paced)
                     .collect();
-                let left_out: Vec<i64> = running
+                let left_out: HashSet<i64> = running
                     .iter()
                     .copied()
                     .filter(|id| !claimed.contains(id))
                     .collect();
                 let anyone = shares.reserve_in_use && !left_out.is_empty();
-                starved.set(anyone, if anyone { Vec::new() } else { left_out });
+                starved.set(anyone, if anyone { HashSet::new() } else { left_out });
             }
         }
         probes.retain(|id, _| routes.get(*id).is_some_and(|h| h.pause.is_some()));

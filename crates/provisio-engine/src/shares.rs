@@ -3,7 +3,7 @@
 //! kept for handlers that answer, so a dead target costs only its own
 //! handler (ARCHITECTURE.md, "Fair shares of the in-flight slots").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -141,11 +141,11 @@ pub(crate) struct Starved(Mutex<LeftOut>);
 #[derive(Default)]
 struct LeftOut {
     anyone: bool,
-    handlers: Vec<i64>,
+    handlers: HashSet<i64>,
 }
 
 impl Starved {
-    pub(crate) fn set(&self, anyone: bool, handlers: Vec<i64>) {
+    pub(crate) fn set(&self, anyone: bool, handlers: HashSet<i64>) {
         *self.0.lock().expect("starved lock poisoned") = LeftOut { anyone, handlers };
     }
 
@@ -237,13 +237,13 @@ mod tests {
         let starved = Starved::default();
         assert!(!starved.eased_by([1].into_iter()), "nothing left out");
         // Handler 1 held back by its own cap: only its own attempts matter.
-        starved.set(false, vec![1]);
+        starved.set(false, HashSet::from([1]));
         assert!(!starved.eased_by([2, 3].into_iter()));
         assert!(starved.eased_by([2, 1].into_iter()));
         // Slots ran short: any finish may let someone in.
-        starved.set(true, Vec::new());
+        starved.set(true, HashSet::new());
         assert!(starved.eased_by([2].into_iter()));
-        starved.set(false, Vec::new());
+        starved.set(false, HashSet::new());
         assert!(!starved.eased_by([2].into_iter()));
     }
 }
