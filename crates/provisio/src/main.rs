@@ -8,6 +8,11 @@ use provisio::client::{
 use provisio::config::{LogFormat, ServeArgs, StoreArgs};
 use provisio::tokens::TokenCommand;
 
+/// mimalloc rather than glibc's malloc: less CPU per delivery under fan-out
+/// and drains (ARCHITECTURE.md, "Threads").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "provisio",
