@@ -154,15 +154,18 @@ impl HttpExecutor {
         };
         let mut outcome = CallOutcome::new(request);
 
-        if let Err(e) = self.deny.check_url(&url) {
-            outcome.error = Some(e);
-            outcome.duration = started.elapsed();
-            return outcome;
-        }
+        let url = match self.deny.check_url(&url) {
+            Ok(url) => url,
+            Err(e) => {
+                outcome.error = Some(e);
+                outcome.duration = started.elapsed();
+                return outcome;
+            }
+        };
 
         let sent = self
             .client
-            .request(method, &url)
+            .request(method, url)
             .headers(headers)
             .body(outcome.request.body.clone())
             .timeout(timeout)

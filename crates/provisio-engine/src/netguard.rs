@@ -48,19 +48,20 @@ impl DenyList {
 
     /// Refuses a URL whose host is an IP literal in a denied network (in any
     /// spelling the url crate accepts). Hostnames pass here: they are checked
-    /// after resolution, by [`GuardedResolver`].
-    pub fn check_url(&self, target: &str) -> Result<(), String> {
+    /// after resolution, by [`GuardedResolver`]. A URL that passes comes
+    /// back parsed, for the call to use as it is rather than parse again.
+    pub fn check_url(&self, target: &str) -> Result<url::Url, String> {
         let url = url::Url::parse(target).map_err(|e| format!("invalid URL: {e}"))?;
         let ip = match url.host() {
             Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
             Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
-            _ => return Ok(()),
+            _ => return Ok(url),
         };
         match self.denied_network(ip) {
             Some(net) => Err(format!(
                 "not called: the address {ip} reaches the denied network {net}"
             )),
-            None => Ok(()),
+            None => Ok(url),
         }
     }
 }
@@ -222,7 +223,7 @@ mod tests {
             "http://switch.example.net/",
             "https://localhost/",
         ] {
-            assert_eq!(deny.check_url(url), Ok(()), "{url}");
+            assert_eq!(deny.check_url(url).map(String::from).as_deref(), Ok(url));
         }
     }
 
