@@ -223,7 +223,11 @@ mod tests {
             "http://switch.example.net/",
             "https://localhost/",
         ] {
-            assert_eq!(deny.check_url(url).map(String::from).as_deref(), Ok(url));
+            assert_eq!(
+                deny.check_url(url).map(String::from).as_deref(),
+                Ok(url),
+                "{url}"
+            );
         }
     }
 
