@@ -195,6 +195,7 @@ impl PgStore {
                         Ok(true)
                     })
                 })
+                .after_connect(|conn, _| Box::pin(open_session(conn)))
                 .max_connections(max)
                 .acquire_timeout(settings.acquire_timeout)
         };
@@ -221,10 +222,14 @@ impl PgStore {
                 node,
             }),
             // The pool reports only that it timed out; one direct attempt
-            // tells why (refused, unknown host, bad password, no database).
+            // tells why (refused, unknown host, bad password, no database,
+            // no right to create the session's functions).
             Err(err) => match PgConnection::connect_with(&options).await {
                 Err(cause) => Err(cause.into()),
-                Ok(_) => Err(err.into()),
+                Ok(mut conn) => match open_session(&mut conn).await {
+                    Err(cause) => Err(cause.into()),
+                    Ok(()) => Err(err.into()),
+                },
             },
         }
     }
@@ -306,6 +311,15 @@ async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen_all([ROUTES_CHANNEL, WORK_CHANNEL]).await?;
     Ok(listener)
+}
+
+/// Readies a new connection: the queue's functions
+/// (`queue::SESSION_FUNCTIONS`), in its temporary schema.
+async fn open_session(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(queue::SESSION_FUNCTIONS)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Announces new due work to every node's dispatcher (delivered at commit),

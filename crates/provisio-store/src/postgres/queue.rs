@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
-use super::{PgStore, notify_work};
+use super::{NODE_SETTING, PgStore, WORK_CHANNEL};
 use crate::query::{ROWS_PER_STATEMENT, open_states, push_insert_executions};
 use crate::rows::Columns;
 use crate::rows::claimed;
@@ -82,23 +82,36 @@ pub(super) async fn emit(
     batch: &[NewEvent],
     claim: Option<&Claim<'_>>,
 ) -> StoreResult<Emitted> {
-    transaction(&store.queue, Some(GENERIC_PLANS), async |tx| {
-        let locks = batch
-            .iter()
-            .flat_map(|new| {
-                let key = new.event.object_id.key();
-                let queues = new
-                    .deliveries
-                    .iter()
-                    .filter(|d| d.ordered)
-                    .map(move |d| queue_key(d.handler_id, &key));
-                let idempotency = new.idempotency.iter().map(|k| idempotency_lock(&k.key));
-                queues.chain(idempotency)
-            })
-            .collect();
+    let locks: Vec<String> = batch
+        .iter()
+        .flat_map(|new| {
+            let key = new.event.object_id.key();
+            let queues = new
+                .deliveries
+                .iter()
+                .filter(|d| d.ordered)
+                .map(move |d| queue_key(d.handler_id, &key));
+            let idempotency = new.idempotency.iter().map(|k| idempotency_lock(&k.key));
+            queues.chain(idempotency)
+        })
+        .collect();
+    let keys = crate::plan::keys(batch);
+    if keys.is_empty() {
+        // Nothing to look up first: the whole emit, claim included, is one
+        // statement in a transaction of its own.
+        let triage = crate::plan::triage(batch, &HashMap::new());
+        let mut conn = store.queue.acquire().await?;
+        let claimed = emit_call(&mut conn, locks, &triage.stored, claim).await?;
+        return Ok(Emitted {
+            outcomes: triage.outcomes,
+            claimed,
+        });
+    }
+    transaction(&store.queue, None, async |tx| {
+        // The keys' rows are read under their locks, in a statement after
+        // the one that took them (see the module documentation).
         lock_keys(tx, locks).await?;
-
-        let seen = seen_keys(tx, crate::plan::keys(batch)).await?;
+        let seen = seen_keys(tx, keys).await?;
         let crate::plan::Triage {
             outcomes,
             stored,
@@ -110,76 +123,41 @@ pub(super) async fn emit(
                 .execute(&mut *tx)
                 .await?;
         }
-        let rows = crate::plan::delivery_rows(&stored);
-        if !stored.is_empty() {
-            insert_stored(tx, &stored, &rows).await?;
-        }
-        let claimed = match claim {
-            Some(claim) => Some(claim_in(tx, claim).await?),
-            None => None,
-        };
-        // Other nodes hear of new deliveries this node did not lease at once (no
-        // room here, no claim, or waiting in a line): those it leased need
-        // nobody else, and waking every node for them cost each a claim.
-        let taken: HashSet<&str> = claimed
-            .iter()
-            .flat_map(|c| &c.deliveries)
-            .map(|d| d.id.as_str())
-            .collect();
-        if rows.iter().any(|r| !taken.contains(r.delivery.id.as_str())) {
-            notify_work(tx).await?;
-        }
+        // The locks are held already.
+        let claimed = emit_call(tx, Vec::new(), &stored, claim).await?;
         Ok(Emitted { outcomes, claimed })
     })
     .await
 }
 
-/// Inserts the stored events of an emit batch, their deliveries (`rows`)
-/// and their idempotency keys.
-async fn insert_stored(
-    tx: &mut PgConnection,
+/// One call of `pg_temp.provisio_emit` ([`SESSION_FUNCTIONS`]): takes
+/// `locks`, stores the events of `stored` with their deliveries and
+/// idempotency keys, makes the claim, and tells other nodes of deliveries
+/// it left unleased.
+async fn emit_call(
+    conn: &mut PgConnection,
+    locks: Vec<String>,
     stored: &[&NewEvent],
-    rows: &[crate::plan::DeliveryRow<'_>],
-) -> StoreResult<()> {
-    // Arrays, one per column, turned back into rows by `unnest`, whatever the
-    // batch size, with no bound-parameter limit. The events and their
-    // deliveries in one statement, one round trip (the deliveries' foreign
-    // key is checked at the statement's end, when the events are in).
-    //
-    // An ordered delivery waits while an earlier one for the same (handler,
-    // object) is unfinished: one already stored (the EXISTS, safe from races
-    // under the queue's lock), or one earlier in this batch (`behind`).
-    // `WITH ORDINALITY … ORDER BY` gives `seq` in emit order.
+    claim: Option<&Claim<'_>>,
+) -> StoreResult<Option<Claimed>> {
+    // Arrays, one per column, turned back into rows by `unnest`, whatever
+    // the batch size, with no bound-parameter limit.
+    let rows = crate::plan::delivery_rows(stored);
     let events = |f: fn(&NewEvent) -> String| stored.iter().map(|n| f(n)).collect::<Vec<_>>();
-    sqlx::query(concat!(
-        "WITH stored_events AS (
-             INSERT INTO events (id, events_id, object_id, object_key, dt, data, filtered_out, created_at)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                  $7::text[], $8::int8[])
-         )
-         INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
-                                 created_at, last_error, finished_at)
-         SELECT v.id, v.event_id, v.handler_id, v.object_key,
-                CASE WHEN NOT h.live THEN 'failed'
-                     WHEN v.behind OR (v.ordered AND EXISTS (
-                    SELECT 1 FROM deliveries d WHERE d.handler_id = v.handler_id
-                        AND d.object_key = v.object_key AND ",
-        open_states!("d.state"),
-        "))
-                THEN 'waiting' ELSE 'pending' END,
-                v.created_at, v.created_at,
-                CASE WHEN NOT h.live THEN 'not sent: the handler was deleted' END,
-                CASE WHEN NOT h.live THEN v.created_at END
-         FROM unnest($9::text[], $10::text[], $11::int8[], $12::text[], $13::bool[], $14::bool[], $15::int8[])
-              WITH ORDINALITY AS v(id, event_id, handler_id, object_key, ordered, behind, created_at, n)
-         -- A handler deleted after this emit was routed (here or on another
-         -- node) gets its delivery as failed: one inserted pending would
-         -- never be claimed. FOR KEY SHARE makes a concurrent delete wait
-         -- for this commit, so its own sweep of open deliveries sees ours.
-         CROSS JOIN LATERAL (SELECT EXISTS (
-             SELECT 1 FROM handlers WHERE id = v.handler_id FOR KEY SHARE) AS live) h
-         ORDER BY v.n"
-    ))
+    let keyed: Vec<(&NewEvent, &Idempotency)> = stored
+        .iter()
+        .filter_map(|n| n.idempotency.as_ref().map(|k| (*n, k)))
+        .collect();
+    let (handlers, rooms): (Vec<i64>, Vec<i64>) = claim
+        .iter()
+        .flat_map(|c| c.handlers)
+        .map(|(id, room)| (*id, i64::from(*room)))
+        .unzip();
+    let found = sqlx::query(
+        "SELECT * FROM pg_temp.provisio_emit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+             $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
+    )
+    .bind(locks)
     .bind(events(|n| n.event.id.clone()))
     .bind(events(|n| n.event.events_id.clone()))
     .bind(events(|n| n.event.object_id.to_json()))
@@ -195,47 +173,41 @@ async fn insert_stored(
     .bind(rows.iter().map(|r| r.delivery.ordered).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.behind).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.new.created_at_ms).collect::<Vec<_>>())
-    .execute(&mut *tx)
+    .bind(keyed.iter().map(|(_, k)| k.key.clone()).collect::<Vec<_>>())
+    .bind(
+        keyed
+            .iter()
+            .map(|(_, k)| k.body_hash.to_vec())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        keyed
+            .iter()
+            .map(|(n, _)| n.event.id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        keyed
+            .iter()
+            .map(|(n, _)| n.deliveries.len() as i64)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        keyed
+            .iter()
+            .map(|(n, _)| n.created_at_ms)
+            .collect::<Vec<_>>(),
+    )
+    .bind(handlers)
+    .bind(rooms)
+    .bind(claim.map(|c| c.now_ms))
+    .bind(claim.map(|c| i64::from(c.limit)))
+    .bind(claim.map(|c| c.lease_until_ms))
+    .bind(WORK_CHANNEL)
+    .bind(NODE_SETTING)
+    .fetch_all(conn)
     .await?;
-
-    let keyed: Vec<(&NewEvent, &Idempotency)> = stored
-        .iter()
-        .filter_map(|n| n.idempotency.as_ref().map(|k| (*n, k)))
-        .collect();
-    if !keyed.is_empty() {
-        sqlx::query(
-            "INSERT INTO idempotency_keys (key, body_hash, event_id, deliveries, created_at)
-             SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::int8[], $5::int8[])",
-        )
-        .bind(keyed.iter().map(|(_, k)| k.key.clone()).collect::<Vec<_>>())
-        .bind(
-            keyed
-                .iter()
-                .map(|(_, k)| k.body_hash.to_vec())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            keyed
-                .iter()
-                .map(|(n, _)| n.event.id.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            keyed
-                .iter()
-                .map(|(n, _)| n.deliveries.len() as i64)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            keyed
-                .iter()
-                .map(|(n, _)| n.created_at_ms)
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
+    claim.map(|c| claimed_from(&found, c.limit)).transpose()
 }
 
 /// The stored rows of the batch's idempotency keys, in one query.
@@ -258,95 +230,218 @@ async fn seen_keys(
     .collect()
 }
 
-/// Begins a transaction whose prepared statements run their generic plan,
-/// in the same round trip as the BEGIN: for the emit, the claim and the
-/// record, whose statements take arrays (`unnest`). PostgreSQL otherwise
-/// re-plans the emit's deliveries `INSERT` and the claim on every call (their
-/// custom plans looked cheaper than the generic one, whose `unnest` row counts
-/// are guesses), and the record's `UPDATE` often: `pg_stat_statements` showed
-/// 0.3 ms of planning per call, twice their execution, at 200 events/s. Not
-/// for the whole session: the log's list queries do better with plans made
-/// for their values.
-const GENERIC_PLANS: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
-
-pub(super) async fn claim_due(store: &PgStore, claim: &Claim<'_>) -> StoreResult<Claimed> {
-    transaction(&store.queue, Some(GENERIC_PLANS), async |tx| {
-        let claimed = claim_in(tx, claim).await?;
-        Ok(claimed)
-    })
-    .await
+/// The claim, the body of `provisio_claim` and part of `provisio_emit`:
+/// for each handler (`handler_ids`), its oldest due rows up to its room
+/// (`rooms`; an index seek each, `deliveries_due_by_handler`), locked or
+/// skipped (`SKIP LOCKED`: rows another node is leasing right now are
+/// passed over, not waited for); of those the oldest `max_rows`, moved past
+/// the lease's end and returned with their events. Rows locked but not
+/// chosen are released at the end of the statement. Written into the emit
+/// rather than called from it: the nested call cost as much as the claim's
+/// own statement.
+macro_rules! claim {
+    () => {
+        r#"
+    RETURN QUERY WITH due AS (
+        SELECT d.seq, d.next_attempt_at FROM unnest(handler_ids, rooms) AS h(id, room)
+        CROSS JOIN LATERAL (
+            SELECT seq, next_attempt_at FROM deliveries
+            WHERE state = 'pending' AND lease_until IS NULL AND handler_id = h.id
+              AND next_attempt_at <= now_ms
+            ORDER BY next_attempt_at, seq LIMIT h.room
+            FOR UPDATE SKIP LOCKED
+        ) d
+        ORDER BY d.next_attempt_at, d.seq LIMIT max_rows
+    ), leased AS (
+        UPDATE deliveries SET lease_until = lease_until_ms, next_attempt_at = lease_until_ms
+        WHERE seq IN (SELECT seq FROM due)
+        RETURNING seq, id, handler_id, attempts, round_start, event_id
+    ), next AS (
+        -- The next due time after the claim (`NEXT_DUE`), in the same
+        -- statement: its snapshot still shows the rows just leased as due,
+        -- so they are left out and count at their lease's end.
+        SELECT LEAST(
+            (SELECT MIN((SELECT MIN(d.next_attempt_at) FROM deliveries d
+                         WHERE d.state = 'pending' AND d.handler_id = h.id
+                           AND d.seq NOT IN (SELECT seq FROM leased)))
+             FROM handlers h WHERE h.paused_reason IS NULL),
+            (SELECT lease_until_ms WHERE EXISTS (
+                 SELECT 1 FROM leased l JOIN handlers h ON h.id = l.handler_id
+                 WHERE h.paused_reason IS NULL))
+        ) AS due
+    )
+    -- One row at least: the next due time, with the leased deliveries (if
+    -- any) beside it.
+    SELECT n.due, l.seq, l.id, l.handler_id, l.attempts, l.round_start,
+           e.id, e.events_id, e.object_id, e.dt, e.data
+    FROM next n LEFT JOIN (leased l JOIN events e ON e.id = l.event_id) ON true
+    ORDER BY l.seq;
+"#
+    };
 }
 
-/// The claim, in the caller's transaction, in one statement: the CTE picks
-/// and locks the due rows (`SKIP LOCKED`: rows another node is leasing right
-/// now are passed over, not waited for), the UPDATE moves them past the
-/// lease's end, and the outer SELECT joins their events and reads the next
-/// due time.
-async fn claim_in(tx: &mut PgConnection, claim: &Claim<'_>) -> StoreResult<Claimed> {
-    // For each handler, its oldest due rows up to its room (an index seek
-    // each, `deliveries_due_by_handler`), locked or skipped; of those the
-    // oldest `limit`. Rows locked but not chosen are released at the end of
-    // the statement.
-    let (ids, rooms): (Vec<i64>, Vec<i64>) = claim
+/// The emit and the claim as functions of each session (`pg_temp`),
+/// created when a connection opens ([`super::PgStore`]): an emit is then one
+/// statement, a transaction of its own, where BEGIN, the locks, the insert,
+/// the claim and COMMIT were a round trip each, and a claim is one where it
+/// was three. At 200 events/s a round trip, not the SQL, was most of
+/// PostgreSQL's CPU per event (issue 15).
+///
+/// Functions of the session, not of the schema: each node runs the text it
+/// was built with, so nodes of two versions share a database during an
+/// upgrade, and changing the text needs no migration. PL/pgSQL keeps each
+/// statement's plan for the session; `plan_cache_mode` makes those plans
+/// generic at once (PostgreSQL otherwise re-planned the insert and the claim
+/// on every call: their custom plans looked cheaper than the generic one,
+/// whose `unnest` row counts are guesses). A volatile function's statements
+/// each see what committed before they began, so the insert still sees
+/// whatever the holder of a lock this function waited for committed.
+pub(super) const SESSION_FUNCTIONS: &str = concat!(
+    r#"
+CREATE FUNCTION pg_temp.provisio_claim(
+    handler_ids int8[], rooms int8[], now_ms int8, max_rows int8, lease_until_ms int8)
+RETURNS TABLE (due int8, seq int8, id text, handler_id int8, attempts int8, round_start int8,
+               event_id text, events_id text, object_id text, dt text, data text)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+#variable_conflict use_column
+BEGIN
+"#,
+    claim!(),
+    r#"END $fn$;
+
+CREATE FUNCTION pg_temp.provisio_emit(
+    lock_keys text[],
+    ev_ids text[], ev_types text[], ev_objects text[], ev_object_keys text[], ev_dts text[],
+    ev_data text[], ev_filtered_out text[], ev_created int8[],
+    dl_ids text[], dl_events text[], dl_handlers int8[], dl_object_keys text[], dl_ordered bool[],
+    dl_behind bool[], dl_created int8[],
+    key_names text[], key_hashes bytea[], key_events text[], key_deliveries int8[],
+    key_created int8[],
+    handler_ids int8[], rooms int8[], now_ms int8, max_rows int8, lease_until_ms int8,
+    work_channel text, node_setting text)
+RETURNS TABLE (due int8, seq int8, id text, handler_id int8, attempts int8, round_start int8,
+               event_id text, events_id text, object_id text, dt text, data text)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+#variable_conflict use_column
+DECLARE
+    fresh text[];
+    fresh_id text;
+BEGIN
+    -- The locks of the lines the emit joins and of its idempotency keys,
+    -- sorted, in one statement (see `lock_keys`).
+    PERFORM pg_advisory_xact_lock(k)
+    FROM (SELECT DISTINCT hashtextextended(t, 0) AS k FROM unnest(lock_keys) AS t ORDER BY k) AS keys;
+
+    -- The events and their deliveries in one statement (the deliveries'
+    -- foreign key is checked at its end, when the events are in). An
+    -- ordered delivery waits while an earlier one for the same (handler,
+    -- object) is unfinished: one already stored (the EXISTS, safe from
+    -- races under the line's lock), or one earlier in this batch
+    -- (`behind`). `WITH ORDINALITY … ORDER BY` gives `seq` in emit order.
+    IF cardinality(ev_ids) > 0 THEN
+        WITH stored_events AS (
+            INSERT INTO events (id, events_id, object_id, object_key, dt, data, filtered_out, created_at)
+            SELECT * FROM unnest(ev_ids, ev_types, ev_objects, ev_object_keys, ev_dts, ev_data,
+                                 ev_filtered_out, ev_created)
+        ), inserted AS (
+        INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
+                                created_at, last_error, finished_at)
+        SELECT v.id, v.event_id, v.handler_id, v.object_key,
+               CASE WHEN NOT h.live THEN 'failed'
+                    WHEN v.behind OR (v.ordered AND EXISTS (
+                   SELECT 1 FROM deliveries d WHERE d.handler_id = v.handler_id
+                       AND d.object_key = v.object_key AND "#,
+    open_states!("d.state"),
+    r#"))
+               THEN 'waiting' ELSE 'pending' END,
+               v.created_at, v.created_at,
+               CASE WHEN NOT h.live THEN 'not sent: the handler was deleted' END,
+               CASE WHEN NOT h.live THEN v.created_at END
+        FROM unnest(dl_ids, dl_events, dl_handlers, dl_object_keys, dl_ordered, dl_behind, dl_created)
+             WITH ORDINALITY AS v(id, event_id, handler_id, object_key, ordered, behind, created_at, n)
+        -- A handler deleted after this emit was routed (here or on another
+        -- node) gets its delivery as failed: one inserted pending would
+        -- never be claimed. FOR KEY SHARE makes a concurrent delete wait
+        -- for this commit, so its own sweep of open deliveries sees ours.
+        CROSS JOIN LATERAL (SELECT EXISTS (
+            SELECT 1 FROM handlers WHERE handlers.id = v.handler_id FOR KEY SHARE) AS live) h
+        ORDER BY v.n
+        RETURNING id, state
+        )
+        SELECT array_agg(id) FILTER (WHERE state = 'pending') INTO fresh FROM inserted;
+    END IF;
+
+    IF cardinality(key_names) > 0 THEN
+        INSERT INTO idempotency_keys (key, body_hash, event_id, deliveries, created_at)
+        SELECT * FROM unnest(key_names, key_hashes, key_events, key_deliveries, key_created);
+    END IF;
+
+    IF max_rows IS NOT NULL THEN
+"#,
+    claim!(),
+    r#"    END IF;
+
+    -- Other nodes hear of new due deliveries this node did not lease at
+    -- once (no room here, or no claim): those it leased need nobody else,
+    -- and waking every node for them cost each a claim; a waiting one is
+    -- announced when its line moves on. Sent at commit, signed with this
+    -- node's id. A lookup by key each, up to the first one not leased: a
+    -- plan over the whole array was made once per session, while the table
+    -- was small, and kept scanning it (a millisecond per emit at 10,000
+    -- rows).
+    FOREACH fresh_id IN ARRAY coalesce(fresh, '{}') LOOP
+        IF EXISTS (SELECT 1 FROM deliveries d WHERE d.id = fresh_id AND d.lease_until IS NULL) THEN
+            PERFORM pg_notify(work_channel, current_setting(node_setting, true));
+            EXIT;
+        END IF;
+    END LOOP;
+END $fn$;
+"#
+);
+
+/// Begins a transaction whose prepared statements run their generic plan,
+/// in the same round trip as the BEGIN: for the record, whose statements
+/// take arrays (`unnest`); PostgreSQL otherwise re-plans its `UPDATE` often
+/// (see [`SESSION_FUNCTIONS`]): `pg_stat_statements` showed 0.3 ms of
+/// planning per call, twice the execution, at 200 events/s. Not for the
+/// whole session: the log's list queries do better with plans made for
+/// their values.
+const GENERIC_PLANS: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
+
+/// A claim in one statement, a transaction of its own.
+pub(super) async fn claim_due(store: &PgStore, claim: &Claim<'_>) -> StoreResult<Claimed> {
+    let (handlers, rooms): (Vec<i64>, Vec<i64>) = claim
         .handlers
         .iter()
         .map(|(id, room)| (*id, i64::from(*room)))
         .unzip();
-    let rows = sqlx::query(
-        "WITH due AS (
-             SELECT d.seq, d.next_attempt_at FROM unnest($1::int8[], $2::int8[]) AS h(id, room)
-             CROSS JOIN LATERAL (
-                 SELECT seq, next_attempt_at FROM deliveries
-                 WHERE state = 'pending' AND lease_until IS NULL AND handler_id = h.id
-                   AND next_attempt_at <= $3
-                 ORDER BY next_attempt_at, seq LIMIT h.room
-                 FOR UPDATE SKIP LOCKED
-             ) d
-             ORDER BY d.next_attempt_at, d.seq LIMIT $4
-         ), leased AS (
-             UPDATE deliveries SET lease_until = $5, next_attempt_at = $5
-             WHERE seq IN (SELECT seq FROM due)
-             RETURNING seq, id, handler_id, attempts, round_start, event_id
-         ), next AS (
-             -- The next due time after the claim (`NEXT_DUE`), in the same
-             -- statement: its snapshot still shows the rows just leased as
-             -- due, so they are left out and count at their lease's end.
-             SELECT LEAST(
-                 (SELECT MIN((SELECT MIN(d.next_attempt_at) FROM deliveries d
-                              WHERE d.state = 'pending' AND d.handler_id = h.id
-                                AND d.seq NOT IN (SELECT seq FROM leased)))
-                  FROM handlers h WHERE h.paused_reason IS NULL),
-                 (SELECT $5::int8 WHERE EXISTS (
-                      SELECT 1 FROM leased l JOIN handlers h ON h.id = l.handler_id
-                      WHERE h.paused_reason IS NULL))
-             ) AS due
-         )
-         -- One row at least: the next due time, with the leased deliveries
-         -- (if any) beside it.
-         SELECT n.due, l.seq, l.id, l.handler_id, l.attempts, l.round_start,
-                e.id AS event_id, e.events_id, e.object_id, e.dt, e.data
-         FROM next n LEFT JOIN (leased l JOIN events e ON e.id = l.event_id) ON true
-         ORDER BY l.seq",
-    )
-    .bind(ids)
-    .bind(rooms)
-    .bind(claim.now_ms)
-    .bind(i64::from(claim.limit))
-    .bind(claim.lease_until_ms)
-    .fetch_all(&mut *tx)
-    .await?;
+    let found = sqlx::query("SELECT * FROM pg_temp.provisio_claim($1, $2, $3, $4, $5)")
+        .bind(handlers)
+        .bind(rooms)
+        .bind(claim.now_ms)
+        .bind(i64::from(claim.limit))
+        .bind(claim.lease_until_ms)
+        .fetch_all(&store.queue)
+        .await?;
+    claimed_from(&found, claim.limit)
+}
+
+/// The rows of `provisio_claim` as a [`Claimed`] of at most `limit`
+/// deliveries: one row at least, the next due time, with a leased delivery
+/// beside it on each row (if any).
+fn claimed_from(rows: &[sqlx::postgres::PgRow], limit: u32) -> StoreResult<Claimed> {
     let due = match rows.first() {
         Some(row) => row.opt_int("due")?,
         None => None,
     };
     let mut deliveries = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         if row.opt_int("seq")?.is_some() {
             deliveries.push(claimed(row)?);
         }
     }
     // The whole limit taken: more may be due at once (claim again).
-    let next_due_ms = due.filter(|_| deliveries.len() < claim.limit as usize);
+    let next_due_ms = due.filter(|_| deliveries.len() < limit as usize);
     Ok(Claimed {
         deliveries,
         next_due_ms,
@@ -357,7 +452,7 @@ async fn claim_in(tx: &mut PgConnection, claim: &Claim<'_>) -> StoreResult<Claim
 /// lines their finish moves on. Four round trips for a batch that moves no
 /// line on a conflating handler (BEGIN, one statement for the locks, the
 /// log and the states, the release, COMMIT), where a statement each took
-/// six: at low rates a round trip, not the SQL, is PostgreSQL's cost.
+/// six.
 pub(super) async fn record(
     store: &PgStore,
     batch: &[AttemptResult],

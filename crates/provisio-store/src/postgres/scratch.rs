@@ -69,6 +69,29 @@ impl ScratchDatabase {
         &self.name
     }
 
+    /// The URL of this database for another role (one made with
+    /// [`ScratchDatabase::admin`]).
+    pub fn url_as(&self, user: &str) -> String {
+        let options = self.admin.clone();
+        format!(
+            "postgres://{user}@{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            self.name
+        )
+    }
+
+    /// Runs one statement as the admin, connected to this database.
+    pub async fn admin(&self, statement: &str) {
+        let mut conn = PgConnection::connect_with(&self.admin.clone().database(&self.name))
+            .await
+            .expect("admin connection");
+        conn.execute(sqlx::AssertSqlSafe(statement.to_owned()))
+            .await
+            .unwrap_or_else(|err| panic!("{statement}: {err}"));
+        let _ = conn.close().await;
+    }
+
     /// Cuts every connection to this database, as a server restart or a
     /// network failure would. Returns how many were cut.
     pub async fn terminate_connections(&self) -> u64 {

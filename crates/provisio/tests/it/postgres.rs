@@ -379,3 +379,43 @@ async fn a_nul_byte_in_a_reply_or_an_error_is_logged_and_blocks_nothing() {
     })
     .await;
 }
+
+/// Each connection creates the queue's functions in its temporary schema: a
+/// role without the database's TEMPORARY privilege cannot run provisio, and
+/// the start says why in one line, not that a pool timed out.
+#[tokio::test]
+async fn a_role_without_the_temporary_privilege_stops_the_start_with_one_line_saying_so() {
+    let Some(db) = ScratchDatabase::create().await else {
+        return;
+    };
+    let role = format!("{}_notemp", db.name());
+    db.admin(&format!("CREATE ROLE {role} LOGIN")).await;
+    db.admin(&format!(
+        "REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC",
+        db.name()
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = db.url_as(&role);
+    for command in ["serve", "migrate"] {
+        let args = [
+            command,
+            "--database-url",
+            &url,
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ];
+        let (ok, _, stderr) = run_cli(&args, &[("PROVISIO_DATABASE_ACQUIRE_TIMEOUT", "1s")]);
+        assert!(!ok, "{command} should fail");
+        let last = stderr.trim().lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("provisio: cannot connect to PostgreSQL"),
+            "{stderr}"
+        );
+        assert!(
+            last.contains("permission denied to create temporary tables"),
+            "{stderr}"
+        );
+    }
+    db.admin(&format!("DROP ROLE {role}")).await;
+}
