@@ -208,6 +208,8 @@ impl HandlerDraft {
         let name = self.name.trim().to_owned();
         if name.is_empty() {
             errors.add("name", "must not be empty");
+        } else if crate::has_nul(&name) {
+            errors.add("name", crate::NUL_REFUSED);
         } else if name.chars().count() > MAX_NAME_LEN {
             errors.add("name", format!("must be at most {MAX_NAME_LEN} characters"));
         }
@@ -253,8 +255,8 @@ impl HandlerDraft {
                 }
                 if self.args.len() > MAX_ARGS {
                     errors.add("args", format!("at most {MAX_ARGS} arguments"));
-                } else if self.args.iter().any(|a| a.contains('\0')) {
-                    errors.add("args", "arguments must not contain NUL characters");
+                } else if self.args.iter().any(|a| crate::has_nul(a)) {
+                    errors.add("args", crate::NUL_REFUSED);
                 }
                 if !self.headers.is_empty() {
                     errors.add("headers", "only HTTP handlers take headers");
@@ -288,6 +290,10 @@ impl HandlerDraft {
 
         let filter = match self.filter.trim() {
             "" => None,
+            source if crate::has_nul(source) => {
+                errors.add("filter", crate::NUL_REFUSED);
+                None
+            }
             source => Filter::parse(source)
                 .map_err(|e| errors.add("filter", e))
                 .ok(),
@@ -376,6 +382,9 @@ fn range_message(range: &std::ops::RangeInclusive<i64>) -> String {
 }
 
 fn validate_http_target(target: &str) -> Result<(), String> {
+    if crate::has_nul(target) {
+        return Err(crate::NUL_REFUSED.into());
+    }
     if target.len() > MAX_TARGET_LEN {
         return Err(format!("must be at most {MAX_TARGET_LEN} characters"));
     }
@@ -427,6 +436,9 @@ pub fn masked_target(target: &str) -> std::borrow::Cow<'_, str> {
 pub fn validate_script_target(target: &str) -> Result<(), String> {
     if target.is_empty() {
         return Err("must name a script inside the scripts directory".into());
+    }
+    if crate::has_nul(target) {
+        return Err(crate::NUL_REFUSED.into());
     }
     if target.len() > MAX_TARGET_LEN {
         return Err(format!("must be at most {MAX_TARGET_LEN} characters"));

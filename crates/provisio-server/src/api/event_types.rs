@@ -74,6 +74,8 @@ impl EventTypeIn {
             .unwrap_or_else(|| "Custom".into());
         if group.is_empty() || group.chars().count() > MAX_GROUP_LEN {
             errors.add("group", format!("must be 1 to {MAX_GROUP_LEN} characters"));
+        } else if provisio_core::has_nul(&group) {
+            errors.add("group", provisio_core::NUL_REFUSED);
         }
         let description = self
             .description
@@ -84,6 +86,8 @@ impl EventTypeIn {
                 "description",
                 format!("must be at most {MAX_DESCRIPTION_LEN} characters"),
             );
+        } else if provisio_core::has_nul(&description) {
+            errors.add("description", provisio_core::NUL_REFUSED);
         }
         // Kept compact, as event data is.
         let example = self.example.and_then(|e| {

@@ -419,3 +419,103 @@ async fn a_role_without_the_temporary_privilege_stops_the_start_with_one_line_sa
     }
     db.admin(&format!("DROP ROLE {role}")).await;
 }
+
+/// PostgreSQL's `text` cannot hold U+0000. Every field that stores or
+/// searches text refuses it up front with a 422 naming the field, as on
+/// SQLite, where it used to be a 500 (a handler's name, target or filter, an
+/// event type's description, a log filter), or a 503 that also failed every
+/// emit committed in the same batch (an `object_id`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_with_a_nul_character_is_a_422_naming_the_field_and_fails_no_other_emit() {
+    let Some(db) = ScratchDatabase::create().await else {
+        return;
+    };
+    let node = Node::start(&db);
+    let client = http_client();
+    let url = |path: &str| format!("{}/api/v1/{path}", node.base);
+    let handler = json!({ "name": "h", "events_id": "clients.*", "target": "http://127.0.0.1:9/" });
+    let with = |field: &str, value: Value| {
+        let mut body = handler.clone();
+        body[field] = value;
+        body
+    };
+    let refused = [
+        ("handlers", with("name", json!("h\u{0}x")), "name"),
+        (
+            "handlers",
+            with("target", json!("http://127.0.0.1:9/\u{0}")),
+            "target",
+        ),
+        (
+            "handlers",
+            with("filter", json!("data.x == 'a\u{0}'")),
+            "filter",
+        ),
+        (
+            "event-types",
+            json!({ "id": "clients.nul_test", "description": "a\u{0}b" }),
+            "description",
+        ),
+    ];
+    for (path, body, field) in refused {
+        let (status, answer) = call(&client, reqwest::Method::POST, url(path), Some(body)).await;
+        assert_eq!(status, 422, "{path} {field}: {answer}");
+        assert!(answer["error"]["fields"][field].is_string(), "{answer}");
+    }
+    for query in ["object_id=a%00b", "data=a%00b", "error=%00"] {
+        let (status, answer) = call(
+            &client,
+            reqwest::Method::GET,
+            url(&format!("executions?{query}")),
+            None,
+        )
+        .await;
+        assert_eq!(status, 422, "{query}: {answer}");
+    }
+    let (status, handlers) = call(&client, reqwest::Method::GET, url("handlers"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        handlers["items"].as_array().map(Vec::len),
+        Some(0),
+        "{handlers}"
+    );
+
+    // A bad emit among good ones, all at once: only it is refused.
+    let (status, created) = call(
+        &client,
+        reqwest::Method::POST,
+        url("handlers"),
+        Some(handler.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let mut emits = tokio::task::JoinSet::new();
+    for object_id in std::iter::once(json!("a\u{0}b")).chain((0..20).map(|i| json!(i))) {
+        let (client, url) = (client.clone(), url("events"));
+        let body = json!({ "events_id": "clients.create", "object_id": object_id, "data": {} });
+        emits.spawn(async move {
+            let bad = body["object_id"].is_string();
+            (
+                bad,
+                call(&client, reqwest::Method::POST, url, Some(body)).await,
+            )
+        });
+    }
+    let mut accepted = 0;
+    while let Some(done) = emits.join_next().await {
+        match done.unwrap() {
+            (true, (status, answer)) => {
+                assert_eq!(status, 422, "{answer}");
+                assert!(
+                    answer["error"]["fields"]["object_id"].is_string(),
+                    "{answer}"
+                );
+            }
+            (false, (status, answer)) => {
+                assert_eq!(status, 202, "{answer}");
+                accepted += 1;
+            }
+        }
+    }
+    assert_eq!(accepted, 20);
+}
