@@ -107,10 +107,12 @@ macro_rules! wire_enum {
 }
 pub(crate) use wire_enum;
 
-/// Why text holding U+0000 is refused wherever it would be stored or
-/// searched for: PostgreSQL's `text` cannot hold it, so it failed there with
-/// a server error (and an emit failed the others committed with it), while
-/// SQLite took it. Both backends now refuse it the same way, up front.
+/// Why text holding U+0000 is refused wherever it would be stored:
+/// PostgreSQL's `text` cannot hold it, so it failed there with a server
+/// error (and an emit failed the others committed with it), while SQLite
+/// took it. Both backends now refuse it the same way, up front. (In an
+/// address it can only come as `%00`, which the server refuses before
+/// routing.)
 pub const NUL_REFUSED: &str = "must not contain a NUL character (U+0000)";
 
 /// True when `text` holds U+0000 ([`NUL_REFUSED`]).

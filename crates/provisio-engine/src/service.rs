@@ -384,28 +384,22 @@ pub struct ExecutionSearch {
 
 impl ExecutionSearch {
     pub fn to_filter(&self) -> Result<ExecutionFilter, OpError> {
-        let text = |v: &Option<String>, field: &str| match v.as_deref() {
-            None | Some("") => Ok(None),
-            Some(s) if provisio_core::has_nul(s) => {
-                Err(OpError::invalid_field(field, provisio_core::NUL_REFUSED))
-            }
-            Some(s) => Ok(Some(s.to_owned())),
-        };
+        let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
         Ok(ExecutionFilter {
             handler_id: self.handler_id,
-            events_id: text(&self.events_id, "events_id")?,
+            events_id: non_empty(&self.events_id),
             status: self.status,
             stage: self.stage,
-            object_id: text(&self.object_id, "object_id")?,
-            delivery_id: text(&self.delivery_id, "delivery_id")?,
-            event_id: text(&self.event_id, "event_id")?,
-            data: text(&self.data, "data")?,
-            error: text(&self.error, "error")?,
-            response: text(&self.response, "response")?,
+            object_id: non_empty(&self.object_id),
+            delivery_id: non_empty(&self.delivery_id),
+            event_id: non_empty(&self.event_id),
+            data: non_empty(&self.data),
+            error: non_empty(&self.error),
+            response: non_empty(&self.response),
             verdict: self.verdict,
             from_ms: bound(&self.from, "from", false)?,
             to_ms: bound(&self.to, "to", true)?,
-            replay_id: text(&self.replay_id, "replay_id")?,
+            replay_id: non_empty(&self.replay_id),
         })
     }
 }

@@ -137,6 +137,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(fallback)
         // Before the layers, so a 405 is timed and traced like any answer.
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(refuse_nul_in_address))
         .layer(axum::middleware::from_fn(telemetry::time_requests))
         .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -155,6 +156,28 @@ async fn method_not_allowed(uri: Uri) -> Response {
         &uri,
         error::ApiError::method_not_allowed(),
         web::method_not_allowed,
+    )
+}
+
+/// An address whose path or query holds an encoded NUL (`%00`) is refused
+/// before routing, whatever it names: no id, search or filter can hold one
+/// (PostgreSQL's `text` cannot store U+0000, see `provisio_core::NUL_REFUSED`),
+/// and on PostgreSQL each such parameter was a 500 of its own.
+async fn refuse_nul_in_address(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !req
+        .uri()
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().contains("%00"))
+    {
+        return next.run(req).await;
+    }
+    api_or_page(
+        req.uri(),
+        error::ApiError::malformed("the address must not contain an encoded NUL character (%00)"),
+        web::bad_address,
     )
 }
 

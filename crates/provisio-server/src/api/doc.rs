@@ -22,7 +22,7 @@ use super::{deliveries, event_types, events, executions, handler_tests, handlers
         executions::list, executions::read,
         replays::start, replays::list, replays::read, replays::cancel,
     ),
-    modifiers(&BearerAuth, &Webhooks),
+    modifiers(&BearerAuth, &MalformedAddress, &Webhooks),
     security(("bearer" = [])),
     tags(
         (name = "event types", description = "The event catalog"),
@@ -49,5 +49,41 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Every route answers 400 to an address holding an encoded NUL (`%00`),
+/// refused before routing (`refuse_nul_in_address`): documented once here
+/// for the operations that do not list a 400 of their own.
+struct MalformedAddress;
+
+impl Modify for MalformedAddress {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let response = ResponseBuilder::new()
+            .description("Malformed request: an address holding an encoded NUL (%00)")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                operation
+                    .responses
+                    .responses
+                    .entry("400".into())
+                    .or_insert_with(|| RefOr::T(response.clone()));
+            }
+        }
     }
 }

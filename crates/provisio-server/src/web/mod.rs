@@ -184,6 +184,15 @@ pub fn not_found() -> Response {
     )
 }
 
+pub fn bad_address() -> Response {
+    error_page(
+        StatusCode::BAD_REQUEST,
+        "",
+        "Bad address",
+        "This address holds an encoded NUL character (%00), which no page or search takes.",
+    )
+}
+
 pub fn method_not_allowed() -> Response {
     error_page(
         StatusCode::METHOD_NOT_ALLOWED,
