@@ -119,3 +119,15 @@ pub const NUL_REFUSED: &str = "must not contain a NUL character (U+0000)";
 pub fn has_nul(text: &str) -> bool {
     text.contains('\0')
 }
+
+/// `text` with each U+0000 replaced by U+FFFD, for text the log keeps
+/// whatever produced it (a reply, a script's output, a rendered request):
+/// one such row in a batch PostgreSQL refuses would fail every commit of
+/// the recorder's batch, and the recorder does not drop results.
+pub fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
+    if has_nul(text) {
+        text.replace('\0', "\u{FFFD}").into()
+    } else {
+        text.into()
+    }
+}

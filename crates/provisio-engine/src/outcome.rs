@@ -122,16 +122,10 @@ pub(crate) fn millis(d: Duration) -> u32 {
 }
 
 /// Bytes as text for the log: UTF-8 where it is, replacement characters where
-/// not, and for NUL, which PostgreSQL refuses in text: a receiver or script
-/// that answered one would otherwise fail every commit of the recorder's
-/// batch, and the recorder does not drop results.
+/// not, and for NUL (`provisio_core::without_nul`): it also becomes a
+/// delivery's last error.
 pub fn capped_text(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    if text.contains('\0') {
-        text.replace('\0', "\u{FFFD}")
-    } else {
-        text.into_owned()
-    }
+    provisio_core::without_nul(&String::from_utf8_lossy(bytes)).into_owned()
 }
 
 /// Hides the value of a header that carries a credential.

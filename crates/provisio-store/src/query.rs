@@ -85,7 +85,9 @@ pub(crate) fn push_insert_executions(q: &mut impl Sql, rows: &[&ExecutionRecord]
             // is never stored (`http://user:***@host/`).
             .arg(provisio_core::handler::masked_target(&e.request.target).into_owned())
             .arg(crate::rows::json(&e.request.headers))
-            .arg(e.request.body.clone())
+            // And no NUL (PostgreSQL refuses it in text): a request template
+            // can render one from an event's data.
+            .arg(provisio_core::without_nul(&e.request.body).into_owned())
             .arg(e.response_status.map(i64::from))
             .arg(e.response_body.clone())
             .arg(e.response_truncated)

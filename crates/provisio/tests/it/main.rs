@@ -29,6 +29,7 @@ mod log_views;
 mod pace;
 mod pause;
 mod postgres;
+mod postgres_input;
 mod postgres_outage;
 mod replay;
 mod replay_ui;
