@@ -19,6 +19,7 @@
 //! `synchronous_commit = on`), so an accepted emit survives a crash of the
 //! database server too.
 
+mod functions;
 mod queue;
 mod replays;
 #[cfg(feature = "test-support")]
@@ -314,9 +315,9 @@ async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
 }
 
 /// Readies a new connection: the queue's functions
-/// (`queue::SESSION_FUNCTIONS`), in its temporary schema.
+/// (`functions::SESSION_FUNCTIONS`), in its temporary schema.
 async fn open_session(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql(queue::SESSION_FUNCTIONS)
+    sqlx::raw_sql(functions::SESSION_FUNCTIONS)
         .execute(conn)
         .await
         .map(drop)

@@ -49,14 +49,7 @@ impl ScratchDatabase {
             .await
             .expect("create a scratch database");
         let _ = conn.close().await;
-        let options = admin.clone().database(&name);
-        let url = format!(
-            "postgres://{}@{}:{}/{}",
-            options.get_username(),
-            options.get_host(),
-            options.get_port(),
-            name
-        );
+        let url = url_of(&admin, admin.get_username(), &name);
         Some(ScratchDatabase { admin, name, url })
     }
 
@@ -72,13 +65,7 @@ impl ScratchDatabase {
     /// The URL of this database for another role (one made with
     /// [`ScratchDatabase::admin`]).
     pub fn url_as(&self, user: &str) -> String {
-        let options = self.admin.clone();
-        format!(
-            "postgres://{user}@{}:{}/{}",
-            options.get_host(),
-            options.get_port(),
-            self.name
-        )
+        url_of(&self.admin, user, &self.name)
     }
 
     /// Runs one statement as the admin, connected to this database.
@@ -137,6 +124,15 @@ impl Drop for ScratchDatabase {
             eprintln!("could not drop the scratch database {}", self.name);
         }
     }
+}
+
+/// `postgres://user@host:port/database` on the admin's server.
+fn url_of(admin: &PgConnectOptions, user: &str, database: &str) -> String {
+    format!(
+        "postgres://{user}@{}:{}/{database}",
+        admin.get_host(),
+        admin.get_port()
+    )
 }
 
 /// `CI` set to anything but empty or `false`, as CI services set it.

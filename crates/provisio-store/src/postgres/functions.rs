@@ -1,0 +1,180 @@
+//! The queue's functions of the session: `pg_temp.provisio_emit` and
+//! `pg_temp.provisio_claim`, PL/pgSQL, created on every connection as it
+//! opens (`open_session` in `mod.rs`) and called by `queue.rs`.
+
+use crate::query::open_states;
+
+/// The claim, the body of `provisio_claim` and part of `provisio_emit`:
+/// for each handler (`handler_ids`), its oldest due rows up to its room
+/// (`rooms`; an index seek each, `deliveries_due_by_handler`), locked or
+/// skipped (`SKIP LOCKED`: rows another node is leasing right now are
+/// passed over, not waited for); of those the oldest `max_rows`, moved past
+/// the lease's end and returned with their events. Rows locked but not
+/// chosen are released at the end of the statement. Written into the emit
+/// rather than called from it: the nested call cost as much as the claim's
+/// own statement.
+macro_rules! claim {
+    () => {
+        r#"
+    RETURN QUERY WITH due AS (
+        SELECT d.seq, d.next_attempt_at FROM unnest(handler_ids, rooms) AS h(id, room)
+        CROSS JOIN LATERAL (
+            SELECT seq, next_attempt_at FROM deliveries
+            WHERE state = 'pending' AND lease_until IS NULL AND handler_id = h.id
+              AND next_attempt_at <= now_ms
+            ORDER BY next_attempt_at, seq LIMIT h.room
+            FOR UPDATE SKIP LOCKED
+        ) d
+        ORDER BY d.next_attempt_at, d.seq LIMIT max_rows
+    ), leased AS (
+        UPDATE deliveries SET lease_until = lease_until_ms, next_attempt_at = lease_until_ms
+        WHERE seq IN (SELECT seq FROM due)
+        RETURNING seq, id, handler_id, attempts, round_start, event_id
+    ), next AS (
+        -- The next due time after the claim (`NEXT_DUE`), in the same
+        -- statement: its snapshot still shows the rows just leased as due,
+        -- so they are left out and count at their lease's end.
+        SELECT LEAST(
+            (SELECT MIN((SELECT MIN(d.next_attempt_at) FROM deliveries d
+                         WHERE d.state = 'pending' AND d.handler_id = h.id
+                           AND d.seq NOT IN (SELECT seq FROM leased)))
+             FROM handlers h WHERE h.paused_reason IS NULL),
+            (SELECT lease_until_ms WHERE EXISTS (
+                 SELECT 1 FROM leased l JOIN handlers h ON h.id = l.handler_id
+                 WHERE h.paused_reason IS NULL))
+        ) AS due
+    )
+    -- One row at least: the next due time, with the leased deliveries (if
+    -- any) beside it.
+    SELECT n.due, l.seq, l.id, l.handler_id, l.attempts, l.round_start,
+           e.id, e.events_id, e.object_id, e.dt, e.data
+    FROM next n LEFT JOIN (leased l JOIN events e ON e.id = l.event_id) ON true
+    ORDER BY l.seq;
+"#
+    };
+}
+
+/// The emit and the claim as functions of each session (`pg_temp`),
+/// created when a connection opens ([`super::PgStore`]): an emit is then one
+/// statement, a transaction of its own, where BEGIN, the locks, the insert,
+/// the claim and COMMIT were a round trip each, and a claim is one where it
+/// was three: provisio's CPU per event fell by 12-17 % and the emit's
+/// latency with it; PostgreSQL's own CPU stayed where it was (issue 15).
+///
+/// Functions of the session, not of the schema: each node runs the text it
+/// was built with, so nodes of two versions share a database during an
+/// upgrade, and changing the text needs no migration. PL/pgSQL keeps each
+/// statement's plan for the session; `plan_cache_mode` makes those plans
+/// generic at once (PostgreSQL otherwise re-planned the insert and the claim
+/// on every call: their custom plans looked cheaper than the generic one,
+/// whose `unnest` row counts are guesses). A volatile function's statements
+/// each see what committed before they began, so the insert still sees
+/// whatever the holder of a lock this function waited for committed.
+pub(super) const SESSION_FUNCTIONS: &str = concat!(
+    r#"
+CREATE FUNCTION pg_temp.provisio_claim(
+    handler_ids int8[], rooms int8[], now_ms int8, max_rows int8, lease_until_ms int8)
+RETURNS TABLE (due int8, seq int8, id text, handler_id int8, attempts int8, round_start int8,
+               event_id text, events_id text, object_id text, dt text, data text)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+#variable_conflict use_column
+BEGIN
+"#,
+    claim!(),
+    r#"END $fn$;
+
+CREATE FUNCTION pg_temp.provisio_emit(
+    lock_keys text[],
+    ev_ids text[], ev_types text[], ev_objects text[], ev_object_keys text[], ev_dts text[],
+    ev_data text[], ev_filtered_out text[], ev_created int8[],
+    dl_ids text[], dl_events text[], dl_handlers int8[], dl_object_keys text[], dl_ordered bool[],
+    dl_behind bool[], dl_created int8[],
+    key_names text[], key_hashes bytea[], key_events text[], key_deliveries int8[],
+    key_created int8[],
+    handler_ids int8[], rooms int8[], now_ms int8, max_rows int8, lease_until_ms int8,
+    work_channel text, node_setting text)
+RETURNS TABLE (due int8, seq int8, id text, handler_id int8, attempts int8, round_start int8,
+               event_id text, events_id text, object_id text, dt text, data text)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+#variable_conflict use_column
+DECLARE
+    fresh text[];
+    fresh_id text;
+BEGIN
+    -- The locks of the lines the emit joins and of its idempotency keys,
+    -- sorted, in one statement (see `lock_keys`).
+    PERFORM pg_advisory_xact_lock(k)
+    FROM (SELECT DISTINCT hashtextextended(t, 0) AS k FROM unnest(lock_keys) AS t ORDER BY k) AS keys;
+
+    -- The events and their deliveries in one statement (the deliveries'
+    -- foreign key is checked at its end, when the events are in). An
+    -- ordered delivery waits while an earlier one for the same (handler,
+    -- object) is unfinished: one already stored (the EXISTS, safe from
+    -- races under the line's lock), or one earlier in this batch
+    -- (`behind`). `WITH ORDINALITY … ORDER BY` gives `seq` in emit order.
+    IF cardinality(ev_ids) > 0 THEN
+        WITH stored_events AS (
+            INSERT INTO events (id, events_id, object_id, object_key, dt, data, filtered_out, created_at)
+            SELECT * FROM unnest(ev_ids, ev_types, ev_objects, ev_object_keys, ev_dts, ev_data,
+                                 ev_filtered_out, ev_created)
+        ), inserted AS (
+        INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
+                                created_at, last_error, finished_at)
+        SELECT v.id, v.event_id, v.handler_id, v.object_key,
+               CASE WHEN NOT h.live THEN 'failed'
+                    WHEN v.behind OR (v.ordered AND EXISTS (
+                   SELECT 1 FROM deliveries d WHERE d.handler_id = v.handler_id
+                       AND d.object_key = v.object_key AND "#,
+    open_states!("d.state"),
+    r#"
+                   -- A probe of `deliveries_open` per row, never a hash of
+                   -- every open delivery: the plan is made once per
+                   -- session, maybe while the table is small, and a hash
+                   -- grows with the backlog (OFFSET 0 keeps PostgreSQL
+                   -- from turning the EXISTS into one).
+                   OFFSET 0))
+               THEN 'waiting' ELSE 'pending' END,
+               v.created_at, v.created_at,
+               CASE WHEN NOT h.live THEN 'not sent: the handler was deleted' END,
+               CASE WHEN NOT h.live THEN v.created_at END
+        FROM unnest(dl_ids, dl_events, dl_handlers, dl_object_keys, dl_ordered, dl_behind, dl_created)
+             WITH ORDINALITY AS v(id, event_id, handler_id, object_key, ordered, behind, created_at, n)
+        -- A handler deleted after this emit was routed (here or on another
+        -- node) gets its delivery as failed: one inserted pending would
+        -- never be claimed. FOR KEY SHARE makes a concurrent delete wait
+        -- for this commit, so its own sweep of open deliveries sees ours.
+        CROSS JOIN LATERAL (SELECT EXISTS (
+            SELECT 1 FROM handlers WHERE handlers.id = v.handler_id FOR KEY SHARE) AS live) h
+        ORDER BY v.n
+        RETURNING id, state
+        )
+        SELECT array_agg(id) FILTER (WHERE state = 'pending') INTO fresh FROM inserted;
+    END IF;
+
+    IF cardinality(key_names) > 0 THEN
+        INSERT INTO idempotency_keys (key, body_hash, event_id, deliveries, created_at)
+        SELECT * FROM unnest(key_names, key_hashes, key_events, key_deliveries, key_created);
+    END IF;
+
+    IF max_rows IS NOT NULL THEN
+"#,
+    claim!(),
+    r#"    END IF;
+
+    -- Other nodes hear of new due deliveries this node did not lease at
+    -- once (no room here, or no claim): those it leased need nobody else,
+    -- and waking every node for them cost each a claim; a waiting one is
+    -- announced when its line moves on. Sent at commit, signed with this
+    -- node's id. A lookup by key each, up to the first one not leased: a
+    -- plan over the whole array was made once per session, while the table
+    -- was small, and kept scanning it (a millisecond per emit at 10,000
+    -- rows).
+    FOREACH fresh_id IN ARRAY coalesce(fresh, '{}') LOOP
+        IF EXISTS (SELECT 1 FROM deliveries d WHERE d.id = fresh_id AND d.lease_until IS NULL) THEN
+            PERFORM pg_notify(work_channel, current_setting(node_setting, true));
+            EXIT;
+        END IF;
+    END LOOP;
+END $fn$;
+"#
+);
