@@ -298,9 +298,13 @@ fn gone() -> StoreError {
 struct Thread {
     path: PathBuf,
     conn: Option<rusqlite::Connection>,
-    /// The open transaction commits at FULL: `synchronous` goes back to
-    /// NORMAL after it ends, whichever way.
-    full: bool,
+    /// The connection's `synchronous` setting. A transaction sets it at its
+    /// begin only when it differs, and leaves it: emits and lingering
+    /// records, nearly every write, run at FULL one after the other, and
+    /// `PRAGMA synchronous` is parsed and planned anew each time it runs
+    /// (SQLite expires the statement), twice per emit when each transaction
+    /// put NORMAL back.
+    synchronous: Durability,
     /// The open transaction is the thread's own, lingering since then for
     /// a job to commit it with.
     lingering: Option<Instant>,
@@ -320,7 +324,7 @@ impl Thread {
         let mut thread = Self {
             path,
             conn: None,
-            full: false,
+            synchronous: Durability::Normal,
             lingering: None,
             acks: Vec::new(),
         };
@@ -339,7 +343,7 @@ impl Thread {
             )?;
             conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             self.conn = Some(conn);
-            self.full = false;
+            self.synchronous = Durability::Normal;
         }
         Ok(self.conn.as_ref().expect("opened above"))
     }
@@ -407,14 +411,14 @@ impl Thread {
                         "a write transaction was abandoned by its caller".into(),
                     )));
                 }
-                let full = durability == Durability::Full;
-                let conn = self.conn()?;
-                if full {
-                    conn.prepare_cached("PRAGMA synchronous = FULL")?
-                        .raw_execute()?;
+                if durability != self.synchronous {
+                    self.conn()?.execute_batch(match durability {
+                        Durability::Full => "PRAGMA synchronous = FULL",
+                        Durability::Normal => "PRAGMA synchronous = NORMAL",
+                    })?;
+                    self.synchronous = durability;
                 }
-                conn.prepare_cached("BEGIN")?.raw_execute()?;
-                self.full = full;
+                self.conn()?.prepare_cached("BEGIN")?.raw_execute()?;
             }
         }
         let conn = self.conn()?;
@@ -448,10 +452,6 @@ impl Thread {
         for (reply, rows) in self.acks.drain(..) {
             let _ = reply.send(Ok(rows));
         }
-        if std::mem::take(&mut self.full) {
-            conn.prepare_cached("PRAGMA synchronous = NORMAL")?
-                .raw_execute()?;
-        }
         Ok(())
     }
 
@@ -465,7 +465,8 @@ impl Thread {
     }
 
     /// After a failure, or before a transaction a cancelled caller left
-    /// open: rolls back and restores `synchronous`; a connection that
+    /// open: rolls back and puts `synchronous` back at NORMAL, a setting
+    /// known for sure whatever failed; a connection that
     /// cannot do both (after a failed COMMIT on a full disk SQLite may not
     /// have rolled back) is closed, and the next call opens a fresh one,
     /// which works again as soon as the disk has room. The lingering jobs
@@ -482,7 +483,7 @@ impl Thread {
         };
         let rolled_back = conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok();
         let restored = conn.execute_batch("PRAGMA synchronous = NORMAL").is_ok();
-        self.full = false;
+        self.synchronous = Durability::Normal;
         if !(rolled_back && restored && conn.is_autocommit()) {
             self.conn = None;
         }

@@ -57,8 +57,8 @@ async fn count(direct: &Direct) -> i64 {
     rows[0].int("n").unwrap()
 }
 
-/// The rows of `select`, once the connection is seen back at NORMAL
-/// (`synchronous` 1) after whatever ran before.
+/// The rows of `select`, read in a transaction at NORMAL, which must see
+/// `synchronous` 1 whatever ran (or failed) before.
 async fn read_at_normal(direct: &Direct, select: &'static str) -> Vec<Row> {
     let mut rows = direct
         .transaction(
@@ -73,6 +73,46 @@ async fn read_at_normal(direct: &Direct, select: &'static str) -> Vec<Row> {
         "not back at NORMAL"
     );
     rows
+}
+
+#[tokio::test]
+async fn each_transaction_runs_at_its_own_durability_whatever_ran_before() {
+    let (_dir, direct) = thread_with_table().await;
+    let level = async |durability| {
+        let rows = direct
+            .transaction(durability, vec![Stmt::new("PRAGMA synchronous")])
+            .await
+            .unwrap();
+        rows[0].int("synchronous").unwrap()
+    };
+    use Durability::{Full, Normal};
+    // The setting is switched only when it changes: repeats, then each way.
+    for (i, (durability, expected)) in [
+        (Full, 2),
+        (Full, 2),
+        (Normal, 1),
+        (Normal, 1),
+        (Full, 2),
+        (Normal, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(
+            level(durability).await,
+            expected,
+            "transaction {i}, {durability:?}"
+        );
+    }
+    // A FULL transaction that failed leaves the next NORMAL one at NORMAL.
+    assert!(
+        direct
+            .transaction(Full, vec![insert(1, None)])
+            .await
+            .is_err()
+    );
+    assert_eq!(level(Normal).await, 1);
+    assert_eq!(level(Full).await, 2);
 }
 
 #[tokio::test]
