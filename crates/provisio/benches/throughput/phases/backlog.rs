@@ -3,7 +3,8 @@
 //! then the receiver comes up, the handler resumes and the queue drains.
 //! Prints the emit rate at the start and the end of the build-up (a backlog
 //! should not slow the emits), the drain in deliveries/s, and the server's
-//! RSS before, at its peak and after.
+//! RSS before, at its peak and after. Then one object's line: `LINE` events
+//! for the same object held by a pause, drained one release at a time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,6 +16,10 @@ use crate::harness::{emit_many, handler_action, incomplete, rss_mib, wait_receiv
 
 /// The first seq (and object) of the backlog's events.
 const FIRST_SEQ: u64 = 6_000_000_000;
+
+/// Events in the one-object line, and that object.
+const LINE: u64 = 10_000;
+const LINE_OBJECT: u64 = 7_000_000_000;
 
 /// Samples the servers' summed RSS every 100 ms, keeping the highest.
 struct PeakRss {
@@ -118,4 +123,34 @@ pub async fn run(bench: &Bench) {
     println!(
         "  server RSS:              {rss_before:.0} MiB before, {rss_built:.0} built up, {peak_mib:.0} peak, {rss_drained:.0} drained, {rss_settled:.0} 5 s later"
     );
+    line(bench).await;
+}
+
+/// One object's `LINE` events queued behind a pause, then resumed: each
+/// delivery is released by the record of the one before, so this is the
+/// drain of an ordered line, one round trip per delivery (an operator's
+/// day when one busy object's events piled up during an outage).
+async fn line(bench: &Bench) {
+    let sink = &bench.sink;
+    handler_action(&bench.client, &bench.base, bench.handler_id, "pause").await;
+    let accepted = emit_many(
+        &bench.client,
+        &bench.emit_urls,
+        bench.opts.concurrency,
+        LINE,
+        |i| ("clients.update", LINE_OBJECT, LINE_OBJECT + i),
+    )
+    .await;
+    let base_count = sink.received.load(Ordering::SeqCst);
+    let cpu = CpuMeter::start(bench);
+    let started = Instant::now();
+    handler_action(&bench.client, &bench.base, bench.handler_id, "resume").await;
+    let all_arrived = wait_received(sink, base_count + accepted, Duration::from_secs(300)).await;
+    let delivered = sink.received.load(Ordering::SeqCst) - base_count;
+    println!(
+        "  one object's line of {LINE} (paused, then resumed): {:.0} deliveries/s{}",
+        delivered as f64 / started.elapsed().as_secs_f64(),
+        incomplete(all_arrived)
+    );
+    cpu.print_per_event(bench, delivered.max(1));
 }
