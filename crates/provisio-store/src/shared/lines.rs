@@ -82,37 +82,33 @@ pub(crate) fn push_conflation(q: &mut impl Sql, lines: &[Line], now: i64) {
 /// only one), unless something of its line is still pending or blocked. For
 /// [`move_lines_on`], or a backend's statement list doing the same.
 pub(crate) fn push_release(q: &mut impl Sql, lines: &[Line], now: i64) {
-    // Per line, three index probes whatever its length: its oldest waiting
-    // delivery (`deliveries_waiting`), and whether a pending or a blocked
-    // one is ahead (`deliveries_open`, whose condition the state literals
-    // repeat so SQLite picks it; one state each, so both databases seek
-    // that state rather than filter the line's rows by it). Joining
-    // every waiting row of the line and asking each whether anything open
+    // Per line, an index probe for its oldest waiting delivery
+    // (`deliveries_waiting`), and only for a line that has one, a probe per
+    // state that holds the line (pending: `deliveries_open`; blocked:
+    // `deliveries_blocked`), whatever the line's length. Joining every
+    // waiting row of the line and asking, per row, whether anything open
     // but waiting existed read the whole line per row: 2.8 s on SQLite to
     // release one delivery of a 5,000-long line, so such a line drained at
-    // under one delivery a second.
+    // under one delivery a second. The states are plain equalities, not
+    // `open_states!` repeated: both databases see the partial indexes
+    // apply, and PostgreSQL's generic plan turned that `OR` into a bitmap
+    // scan of every open delivery of every line.
     q.sql("UPDATE deliveries SET state = 'pending', next_attempt_at = ")
         .arg(now)
         .sql(
-            " WHERE seq IN (SELECT (SELECT d.seq FROM deliveries d
-                 WHERE d.handler_id = v.column1 AND d.object_key = v.column2 AND d.state = 'waiting'
-                 ORDER BY d.seq LIMIT 1)
+            " WHERE seq IN (SELECT h.seq FROM (SELECT v.column1 AS handler_id, v.column2 AS object_key,
+                 (SELECT d.seq FROM deliveries d WHERE d.handler_id = v.column1
+                     AND d.object_key = v.column2 AND d.state = 'waiting' ORDER BY d.seq LIMIT 1) AS seq
              FROM (",
         );
     push_lines(q, lines);
-    q.sql(") AS v WHERE ");
-    for (i, ahead) in ["'pending'", "'blocked'"].into_iter().enumerate() {
-        q.sql(if i == 0 { "" } else { " AND " })
-            .sql(
-                "NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = v.column1
-                 AND o.object_key = v.column2 AND ",
-            )
-            .sql(open_states!("o.state"))
-            .sql(" AND o.state = ")
-            .sql(ahead)
-            .sql(")");
-    }
-    q.sql(")");
+    q.sql(
+        ") AS v) AS h WHERE h.seq IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = h.handler_id
+                 AND o.object_key = h.object_key AND o.state = 'pending')
+             AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = h.handler_id
+                 AND o.object_key = h.object_key AND o.state = 'blocked'))",
+    );
 }
 
 /// `VALUES (handler, object), …`: columns `column1` and `column2` on both
