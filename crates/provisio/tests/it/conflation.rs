@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use serde_json::json;
 
 use crate::head_of_line::{answered, delivery_id, emit_step, first_delivery, wait_state};
@@ -92,10 +91,7 @@ async fn a_paused_conflating_handler_sends_one_call_per_object_on_resume() {
         )
         .await;
     let id = h["id"].as_i64().unwrap();
-    let (status, body) = app
-        .post(&format!("/api/v1/handlers/{id}/pause"), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.handler_action(id, "pause").await;
     let mut events: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for step in 0..10 {
         for object in 0..20 {
@@ -115,10 +111,7 @@ async fn a_paused_conflating_handler_sends_one_call_per_object_on_resume() {
         "nothing is sent while paused"
     );
 
-    let (status, _) = app
-        .post(&format!("/api/v1/handlers/{id}/resume"), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.handler_action(id, "resume").await;
     let got = receiver.wait_for(20).await;
     assert!(
         got.iter().all(|r| r.json()["data"]["step"] == 9),

@@ -143,10 +143,7 @@ async fn a_paused_handler_holds_its_pending_deliveries() {
         .create_handler(json!({ "target": receiver.url() }))
         .await;
     let id = &h["id"];
-    let (status, _) = app
-        .post(&format!("/api/v1/handlers/{id}/pause"), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.handler_action(id, "pause").await;
     app.emit("clients.create", json!(1), json!({})).await;
     app.emit("clients.create", json!(1), json!({})).await;
     app.emit("clients.create", json!(2), json!({})).await;
@@ -165,8 +162,7 @@ async fn a_paused_handler_holds_its_pending_deliveries() {
         read["health"]["state"], "ok",
         "work is queued: not idle; nothing failed: {read}"
     );
-    app.post(&format!("/api/v1/handlers/{id}/resume"), json!({}))
-        .await;
+    app.handler_action(id, "resume").await;
     receiver.wait_for(3).await;
     let done = wait_handler(&app, id, |h| h["health"]["succeeded_24h"] == 3).await;
     assert_eq!(done["queue"]["held"], 0, "{done}");

@@ -113,6 +113,16 @@ impl TestApp {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// `POST /api/v1/handlers/{id}/{action}` (pause, resume), which must
+    /// answer 200; the handler as it answered.
+    pub async fn handler_action(&self, id: impl std::fmt::Display, action: &str) -> Value {
+        let (status, handler) = self
+            .post(&format!("/api/v1/handlers/{id}/{action}"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{action}: {handler}");
+        handler
+    }
+
     pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(reqwest::Method::PATCH, path, Some(body)).await
     }

@@ -64,10 +64,7 @@ async fn a_maintenance_window_holds_every_delivery_and_resume_sends_them_in_orde
         (&json!(false), &Value::Null)
     );
 
-    let (status, paused) = app
-        .post(&format!("/api/v1/handlers/{id}/pause"), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{paused}");
+    let paused = app.handler_action(id, "pause").await;
     assert_eq!(
         (&paused["paused"], &paused["paused_reason"]),
         (&json!(true), &json!("operator"))
@@ -93,10 +90,7 @@ async fn a_maintenance_window_holds_every_delivery_and_resume_sends_them_in_orde
     assert_eq!(receiver.received().len(), 0, "a paused handler was called");
     assert!(app.executions(&format!("handler_id={id}")).await.is_empty());
 
-    let (status, resumed) = app
-        .post(&format!("/api/v1/handlers/{id}/resume"), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{resumed}");
+    let resumed = app.handler_action(id, "resume").await;
     assert_eq!(
         (&resumed["paused"], &resumed["paused_reason"]),
         (&json!(false), &Value::Null)
@@ -126,8 +120,7 @@ async fn a_held_delivery_reads_as_held_and_pending_again_after_resume() {
         .create_handler(json!({ "target": receiver.url() }))
         .await;
     let id = &handler["id"];
-    app.post(&format!("/api/v1/handlers/{id}/pause"), json!({}))
-        .await;
+    app.handler_action(id, "pause").await;
     let event = app.emit("clients.create", json!(1), json!({})).await;
     let event_id = event["id"].as_str().unwrap();
     let (_, read) = app.get(&format!("/api/v1/events/{event_id}")).await;
@@ -138,8 +131,7 @@ async fn a_held_delivery_reads_as_held_and_pending_again_after_resume() {
         .await;
     assert_eq!(status, StatusCode::OK, "{changed}");
     assert_eq!(changed["paused"], json!(true));
-    app.post(&format!("/api/v1/handlers/{id}/resume"), json!({}))
-        .await;
+    app.handler_action(id, "resume").await;
     app.wait_for_event(event["id"].as_str().unwrap(), |e| {
         e["deliveries"][0]["state"] == json!("success")
     })
@@ -462,16 +454,10 @@ async fn a_line_thousands_long_drains_in_order_after_resume() {
         .create_handler(json!({ "events_id": "clients.*", "target": receiver.url() }))
         .await;
     let id = &handler["id"];
-    let (status, _) = app
-        .post(&format!("/api/v1/handlers/{id}/pause"), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.handler_action(id, "pause").await;
     let per_object = 3_000;
     emit_per_object(&app, 1, per_object).await;
-    let (status, _) = app
-        .post(&format!("/api/v1/handlers/{id}/resume"), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.handler_action(id, "resume").await;
     // Generous: a release per delivery takes well under a millisecond.
     let received = receiver
         .wait_for_within(per_object as usize, Duration::from_secs(90))
