@@ -98,11 +98,27 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &std::path::Path, database_url: Option<&str>) -> Server {
+        Server::start_under(&[], data_dir, database_url)
+    }
+
+    /// Starts the server as the last argument of `launcher` (a program and
+    /// its arguments, such as `valgrind --tool=callgrind`); as [`Server::start`]
+    /// when it is empty.
+    pub fn start_under(
+        launcher: &[String],
+        data_dir: &std::path::Path,
+        database_url: Option<&str>,
+    ) -> Server {
         // `PROVISIO_BENCH_SERVER` runs another build of the server (say, the
         // one before a change) under this benchmark.
         let bin = std::env::var("PROVISIO_BENCH_SERVER")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_provisio").to_owned());
-        let mut child = std::process::Command::new(bin)
+        let (program, args) = match launcher.split_first() {
+            Some((program, args)) => (program.clone(), [args, &[bin]].concat()),
+            None => (bin, Vec::new()),
+        };
+        let mut child = std::process::Command::new(program)
+            .args(args)
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(
                 database_url
@@ -183,6 +199,26 @@ pub fn postgres_cpu_seconds() -> f64 {
         })
         .map(|p| try_cpu_of(&p.path().join("stat").to_string_lossy()).unwrap_or(0.0))
         .sum()
+}
+
+impl Server {
+    /// Asks the server to shut down (SIGTERM) and waits for it to exit,
+    /// at most `limit`; whether it did.
+    pub fn stop(&mut self, limit: Duration) -> bool {
+        let pid = self.child.id().to_string();
+        let asked = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        let deadline = Instant::now() + limit;
+        while asked && Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
 }
 
 impl Drop for Server {

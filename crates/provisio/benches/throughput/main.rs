@@ -16,7 +16,9 @@
 //!   receiver, with the CPU per event;
 //! - the before-stage chain's overhead with three no-op handlers;
 //! - a replay of `--events` logged events to a new handler, in deliveries/s;
-//! - what one handler filter and one request template cost per event.
+//! - what one handler filter and one request template cost per event;
+//! - with `-- --only instructions` alone: the server's instructions per
+//!   event under callgrind, repeatable where the timed figures are not.
 //!
 //! Run with `cargo bench --bench throughput` (add `-- --events N --rates
 //! 200,1000 --seconds S --backlog N` to change the load; `-- --only PHASE` to
@@ -38,9 +40,20 @@ use harness::{Server, Sink, create_handler, emit, start_sink, wait_received};
 
 pub const TOKEN: &str = "bench-admin-token-0123456789";
 
-/// The phases `--only` accepts, in the order a full run takes them.
-const PHASES: [&str; 10] = [
-    "burst", "fixed", "idle", "backlog", "fanout", "hung", "capped", "before", "replay", "filters",
+/// The phases `--only` accepts, in the order a full run takes them; the
+/// last, `instructions`, runs only when asked for (it needs valgrind).
+const PHASES: [&str; 11] = [
+    "burst",
+    "fixed",
+    "idle",
+    "backlog",
+    "fanout",
+    "hung",
+    "capped",
+    "before",
+    "replay",
+    "filters",
+    "instructions",
 ];
 
 pub struct Options {
@@ -270,5 +283,8 @@ async fn main() {
     }
     if opts.runs("filters") {
         phases::filters::run();
+    }
+    if opts.only.as_deref() == Some("instructions") {
+        phases::instructions::run(&bench).await;
     }
 }

@@ -13,10 +13,12 @@ use super::CpuMeter;
 use crate::Bench;
 use crate::harness::{Sink, create_handler, delete_handler, emit, incomplete, percentile};
 
-/// Emits `rate` events a second for `seconds` and returns the emit → receiver
-/// latencies, sorted, and whether every event arrived.
+/// Emits `rate` events a second for `seconds`, spread over `emit_urls`,
+/// and returns the emit → receiver latencies, sorted, and whether every
+/// event arrived.
 pub async fn fixed_rate(
-    bench: &Bench,
+    client: &reqwest::Client,
+    emit_urls: &[String],
     sink: &Sink,
     rate: u64,
     seconds: u64,
@@ -33,8 +35,8 @@ pub async fn fixed_rate(
     for i in 0..total {
         ticker.tick().await;
         let seq = first_seq + i;
-        let url = bench.emit_urls[i as usize % bench.emit_urls.len()].clone();
-        let (client, sent_at) = (bench.client.clone(), sent_at.clone());
+        let url = emit_urls[i as usize % emit_urls.len()].clone();
+        let (client, sent_at) = (client.clone(), sent_at.clone());
         tasks.push(tokio::spawn(async move {
             sent_at.lock().unwrap().insert(seq, Instant::now());
             emit(&client, &url, seq).await
@@ -82,7 +84,15 @@ pub async fn run(bench: &Bench, rate: u64, first_seq: u64) {
 async fn measure(bench: &Bench, heading: &str, to: &str, rate: u64, first_seq: u64) {
     let seconds = bench.opts.seconds;
     let cpu = CpuMeter::start(bench);
-    let (latencies, all_arrived) = fixed_rate(bench, &bench.sink, rate, seconds, first_seq).await;
+    let (latencies, all_arrived) = fixed_rate(
+        &bench.client,
+        &bench.emit_urls,
+        &bench.sink,
+        rate,
+        seconds,
+        first_seq,
+    )
+    .await;
     println!();
     println!(
         "{heading}: {rate} events/s for {seconds} s{to}{}",

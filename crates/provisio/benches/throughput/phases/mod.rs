@@ -7,6 +7,7 @@ pub mod burst;
 pub mod fanout;
 pub mod filters;
 pub mod fixed;
+pub mod instructions;
 pub mod replay;
 
 use std::sync::atomic::Ordering;
