@@ -148,6 +148,24 @@ impl Server {
         Server { child, addr }
     }
 
+    /// Asks the server to shut down (SIGTERM) and waits for it to exit,
+    /// at most `limit`; whether it did.
+    pub fn stop(&mut self, limit: Duration) -> bool {
+        let pid = self.child.id().to_string();
+        let asked = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        let deadline = Instant::now() + limit;
+        while asked && Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
     /// User + system CPU seconds the server has used so far.
     pub fn cpu_seconds(&self) -> f64 {
         cpu_of(&format!("/proc/{}/stat", self.child.id()))
@@ -199,26 +217,6 @@ pub fn postgres_cpu_seconds() -> f64 {
         })
         .map(|p| try_cpu_of(&p.path().join("stat").to_string_lossy()).unwrap_or(0.0))
         .sum()
-}
-
-impl Server {
-    /// Asks the server to shut down (SIGTERM) and waits for it to exit,
-    /// at most `limit`; whether it did.
-    pub fn stop(&mut self, limit: Duration) -> bool {
-        let pid = self.child.id().to_string();
-        let asked = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .is_ok_and(|s| s.success());
-        let deadline = Instant::now() + limit;
-        while asked && Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
-    }
 }
 
 impl Drop for Server {

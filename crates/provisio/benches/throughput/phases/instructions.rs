@@ -5,7 +5,7 @@
 //! ±20 % from run to run, so a change worth a few percent cannot be seen in
 //! the timed phases. Callgrind counts the instructions the server executes
 //! (all its threads, user space only: not the kernel's work for its system
-//! calls), which repeat within about 1 % whatever else the machine does.
+//! calls), which repeat within about 2 % whatever else the machine does.
 //! The server runs twice under it, SQLite, at a low fixed rate for a short
 //! and a long window; the difference, divided by the events between them,
 //! leaves start-up and shutdown out.
