@@ -336,9 +336,7 @@ pub(super) async fn record(
         push_insert_executions(&mut q, chunk);
         stmts.push(q);
     }
-    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-        stmts.push(delivery_updates(chunk));
-    }
+    stmts.extend(batch.iter().map(delivery_update));
     for chunk in conflating.chunks(ROWS_PER_STATEMENT) {
         let mut q = Stmt::default();
         push_conflation(&mut q, chunk, now);
@@ -370,25 +368,27 @@ pub(super) async fn record(
     Ok(moved)
 }
 
-/// The `UPDATE` that gives each attempted delivery in `chunk` its state
-/// after the attempt.
-fn delivery_updates(chunk: &[AttemptResult]) -> Stmt {
-    let mut q = Stmt::new(
-        "UPDATE deliveries SET state = v.column2, attempts = v.column3, next_attempt_at = v.column4,
-            lease_until = NULL, last_error = v.column5, finished_at = v.column6,
-            round_start = round_start + v.column7
-         FROM (",
-    );
-    values(&mut q, chunk, |row, r| {
-        let (state, next_at, finished_at) = crate::plan::delivery_after(r);
-        row.arg(r.delivery_seq)
-            .arg(state)
-            .arg(i64::from(r.attempts))
-            .arg(next_at)
-            .arg(r.last_error.clone())
-            .arg(finished_at)
-            .arg(i64::from(r.spare_round));
-    });
-    q.sql(") AS v WHERE deliveries.seq = v.column1");
+/// The `UPDATE` that gives an attempted delivery its state after the
+/// attempt: one statement per delivery, run from the write thread's cache.
+/// A single-row update by `seq` needs none of what one statement for the
+/// whole batch (`UPDATE … FROM (VALUES …)`) cost SQLite on every run: two
+/// ephemeral b-trees and a statement journal. Issue 15: instructions per
+/// event at 20 events/s (`--only instructions`), see ARCHITECTURE.md.
+fn delivery_update(r: &AttemptResult) -> Stmt {
+    let (state, next_at, finished_at) = crate::plan::delivery_after(r);
+    let mut q = Stmt::new("UPDATE deliveries SET state = ");
+    q.arg(state)
+        .sql(", attempts = ")
+        .arg(i64::from(r.attempts))
+        .sql(", next_attempt_at = ")
+        .arg(next_at)
+        .sql(", lease_until = NULL, last_error = ")
+        .arg(r.last_error.clone())
+        .sql(", finished_at = ")
+        .arg(finished_at)
+        .sql(", round_start = round_start + ")
+        .arg(i64::from(r.spare_round))
+        .sql(" WHERE seq = ")
+        .arg(r.delivery_seq);
     q
 }
