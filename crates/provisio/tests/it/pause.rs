@@ -39,6 +39,17 @@ async fn emit_per_object(app: &Arc<TestApp>, objects: u64, per_object: u64) {
     }
 }
 
+/// An app with one handler for every `clients.*` event, to a receiver that
+/// answers 200: the app, the receiver and the handler's JSON.
+async fn app_with_handler() -> (Arc<TestApp>, Receiver, Value) {
+    let app = Arc::new(TestApp::spawn().await);
+    let receiver = Receiver::ok().await;
+    let handler = app
+        .create_handler(json!({ "events_id": "clients.*", "target": receiver.url() }))
+        .await;
+    (app, receiver, handler)
+}
+
 /// Per object, the `data.n` of what arrived, in arrival order.
 fn arrivals_per_object(received: &[Received]) -> HashMap<u64, Vec<u64>> {
     let mut seen: HashMap<u64, Vec<u64>> = HashMap::new();
@@ -53,11 +64,7 @@ fn arrivals_per_object(received: &[Received]) -> HashMap<u64, Vec<u64>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_maintenance_window_holds_every_delivery_and_resume_sends_them_in_order() {
-    let app = Arc::new(TestApp::spawn().await);
-    let receiver = Receiver::ok().await;
-    let handler = app
-        .create_handler(json!({ "events_id": "clients.*", "target": receiver.url() }))
-        .await;
+    let (app, receiver, handler) = app_with_handler().await;
     let id = &handler["id"];
     assert_eq!(
         (&handler["paused"], &handler["paused_reason"]),
@@ -448,11 +455,7 @@ async fn a_pause_made_on_one_node_holds_deliveries_on_every_node() {
 /// line (it did: 2.8 s each at 5,000 on SQLite) made this take hours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_thousands_long_drains_in_order_after_resume() {
-    let app = Arc::new(TestApp::spawn().await);
-    let receiver = Receiver::ok().await;
-    let handler = app
-        .create_handler(json!({ "events_id": "clients.*", "target": receiver.url() }))
-        .await;
+    let (app, receiver, handler) = app_with_handler().await;
     let id = &handler["id"];
     app.handler_action(id, "pause").await;
     let per_object = 3_000;
