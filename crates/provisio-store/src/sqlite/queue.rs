@@ -12,10 +12,10 @@ use std::collections::HashMap;
 
 use super::direct::{Row, Stmt};
 use super::{Durability, SqliteStore};
-use crate::query::{ROWS_PER_STATEMENT, Sql, open_states, push_insert_executions, values};
+use crate::query::{ROWS_PER_STATEMENT, Sql, line_open, push_insert_executions, values};
 use crate::rows::Columns;
 use crate::rows::claimed as claimed_from_row;
-use crate::shared::lines::{Line, push_conflation, push_release};
+use crate::shared::lines::{Line, push_conflation, push_release_line};
 use crate::shared::queue::NEXT_DUE;
 use crate::*;
 
@@ -135,50 +135,18 @@ fn emit_writes(triage: &crate::plan::Triage<'_>) -> Vec<Stmt> {
         stmts.push(q);
     }
 
-    // An ordered delivery waits while an earlier one for the same (handler,
-    // object) is unfinished: one already stored (the EXISTS), or one earlier in
-    // this batch (`behind`).
-    let rows = crate::plan::delivery_rows(stored);
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        // A handler deleted after this emit was routed gets its delivery
-        // as failed: deleting failed its open deliveries, and one inserted
-        // pending now would never be claimed (claims look only at handlers
-        // that exist). The single writer makes the check exact.
-        //
-        // The checks are one correlated subquery over the rows, not
-        // subqueries inside each VALUES row: SQLite keeps every such
-        // subquery's cursor open for the whole statement and visits them
-        // all on each row it inserts, so a batch of n deliveries cost n²
-        // (fan-out to 20 handlers: emits took seconds).
-        let mut q = Stmt::new(
-            "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
-                                     created_at, last_error, finished_at)
-             SELECT v.column1, v.column2, v.column3, v.column4,
-                    CASE WHEN h.id IS NULL THEN 'failed'
-                         WHEN v.column5 OR (v.column6 AND EXISTS (SELECT 1 FROM deliveries o
-                              WHERE o.handler_id = v.column3 AND o.object_key = v.column4
-                              AND ",
-        );
-        q.sql(open_states!("o.state")).sql(
-            ")) THEN 'waiting' ELSE 'pending' END,
-                    v.column7, v.column7,
-                    CASE WHEN h.id IS NULL THEN 'not sent: the handler was deleted' END,
-                    CASE WHEN h.id IS NULL THEN v.column7 END
-             FROM (",
-        );
-        values(&mut q, chunk.iter().enumerate(), |row, (i, r)| {
-            let (new, d) = (r.new, r.delivery);
-            row.arg(d.id.clone())
-                .arg(new.event.id.clone())
-                .arg(d.handler_id)
-                .arg(r.object_key.clone())
-                .arg(r.behind)
-                .arg(d.ordered)
-                .arg(new.created_at_ms)
-                .arg(i as i64);
-        });
-        // In the batch's order: `seq` is emit order, which lines follow.
-        q.sql(") AS v LEFT JOIN handlers h ON h.id = v.column3 ORDER BY v.column8");
+    // A statement per delivery, in emit order (`seq` is emit order, which
+    // lines follow): see `INSERT_DELIVERY`.
+    for r in crate::plan::delivery_rows(stored) {
+        let (new, d) = (r.new, r.delivery);
+        let mut q = Stmt::new(INSERT_DELIVERY);
+        q.bind(d.id.clone())
+            .bind(new.event.id.clone())
+            .bind(d.handler_id)
+            .bind(r.object_key)
+            .bind(r.behind)
+            .bind(d.ordered)
+            .bind(new.created_at_ms);
         stmts.push(q);
     }
 
@@ -203,6 +171,38 @@ fn emit_writes(triage: &crate::plan::Triage<'_>) -> Vec<Stmt> {
     }
     stmts
 }
+
+/// Inserts one delivery: `?1` id, `?2` event, `?3` handler, `?4` object
+/// key, `?5` behind an earlier one of the batch, `?6` ordered, `?7` now.
+///
+/// An ordered delivery waits while an earlier one for the same (handler,
+/// object) is unfinished: one already stored, or one earlier in this batch
+/// (inserted by then, and named by `?5` too). A handler deleted after this
+/// emit was routed gets its delivery as failed: deleting failed its open
+/// deliveries, and one inserted pending now would never be claimed (claims
+/// look only at handlers that exist). The single writer makes the checks
+/// exact.
+///
+/// One row per statement, from the write thread's statement cache: a
+/// multi-row `INSERT … SELECT … FROM (VALUES …)` cost SQLite a statement
+/// journal (a copy of each page it wrote, for the foreign key's sake), an
+/// ephemeral table and a sorter on every run, an emit of one event
+/// included (issue 15). (Subqueries inside each row of one `VALUES` list
+/// were worse: SQLite keeps every such subquery's cursor open for the
+/// whole statement and visits them all per row, n² for a batch.)
+const INSERT_DELIVERY: &str = concat!(
+    "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, next_attempt_at,
+                             created_at, last_error, finished_at)
+     VALUES (?1, ?2, ?3, ?4,
+             CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ?3) THEN 'failed'
+                  WHEN ?5 OR (?6 AND ",
+    line_open!("?3", "?4"),
+    ") THEN 'waiting' ELSE 'pending' END,
+             ?7, ?7,
+             CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ?3)
+                  THEN 'not sent: the handler was deleted' END,
+             CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ?3) THEN ?7 END)"
+);
 
 /// The reads of the batch's stored idempotency keys, one per thousand keys
 /// (their rows for `plan::seen_key`).
@@ -261,7 +261,11 @@ pub(super) async fn claim_due(store: &SqliteStore, claim: &Claim<'_>) -> StoreRe
 
 /// One statement: for each handler, its oldest due rows up to its room (an
 /// index seek each, `deliveries_due_by_handler`), of those the oldest
-/// `limit`, leased and returned with their events' columns.
+/// `limit`, with their events' columns; the write thread then leases each
+/// row it read, by `seq`, in the same transaction. (`UPDATE … WHERE seq IN
+/// (…) RETURNING …` did both in one statement, and cost SQLite an
+/// ephemeral table for the `IN` list, another for the returned rows and a
+/// Bloom filter, on every claim: issue 15.)
 ///
 /// The limits are written `LIMIT +?`: SQLite plans a bare `LIMIT ?` for the
 /// value bound and marks the prepared statement stale whenever a new value
@@ -269,11 +273,12 @@ pub(super) async fn claim_due(store: &SqliteStore, claim: &Claim<'_>) -> StoreRe
 /// every time (a third of the database thread's CPU at 200 events/s). Behind
 /// the unary plus the value is not looked at when planning.
 fn claim_some(claim: &Claim<'_>, handlers: &[(i64, u32)], limit: i64) -> Stmt {
-    let mut q = Stmt::new("UPDATE deliveries SET lease_until = ");
-    q.arg(claim.lease_until_ms)
-        .sql(", next_attempt_at = ")
-        .arg(claim.lease_until_ms)
-        .sql(" WHERE seq IN (SELECT seq FROM (");
+    let mut q = Stmt::new(
+        "SELECT d.seq AS seq, d.id AS id, d.handler_id AS handler_id, d.attempts AS attempts,
+                d.round_start AS round_start, d.event_id AS event_id, e.events_id AS events_id,
+                e.object_id AS object_id, e.dt AS dt, e.data AS data
+         FROM (SELECT seq FROM (",
+    );
     for (i, (handler_id, room)) in handlers.iter().enumerate() {
         if i > 0 {
             q.sql(" UNION ALL ");
@@ -292,13 +297,17 @@ fn claim_some(claim: &Claim<'_>, handlers: &[(i64, u32)], limit: i64) -> Stmt {
     q.sql(") ORDER BY next_attempt_at, seq LIMIT +")
         .arg(limit)
         .sql(
-            ") RETURNING seq, id, handler_id, attempts, round_start, event_id,
-               (SELECT e.events_id FROM events e WHERE e.id = deliveries.event_id) AS events_id,
-               (SELECT e.object_id FROM events e WHERE e.id = deliveries.event_id) AS object_id,
-               (SELECT e.dt FROM events e WHERE e.id = deliveries.event_id) AS dt,
-               (SELECT e.data FROM events e WHERE e.id = deliveries.event_id) AS data",
+            ") AS c JOIN deliveries d ON d.seq = c.seq
+             LEFT JOIN events e ON e.id = d.event_id",
         );
-    q
+    let lease_until = claim.lease_until_ms;
+    q.each_row(move |row| {
+        let mut lease = Stmt::new(
+            "UPDATE deliveries SET lease_until = ?1, next_attempt_at = ?1 WHERE seq = ?2",
+        );
+        lease.bind(lease_until).bind(row.int("seq")?);
+        Ok(lease)
+    })
 }
 
 /// A record batch in one call to the write thread: its execution rows, its
@@ -340,14 +349,13 @@ pub(super) async fn record(
     for chunk in conflating.chunks(ROWS_PER_STATEMENT) {
         let mut q = Stmt::default();
         push_conflation(&mut q, chunk, now);
-        q.sql(" RETURNING 'superseded' AS moved");
-        stmts.push(q);
+        stmts.push(q.count_as("superseded"));
     }
-    for chunk in closed.chunks(ROWS_PER_STATEMENT) {
+    // A statement per line, as the updates above (`push_release_line`).
+    for line in &closed {
         let mut q = Stmt::default();
-        push_release(&mut q, chunk, now);
-        q.sql(" RETURNING 'released' AS moved");
-        stmts.push(q);
+        push_release_line(&mut q, line, now);
+        stmts.push(q.count_as("released"));
     }
     // Nobody waits on a plain result: it rides with the next emit's or
     // claim's commit (one commit per event at low rates, not two). A batch
@@ -360,9 +368,10 @@ pub(super) async fn record(
     let rows = answer.wait().await?;
     let mut moved = RecordOutcome::default();
     for row in &rows {
+        let count = row.int("count")? as u64;
         match row.text("moved")?.as_str() {
-            "superseded" => moved.superseded += 1,
-            _ => moved.released += 1,
+            "superseded" => moved.superseded += count,
+            _ => moved.released += count,
         }
     }
     Ok(moved)

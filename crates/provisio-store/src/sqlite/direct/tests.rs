@@ -251,3 +251,62 @@ async fn a_failing_job_rolls_back_what_lingered_and_says_so() {
     answer.wait().await.unwrap();
     assert_eq!(committed_rows(&dir), 1);
 }
+
+#[tokio::test]
+async fn a_counted_statement_answers_with_its_count_only_when_it_changed_rows() {
+    let (dir, direct) = thread_with_table().await;
+    let mut q = Stmt::new("INSERT INTO t (n, s) VALUES (?1, 'a'), (?1 + 1, 'b'), (?1 + 2, 'c')");
+    q.bind(10);
+    let rows = direct
+        .transaction(Durability::Normal, vec![q.count_as("inserted")])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].text("moved").unwrap(), "inserted");
+    assert_eq!(rows[0].int("count").unwrap(), 3);
+    // A statement that changed nothing answers with no row: as a lingering
+    // write, nobody waits on it, and it lingers.
+    let none = Stmt::new("UPDATE t SET s = 'z' WHERE n > 100").count_as("updated");
+    let answer = direct.linger(Durability::Normal, vec![none]).unwrap();
+    assert_eq!(count(&direct).await, 3);
+    assert!(answer.wait().await.unwrap().is_empty());
+    assert_eq!(committed_rows(&dir), 3);
+}
+
+#[tokio::test]
+async fn each_row_runs_its_statement_per_row_in_the_same_transaction() {
+    let (_dir, direct) = thread_with_table().await;
+    let seed = (1..=4).map(|n| insert(n, Some("new"))).collect();
+    direct.transaction(Durability::Normal, seed).await.unwrap();
+    let mark = |claimed: &'static str| {
+        Stmt::new("SELECT n FROM t WHERE s = 'new' ORDER BY n LIMIT 2").each_row(move |row| {
+            let mut q = Stmt::new("UPDATE t SET s = ?1 WHERE n = ?2");
+            q.bind(claimed).bind(row.int("n")?);
+            Ok(q)
+        })
+    };
+    // The rows read are answered; the next read sees them marked.
+    let rows = direct
+        .transaction(Durability::Normal, vec![mark("first"), mark("second")])
+        .await
+        .unwrap();
+    let read: Vec<i64> = rows.iter().map(|r| r.int("n").unwrap()).collect();
+    assert_eq!(read, [1, 2, 3, 4]);
+    // A statement built from a row that fails rolls the whole transaction
+    // back, the rows marked before it included.
+    let failing = Stmt::new("SELECT n FROM t WHERE s = 'first' ORDER BY n").each_row(|row| {
+        let n = row.int("n")?;
+        let mut q =
+            Stmt::new("UPDATE t SET s = CASE WHEN ?1 = 2 THEN NULL ELSE 'third' END WHERE n = ?1");
+        q.bind(n);
+        Ok(q)
+    });
+    let err = direct
+        .transaction(Durability::Normal, vec![failing])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("NOT NULL"), "{err}");
+    let rows = read_at_normal(&direct, "SELECT s FROM t ORDER BY n").await;
+    let texts: Vec<String> = rows.iter().map(|r| r.text("s").unwrap()).collect();
+    assert_eq!(texts, ["first", "first", "second", "second"]);
+}
