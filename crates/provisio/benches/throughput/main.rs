@@ -18,7 +18,8 @@
 //! - a replay of `--events` logged events to a new handler, in deliveries/s;
 //! - what one handler filter and one request template cost per event;
 //! - with `-- --only instructions` alone: the server's instructions per
-//!   event under callgrind, repeatable where the timed figures are not.
+//!   event at a low rate and per delivery in a fan-out burst, under
+//!   callgrind, repeatable where the timed figures are not.
 //!
 //! Run with `cargo bench --bench throughput` (add `-- --events N --rates
 //! 200,1000 --seconds S --backlog N` to change the load; `-- --only PHASE` to
