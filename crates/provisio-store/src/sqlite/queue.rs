@@ -117,26 +117,28 @@ fn emit_writes(triage: &crate::plan::Triage<'_>) -> Vec<Stmt> {
         stmts.push(q);
     }
 
-    for chunk in stored.chunks(ROWS_PER_STATEMENT) {
+    // A statement per row (ARCHITECTURE.md, "Storage"): one text, prepared
+    // once, where a multi-row `VALUES` list has a text per batch size,
+    // parsed and planned anew as batch sizes vary.
+    for new in stored {
+        let e = &new.event;
         let mut q = Stmt::new(
-            "INSERT INTO events (id, events_id, object_id, object_key, dt, data, filtered_out, created_at) ",
+            "INSERT INTO events (id, events_id, object_id, object_key, dt, data, filtered_out, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         );
-        values(&mut q, chunk, |row, new| {
-            let e = &new.event;
-            row.arg(e.id.clone())
-                .arg(e.events_id.clone())
-                .arg(e.object_id.to_json())
-                .arg(e.object_id.key())
-                .arg(timefmt::format_seconds(e.dt))
-                .arg(e.data.clone())
-                .arg(new.filtered_out_json())
-                .arg(new.created_at_ms);
-        });
+        q.bind(e.id.clone())
+            .bind(e.events_id.clone())
+            .bind(e.object_id.to_json())
+            .bind(e.object_id.key())
+            .bind(timefmt::format_seconds(e.dt))
+            .bind(e.data.clone())
+            .bind(new.filtered_out_json())
+            .bind(new.created_at_ms);
         stmts.push(q);
     }
 
-    // A statement per delivery, in emit order (`seq` is emit order, which
-    // lines follow): see `INSERT_DELIVERY`.
+    // In emit order (`seq` is emit order, which lines follow): see
+    // `INSERT_DELIVERY`.
     for r in crate::plan::delivery_rows(stored) {
         let (new, d) = (r.new, r.delivery);
         let mut q = Stmt::new(INSERT_DELIVERY);
@@ -340,9 +342,10 @@ pub(super) async fn record(
         .unwrap_or_default();
 
     let mut stmts = Vec::new();
-    for chunk in executions.chunks(ROWS_PER_STATEMENT) {
+    // A statement per row, as in an emit.
+    for execution in executions {
         let mut q = Stmt::default();
-        push_insert_executions(&mut q, chunk);
+        push_insert_executions(&mut q, &[execution]);
         stmts.push(q);
     }
     stmts.extend(batch.iter().map(delivery_update));
