@@ -110,8 +110,9 @@ pub(crate) struct DeliveryRow<'a> {
     pub delivery: &'a NewDelivery,
     pub object_key: String,
     /// An earlier delivery of this batch is open for the same (handler,
-    /// object): this one waits whatever storage holds. (A multi-row insert does
-    /// not see its own rows, so the batch's own order is decided here.)
+    /// object): this one waits whatever storage holds. (PostgreSQL's
+    /// multi-row insert does not see its own rows, so the batch's own order
+    /// is decided here; SQLite's inserts, a row per statement, see them.)
     pub behind: bool,
 }
 

@@ -146,7 +146,6 @@ fn emit_writes(triage: &crate::plan::Triage<'_>) -> Vec<Stmt> {
             .bind(new.event.id.clone())
             .bind(d.handler_id)
             .bind(r.object_key)
-            .bind(r.behind)
             .bind(d.ordered)
             .bind(new.created_at_ms);
         stmts.push(q);
@@ -175,11 +174,12 @@ fn emit_writes(triage: &crate::plan::Triage<'_>) -> Vec<Stmt> {
 }
 
 /// Inserts one delivery: `?1` id, `?2` event, `?3` handler, `?4` object
-/// key, `?5` behind an earlier one of the batch, `?6` ordered, `?7` now.
+/// key, `?5` ordered, `?6` now.
 ///
 /// An ordered delivery waits while an earlier one for the same (handler,
-/// object) is unfinished: one already stored, or one earlier in this batch
-/// (inserted by then, and named by `?5` too). A handler deleted after this
+/// object) is unfinished: one already stored, or one earlier in this batch,
+/// inserted by the statements before (so the plan's `behind`, which
+/// PostgreSQL's single statement needs, is not needed here). A handler deleted after this
 /// emit was routed gets its delivery as failed: deleting failed its open
 /// deliveries, and one inserted pending now would never be claimed (claims
 /// look only at handlers that exist). The single writer makes the checks
@@ -197,13 +197,13 @@ const INSERT_DELIVERY: &str = concat!(
                              created_at, last_error, finished_at)
      VALUES (?1, ?2, ?3, ?4,
              CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ?3) THEN 'failed'
-                  WHEN ?5 OR (?6 AND ",
+                  WHEN ?5 AND ",
     line_open!("?3", "?4"),
-    ") THEN 'waiting' ELSE 'pending' END,
-             ?7, ?7,
+    " THEN 'waiting' ELSE 'pending' END,
+             ?6, ?6,
              CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ?3)
                   THEN 'not sent: the handler was deleted' END,
-             CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ?3) THEN ?7 END)"
+             CASE WHEN NOT EXISTS (SELECT 1 FROM handlers WHERE id = ?3) THEN ?6 END)"
 );
 
 /// The reads of the batch's stored idempotency keys, one per thousand keys
