@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::query::Sql;
+use crate::rows::Columns;
 
 /// Rows in `t` as another connection sees them: committed ones only.
 fn committed_rows(dir: &tempfile::TempDir) -> i64 {
