@@ -11,13 +11,13 @@ use provisio_store::RequestRecord;
 use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 
-use crate::netguard::{DenyList, GuardedResolver};
+use crate::netguard::{CheckedTargets, DenyList, GuardedResolver};
 use crate::outcome::{CallContext, CallOutcome, capped_text, mask_header};
 
 #[derive(Clone)]
 pub struct HttpExecutor {
     client: reqwest::Client,
-    deny: DenyList,
+    targets: CheckedTargets,
     user_agent: HeaderValue,
     body_cap: usize,
 }
@@ -42,7 +42,7 @@ impl HttpExecutor {
         let user_agent = HeaderValue::from_str(&format!("provisio/{}", env!("CARGO_PKG_VERSION")))?;
         Ok(Self {
             client,
-            deny,
+            targets: CheckedTargets::new(deny),
             user_agent,
             body_cap,
         })
@@ -154,7 +154,7 @@ impl HttpExecutor {
         };
         let mut outcome = CallOutcome::new(request);
 
-        let url = match self.deny.check_url(&url) {
+        let url = match self.targets.check(&url) {
             Ok(url) => url,
             Err(e) => {
                 outcome.error = Some(e);
