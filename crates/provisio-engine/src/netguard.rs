@@ -73,7 +73,8 @@ impl DenyList {
 /// The deny list never changes while the executor lives, so neither does an
 /// answer. Bounded: a template that puts event data in the URL makes a new
 /// target per event, so the memo starts over once it holds
-/// [`CheckedTargets::MAX`].
+/// [`CheckedTargets::MAX`], and a target longer than
+/// [`CheckedTargets::MAX_LEN`] is checked anew each time (at most ~4 MiB).
 #[derive(Clone)]
 pub struct CheckedTargets {
     deny: DenyList,
@@ -81,7 +82,8 @@ pub struct CheckedTargets {
 }
 
 impl CheckedTargets {
-    const MAX: usize = 4096;
+    const MAX: usize = 1024;
+    const MAX_LEN: usize = 2048;
 
     pub fn new(deny: DenyList) -> Self {
         Self {
@@ -96,6 +98,9 @@ impl CheckedTargets {
             return answer.clone();
         }
         let answer = self.deny.check_url(target);
+        if target.len() > Self::MAX_LEN {
+            return answer;
+        }
         let mut seen = self.seen.lock().expect("targets lock poisoned");
         if seen.len() >= Self::MAX {
             seen.clear();
@@ -294,6 +299,9 @@ mod tests {
             assert!(targets.check(&url).is_err(), "{url}");
         }
         assert!(targets.seen.lock().unwrap().len() <= CheckedTargets::MAX);
+        let long = format!("http://10.0.0.1/{}", "x".repeat(CheckedTargets::MAX_LEN));
+        assert!(targets.check(&long).is_err());
+        assert!(!targets.seen.lock().unwrap().contains_key(&long));
         for url in urls {
             assert_eq!(targets.check(url), deny.check_url(url), "{url}");
         }
