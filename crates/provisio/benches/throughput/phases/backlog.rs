@@ -119,7 +119,7 @@ pub async fn run(bench: &Bench) {
         "  drain:                   {:>9.0} deliveries/s",
         delivered as f64 / drained_in.as_secs_f64()
     );
-    cpu.print_per_event(bench, delivered.max(1));
+    cpu.print_per_delivery(bench, delivered.max(1));
     println!(
         "  server RSS:              {rss_before:.0} MiB before, {rss_built:.0} built up, {peak_mib:.0} peak, {rss_drained:.0} drained, {rss_settled:.0} 5 s later"
     );
@@ -152,5 +152,5 @@ async fn line(bench: &Bench) {
         delivered as f64 / started.elapsed().as_secs_f64(),
         incomplete(all_arrived)
     );
-    cpu.print_per_event(bench, delivered.max(1));
+    cpu.print_per_delivery(bench, delivered.max(1));
 }

@@ -41,33 +41,47 @@ impl CpuMeter {
         }
     }
 
-    /// Prints the server's and the receiver's CPU per event over `events`;
-    /// the receiver's share of one core shows it was not the bottleneck.
+    /// Prints the server's and the receiver's CPU per event over `events`
+    /// (and on PostgreSQL the database's); the receiver's share of one core
+    /// shows it was not the bottleneck.
     pub fn print_per_event(&self, bench: &Bench, events: u64) {
+        self.print_per(bench, events, "event");
+    }
+
+    /// As [`CpuMeter::print_per_event`], per delivery: where one event
+    /// makes many (a fan-out) or the deliveries were counted (a drain).
+    pub fn print_per_delivery(&self, bench: &Bench, deliveries: u64) {
+        self.print_per(bench, deliveries, "delivery");
+    }
+
+    fn print_per(&self, bench: &Bench, count: u64, unit: &str) {
         let server = bench.server_cpu() - self.server;
         let sink = bench.sink.cpu_seconds() - self.sink;
         let wall = self.started.elapsed().as_secs_f64();
         println!(
-            "  server CPU per event:    {:>9.3} ms  ({:.0} % of one core)",
-            server * 1000.0 / events as f64,
-            server * 100.0 / wall
+            "  server CPU per {unit}:{:>w$.3} ms  ({:.0} % of one core)",
+            server * 1000.0 / count as f64,
+            server * 100.0 / wall,
+            w = 18 - unit.len()
         );
         println!(
-            "  receiver CPU per event:  {:>9.3} ms  ({:.0} % of one core)",
-            sink * 1000.0 / events as f64,
-            sink * 100.0 / wall
+            "  receiver CPU per {unit}:{:>w$.3} ms  ({:.0} % of one core)",
+            sink * 1000.0 / count as f64,
+            sink * 100.0 / wall,
+            w = 16 - unit.len()
         );
         let switches = bench.context_switches().saturating_sub(self.switches);
         println!(
-            "  server context switches: {:>9.1} per event",
-            switches as f64 / events as f64
+            "  server context switches: {:>9.1} per {unit}",
+            switches as f64 / count as f64
         );
         if let Some(before) = self.database {
             let database = crate::harness::postgres_cpu_seconds() - before;
             println!(
-                "  PostgreSQL CPU per event:{:>9.3} ms  (server + PostgreSQL: {:.3} ms)",
-                database * 1000.0 / events as f64,
-                (server + database) * 1000.0 / events as f64
+                "  PostgreSQL CPU per {unit}:{:>w$.3} ms  (server + PostgreSQL: {:.3} ms)",
+                database * 1000.0 / count as f64,
+                (server + database) * 1000.0 / count as f64,
+                w = 14 - unit.len()
             );
         }
     }
