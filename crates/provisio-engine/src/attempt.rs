@@ -10,7 +10,7 @@ use provisio_core::handler::{Handler, HandlerKind, Stage, Status};
 use provisio_core::retry::RetrySchedule;
 use provisio_core::timefmt::{from_millis, to_millis};
 use provisio_store::{AttemptResult, ClaimedDelivery, DeliveryNext};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +19,7 @@ use crate::breaker::{Signal, Streaks};
 use crate::executor::Executors;
 use crate::outcome::{CallContext, CallOutcome, LoggedCall};
 use crate::record::Recorded;
-use crate::shares::InFlight;
+use crate::shares::{InFlight, Starved};
 
 /// What an attempt that ended at `finished_at_ms` means for its delivery:
 /// done, given up once its `round`-th attempt used up `max_attempts` or
@@ -65,6 +65,10 @@ pub(crate) struct AttemptContext {
     /// Cancelled when the drain timeout runs out: attempts still running are
     /// abandoned unrecorded, and their leases bring them back after restart.
     pub(crate) abort: CancellationToken,
+    /// Set while the dispatcher left due work unclaimed for want of slots
+    /// or room; an attempt that gives those back wakes it (`wake`).
+    pub(crate) starved: Arc<Starved>,
+    pub(crate) wake: Arc<Notify>,
 }
 
 /// How long an HTTP receiver asked the handler to wait: a 429 or 503 with a
@@ -96,6 +100,12 @@ pub(crate) async fn attempt(
     ctx.in_flight
         .finish(handler_id, answered.then(Instant::now));
     drop(permit);
+    // Slots and room are the dispatcher's own count, not the database's: a
+    // dispatcher waiting for them may claim at once, before the result is
+    // recorded (which may wait for the next batch, see `record.rs`).
+    if ctx.starved.eased_by(std::iter::once(handler_id)) {
+        ctx.wake.notify_one();
+    }
     if let Some(result) = &result
         && result.spare_round
         && let DeliveryNext::RetryAt { at_ms } = result.next

@@ -99,6 +99,8 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
         slowed: std::sync::Mutex::new(HashMap::new()),
         breaker,
         abort: CancellationToken::new(),
+        starved: starved.clone(),
+        wake: wake.clone(),
     });
     let mut last_settle: Option<Instant> = None;
     // When this node last took (or saw taken) each paused handler's probe:

@@ -85,7 +85,6 @@ impl Engine {
         let recorder = Recorder {
             store: store.clone(),
             wake: wake.clone(),
-            starved: starved.clone(),
             shutdown: shutdown.clone(),
             drain_timeout: config.drain_timeout,
         };

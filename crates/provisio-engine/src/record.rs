@@ -8,11 +8,24 @@ use provisio_store::{AttemptResult, DeliveryNext, ExecutionRecord, RecordOutcome
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::shares::Starved;
-
 pub(crate) const QUEUE_DEPTH: usize = 8192;
 /// The most items one transaction records.
 const BATCH: usize = 1024;
+
+/// After a batch that released nothing, how long results gather before the
+/// next batch is recorded. At a few hundred events a second each result
+/// came alone, and its execution row and its delivery's new state wrote the
+/// same pages as the next one's (the right-hand leaves of the log's table
+/// and of its six indexes, and of the deliveries' state indexes), in a
+/// commit of their own or an emit's: ~17 WAL frames a commit at 200 events/s,
+/// each written, checksummed and synced (issue 15). Gathered, a batch
+/// shares them. Nothing waits on a plain result: the dispatcher learns of
+/// freed slots from the attempt itself, and a batch that released an
+/// ordered successor is followed by the next at once, so a line moves at
+/// the pace of its receiver. What it costs: the log shows a call and the
+/// delivery its new state up to this much later, and a `kill -9` may send
+/// again what gathered (as it may what lingers).
+const GATHER: Duration = Duration::from_millis(25);
 
 /// Something for the log.
 pub(crate) enum Recorded {
@@ -26,13 +39,8 @@ pub(crate) enum Recorded {
 pub(crate) struct Recorder {
     pub(crate) store: Arc<dyn Store>,
     /// Wakes the dispatcher after a batch that may have made work due: a
-    /// retry (its timer must be set again), an ordered successor released,
-    /// or freed slots while it is `starved`.
+    /// retry (its timer must be set again) or an ordered successor released.
     pub(crate) wake: Arc<Notify>,
-    /// Set by the dispatcher while it left due work unclaimed for want of
-    /// slots or room, so only finished attempts (anyone's, or a given
-    /// handler's) can let it go on.
-    pub(crate) starved: Arc<Starved>,
     /// Once shut down, the recorder gives up on a batch the database keeps
     /// refusing after `drain_timeout`.
     pub(crate) shutdown: CancellationToken,
@@ -45,30 +53,35 @@ pub(crate) async fn run(recorder: Recorder, mut rx: mpsc::Receiver<Recorded>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut attempts = Vec::with_capacity(BATCH);
     let mut executions = Vec::new();
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
+    let mut gather = false;
+    loop {
+        if gather && !recorder.shutdown.is_cancelled() {
+            tokio::select! {
+                () = tokio::time::sleep(GATHER) => {}
+                () = recorder.shutdown.cancelled() => {}
+            }
+        }
+        if rx.recv_many(&mut batch, BATCH).await == 0 {
+            break;
+        }
         for item in batch.drain(..) {
             match item {
                 Recorded::Attempt(a) => attempts.push(a),
                 Recorded::Execution(e) => executions.push(e),
             }
         }
-        // A finished attempt has given back its slot and its handler's room
-        // already: a dispatcher waiting for those need not wait for the
-        // commit (which on SQLite may wait for the next emit's).
-        let finished = || attempts.iter().map(|a| a.handler_id);
-        if !attempts.is_empty() && recorder.starved.eased_by(finished()) {
-            recorder.wake.notify_one();
-        }
         let moved = recorder.commit(&attempts, &executions).await;
         // A batch of plain successes and final failures makes nothing due:
         // at low rates, waking the dispatcher for it cost a claim and a
-        // due-time query that found nothing, for every event.
+        // due-time query that found nothing, for every event. (Freed slots
+        // wake it from the attempt, `attempt.rs`.)
         let retries = attempts
             .iter()
             .any(|a| matches!(a.next, DeliveryNext::RetryAt { .. }));
-        if retries || moved.released > 0 || recorder.starved.eased_by(finished()) {
+        if retries || moved.released > 0 {
             recorder.wake.notify_one();
         }
+        gather = moved.released == 0;
         attempts.clear();
         executions.clear();
     }
