@@ -1,6 +1,7 @@
-//! The queue's functions of the session: `pg_temp.provisio_emit` and
-//! `pg_temp.provisio_claim`, PL/pgSQL, created on every connection as it
-//! opens (`open_session` in `mod.rs`) and called by `queue.rs`.
+//! The queue's functions of the session: `pg_temp.provisio_emit`,
+//! `pg_temp.provisio_claim`, `pg_temp.provisio_finish` and
+//! `pg_temp.provisio_release`, PL/pgSQL, created on every connection as it
+//! opens (`open_session` in `mod.rs`) and called by `queue.rs` and `mod.rs`.
 
 use crate::query::open_states;
 
@@ -70,6 +71,19 @@ macro_rules! claim {
 /// whose `unnest` row counts are guesses). A volatile function's statements
 /// each see what committed before they began, so the insert still sees
 /// whatever the holder of a lock this function waited for committed.
+///
+/// A plan made once per session is made for the table as it was then, and
+/// PostgreSQL keeps it however the table grows (an `ANALYZE` did not make
+/// these plans anew). Set-based statements over a batch (`UPDATE … FROM
+/// unnest(…)`, `seq IN (SELECT …)`) are joins whose method follows the
+/// estimates: made while the table was small, or while few deliveries were
+/// pending, their plans hashed every pending delivery (the record) or the
+/// whole table (the release) on every call, a cost that grew with the
+/// backlog (issue 15: 10 % of PostgreSQL's CPU at 200 events/s on a table
+/// of a few thousand rows). So the record's updates (`provisio_finish`) and
+/// the release of lines (`provisio_release`) run a statement per row or
+/// line, each a seek of a key whatever the estimates say; the loop is in
+/// the function, so the batch is still one round trip.
 pub(super) const SESSION_FUNCTIONS: &str = concat!(
     r#"
 CREATE FUNCTION pg_temp.provisio_claim(
@@ -175,6 +189,51 @@ BEGIN
             EXIT;
         END IF;
     END LOOP;
+END $fn$;
+
+CREATE FUNCTION pg_temp.provisio_finish(
+    r_seqs int8[], r_states text[], r_attempts int8[], r_next_at int8[], r_errors text[],
+    r_finished_at int8[], r_spare int8[])
+RETURNS TABLE (handler_id int8, object_key text, state text)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+#variable_conflict use_column
+DECLARE
+    -- A variable, so a parameter of the plan: no partial index's condition
+    -- can be matched to it, and the update below can only seek `seq`.
+    -- With the literal, a plan made while few deliveries were pending
+    -- read every pending one through `deliveries_open`.
+    was text := 'pending';
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(r_seqs), 0) LOOP
+        RETURN QUERY
+        UPDATE deliveries d SET state = r_states[i], attempts = r_attempts[i],
+            next_attempt_at = r_next_at[i], lease_until = NULL, last_error = r_errors[i],
+            finished_at = r_finished_at[i], round_start = d.round_start + r_spare[i]
+        WHERE d.seq = r_seqs[i] AND d.state = was
+        RETURNING d.handler_id, d.object_key, d.state;
+    END LOOP;
+END $fn$;
+
+CREATE FUNCTION pg_temp.provisio_release(handler_ids int8[], object_keys text[], now_ms int8)
+RETURNS int8
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+DECLARE
+    released int8 := 0;
+    changed int8;
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(handler_ids), 0) LOOP
+        UPDATE deliveries SET state = 'pending', next_attempt_at = now_ms
+        WHERE seq = (SELECT d.seq FROM deliveries d WHERE d.handler_id = handler_ids[i]
+                         AND d.object_key = object_keys[i] AND d.state = 'waiting'
+                     ORDER BY d.seq LIMIT 1)
+          AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = handler_ids[i]
+                              AND o.object_key = object_keys[i] AND o.state = 'pending')
+          AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = handler_ids[i]
+                              AND o.object_key = object_keys[i] AND o.state = 'blocked');
+        GET DIAGNOSTICS changed = ROW_COUNT;
+        released := released + changed;
+    END LOOP;
+    RETURN released;
 END $fn$;
 "#
 );

@@ -138,6 +138,24 @@ impl Dialect for Postgres {
         queue::lock_lines(conn, lines).await
     }
 
+    async fn release_lines(
+        conn: &mut PgConnection,
+        lines: &[crate::shared::lines::Line],
+        now: i64,
+    ) -> StoreResult<u64> {
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        let (handlers, objects): (Vec<i64>, Vec<String>) = lines.iter().cloned().unzip();
+        let released: i64 = sqlx::query_scalar("SELECT pg_temp.provisio_release($1, $2, $3)")
+            .bind(handlers)
+            .bind(objects)
+            .bind(now)
+            .fetch_one(conn)
+            .await?;
+        Ok(u64::try_from(released).unwrap_or_default())
+    }
+
     async fn announce_work(conn: &mut PgConnection) -> StoreResult<()> {
         notify_work(conn).await
     }

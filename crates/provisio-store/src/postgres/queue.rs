@@ -339,8 +339,8 @@ pub(super) async fn record(
 /// also attempted by another node after its lease lapsed here; the first
 /// result stands, and its successor is not released a second time.
 ///
-/// The locks are taken first in this statement (the update's condition
-/// waits for them), and the release that needs them is the next statement:
+/// The locks are taken first in this statement (the one-time filter before
+/// the updates waits for them), and the release that needs them is the next statement:
 /// its snapshot, taken after they are held, shows whatever an emit into
 /// those lines committed before letting go of them. Locks before row
 /// locks, as everywhere: two nodes recording the same delivery (its lease
@@ -380,35 +380,26 @@ fn record_results(
         push_insert_executions(&mut q, chunk);
         q.push(")");
     }
-    q.push(
-        ", updated AS (
-             UPDATE deliveries d SET state = v.state, attempts = v.attempts, next_attempt_at = v.next_at,
-                 lease_until = NULL, last_error = v.last_error, finished_at = v.finished_at,
-                 round_start = d.round_start + v.spare
-             FROM unnest(",
-    );
-    q.push_bind(seqs)
-        .push("::int8[], ")
+    // `provisio_finish` updates a row at a time (see
+    // `functions::SESSION_FUNCTIONS`). The uncorrelated condition is a
+    // one-time filter, evaluated before the function runs: the locks come
+    // first, as they did in a statement of their own.
+    q.push(", updated AS (SELECT * FROM pg_temp.provisio_finish(")
+        .push_bind(seqs)
+        .push(", ")
         .push_bind(states)
-        .push("::text[], ")
+        .push(", ")
         .push_bind(attempts)
-        .push("::int8[], ")
+        .push(", ")
         .push_bind(next_at)
-        .push("::int8[], ")
+        .push(", ")
         .push_bind(errors)
-        .push("::text[], ")
+        .push(", ")
         .push_bind(finished_at)
-        .push("::int8[], ")
+        .push(", ")
         .push_bind(spare)
         .push(
-            "::int8[]) AS v(seq, state, attempts, next_at, last_error, finished_at, spare)
-             WHERE d.seq = v.seq AND d.state = 'pending'
-               -- An uncorrelated condition, evaluated once before any
-               -- row is updated: the locks come first, as they did in a
-               -- statement of their own.
-               AND (SELECT COUNT(*) FROM locked) >= 0
-             RETURNING d.handler_id, d.object_key, v.state
-         )
+            ") WHERE (SELECT COUNT(*) FROM locked) >= 0)
          SELECT handler_id, object_key, state FROM updated",
         );
     q

@@ -41,11 +41,7 @@ pub(crate) async fn move_lines_on<DB: Dialect>(
         push_conflation(&mut q, chunk, now);
         moved.superseded += DB::rows_affected(&q.build().execute(DB::on(&mut *conn)).await?);
     }
-    for chunk in lines.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<DB>::new("");
-        push_release(&mut q, chunk, now);
-        moved.released += DB::rows_affected(&q.build().execute(DB::on(&mut *conn)).await?);
-    }
+    moved.released = DB::release_lines(conn, lines, now).await?;
     if moved.released > 0 {
         DB::announce_work(conn).await?;
     }
@@ -80,7 +76,8 @@ pub(crate) fn push_conflation(q: &mut impl Sql, lines: &[Line], now: i64) {
 /// Appends the `UPDATE` that makes the oldest waiting delivery of each of
 /// `lines` due `now` (after [`push_conflation`], on a conflating handler the
 /// only one), unless something of its line is still pending or blocked. For
-/// [`move_lines_on`], or a backend's statement list doing the same.
+/// SQLite's [`Dialect::release_lines`], or a backend's statement list doing
+/// the same.
 pub(crate) fn push_release(q: &mut impl Sql, lines: &[Line], now: i64) {
     // Per line, an index probe for its oldest waiting delivery
     // (`deliveries_waiting`), and only for a line that has one, a probe per

@@ -160,6 +160,18 @@ pub(crate) trait Dialect:
         lines: &[lines::Line],
     ) -> impl Future<Output = StoreResult<()>>;
 
+    /// Inside a write transaction holding the lines' locks, lets the next
+    /// delivery of each of `lines` go where nothing of the line is pending
+    /// or blocked any more ([`lines::push_release`]'s rows); returns how
+    /// many went. SQLite runs that `UPDATE`; PostgreSQL a statement per
+    /// line in one call (`pg_temp.provisio_release`), whose plans seek keys
+    /// however the table has grown since they were made.
+    fn release_lines(
+        conn: &mut Self::Connection,
+        lines: &[lines::Line],
+        now: i64,
+    ) -> impl Future<Output = StoreResult<u64>>;
+
     /// Inside a write transaction that made deliveries due: PostgreSQL tells
     /// every node at commit; a single SQLite node wakes its own dispatcher.
     fn announce_work(conn: &mut Self::Connection) -> impl Future<Output = StoreResult<()>>;

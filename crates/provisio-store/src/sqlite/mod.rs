@@ -235,6 +235,20 @@ impl Dialect for Sqlite {
         Ok(())
     }
 
+    async fn release_lines(
+        conn: &mut SqliteConnection,
+        lines: &[crate::shared::lines::Line],
+        now: i64,
+    ) -> StoreResult<u64> {
+        let mut released = 0;
+        for chunk in lines.chunks(crate::query::ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new("");
+            crate::shared::lines::push_release(&mut q, chunk, now);
+            released += q.build().execute(&mut *conn).await?.rows_affected();
+        }
+        Ok(released)
+    }
+
     /// The engine wakes its dispatcher after every change it makes.
     async fn announce_work(_conn: &mut SqliteConnection) -> StoreResult<()> {
         Ok(())
