@@ -82,15 +82,26 @@ macro_rules! claim {
 /// backlog (issue 15: 10 % of PostgreSQL's CPU at 200 events/s on a table
 /// of a few thousand rows). So the record's updates (`provisio_finish`) and
 /// the release of lines (`provisio_release`) run a statement per row or
-/// line, each a seek of a key whatever the estimates say; the loop is in
-/// the function, so the batch is still one round trip.
+/// line, each a seek of a key; the loop is in the function, so the batch
+/// is still one round trip. A key's seek still loses to a sequential scan
+/// on a table of a few pages: a plan made on a small table that had been
+/// vacuumed (its size known, not guessed) scanned the table for every row
+/// of every batch once it held 100,000 (a release of 1,000 lines ran into
+/// the statement timeout; the emit rate fell to a third). Every statement
+/// here seeks, none means to read a whole table, so the functions run
+/// with `enable_seqscan = off`: the planner takes a sequential scan only
+/// where nothing else can answer (`handlers`, for `paused_reason IS
+/// NULL`). Such a scan then costs 10^10 in the plan, past
+/// `jit_above_cost`, and PostgreSQL compiled the claim with LLVM on every
+/// call (446 ms an emit); `jit = off` too: a statement of a millisecond
+/// never gains from it.
 pub(super) const SESSION_FUNCTIONS: &str = concat!(
     r#"
 CREATE FUNCTION pg_temp.provisio_claim(
     handler_ids int8[], rooms int8[], now_ms int8, max_rows int8, lease_until_ms int8)
 RETURNS TABLE (due int8, seq int8, id text, handler_id int8, attempts int8, round_start int8,
                event_id text, events_id text, object_id text, dt text, data text)
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET jit = off AS $fn$
 #variable_conflict use_column
 BEGIN
 "#,
@@ -109,7 +120,7 @@ CREATE FUNCTION pg_temp.provisio_emit(
     work_channel text, node_setting text)
 RETURNS TABLE (due int8, seq int8, id text, handler_id int8, attempts int8, round_start int8,
                event_id text, events_id text, object_id text, dt text, data text)
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET jit = off AS $fn$
 #variable_conflict use_column
 DECLARE
     fresh text[];
@@ -195,7 +206,7 @@ CREATE FUNCTION pg_temp.provisio_finish(
     r_seqs int8[], r_states text[], r_attempts int8[], r_next_at int8[], r_errors text[],
     r_finished_at int8[], r_spare int8[])
 RETURNS TABLE (handler_id int8, object_key text, state text)
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET jit = off AS $fn$
 #variable_conflict use_column
 DECLARE
     -- A variable, so a parameter of the plan: no partial index's condition
@@ -216,7 +227,7 @@ END $fn$;
 
 CREATE FUNCTION pg_temp.provisio_release(handler_ids int8[], object_keys text[], now_ms int8)
 RETURNS int8
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET jit = off AS $fn$
 DECLARE
     released int8 := 0;
     changed int8;
@@ -226,10 +237,13 @@ BEGIN
         WHERE seq = (SELECT d.seq FROM deliveries d WHERE d.handler_id = handler_ids[i]
                          AND d.object_key = object_keys[i] AND d.state = 'waiting'
                      ORDER BY d.seq LIMIT 1)
+          -- Pending or blocked, in one probe only `deliveries_open` can
+          -- answer: with `state = 'pending'` alone, a plan made on a small
+          -- table took `deliveries_due_by_handler` (the handler's pending
+          -- deliveries, every object's) and read the whole backlog per line.
           AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = handler_ids[i]
-                              AND o.object_key = object_keys[i] AND o.state = 'pending')
-          AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.handler_id = handler_ids[i]
-                              AND o.object_key = object_keys[i] AND o.state = 'blocked');
+                              AND o.object_key = object_keys[i]
+                              AND o.state IN ('pending', 'blocked'));
         GET DIAGNOSTICS changed = ROW_COUNT;
         released := released + changed;
     END LOOP;

@@ -236,8 +236,10 @@ async fn seen_keys(
 /// (see `functions::SESSION_FUNCTIONS`): `pg_stat_statements` showed 0.3 ms of
 /// planning per call, twice the execution, at 200 events/s. Not for the
 /// whole session: the log's list queries do better with plans made for
-/// their values.
-const GENERIC_PLANS: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
+/// their values. Without sequential scans (nor JIT), as in the session
+/// functions: a generic plan outlives the table it was made for.
+const GENERIC_PLANS: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
+     SET LOCAL enable_seqscan = off; SET LOCAL jit = off";
 
 /// A claim in one statement, a transaction of its own.
 pub(super) async fn claim_due(store: &PgStore, claim: &Claim<'_>) -> StoreResult<Claimed> {

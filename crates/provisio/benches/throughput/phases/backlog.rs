@@ -3,8 +3,11 @@
 //! then the receiver comes up, the handler resumes and the queue drains.
 //! Prints the emit rate at the start and the end of the build-up (a backlog
 //! should not slow the emits), the drain in deliveries/s, and the server's
-//! RSS before, at its peak and after. Then one object's line: `LINE` events
-//! for the same object held by a pause, drained one release at a time.
+//! RSS before, at its peak and after. Then the lowest fixed rate right after
+//! the drain (what the drain left behind costs the next events: on
+//! PostgreSQL, the queue's indexes full of dead entries until a vacuum),
+//! and one object's line: `LINE` events for the same object held by a
+//! pause, drained one release at a time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +19,9 @@ use crate::harness::{emit_many, handler_action, incomplete, rss_mib, wait_receiv
 
 /// The first seq (and object) of the backlog's events.
 const FIRST_SEQ: u64 = 6_000_000_000;
+
+/// The first seq of the events at a fixed rate right after the drain.
+const AFTER_SEQ: u64 = 6_500_000_000;
 
 /// Events in the one-object line, and that object.
 const LINE: u64 = 10_000;
@@ -123,6 +129,8 @@ pub async fn run(bench: &Bench) {
     println!(
         "  server RSS:              {rss_before:.0} MiB before, {rss_built:.0} built up, {peak_mib:.0} peak, {rss_drained:.0} drained, {rss_settled:.0} 5 s later"
     );
+    let rate = opts.rates.iter().copied().min().unwrap_or(200);
+    super::fixed::measure(bench, "right after the drain", "", rate, AFTER_SEQ).await;
     line(bench).await;
 }
 

@@ -81,7 +81,7 @@ pub async fn run(bench: &Bench, rate: u64, first_seq: u64) {
 
 /// `rate` events a second for `--seconds`, printed under `heading` (and
 /// `to` after the rate): the latencies and the CPU per event.
-async fn measure(bench: &Bench, heading: &str, to: &str, rate: u64, first_seq: u64) {
+pub async fn measure(bench: &Bench, heading: &str, to: &str, rate: u64, first_seq: u64) {
     let seconds = bench.opts.seconds;
     let cpu = CpuMeter::start(bench);
     let (latencies, all_arrived) = fixed_rate(
