@@ -83,18 +83,19 @@ macro_rules! claim {
 /// of a few thousand rows). So the record's updates (`provisio_finish`) and
 /// the release of lines (`provisio_release`) run a statement per row or
 /// line, each a seek of a key; the loop is in the function, so the batch
-/// is still one round trip. A key's seek still loses to a sequential scan
-/// on a table of a few pages: a plan made on a small table that had been
-/// vacuumed (its size known, not guessed) scanned the table for every row
-/// of every batch once it held 100,000 (a release of 1,000 lines ran into
-/// the statement timeout; the emit rate fell to a third). Every statement
-/// here seeks, none means to read a whole table, so the functions run
-/// with `enable_seqscan = off`: the planner takes a sequential scan only
-/// where nothing else can answer (`handlers`, for `paused_reason IS
-/// NULL`). Such a scan then costs 10^10 in the plan, past
-/// `jit_above_cost`, and PostgreSQL compiled the claim with LLVM on every
-/// call (446 ms an emit); `jit = off` too: a statement of a millisecond
-/// never gains from it.
+/// is still one round trip. On a small table whose size a vacuum made
+/// known, estimates still pick the wrong path: a scan of a few pages looks
+/// cheaper than a seek, and of two partial indexes the smaller wins (the
+/// release's "pending?" probe went to `deliveries_due_by_handler` and read
+/// the handler's whole backlog per line once it held 100,000: a release of
+/// 1,000 lines ran into the statement timeout). So each condition names
+/// only the index meant to answer it, and the functions run with
+/// `enable_seqscan = off`: every statement here seeks, none means to read a
+/// whole table; the planner takes a sequential scan only where nothing
+/// else can answer (`handlers`, for `paused_reason IS NULL`). Such a scan
+/// then costs 10^10 in the plan, past `jit_above_cost`, and PostgreSQL
+/// compiled the claim with LLVM on every call (446 ms an emit); `jit = off`
+/// too: a statement of a millisecond never gains from it.
 pub(super) const SESSION_FUNCTIONS: &str = concat!(
     r#"
 CREATE FUNCTION pg_temp.provisio_claim(

@@ -342,9 +342,9 @@ pub(super) async fn record(
 /// result stands, and its successor is not released a second time.
 ///
 /// The locks are taken first in this statement (the one-time filter before
-/// the updates waits for them), and the release that needs them is the next statement:
-/// its snapshot, taken after they are held, shows whatever an emit into
-/// those lines committed before letting go of them. Locks before row
+/// the updates waits for them), and the release that needs them is the
+/// next statement: its snapshot, taken after they are held, shows whatever
+/// an emit into those lines committed before letting go of them. Locks before row
 /// locks, as everywhere: two nodes recording the same delivery (its lease
 /// lapsed) queue on the line's lock, never on each other's rows.
 fn record_results(
