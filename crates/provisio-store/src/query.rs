@@ -367,18 +367,13 @@ pub(crate) fn settle_leases<DB: Dialect>(now_ms: i64, ending_before: i64) -> Que
     q.bind(now_ms)
         .push(", last_error = ")
         .bind(INTERRUPTED)
-        // A lease sets next_attempt_at to the lease's end too: the condition
-        // on it lets `deliveries_due_by_handler` find lapsed leases, a seek
-        // per handler, without a scan. (A deleted handler's open deliveries
-        // were failed by its deletion: none is pending.)
-        .push(
-            " WHERE state = 'pending' AND handler_id IN (SELECT id FROM handlers)
-              AND next_attempt_at < ",
-        )
+        // (A deleted handler's open deliveries were failed by its deletion:
+        // none is pending.)
+        .push(" WHERE state = 'pending' AND lease_until IS NOT NULL AND lease_until < ")
         .bind(ending_before)
-        .push(" AND lease_until IS NOT NULL AND lease_until < ")
-        .bind(ending_before)
-        .push(" RETURNING seq");
+        .push(" AND ");
+    DB::push_lapsed(&mut q, ending_before);
+    q.push(" RETURNING seq");
     q
 }
 

@@ -7,9 +7,10 @@ use crate::query::open_states;
 
 /// The claim, the body of `provisio_claim` and part of `provisio_emit`:
 /// for each handler (`handler_ids`), its oldest due rows up to its room
-/// (`rooms`; an index seek each, `deliveries_due_by_handler`), locked or
-/// skipped (`SKIP LOCKED`: rows another node is leasing right now are
-/// passed over, not waited for); of those the oldest `max_rows`, moved past
+/// (`rooms`; an ordered walk of `due_deliveries`' primary key each, the
+/// mirror of due work, migration 0016), locked in `deliveries` or skipped
+/// (`SKIP LOCKED`: rows another node is leasing right now are passed over,
+/// not waited for); of those the oldest `max_rows`, moved past
 /// the lease's end and returned with their events. Rows locked but not
 /// chosen are released at the end of the statement. Written into the emit
 /// rather than called from it: the nested call cost as much as the claim's
@@ -20,11 +21,15 @@ macro_rules! claim {
     RETURN QUERY WITH due AS (
         SELECT d.seq, d.next_attempt_at FROM unnest(handler_ids, rooms) AS h(id, room)
         CROSS JOIN LATERAL (
-            SELECT seq, next_attempt_at FROM deliveries
-            WHERE state = 'pending' AND lease_until IS NULL AND handler_id = h.id
-              AND next_attempt_at <= now_ms
-            ORDER BY next_attempt_at, seq LIMIT h.room
-            FOR UPDATE SKIP LOCKED
+            -- Found in the mirror of due work (`due_deliveries`), locked
+            -- and checked again in `deliveries`: a row another node leased
+            -- or finished since this statement began is skipped.
+            SELECT w.seq, w.next_attempt_at FROM due_deliveries w
+            JOIN deliveries dl ON dl.seq = w.seq
+            WHERE w.handler_id = h.id AND w.next_attempt_at <= now_ms AND w.lease_until IS NULL
+              AND dl.state = 'pending' AND dl.lease_until IS NULL
+            ORDER BY w.next_attempt_at, w.seq LIMIT h.room
+            FOR UPDATE OF dl SKIP LOCKED
         ) d
         ORDER BY d.next_attempt_at, d.seq LIMIT max_rows
     ), leased AS (
@@ -36,9 +41,8 @@ macro_rules! claim {
         -- statement: its snapshot still shows the rows just leased as due,
         -- so they are left out and count at their lease's end.
         SELECT LEAST(
-            (SELECT MIN((SELECT MIN(d.next_attempt_at) FROM deliveries d
-                         WHERE d.state = 'pending' AND d.handler_id = h.id
-                           AND d.seq NOT IN (SELECT seq FROM leased)))
+            (SELECT MIN((SELECT MIN(w.next_attempt_at) FROM due_deliveries w
+                         WHERE w.handler_id = h.id AND w.seq NOT IN (SELECT seq FROM leased)))
              FROM handlers h WHERE h.paused_reason IS NULL),
             (SELECT lease_until_ms WHERE EXISTS (
                  SELECT 1 FROM leased l JOIN handlers h ON h.id = l.handler_id
@@ -52,6 +56,15 @@ macro_rules! claim {
     FROM next n LEFT JOIN (leased l JOIN events e ON e.id = l.event_id) ON true
     ORDER BY l.seq;
 "#
+    };
+}
+
+/// The planner's settings of every session function (see
+/// [`SESSION_FUNCTIONS`]), as its `SET` clauses.
+macro_rules! planner {
+    () => {
+        "SET plan_cache_mode = force_generic_plan SET enable_seqscan = off \
+         SET enable_bitmapscan = off SET jit = off"
     };
 }
 
@@ -95,14 +108,22 @@ macro_rules! claim {
 /// else can answer (`handlers`, for `paused_reason IS NULL`). Such a scan
 /// then costs 10^10 in the plan, past `jit_above_cost`, and PostgreSQL
 /// compiled the claim with LLVM on every call (446 ms an emit); `jit = off`
-/// too: a statement of a millisecond never gains from it.
+/// too: a statement of a millisecond never gains from it. And
+/// `enable_bitmapscan = off`: the claim's walk must come out of its index
+/// in order, so the `LIMIT` stops it after the handler's room; a plan made
+/// while `due_deliveries` was empty took a bitmap scan of every due row of
+/// the handler, sorted them all and locked after the sort (30,000 rows and
+/// 57 ms a claim; with 100,000 queued, claims ran into the statement
+/// timeout).
 pub(super) const SESSION_FUNCTIONS: &str = concat!(
     r#"
 CREATE FUNCTION pg_temp.provisio_claim(
     handler_ids int8[], rooms int8[], now_ms int8, max_rows int8, lease_until_ms int8)
 RETURNS TABLE (due int8, seq int8, id text, handler_id int8, attempts int8, round_start int8,
                event_id text, events_id text, object_id text, dt text, data text)
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET jit = off AS $fn$
+LANGUAGE plpgsql "#,
+    planner!(),
+    r#" AS $fn$
 #variable_conflict use_column
 BEGIN
 "#,
@@ -121,7 +142,9 @@ CREATE FUNCTION pg_temp.provisio_emit(
     work_channel text, node_setting text)
 RETURNS TABLE (due int8, seq int8, id text, handler_id int8, attempts int8, round_start int8,
                event_id text, events_id text, object_id text, dt text, data text)
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET jit = off AS $fn$
+LANGUAGE plpgsql "#,
+    planner!(),
+    r#" AS $fn$
 #variable_conflict use_column
 DECLARE
     fresh text[];
@@ -207,7 +230,9 @@ CREATE FUNCTION pg_temp.provisio_finish(
     r_seqs int8[], r_states text[], r_attempts int8[], r_next_at int8[], r_errors text[],
     r_finished_at int8[], r_spare int8[])
 RETURNS TABLE (handler_id int8, object_key text, state text)
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET jit = off AS $fn$
+LANGUAGE plpgsql "#,
+    planner!(),
+    r#" AS $fn$
 #variable_conflict use_column
 DECLARE
     -- A variable, so a parameter of the plan: no partial index's condition
@@ -228,7 +253,9 @@ END $fn$;
 
 CREATE FUNCTION pg_temp.provisio_release(handler_ids int8[], object_keys text[], now_ms int8)
 RETURNS int8
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET jit = off AS $fn$
+LANGUAGE plpgsql "#,
+    planner!(),
+    r#" AS $fn$
 DECLARE
     released int8 := 0;
     changed int8;

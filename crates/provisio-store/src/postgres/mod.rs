@@ -27,11 +27,11 @@ pub mod scratch;
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Connection, Postgres};
+use sqlx::{Connection, Postgres, QueryBuilder};
 use tokio::sync::mpsc;
 
 use crate::shared::{Dialect, SqlCore};
@@ -116,6 +116,23 @@ impl Dialect for Postgres {
     const EVENT_ORDER: &'static str = "e.seq";
     const SNAPSHOT_READS: &'static str =
         "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+    const NEXT_DUE: &'static str = "SELECT MIN((SELECT MIN(w.next_attempt_at) FROM due_deliveries w
+                 WHERE w.handler_id = h.id)) AS due
+     FROM handlers h WHERE h.paused_reason IS NULL";
+
+    fn push_lapsed(q: &mut QueryBuilder<Postgres>, ending_before: i64) {
+        // The keys found in the mirror of due work, then sought in
+        // `deliveries` by `seq`: an array, so no join whose method follows
+        // the estimates (a hash join would read all of `deliveries`).
+        q.push(
+            "seq = ANY(ARRAY(SELECT w.seq FROM due_deliveries w
+               WHERE w.handler_id IN (SELECT id FROM handlers) AND w.next_attempt_at < ",
+        )
+        .push_bind(ending_before)
+        .push(" AND w.lease_until < ")
+        .push_bind(ending_before)
+        .push("))");
+    }
 
     type Writer = PgPool;
     type WriteGuard<'w> = PoolConnection<Postgres>;
@@ -175,6 +192,8 @@ pub struct PgStore {
     queue: PgPool,
     /// This node's id, set on every connection of its pool ([`NODE_SETTING`]).
     node: Arc<str>,
+    /// When `due_deliveries` is vacuumed next ([`PgStore::finished`]).
+    tidy: Arc<Tidy>,
 }
 
 impl PgStore {
@@ -239,6 +258,7 @@ impl PgStore {
                 },
                 queue,
                 node,
+                tidy: Arc::default(),
             }),
             // The pool reports only that it timed out; one direct attempt
             // tells why (refused, unknown host, bad password, no database,
@@ -251,6 +271,35 @@ impl PgStore {
                 },
             },
         }
+    }
+
+    /// Counts `finished` deliveries recorded by this node and, once enough
+    /// have been since the last vacuum of `due_deliveries` (and not too
+    /// soon after it), vacuums it in the background (migration 0016: each
+    /// delivery leaves two dead entries in its index, which claims step
+    /// over until a vacuum takes them away). Autovacuum would come within
+    /// a minute or so (the table's own thresholds); this keeps a drain's
+    /// dead entries from burdening the claims for that long, and does not
+    /// depend on autovacuum having a free worker. A vacuum of this table
+    /// costs what the backlog is, however large the log has grown; another
+    /// node's vacuum in progress is not waited for (`SKIP_LOCKED`).
+    pub(crate) fn finished(&self, finished: usize) {
+        if !self.tidy.due(finished, Instant::now()) {
+            return;
+        }
+        let pool = self.core.write.clone();
+        let tidy = self.tidy.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            match sqlx::raw_sql("VACUUM (SKIP_LOCKED) due_deliveries")
+                .execute(&pool)
+                .await
+            {
+                Ok(_) => tracing::debug!(took = ?started.elapsed(), "vacuumed due_deliveries"),
+                Err(err) => tracing::warn!(error = %err, "could not vacuum due_deliveries"),
+            }
+            tidy.done();
+        });
     }
 
     /// Closes every connection, waiting for queries in progress.
@@ -271,6 +320,57 @@ crate::shared::impl_store!(PgStore {
         Some(rx)
     }
 });
+
+/// Deliveries a node records before it vacuums `due_deliveries`
+/// ([`PgStore::finished`]), at most once every ten seconds: at ordinary
+/// rates a vacuum every ten seconds of a table of a few rows, a
+/// millisecond; after a drain, the vacuum that clears it within ten
+/// seconds of its end.
+pub const VACUUM_DUE_AFTER: u64 = 1_000;
+
+/// When [`PgStore::finished`] vacuums `due_deliveries`.
+#[derive(Default)]
+struct Tidy(std::sync::Mutex<TidyState>);
+
+#[derive(Default)]
+struct TidyState {
+    /// Deliveries recorded since the last vacuum began.
+    finished: u64,
+    /// When the last vacuum began; `None` before the first.
+    last: Option<Instant>,
+    /// Whether a vacuum runs now.
+    running: bool,
+}
+
+impl Tidy {
+    /// The least time between two vacuums: during a long drain the table
+    /// still holds the backlog, and each vacuum reads all of it (~0.1 s of
+    /// PostgreSQL's CPU for a million rows left).
+    const EVERY: Duration = Duration::from_secs(10);
+
+    /// Counts `n` deliveries recorded at `now`; true when a vacuum should
+    /// start now (it is then marked running until [`Tidy::done`]).
+    fn due(&self, n: usize, now: Instant) -> bool {
+        let mut state = self.0.lock().expect("tidy lock poisoned");
+        state.finished += n as u64;
+        if state.running
+            || state.finished < VACUUM_DUE_AFTER
+            || state.last.is_some_and(|at| now < at + Self::EVERY)
+        {
+            return false;
+        }
+        *state = TidyState {
+            finished: 0,
+            last: Some(now),
+            running: true,
+        };
+        true
+    }
+
+    fn done(&self) {
+        self.0.lock().expect("tidy lock poisoned").running = false;
+    }
+}
 
 /// The change feed behind [`PgStore::watch`]: a `LISTEN` connection that is
 /// re-established, with backoff, whenever it is lost. Notifications sent
@@ -350,4 +450,33 @@ async fn notify_work(conn: &mut sqlx::PgConnection) -> StoreResult<()> {
         .execute(conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_is_vacuumed_after_enough_deliveries_and_never_twice_at_once_or_too_often() {
+        let tidy = Tidy::default();
+        let start = Instant::now();
+        let after = VACUUM_DUE_AFTER as usize;
+        assert!(!tidy.due(after - 1, start), "too few yet");
+        assert!(
+            tidy.due(1, start),
+            "the first comes as soon as enough are recorded"
+        );
+        assert!(!tidy.due(after, start + Tidy::EVERY), "one runs already");
+        tidy.done();
+        // The count restarted when the vacuum began: `after` are recorded
+        // since, but too soon after it.
+        assert!(!tidy.due(0, start + Tidy::EVERY / 2));
+        assert!(tidy.due(0, start + Tidy::EVERY));
+        tidy.done();
+        assert!(
+            !tidy.due(after - 1, start + Tidy::EVERY * 5),
+            "too few since"
+        );
+        assert!(tidy.due(1, start + Tidy::EVERY * 5));
+    }
 }

@@ -236,10 +236,10 @@ async fn seen_keys(
 /// (see `functions::SESSION_FUNCTIONS`): `pg_stat_statements` showed 0.3 ms of
 /// planning per call, twice the execution, at 200 events/s. Not for the
 /// whole session: the log's list queries do better with plans made for
-/// their values. Without sequential scans (nor JIT), as in the session
-/// functions: a generic plan outlives the table it was made for.
+/// their values. Without sequential or bitmap scans (nor JIT), as in the
+/// session functions: a generic plan outlives the table it was made for.
 const GENERIC_PLANS: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
-     SET LOCAL enable_seqscan = off; SET LOCAL jit = off";
+     SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL jit = off";
 
 /// A claim in one statement, a transaction of its own.
 pub(super) async fn claim_due(store: &PgStore, claim: &Claim<'_>) -> StoreResult<Claimed> {
@@ -296,7 +296,7 @@ pub(super) async fn record(
         .filter_map(|r| r.execution.as_ref())
         .chain(plain)
         .collect();
-    transaction(&store.queue, Some(GENERIC_PLANS), async |tx| {
+    let moved = transaction(&store.queue, Some(GENERIC_PLANS), async |tx| {
         if batch.is_empty() {
             SqlCore::<Postgres>::insert_executions(tx, &executions).await?;
             return Ok(RecordOutcome::default());
@@ -330,7 +330,9 @@ pub(super) async fn record(
         let moved = move_lines_on::<Postgres>(tx, &closed, &conflating, now).await?;
         Ok(moved)
     })
-    .await
+    .await?;
+    store.finished(batch.len());
+    Ok(moved)
 }
 
 /// One statement: the advisory locks of the lines the batch finishes, its

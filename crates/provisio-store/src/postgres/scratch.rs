@@ -70,13 +70,32 @@ impl ScratchDatabase {
 
     /// Runs one statement as the admin, connected to this database.
     pub async fn admin(&self, statement: &str) {
-        let mut conn = PgConnection::connect_with(&self.admin.clone().database(&self.name))
-            .await
-            .expect("admin connection");
+        let mut conn = self.connect_admin().await;
         conn.execute(sqlx::AssertSqlSafe(statement.to_owned()))
             .await
             .unwrap_or_else(|err| panic!("{statement}: {err}"));
         let _ = conn.close().await;
+    }
+
+    /// Runs one query as the admin, connected to this database, and returns
+    /// the first column of each row (an `EXPLAIN`'s lines, a count).
+    pub async fn column<T>(&self, query: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        let mut conn = self.connect_admin().await;
+        let values = sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_owned()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_else(|err| panic!("{query}: {err}"));
+        let _ = conn.close().await;
+        values
+    }
+
+    async fn connect_admin(&self) -> PgConnection {
+        PgConnection::connect_with(&self.admin.clone().database(&self.name))
+            .await
+            .expect("admin connection")
     }
 
     /// Cuts every connection to this database, as a server restart or a

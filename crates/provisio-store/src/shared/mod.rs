@@ -132,6 +132,19 @@ pub(crate) trait Dialect:
     /// snapshot: PostgreSQL's REPEATABLE READ; empty on SQLite, whose
     /// transactions read one snapshot of the WAL already.
     const SNAPSHOT_READS: &'static str;
+    /// When the next pending delivery of a running (not paused) handler
+    /// becomes due or its lease lapses, as one row with the column `due`:
+    /// a seek per running handler in the index of due work, which SQLite
+    /// keeps on `deliveries` and PostgreSQL in `due_deliveries`.
+    const NEXT_DUE: &'static str;
+
+    /// Pushes the condition, after `WHERE state = 'pending' AND lease_until
+    /// < ending_before AND`, that finds pending deliveries of existing
+    /// handlers whose lease ended before `ending_before`, without a scan:
+    /// a lease moves `next_attempt_at` to its end, so a lapsed one is among
+    /// its handler's due work, sought per handler where each backend keeps
+    /// it.
+    fn push_lapsed(q: &mut QueryBuilder<Self>, ending_before: i64);
 
     /// Where writes go: PostgreSQL's pool; SQLite's one write connection.
     type Writer: Clone + Send + Sync;

@@ -13,24 +13,17 @@ use crate::rows::{
 };
 use crate::{DeliveryRecord, FilteredOut, StoreResult};
 
-/// When the next pending delivery of a running handler becomes due (or its
-/// lease lapses), as one row with the column `due`.
-pub(crate) const NEXT_DUE: &str = "SELECT MIN((SELECT MIN(d.next_attempt_at) FROM deliveries d
-                 WHERE d.state = 'pending' AND d.handler_id = h.id)) AS due
-     FROM handlers h WHERE h.paused_reason IS NULL";
-
 impl<DB: Dialect> SqlCore<DB> {
     /// From the writer's pool, which has just committed the work it asks
     /// about. A paused handler's deliveries are left out: they are not due
     /// until it resumes, and a past due time of theirs would hide a running
     /// handler's next retry from the dispatcher's timer.
     pub(crate) async fn next_due_ms(&self) -> StoreResult<Option<i64>> {
-        // One index seek per running handler (`deliveries_due_by_handler`):
-        // filtering the paused ones out of one walk of the due index (all
-        // handlers; dropped since, 0015)
+        // One index seek per running handler: filtering the paused ones out
+        // of one walk of a due index of all handlers (dropped since, 0015)
         // stepped over every row of a paused handler's backlog, older than
         // any new delivery, on every wake of the dispatcher.
-        let mut q = QueryBuilder::<DB>::new(NEXT_DUE);
+        let mut q = QueryBuilder::<DB>::new(DB::NEXT_DUE);
         q.build()
             .fetch_one(DB::on(&mut *self.writer().await?))
             .await?

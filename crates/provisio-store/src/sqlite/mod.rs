@@ -18,10 +18,10 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Sqlite};
+use sqlx::{ConnectOptions, QueryBuilder, Sqlite};
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::shared::{Dialect, SqlCore};
+use crate::shared::{Bind, Dialect, SqlCore};
 use crate::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -210,6 +210,15 @@ impl Dialect for Sqlite {
     const BYTE_ORDER: &'static str = "";
     const EVENT_ORDER: &'static str = "e.rowid";
     const SNAPSHOT_READS: &'static str = "";
+    const NEXT_DUE: &'static str = "SELECT MIN((SELECT MIN(d.next_attempt_at) FROM deliveries d
+                 WHERE d.state = 'pending' AND d.handler_id = h.id)) AS due
+     FROM handlers h WHERE h.paused_reason IS NULL";
+
+    fn push_lapsed(q: &mut QueryBuilder<Sqlite>, ending_before: i64) {
+        // `deliveries_due_by_handler`, a seek per handler.
+        q.push("handler_id IN (SELECT id FROM handlers) AND next_attempt_at < ")
+            .bind(ending_before);
+    }
 
     type Writer = Writer;
     type WriteGuard<'w> = WriteGuard<'w>;

@@ -15,8 +15,8 @@ use super::{Durability, SqliteStore};
 use crate::query::{ROWS_PER_STATEMENT, Sql, line_open, push_insert_executions, values};
 use crate::rows::Columns;
 use crate::rows::claimed as claimed_from_row;
+use crate::shared::Dialect;
 use crate::shared::lines::{Line, push_conflation, push_release_line};
-use crate::shared::queue::NEXT_DUE;
 use crate::*;
 
 pub(super) async fn emit(
@@ -82,7 +82,7 @@ fn push_claim(stmts: &mut Vec<Stmt>, claim: Option<&Claim<'_>>) {
     if !claim.handlers.is_empty() {
         stmts.push(claim_some(claim, claim.handlers, i64::from(claim.limit)));
     }
-    stmts.push(Stmt::new(NEXT_DUE));
+    stmts.push(Stmt::new(sqlx::Sqlite::NEXT_DUE));
 }
 
 /// The claim's rows, then the next-due row (which comes last), as a
@@ -255,7 +255,7 @@ pub(super) async fn claim_due(store: &SqliteStore, claim: &Claim<'_>) -> StoreRe
     claimed.extend(
         store
             .direct
-            .transaction(Durability::Normal, vec![Stmt::new(NEXT_DUE)])
+            .transaction(Durability::Normal, vec![Stmt::new(sqlx::Sqlite::NEXT_DUE)])
             .await?,
     );
     claimed_from(claimed, claim.limit)

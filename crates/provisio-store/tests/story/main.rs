@@ -19,6 +19,7 @@
 
 mod cancel;
 mod catalog;
+mod drain;
 mod emit_claim;
 mod figures;
 mod handlers;
@@ -60,6 +61,20 @@ async fn postgres_keeps_the_story() {
     let mut heard = other.watch().expect("PostgreSQL announces changes");
     assert_eq!(heard.recv().await, Some(StoreChange::Resync));
     story(&store).await;
+    // Every write of the story, each kind of state change, kept the mirror
+    // of due work (`due_deliveries`) equal to the pending deliveries.
+    let mirrored = "SELECT seq, handler_id, next_attempt_at, lease_until FROM due_deliveries";
+    let pending = "SELECT seq, handler_id, next_attempt_at, lease_until FROM deliveries
+                   WHERE state = 'pending'";
+    let differ = format!(
+        "SELECT count(*) FROM (({mirrored} EXCEPT {pending}) UNION ALL ({pending} EXCEPT {mirrored})) x"
+    );
+    assert_eq!(db.column::<i64>(&differ).await, [0]);
+    assert!(
+        db.column::<i64>("SELECT count(*) FROM due_deliveries")
+            .await[0]
+            > 0
+    );
     // Handler changes and new work were announced along the way, new work
     // to the other node only: this one woke its own dispatcher already.
     let drain = |rx: &mut tokio::sync::mpsc::Receiver<StoreChange>| {
