@@ -367,8 +367,6 @@ pub(crate) fn settle_leases<DB: Dialect>(now_ms: i64, ending_before: i64) -> Que
     q.bind(now_ms)
         .push(", last_error = ")
         .bind(INTERRUPTED)
-        // (A deleted handler's open deliveries were failed by its deletion:
-        // none is pending.)
         .push(" WHERE state = 'pending' AND lease_until IS NOT NULL AND lease_until < ")
         .bind(ending_before)
         .push(" AND ");

@@ -139,11 +139,12 @@ pub(crate) trait Dialect:
     const NEXT_DUE: &'static str;
 
     /// Pushes the condition, after `WHERE state = 'pending' AND lease_until
-    /// < ending_before AND`, that finds pending deliveries of existing
-    /// handlers whose lease ended before `ending_before`, without a scan:
-    /// a lease moves `next_attempt_at` to its end, so a lapsed one is among
-    /// its handler's due work, sought per handler where each backend keeps
-    /// it.
+    /// < ending_before AND`, that finds pending deliveries whose lease
+    /// ended before `ending_before` without a scan: a lease moves
+    /// `next_attempt_at` to its end, so a lapsed one is among its handler's
+    /// due work, sought per existing handler where each backend keeps it
+    /// (a deleted handler's open deliveries were failed by its deletion:
+    /// none is pending).
     fn push_lapsed(q: &mut QueryBuilder<Self>, ending_before: i64);
 
     /// Where writes go: PostgreSQL's pool; SQLite's one write connection.
