@@ -21,15 +21,23 @@ macro_rules! claim {
     RETURN QUERY WITH due AS (
         SELECT d.seq, d.next_attempt_at FROM unnest(handler_ids, rooms) AS h(id, room)
         CROSS JOIN LATERAL (
-            -- Found in the mirror of due work (`due_deliveries`), locked
-            -- and checked again in `deliveries`: a row another node leased
-            -- or finished since this statement began is skipped.
+            -- Found in the mirror of due work (`due_deliveries`), in due
+            -- order, each locked and checked again in `deliveries`: a row
+            -- another node is leasing is skipped, one it leased or
+            -- finished since this statement began is left out. The lock
+            -- is a `LATERAL` subquery's, so the plan can only be this
+            -- walk with a seek of `seq` per row, and the `LIMIT` stops it
+            -- at the handler's room; `pending_state` is a variable, so no
+            -- partial index's condition matches and the seek is the
+            -- primary key's.
             SELECT w.seq, w.next_attempt_at FROM due_deliveries w
-            JOIN deliveries dl ON dl.seq = w.seq
+            CROSS JOIN LATERAL (
+                SELECT 1 FROM deliveries dl
+                WHERE dl.seq = w.seq AND dl.state = pending_state AND dl.lease_until IS NULL
+                FOR UPDATE SKIP LOCKED
+            ) dl
             WHERE w.handler_id = h.id AND w.next_attempt_at <= now_ms AND w.lease_until IS NULL
-              AND dl.state = 'pending' AND dl.lease_until IS NULL
             ORDER BY w.next_attempt_at, w.seq LIMIT h.room
-            FOR UPDATE OF dl SKIP LOCKED
         ) d
         ORDER BY d.next_attempt_at, d.seq LIMIT max_rows
     ), leased AS (
@@ -125,6 +133,8 @@ LANGUAGE plpgsql "#,
     planner!(),
     r#" AS $fn$
 #variable_conflict use_column
+DECLARE
+    pending_state text := 'pending';
 BEGIN
 "#,
     claim!(),
@@ -149,6 +159,7 @@ LANGUAGE plpgsql "#,
 DECLARE
     fresh text[];
     fresh_id text;
+    pending_state text := 'pending';
 BEGIN
     -- The locks of the lines the emit joins and of its idempotency keys,
     -- sorted, in one statement (see `lock_keys`).
