@@ -80,6 +80,17 @@ impl Options {
     fn runs(&self, phase: &str) -> bool {
         self.only.as_deref().is_none_or(|only| only == phase)
     }
+
+    /// The lowest fixed rate, events/s: the one measured beside a capped
+    /// handler and right after the drain.
+    pub fn lowest_rate(&self) -> u64 {
+        self.rates.iter().copied().min().unwrap_or(200)
+    }
+
+    /// The highest fixed rate, events/s: the hung phase's.
+    pub fn highest_rate(&self) -> u64 {
+        self.rates.iter().copied().max().unwrap_or(1_000)
+    }
 }
 
 fn options() -> Options {

@@ -129,7 +129,7 @@ pub async fn run(bench: &Bench) {
     println!(
         "  server RSS:              {rss_before:.0} MiB before, {rss_built:.0} built up, {peak_mib:.0} peak, {rss_drained:.0} drained, {rss_settled:.0} 5 s later"
     );
-    let rate = opts.rates.iter().copied().min().unwrap_or(200);
+    let rate = opts.lowest_rate();
     super::fixed::measure(bench, "right after the drain", "", rate, AFTER_SEQ).await;
     line(bench).await;
 }

@@ -125,7 +125,7 @@ pub async fn beside_hung(bench: &Bench) {
         .await;
         hung.push(id);
     }
-    let rate = bench.opts.rates.iter().copied().max().unwrap_or(1_000);
+    let rate = bench.opts.highest_rate();
     healthy_beside(bench, "8 hung handlers", rate, 4_000_000_000).await;
     // Later phases (the before chain, replay) measure without them: left
     // behind, they would get every later event too, retrying against
@@ -160,7 +160,7 @@ pub async fn beside_capped(bench: &Bench) {
                 "max_in_flight": 1, "ordered": false }),
     )
     .await;
-    let rate = bench.opts.rates.iter().copied().min().unwrap_or(200);
+    let rate = bench.opts.lowest_rate();
     let beside = "a handler capped at one call to a 200 ms receiver";
     healthy_beside(bench, beside, rate, 5_000_000_000).await;
     delete_handler(&bench.client, &bench.base, capped).await;
