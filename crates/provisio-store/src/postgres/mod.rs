@@ -17,7 +17,8 @@
 //!
 //! Every commit is durable when it returns (PostgreSQL's default
 //! `synchronous_commit = on`), so an accepted emit survives a crash of the
-//! database server too.
+//! database server too; all but a record batch's, whose loss costs a
+//! delivery sent again (`queue::RECORD_TX`).
 
 mod functions;
 mod queue;
