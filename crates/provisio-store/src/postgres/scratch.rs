@@ -92,6 +92,20 @@ impl ScratchDatabase {
         values
     }
 
+    /// How many rows the mirror of due work (`due_deliveries`) and the
+    /// pending deliveries differ by, counted both ways: 0 when every write
+    /// kept the mirror. Both change in one transaction, so any snapshot
+    /// shows them equal.
+    pub async fn unmirrored(&self) -> i64 {
+        let mirrored = "SELECT seq, handler_id, next_attempt_at, lease_until FROM due_deliveries";
+        let pending = "SELECT seq, handler_id, next_attempt_at, lease_until FROM deliveries
+                       WHERE state = 'pending'";
+        let differ = format!(
+            "SELECT count(*) FROM (({mirrored} EXCEPT {pending}) UNION ALL ({pending} EXCEPT {mirrored})) x"
+        );
+        self.column::<i64>(&differ).await[0]
+    }
+
     async fn connect_admin(&self) -> PgConnection {
         PgConnection::connect_with(&self.admin.clone().database(&self.name))
             .await

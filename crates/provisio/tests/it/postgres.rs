@@ -240,7 +240,7 @@ impl Cluster {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_deliver_everything_in_order_when_one_is_killed() {
     let Some(Cluster {
-        db: _db,
+        db,
         client,
         receiver,
         mut a,
@@ -282,6 +282,30 @@ async fn two_nodes_deliver_everything_in_order_when_one_is_killed() {
         logged += items;
     }
     assert!(logged >= objects * per_object, "{logged}");
+
+    // Every delivery finishes (the dead node's through a lapsed lease),
+    // and the mirror of due work follows each write through the kill: it
+    // equals the pending deliveries at every look, and both end empty.
+    let deadline = tokio::time::Instant::now() + RUN_PATIENCE;
+    loop {
+        assert_eq!(db.unmirrored().await, 0);
+        let left = db
+            .column::<i64>("SELECT count(*) FROM deliveries WHERE state <> 'success'")
+            .await;
+        if left == [0] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left:?} unfinished"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        db.column::<i64>("SELECT count(*) FROM due_deliveries")
+            .await,
+        [0]
+    );
 }
 
 #[tokio::test]
