@@ -17,7 +17,8 @@ use crate::query::open_states;
 /// own statement.
 macro_rules! claim {
     () => {
-        r#"
+        concat!(
+            r#"
     RETURN QUERY WITH due AS (
         SELECT d.seq, d.next_attempt_at FROM unnest(handler_ids, rooms) AS h(id, room)
         CROSS JOIN LATERAL (
@@ -49,9 +50,9 @@ macro_rules! claim {
         -- statement: its snapshot still shows the rows just leased as due,
         -- so they are left out and count at their lease's end.
         SELECT LEAST(
-            (SELECT MIN((SELECT MIN(w.next_attempt_at) FROM due_deliveries w
-                         WHERE w.handler_id = h.id AND w.seq NOT IN (SELECT seq FROM leased)))
-             FROM handlers h WHERE h.paused_reason IS NULL),
+            ("#,
+            next_due!("w.seq NOT IN (SELECT seq FROM leased)"),
+            r#"),
             (SELECT lease_until_ms WHERE EXISTS (
                  SELECT 1 FROM leased l JOIN handlers h ON h.id = l.handler_id
                  WHERE h.paused_reason IS NULL))
@@ -64,6 +65,7 @@ macro_rules! claim {
     FROM next n LEFT JOIN (leased l JOIN events e ON e.id = l.event_id) ON true
     ORDER BY l.seq;
 "#
+        )
     };
 }
 
@@ -249,15 +251,16 @@ DECLARE
     -- A variable, so a parameter of the plan: no partial index's condition
     -- can be matched to it, and the update below can only seek `seq`.
     -- With the literal, a plan made while few deliveries were pending
-    -- read every pending one through `deliveries_open`.
-    was text := 'pending';
+    -- read every pending one through `deliveries_open`. (The claim's
+    -- variable of the same name does the same for its seek.)
+    pending_state text := 'pending';
 BEGIN
     FOR i IN 1 .. coalesce(cardinality(r_seqs), 0) LOOP
         RETURN QUERY
         UPDATE deliveries d SET state = r_states[i], attempts = r_attempts[i],
             next_attempt_at = r_next_at[i], lease_until = NULL, last_error = r_errors[i],
             finished_at = r_finished_at[i], round_start = d.round_start + r_spare[i]
-        WHERE d.seq = r_seqs[i] AND d.state = was
+        WHERE d.seq = r_seqs[i] AND d.state = pending_state
         RETURNING d.handler_id, d.object_key, d.state;
     END LOOP;
 END $fn$;

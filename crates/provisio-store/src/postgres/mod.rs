@@ -20,6 +20,19 @@
 //! database server too; all but a record batch's, whose loss costs a
 //! delivery sent again (`queue::RECORD_TX`).
 
+/// The earliest due time of the running handlers' due work, a seek of
+/// the mirror's primary key per handler: [`Dialect::NEXT_DUE`], and in the
+/// claim with one condition more (`$also`: not the rows it just leased).
+macro_rules! next_due {
+    ($($also:literal)?) => {
+        concat!(
+            "SELECT MIN((SELECT MIN(w.next_attempt_at) FROM due_deliveries w
+                         WHERE w.handler_id = h.id", $(" AND ", $also,)? ")) AS due
+             FROM handlers h WHERE h.paused_reason IS NULL"
+        )
+    };
+}
+
 mod functions;
 mod queue;
 mod replays;
@@ -117,9 +130,7 @@ impl Dialect for Postgres {
     const EVENT_ORDER: &'static str = "e.seq";
     const SNAPSHOT_READS: &'static str =
         "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
-    const NEXT_DUE: &'static str = "SELECT MIN((SELECT MIN(w.next_attempt_at) FROM due_deliveries w
-                 WHERE w.handler_id = h.id)) AS due
-     FROM handlers h WHERE h.paused_reason IS NULL";
+    const NEXT_DUE: &'static str = next_due!();
 
     fn push_lapsed(q: &mut QueryBuilder<Postgres>, ending_before: i64) {
         // The keys found in the mirror of due work, then sought in
