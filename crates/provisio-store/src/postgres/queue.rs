@@ -241,10 +241,10 @@ async fn seen_keys(
 /// session functions: a generic plan outlives the table it was made for.
 ///
 /// And it commits without waiting for its WAL to reach the disk
-/// (`synchronous_commit = off`): the WAL writer flushes it within
-/// `wal_writer_delay` (200 ms by default), and any later commit that waits
-/// (the next emit's, a claim's, on any node) flushes it first, since the
-/// WAL is one sequence. Only a crash of the database server (not of a
+/// (`synchronous_commit = off`): the WAL writer flushes it within three
+/// times `wal_writer_delay` (600 ms by default), and any later commit
+/// that waits (the next emit's, a claim's, on any node) flushes it first,
+/// since the WAL is one sequence. Only a crash of the database server (not of a
 /// node) can lose it, and then it loses what a `kill -9` of a SQLite node
 /// loses from its lingering record (ARCHITECTURE.md, "Storage"): attempt
 /// results, whose deliveries keep their leases, which lapse and are
