@@ -5,7 +5,8 @@
 //! ±20 % from run to run, so a change worth a few percent cannot be seen in
 //! the timed phases. Callgrind counts the instructions the server executes
 //! (all its threads, user space only: not the kernel's work for its system
-//! calls), which repeat within about 2 % whatever else the machine does.
+//! calls), which repeat within a few percent whatever else the machine
+//! does (the low-rate figure varies most: ±4 % over three runs).
 //! The server runs under it twice per figure, SQLite, given a load and
 //! then more of the same; the difference, divided by the events (or
 //! deliveries) between them, leaves start-up and shutdown out. Two
