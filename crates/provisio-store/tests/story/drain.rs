@@ -63,16 +63,7 @@ async fn postgres_vacuums_due_work_after_a_drain() {
     // in one batch (the node vacuums once it has recorded that many).
     let mut leased = Vec::new();
     loop {
-        let claimed = store
-            .claim_due(&Claim {
-                now_ms: 2_000,
-                lease_until_ms: 60_000,
-                limit: 1_000,
-                handlers: &[(handler, 1_000)],
-            })
-            .await
-            .unwrap()
-            .deliveries;
+        let claimed = lease(&store, &[(handler, 1_000)], 1_000).await;
         if claimed.is_empty() {
             break;
         }

@@ -21,15 +21,6 @@ async fn postgres_leases_in_the_emits_transaction() {
     store.close().await;
 }
 
-fn claim_for(handlers: &[(i64, u32)]) -> Claim<'_> {
-    Claim {
-        now_ms: 2_000,
-        lease_until_ms: 60_000,
-        limit: 100,
-        handlers,
-    }
-}
-
 fn leased(claimed: &Claimed) -> Vec<(&str, i64)> {
     claimed
         .deliveries
@@ -51,7 +42,10 @@ async fn an_emit_leases_in_its_own_transaction(store: &dyn Store) {
         new_event(1, 2_000, &[(a, true), (b, false)], Some("key")),
         new_event(2, 2_000, &[(a, true)], None),
     ];
-    let emitted = store.emit(&batch, Some(&claim_for(&rooms))).await.unwrap();
+    let emitted = store
+        .emit(&batch, Some(&claim_of(&rooms, 100)))
+        .await
+        .unwrap();
     assert_eq!(emitted.outcomes, [EmitOutcome::Stored, EmitOutcome::Stored]);
     let claimed = emitted.claimed.expect("a claim was asked for");
     assert_eq!(
@@ -67,7 +61,7 @@ async fn an_emit_leases_in_its_own_transaction(store: &dyn Store) {
 
     // The leases hold: a claim after the commit finds only what was left.
     let rooms = [(a, 10), (b, 10)];
-    let after = store.claim_due(&claim_for(&rooms)).await.unwrap();
+    let after = store.claim_due(&claim_of(&rooms, 100)).await.unwrap();
     assert_eq!(leased(&after), [("evt-00001", b)]);
     assert_eq!(
         after.next_due_ms,
@@ -77,7 +71,10 @@ async fn an_emit_leases_in_its_own_transaction(store: &dyn Store) {
 
     // A replayed key stores nothing; the claim is still made.
     let replay = [new_event(1, 2_000, &[(a, true), (b, false)], Some("key"))];
-    let emitted = store.emit(&replay, Some(&claim_for(&rooms))).await.unwrap();
+    let emitted = store
+        .emit(&replay, Some(&claim_of(&rooms, 100)))
+        .await
+        .unwrap();
     assert_eq!(
         emitted.outcomes,
         [EmitOutcome::Replayed {
@@ -93,7 +90,7 @@ async fn an_emit_leases_in_its_own_transaction(store: &dyn Store) {
     let plain = [new_event(20_001, 2_000, &[(b, false)], None)];
     let emitted = store.emit(&plain, None).await.unwrap();
     assert!(emitted.claimed.is_none());
-    let rest = store.claim_due(&claim_for(&rooms)).await.unwrap();
+    let rest = store.claim_due(&claim_of(&rooms, 100)).await.unwrap();
     assert_eq!(leased(&rest), [("evt-20001", b)]);
 
     // A claim over more handlers than one SQLite statement takes (400)
@@ -103,7 +100,10 @@ async fn an_emit_leases_in_its_own_transaction(store: &dyn Store) {
         .chain([(b, 10)])
         .collect();
     let wide = [new_event(20_002, 2_000, &[(b, false)], None)];
-    let emitted = store.emit(&wide, Some(&claim_for(&many))).await.unwrap();
+    let emitted = store
+        .emit(&wide, Some(&claim_of(&many, 100)))
+        .await
+        .unwrap();
     let claimed = emitted.claimed.expect("a claim was asked for");
     assert_eq!(leased(&claimed), [("evt-20002", b)]);
 }

@@ -59,16 +59,7 @@ async fn postgres_orders_concurrent_emits_for_one_object() {
         }
     };
     tokio::join!(emit(a.clone(), 0), emit(b.clone(), 1_000));
-    let claimed = a
-        .claim_due(&Claim {
-            now_ms: 2_000,
-            lease_until_ms: 60_000,
-            limit: 100,
-            handlers: &[(hid, 100)],
-        })
-        .await
-        .unwrap()
-        .deliveries;
+    let claimed = lease(&a, &[(hid, 100)], 100).await;
     assert_eq!(claimed.len(), 1, "one open delivery per (handler, object)");
     a.close().await;
     b.close().await;

@@ -29,16 +29,7 @@ async fn each_handler_is_bounded_by_its_room(store: &dyn Store) {
         .map(|i| new_event(i, 1_000, &[(a, false), (b, false), (c, false)], None))
         .collect();
     insert_events(store, &batch).await;
-    let claimed = store
-        .claim_due(&Claim {
-            now_ms: 2_000,
-            lease_until_ms: 60_000,
-            limit: 100,
-            handlers: &[(a, 3), (b, 30)],
-        })
-        .await
-        .unwrap()
-        .deliveries;
+    let claimed = lease(store, &[(a, 3), (b, 30)], 100).await;
     let count = |h: i64| claimed.iter().filter(|d| d.handler_id == h).count();
     assert_eq!((count(a), count(b), count(c)), (3, 20, 0));
     let oldest_a: Vec<&str> = claimed
@@ -47,16 +38,7 @@ async fn each_handler_is_bounded_by_its_room(store: &dyn Store) {
         .map(|d| d.event.id.as_str())
         .collect();
     assert_eq!(oldest_a, ["evt-10000", "evt-10001", "evt-10002"]);
-    let limited = store
-        .claim_due(&Claim {
-            now_ms: 2_000,
-            lease_until_ms: 60_000,
-            limit: 5,
-            handlers: &[(a, 100), (c, 100)],
-        })
-        .await
-        .unwrap()
-        .deliveries;
+    let limited = lease(store, &[(a, 100), (c, 100)], 5).await;
     assert_eq!(limited.len(), 5, "the limit holds across handlers");
 }
 

@@ -160,6 +160,26 @@ pub fn finished(c: &ClaimedDelivery, next: DeliveryNext, at_ms: i64) -> AttemptR
     }
 }
 
+/// A claim at 2,000 ms of the named handlers' due work, each up to its
+/// room, `limit` rows in all, leased until 60,000 ms.
+pub fn claim_of(handlers: &[(i64, u32)], limit: u32) -> Claim<'_> {
+    Claim {
+        now_ms: 2_000,
+        lease_until_ms: 60_000,
+        limit,
+        handlers,
+    }
+}
+
+/// Leases what [`claim_of`] names.
+pub async fn lease(store: &dyn Store, handlers: &[(i64, u32)], limit: u32) -> Vec<ClaimedDelivery> {
+    store
+        .claim_due(&claim_of(handlers, limit))
+        .await
+        .unwrap()
+        .deliveries
+}
+
 /// Claims up to 100 due deliveries of any handler (ids 1 to 50 cover a
 /// fresh store's) but those in `skip`.
 pub async fn claim(store: &dyn Store, now_ms: i64, skip: &[i64]) -> Vec<ClaimedDelivery> {
