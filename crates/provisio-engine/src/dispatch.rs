@@ -229,13 +229,19 @@ pub(crate) async fn run_dispatcher(dispatcher: Dispatcher) {
         let claimed = if !queued.is_empty() {
             emit::commit(store.as_ref(), &mut queued, claim.as_ref()).await
         } else if let Some(claim) = &claim {
-            Some(store.claim_due(claim).await)
+            let started = Instant::now();
+            let claimed = store.claim_due(claim).await;
+            metrics::histogram!("provisio_claim_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
+            Some(claimed)
         } else {
             None
         };
         if let (Some(shares), Some(claimed)) = (&shares, claimed) {
             match claimed {
                 Ok(claimed) => {
+                    metrics::histogram!("provisio_claim_batch_size")
+                        .record(claimed.deliveries.len() as f64);
                     // Claim again at once if the claim was cut short: by its
                     // limit, or by a handler's room (that handler has more due
                     // work, and may have room again by then).

@@ -82,6 +82,7 @@ async fn metrics_are_exported_and_move_after_an_emit() {
         "provisio_emit_commit_seconds_bucket{",
         "provisio_record_commit_seconds_bucket{",
         "provisio_record_batch_size{",
+        "provisio_claim_batch_size{",
     ] {
         assert!(
             after.lines().any(|l| l.starts_with(name)),
