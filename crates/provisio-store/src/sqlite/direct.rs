@@ -11,7 +11,8 @@
 //! The connection is a second one to the same file, beside sqlx's write
 //! connection, which keeps every other write (the shared store core). A
 //! call runs only while its caller holds the [`Writer`](super::Writer), so
-//! the two never write at once.
+//! the two never write at once. A third, on a thread of its own, copies
+//! the WAL into the database (`checkpoint.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -22,6 +23,7 @@ use tokio::sync::oneshot;
 use super::Durability;
 use crate::{StoreError, StoreResult};
 
+mod checkpoint;
 mod stmt;
 
 use stmt::execute;
@@ -86,6 +88,10 @@ impl Direct {
         std::thread::Builder::new()
             .name("provisio-sqlite-writer".into())
             .spawn(move || {
+                if let Err(err) = checkpoint::start_for_this_thread(path.clone()) {
+                    let _ = opened.send(Err(StoreError::Database(sqlx::Error::Io(err))));
+                    return;
+                }
                 let mut thread = match Thread::open(path) {
                     Ok(thread) => {
                         let _ = opened.send(Ok(()));
@@ -249,6 +255,7 @@ impl Thread {
                 "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA temp_store = memory;",
             )?;
             conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            checkpoint::hook(&conn);
             self.conn = Some(conn);
             self.synchronous = Durability::Normal;
         }

@@ -311,3 +311,40 @@ async fn each_row_runs_its_statement_per_row_in_the_same_transaction() {
     let texts: Vec<String> = rows.iter().map(|r| r.text("s").unwrap()).collect();
     assert_eq!(texts, ["first", "first", "second", "second"]);
 }
+
+#[tokio::test]
+async fn the_wal_is_copied_into_the_database_by_a_thread_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER PRIMARY KEY, s TEXT NOT NULL)",
+        )
+        .unwrap();
+    let direct = Direct::open(&path, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let database_bytes = || std::fs::metadata(&path).unwrap().len();
+    let before = database_bytes();
+    // A page per row: 1,200 commits leave well over 1,000 frames in the
+    // WAL, far below where the write thread would checkpoint itself.
+    let page = "x".repeat(3000);
+    for n in 0..1200 {
+        direct
+            .transaction(Durability::Normal, vec![insert(n, Some(&page))])
+            .await
+            .unwrap();
+    }
+    // Only a checkpoint writes the database file in WAL mode.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while database_bytes() < before + 1000 * 4096 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint: the database file is still {} bytes",
+            database_bytes()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(count(&direct).await, 1200);
+}
