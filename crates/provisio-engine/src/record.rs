@@ -21,13 +21,13 @@ const BATCH: usize = 1024;
 /// right-hand leaves of the log's table and of its six indexes, and of the
 /// deliveries' state indexes), in a commit of their own or an emit's: ~17
 /// WAL frames a commit at 200 events/s, each written, checksummed and
-/// synced (issue 15). Gathered, a batch
-/// shares them. Nothing waits on a plain result: the dispatcher learns of
-/// freed slots from the attempt itself, and a batch that released an
-/// ordered successor is followed by the next at once, so a line moves at
-/// the pace of its receiver. What it costs: the log shows a call and the
-/// delivery its new state up to this much later, and a `kill -9` may send
-/// again what gathered (as it may what lingers).
+/// synced (issue 15). Gathered, a batch shares them. Nothing waits on a
+/// plain result: the dispatcher learns of freed slots from the attempt
+/// itself, and a batch that released an ordered successor is followed by
+/// the next at once, so a line moves at the pace of its receiver. What it
+/// costs: the log shows a call and the delivery its new state up to this
+/// much later, and a `kill -9` may send again what gathered (as it may what
+/// lingers).
 const GATHER: Duration = Duration::from_millis(25);
 
 /// Something for the log.
