@@ -97,19 +97,22 @@ fn wal_grew(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
                 && let Err(TrySendError::Disconnected(())) = ask.try_send(())
             {
                 tracing::warn!("the checkpoint thread is gone; the write thread checkpoints");
-                let _ = wal.checkpoint();
+                checkpoint_here(wal);
             }
         }),
-        Step::Inline => {
-            let started = Instant::now();
-            // Busy when the checkpointer is at it: it will have copied
-            // most of the frames; a later commit steps in again.
-            if wal.checkpoint().is_ok() {
-                timed(started);
-            }
-        }
+        Step::Inline => checkpoint_here(wal),
     }
     Ok(())
+}
+
+/// A checkpoint on the write thread itself. Busy when the checkpointer is
+/// at it: it will have copied most of the frames, and a later commit steps
+/// in again.
+fn checkpoint_here(wal: &Wal) {
+    let started = Instant::now();
+    if wal.checkpoint().is_ok() {
+        timed(started);
+    }
 }
 
 /// The checkpointer's loop: a PASSIVE checkpoint per ask, on a connection
