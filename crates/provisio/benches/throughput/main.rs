@@ -182,6 +182,27 @@ impl Bench {
         self.servers.iter().map(Server::context_switches).sum()
     }
 
+    /// The pages SQLite's write path has written to its WAL so far
+    /// (`provisio_sqlite_wal_frames_total`); `None` on PostgreSQL.
+    pub async fn wal_frames(&self) -> Option<f64> {
+        if self.opts.database_url.is_some() {
+            return None;
+        }
+        let page = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        page.lines()
+            .find_map(|line| line.strip_prefix("provisio_sqlite_wal_frames_total "))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
     /// The servers' resident memory now, in MiB, all nodes together.
     pub fn rss_mib(&self) -> f64 {
         self.servers.iter().map(Server::rss_mib).sum()

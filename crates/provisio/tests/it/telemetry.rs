@@ -89,6 +89,15 @@ async fn metrics_are_exported_and_move_after_an_emit() {
             "{name} missing from /metrics"
         );
     }
+    // The two emits' commits wrote their pages to SQLite's WAL (a counter
+    // of the whole process: other tests only add to it).
+    let frames = |text: &str| sample(text, "provisio_sqlite_wal_frames_total ").unwrap_or(0.0);
+    assert!(
+        frames(&after) >= frames(&before) + 2.0,
+        "WAL frames {} before, {} after two emits",
+        frames(&before),
+        frames(&after)
+    );
     assert!(
         after.contains(r#"route="/api/v1/events""#),
         "requests are timed by route, not raw path"

@@ -58,12 +58,25 @@ fn after_commit(frames: c_int, asked: c_int) -> (Step, c_int) {
     }
 }
 
+/// The frames a commit wrote, from the frames in the WAL after it and
+/// after the commit before (more then than now: the WAL started over, and
+/// this commit's are all there is).
+fn written(frames: c_int, before: c_int) -> c_int {
+    if frames >= before {
+        frames - before
+    } else {
+        frames
+    }
+}
+
 thread_local! {
     /// The write thread's way to its checkpointer, and the frames at its
     /// last ask. A WAL hook is a plain function; the write thread is the
     /// only one whose connection has it.
     static CHECKPOINTER: RefCell<Option<SyncSender<()>>> = const { RefCell::new(None) };
     static ASKED: Cell<c_int> = const { Cell::new(0) };
+    /// The frames in the WAL after the last commit.
+    static FRAMES_NOW: Cell<c_int> = const { Cell::new(0) };
 }
 
 /// Starts the checkpointer of the database at `path` and makes it the
@@ -88,6 +101,11 @@ pub(super) fn hook(conn: &rusqlite::Connection) {
 /// frames now in the WAL. It never fails: the commit has happened, and an
 /// error here would be reported as the commit's.
 fn wal_grew(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
+    // Each frame is a page written whole (twice: into the WAL, then by a
+    // checkpoint into the database), so frames per event are the write
+    // path's cost in pages.
+    let new = written(frames, FRAMES_NOW.replace(frames));
+    metrics::counter!("provisio_sqlite_wal_frames_total").increment(new as u64);
     let (step, asked) = after_commit(frames, ASKED.get());
     ASKED.set(asked);
     match step {
@@ -163,6 +181,13 @@ fn timed(started: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_commit_wrote_the_frames_it_added_or_all_there_are_after_the_wal_started_over() {
+        assert_eq!(written(12, 0), 12);
+        assert_eq!(written(30, 12), 18);
+        assert_eq!(written(7, 8000), 7);
+    }
 
     #[test]
     fn the_checkpointer_is_asked_once_per_thousand_frames_and_the_writer_steps_in_past_its_limit() {

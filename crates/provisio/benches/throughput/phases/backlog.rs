@@ -95,7 +95,7 @@ pub async fn run(bench: &Bench) {
     let rss_built = bench.rss_mib();
 
     let base_count = sink.received.load(Ordering::SeqCst);
-    let cpu = CpuMeter::start(bench);
+    let cpu = CpuMeter::start(bench).await;
     let started = Instant::now();
     sink.down.store(false, Ordering::SeqCst);
     handler_action(&bench.client, &bench.base, bench.handler_id, "resume").await;
@@ -125,7 +125,7 @@ pub async fn run(bench: &Bench) {
         "  drain:                   {:>9.0} deliveries/s",
         delivered as f64 / drained_in.as_secs_f64()
     );
-    cpu.print_per_delivery(bench, delivered.max(1));
+    cpu.print_per_delivery(bench, delivered.max(1)).await;
     println!(
         "  server RSS:              {rss_before:.0} MiB before, {rss_built:.0} built up, {peak_mib:.0} peak, {rss_drained:.0} drained, {rss_settled:.0} 5 s later"
     );
@@ -150,7 +150,7 @@ async fn line(bench: &Bench) {
     )
     .await;
     let base_count = sink.received.load(Ordering::SeqCst);
-    let cpu = CpuMeter::start(bench);
+    let cpu = CpuMeter::start(bench).await;
     let started = Instant::now();
     handler_action(&bench.client, &bench.base, bench.handler_id, "resume").await;
     let all_arrived = wait_received(sink, base_count + accepted, Duration::from_secs(300)).await;
@@ -160,5 +160,5 @@ async fn line(bench: &Bench) {
         delivered as f64 / started.elapsed().as_secs_f64(),
         incomplete(all_arrived)
     );
-    cpu.print_per_delivery(bench, delivered.max(1));
+    cpu.print_per_delivery(bench, delivered.max(1)).await;
 }

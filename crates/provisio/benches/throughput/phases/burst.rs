@@ -24,6 +24,6 @@ pub async fn run(bench: &Bench) -> f64 {
         run.deliveries_per_s,
         incomplete(run.all_arrived)
     );
-    run.cpu.print_per_event(bench, opts.events);
+    run.cpu.print_per_event(bench, opts.events).await;
     run.deliveries_per_s
 }

@@ -50,7 +50,7 @@ pub async fn run(bench: &Bench, burst_rate: Option<f64>) {
         ),
         None => println!("  deliveries end to end:   {rate:>9.0} /s"),
     }
-    run.cpu.print_per_delivery(bench, deliveries);
+    run.cpu.print_per_delivery(bench, deliveries).await;
 
     // Later phases measure the benchmark's handler alone again.
     for id in ids {

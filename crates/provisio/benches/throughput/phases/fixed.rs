@@ -83,7 +83,7 @@ pub async fn run(bench: &Bench, rate: u64, first_seq: u64) {
 /// `to` after the rate): the latencies and the CPU per event.
 pub async fn measure(bench: &Bench, heading: &str, to: &str, rate: u64, first_seq: u64) {
     let seconds = bench.opts.seconds;
-    let cpu = CpuMeter::start(bench);
+    let cpu = CpuMeter::start(bench).await;
     let (latencies, all_arrived) = fixed_rate(
         &bench.client,
         &bench.emit_urls,
@@ -99,7 +99,7 @@ pub async fn measure(bench: &Bench, heading: &str, to: &str, rate: u64, first_se
         incomplete(all_arrived)
     );
     print_latencies(&latencies);
-    cpu.print_per_event(bench, rate * seconds);
+    cpu.print_per_event(bench, rate * seconds).await;
 }
 
 /// Eight more handlers for the same events, whose receivers accept

@@ -23,12 +23,15 @@ pub struct CpuMeter {
     switches: u64,
     /// PostgreSQL's own CPU, when the benchmark runs on it.
     database: Option<f64>,
+    /// The pages SQLite's write path has written to its WAL so far.
+    wal_frames: Option<f64>,
     started: Instant,
 }
 
 impl CpuMeter {
-    pub fn start(bench: &Bench) -> CpuMeter {
+    pub async fn start(bench: &Bench) -> CpuMeter {
         CpuMeter {
+            wal_frames: bench.wal_frames().await,
             server: bench.server_cpu(),
             sink: bench.sink.cpu_seconds(),
             switches: bench.context_switches(),
@@ -44,17 +47,17 @@ impl CpuMeter {
     /// Prints the server's and the receiver's CPU per event over `events`
     /// (and on PostgreSQL the database's); the receiver's share of one core
     /// shows it was not the bottleneck.
-    pub fn print_per_event(&self, bench: &Bench, events: u64) {
-        self.print_per(bench, events, "event");
+    pub async fn print_per_event(&self, bench: &Bench, events: u64) {
+        self.print_per(bench, events, "event").await;
     }
 
     /// As [`CpuMeter::print_per_event`], per delivery: where one event
     /// makes many (a fan-out) or the deliveries were counted (a drain).
-    pub fn print_per_delivery(&self, bench: &Bench, deliveries: u64) {
-        self.print_per(bench, deliveries, "delivery");
+    pub async fn print_per_delivery(&self, bench: &Bench, deliveries: u64) {
+        self.print_per(bench, deliveries, "delivery").await;
     }
 
-    fn print_per(&self, bench: &Bench, count: u64, unit: &str) {
+    async fn print_per(&self, bench: &Bench, count: u64, unit: &str) {
         let server = bench.server_cpu() - self.server;
         let sink = bench.sink.cpu_seconds() - self.sink;
         let wall = self.started.elapsed().as_secs_f64();
@@ -75,6 +78,13 @@ impl CpuMeter {
             "  server context switches: {:>9.1} per {unit}",
             switches as f64 / count as f64
         );
+        if let (Some(before), Some(now)) = (self.wal_frames, bench.wal_frames().await) {
+            println!(
+                "  SQLite WAL pages per {unit}:{:>w$.1}",
+                (now - before) / count as f64,
+                w = 14 - unit.len()
+            );
+        }
         if let Some(before) = self.database {
             let database = crate::harness::postgres_cpu_seconds() - before;
             println!(
@@ -106,7 +116,7 @@ pub async fn burst_of(
 ) -> Burst {
     let sink = &bench.sink;
     let base_count = sink.received.load(Ordering::SeqCst);
-    let cpu = CpuMeter::start(bench);
+    let cpu = CpuMeter::start(bench).await;
     let started = Instant::now();
     let accepted = emit_many(
         &bench.client,
