@@ -44,11 +44,18 @@ enum Step {
     Inline,
 }
 
+/// A count of WAL frames taken at some earlier commit (`mark`), as it
+/// stands in the WAL that now holds `frames`: itself, or zero when there
+/// are fewer frames now than then (the WAL started over since).
+fn in_this_wal(mark: c_int, frames: c_int) -> c_int {
+    if frames < mark { 0 } else { mark }
+}
+
 /// After a commit that left `frames` in the WAL, when the checkpointer was
 /// last asked at `asked` frames: what to do, and the frames of the last ask
-/// from now on (fewer frames now than then: the WAL started over since).
+/// from now on.
 fn after_commit(frames: c_int, asked: c_int) -> (Step, c_int) {
-    let asked = if frames < asked { 0 } else { asked };
+    let asked = in_this_wal(asked, frames);
     if frames >= INLINE_FRAMES {
         (Step::Inline, 0)
     } else if frames - asked >= FRAMES {
@@ -59,14 +66,9 @@ fn after_commit(frames: c_int, asked: c_int) -> (Step, c_int) {
 }
 
 /// The frames a commit wrote, from the frames in the WAL after it and
-/// after the commit before (more then than now: the WAL started over, and
-/// this commit's are all there is).
+/// after the commit before.
 fn written(frames: c_int, before: c_int) -> c_int {
-    if frames >= before {
-        frames - before
-    } else {
-        frames
-    }
+    frames - in_this_wal(before, frames)
 }
 
 thread_local! {
