@@ -219,7 +219,7 @@ pub(crate) fn claimed(row: &impl Columns) -> StoreResult<ClaimedDelivery> {
 /// order [`delivery`] reads them. A pending delivery of a paused handler reads
 /// as `held`: derived here, never stored, so pausing and resuming rewrite no
 /// delivery. `blocked_by` is computed too: for a waiting delivery, the blocked
-/// one that holds its line (index `deliveries_blocked`).
+/// one that holds its line (a seek of `deliveries_open`).
 pub(crate) const DELIVERY_COLUMNS: &str = "id, event_id, handler_id, \
      CASE WHEN state = 'pending' AND EXISTS (SELECT 1 FROM handlers h WHERE h.id = deliveries.handler_id \
      AND h.paused_reason IS NOT NULL) THEN 'held' ELSE state END AS state, \

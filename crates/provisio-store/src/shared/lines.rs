@@ -79,10 +79,10 @@ pub(crate) fn push_conflation(q: &mut impl Sql, lines: &[Line], now: i64) {
 /// SQLite's [`Dialect::release_lines`], or a backend's statement list doing
 /// the same.
 pub(crate) fn push_release(q: &mut impl Sql, lines: &[Line], now: i64) {
-    // Per line, an index probe for its oldest waiting delivery
-    // (`deliveries_waiting`), and only for a line that has one, a probe per
-    // state that holds the line (pending: `deliveries_open`; blocked:
-    // `deliveries_blocked`), whatever the line's length. Joining every
+    // Per line, an index probe for its oldest waiting delivery, and only
+    // for a line that has one, a probe per state that holds the line
+    // (pending, blocked), each a seek of `deliveries_open` (handler,
+    // object, state, seq), whatever the line's length. Joining every
     // waiting row of the line and asking, per row, whether anything open
     // but waiting existed read the whole line per row: 2.8 s on SQLite to
     // release one delivery of a 5,000-long line, so such a line drained at

@@ -64,7 +64,8 @@ impl<DB: Dialect> SqlCore<DB> {
         row.as_ref().map(delivery_from_row).transpose()
     }
 
-    /// The line's waiting deliveries (index `deliveries_waiting`).
+    /// The line's waiting deliveries (a seek of `deliveries_open`, in `seq`
+    /// order).
     pub(crate) async fn waiting_behind(
         &self,
         delivery_id: &str,
