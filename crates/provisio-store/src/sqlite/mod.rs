@@ -322,3 +322,107 @@ crate::shared::impl_store!(SqliteStore {
         true
     }
 });
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, Row, SqliteConnection};
+
+    use super::MIGRATOR;
+
+    /// Migration 0018 rebuilds `deliveries` without AUTOINCREMENT: every
+    /// row, column and index comes through; `sqlite_sequence` no longer
+    /// names the table; a new delivery still follows every stored one.
+    #[tokio::test]
+    async fn deliveries_lose_autoincrement_and_keep_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("up.db").display());
+        let mut conn = SqliteConnection::connect(&url).await.unwrap();
+        MIGRATOR.run_to(17, &mut conn).await.unwrap();
+
+        sqlx::raw_sql(
+            "INSERT INTO events (id, events_id, object_id, object_key, dt, data, created_at)
+                 VALUES ('e1', 'clients.update', '1', '1', '2026-12-08T00:00:00Z', '{}', 1),
+                        ('e2', 'clients.update', '2', '2', '2026-12-08T00:00:00Z', '{}', 2);
+             INSERT INTO deliveries (id, event_id, handler_id, object_key, state, attempts,
+                                     next_attempt_at, lease_until, last_error, created_at,
+                                     finished_at, superseded_by, replay_id)
+                 VALUES ('d1', 'e1', 7, '1', 'success', 1, NULL, NULL, NULL, 1, 5, NULL, NULL),
+                        ('d2', 'e1', 8, '1', 'pending', 2, 90, 90, 'timed out', 1, NULL, NULL, 'r1'),
+                        ('d3', 'e2', 7, '1', 'waiting', 0, NULL, NULL, NULL, 2, NULL, NULL, NULL),
+                        ('d4', 'e2', 8, '2', 'blocked', 5, NULL, NULL, 'gone', 2, NULL, NULL, NULL),
+                        ('d5', 'e2', 9, '2', 'superseded', 0, NULL, NULL, NULL, 2, 6, 'd3', NULL);
+             -- Retention took the newest: the sequence stays above every row.
+             DELETE FROM deliveries WHERE id = 'd5';",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let rows = async |conn: &mut SqliteConnection| -> Vec<String> {
+            sqlx::query("SELECT * FROM deliveries ORDER BY seq")
+                .fetch_all(conn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    (0..row.len())
+                        .map(|i| {
+                            let value: Option<String> = row.try_get_unchecked(i).unwrap();
+                            value.unwrap_or_else(|| "NULL".into())
+                        })
+                        .collect::<Vec<_>>()
+                        .join("|")
+                })
+                .collect()
+        };
+        let schema = async |conn: &mut SqliteConnection, sql: &str| -> Vec<String> {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_all(conn)
+                .await
+                .unwrap()
+        };
+        const INDEXES: &str = "SELECT name || ': ' || coalesce(sql, '') FROM sqlite_master
+                               WHERE type = 'index' AND tbl_name = 'deliveries' ORDER BY name";
+        let before = rows(&mut conn).await;
+        let indexes = schema(&mut conn, INDEXES).await;
+        assert_eq!(before.len(), 4);
+        assert_eq!(
+            before[1],
+            "2|d2|e1|8|1|pending|2|0|90|90|timed out|1|NULL|NULL|r1"
+        );
+
+        MIGRATOR.run(&mut conn).await.unwrap();
+
+        assert_eq!(rows(&mut conn).await, before);
+        assert_eq!(schema(&mut conn, INDEXES).await, indexes);
+        let table = schema(
+            &mut conn,
+            "SELECT sql FROM sqlite_master WHERE name = 'deliveries'",
+        )
+        .await;
+        assert!(!table[0].contains("AUTOINCREMENT"), "{table:?}");
+        let sequences = schema(&mut conn, "SELECT name FROM sqlite_sequence ORDER BY name").await;
+        assert!(
+            !sequences.contains(&"deliveries".to_owned()),
+            "{sequences:?}"
+        );
+        assert_eq!(schema(&mut conn, "PRAGMA integrity_check").await, ["ok"]);
+        assert!(
+            schema(&mut conn, "SELECT \"table\" FROM pragma_foreign_key_check")
+                .await
+                .is_empty()
+        );
+
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO deliveries (id, event_id, handler_id, object_key, state, created_at)
+             VALUES ('d6', 'e2', 7, '1', 'waiting', 3) RETURNING seq",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let highest: i64 = sqlx::query_scalar("SELECT MAX(seq) FROM deliveries WHERE id <> 'd6'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(seq, highest + 1);
+    }
+}
