@@ -22,8 +22,9 @@
 //!   callgrind, repeatable where the timed figures are not.
 //!
 //! Run with `cargo bench --bench throughput` (add `-- --events N --rates
-//! 200,1000 --seconds S --backlog N` to change the load; `-- --only PHASE` to
-//! run one phase after the warm-up; `-- --database-url URL [--nodes 2]` to run
+//! 200,1000 --seconds S --backlog N` to change the load; `-- --only
+//! PHASE[,PHASE…]` to run those phases after the warm-up, in a full run's
+//! order (one after another on the same server, as in a full run); `-- --database-url URL [--nodes 2]` to run
 //! on a PostgreSQL database, which should be empty: the benchmark's handler
 //! must be the only one). With two nodes, the emits are spread across both.
 //! `PROVISIO_BENCH_SERVER=/path/to/provisio` runs another build of the server.
@@ -72,13 +73,16 @@ pub struct Options {
     pub backlog: u64,
     /// Handlers of the one event type, in the fan-out phase.
     pub fanout: u64,
-    /// Run only this phase (after the warm-up); all when absent.
-    only: Option<String>,
+    /// Run only these phases (after the warm-up, in a full run's order);
+    /// all when absent.
+    only: Option<Vec<String>>,
 }
 
 impl Options {
     fn runs(&self, phase: &str) -> bool {
-        self.only.as_deref().is_none_or(|only| only == phase)
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|p| p == phase))
     }
 
     /// The lowest fixed rate, events/s: the one measured beside a capped
@@ -142,10 +146,13 @@ fn options() -> Options {
         o.fanout = v;
     }
     o.database_url = text("--database-url");
-    o.only = text("--only");
+    o.only = text("--only").map(|v| v.split(',').map(|p| p.trim().to_owned()).collect());
     assert!(
-        o.only.as_deref().is_none_or(|p| PHASES.contains(&p)),
-        "--only takes one of {}",
+        o.only
+            .iter()
+            .flatten()
+            .all(|p| PHASES.contains(&p.as_str())),
+        "--only takes one or more of {}, separated by commas",
         PHASES.join(", ")
     );
     assert!(!o.rates.is_empty(), "--rates needs at least one rate");
@@ -317,7 +324,7 @@ async fn main() {
     if opts.runs("filters") {
         phases::filters::run();
     }
-    if opts.only.as_deref() == Some("instructions") {
+    if opts.only.is_some() && opts.runs("instructions") {
         phases::instructions::run(&bench).await;
     }
 }
