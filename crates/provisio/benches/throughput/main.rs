@@ -23,8 +23,8 @@
 //!
 //! Run with `cargo bench --bench throughput` (add `-- --events N --rates
 //! 200,1000 --seconds S --backlog N` to change the load; `-- --only
-//! PHASE[,PHASE…]` to run those phases after the warm-up, in a full run's
-//! order (one after another on the same server, as in a full run); `-- --database-url URL [--nodes 2]` to run
+//! PHASE[,PHASE…]` to run those phases after the warm-up, on one server in
+//! a full run's order; `-- --database-url URL [--nodes 2]` to run
 //! on a PostgreSQL database, which should be empty: the benchmark's handler
 //! must be the only one). With two nodes, the emits are spread across both.
 //! `PROVISIO_BENCH_SERVER=/path/to/provisio` runs another build of the server.
