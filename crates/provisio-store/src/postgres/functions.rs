@@ -205,8 +205,12 @@ BEGIN
         -- node) gets its delivery as failed: one inserted pending would
         -- never be claimed. FOR KEY SHARE makes a concurrent delete wait
         -- for this commit, so its own sweep of open deliveries sees ours.
+        -- OFFSET 0 keeps the subquery whole: pulled up, each of the three
+        -- `h.live` above became a sublink of its own, and the handler's
+        -- row was sought and locked three times per delivery.
         CROSS JOIN LATERAL (SELECT EXISTS (
-            SELECT 1 FROM handlers WHERE handlers.id = v.handler_id FOR KEY SHARE) AS live) h
+            SELECT 1 FROM handlers WHERE handlers.id = v.handler_id FOR KEY SHARE) AS live
+            OFFSET 0) h
         ORDER BY v.n
         RETURNING id, state
         )
