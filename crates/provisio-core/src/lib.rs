@@ -120,6 +120,25 @@ pub fn has_nul(text: &str) -> bool {
     text.contains('\0')
 }
 
+/// An error and its causes on one line, joined by `: `, each said once: a
+/// cause the line already ends with is left out, since many errors print
+/// their source inside their own message (sqlx's failed migration, and
+/// provisio's `migration failed: {0}` around it, printed the same cause
+/// three times). For the CLI's last line and a failed call's log entry.
+pub fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
 /// `text` with each U+0000 replaced by U+FFFD, for text the log keeps
 /// whatever produced it (a reply, a script's output, a rendered request):
 /// one such row in a batch PostgreSQL refuses would fail every commit of
@@ -129,5 +148,37 @@ pub fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
         text.replace('\0', "\u{FFFD}").into()
     } else {
         text.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    /// A cause that its error's message already ends with is not repeated;
+    /// one that adds something is.
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot open the database: {0}")]
+        struct Context(#[source] Outer);
+        #[derive(Debug, thiserror::Error)]
+        #[error("migration failed: {0}")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("database or disk is full")]
+        struct Inner;
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot connect")]
+        struct Connect(#[source] std::io::Error);
+
+        assert_eq!(
+            error_line(&Context(Outer(Inner))),
+            "cannot open the database: migration failed: database or disk is full"
+        );
+        assert_eq!(
+            error_line(&Connect(std::io::Error::other("refused"))),
+            "cannot connect: refused"
+        );
     }
 }

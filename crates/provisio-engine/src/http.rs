@@ -282,14 +282,7 @@ fn describe(err: &reqwest::Error, timeout: Duration) -> String {
     if err.is_timeout() {
         return format!("timed out after {} ms", timeout.as_millis());
     }
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
+    provisio_core::error_line(err)
 }
 
 /// `Retry-After` as seconds or an HTTP date.

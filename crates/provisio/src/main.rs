@@ -122,7 +122,7 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(provisio::client::Forbidden::EXIT_CODE)
         }
         Err(err) => {
-            eprintln!("provisio: {}", one_line(&err));
+            eprintln!("provisio: {}", provisio_core::error_line(err.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
@@ -198,24 +198,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// The error and its causes on one line.
-/// The error and its causes on one line, each said once: many errors
-/// print their source inside their own message already (`migration
-/// failed: {0}`), and a failed migration's cause came out three times.
-fn one_line(err: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in err.chain().map(ToString::to_string) {
-        if line.ends_with(&cause) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&cause);
-    }
-    line
-}
-
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROVISIO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -244,27 +226,7 @@ async fn wait_for_signal() {
 mod tests {
     use clap::CommandFactory;
 
-    use super::{Cli, one_line};
-
-    /// A cause that its error's message already ends with is not repeated;
-    /// one that adds something is.
-    #[test]
-    fn an_error_line_says_each_cause_once() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("migration failed: {0}")]
-        struct Outer(#[source] Inner);
-        #[derive(Debug, thiserror::Error)]
-        #[error("database or disk is full")]
-        struct Inner;
-
-        let err = anyhow::Error::new(Outer(Inner)).context("cannot open the database");
-        assert_eq!(
-            one_line(&err),
-            "cannot open the database: migration failed: database or disk is full"
-        );
-        let err = anyhow::Error::new(std::io::Error::other("refused")).context("cannot connect");
-        assert_eq!(one_line(&err), "cannot connect: refused");
-    }
+    use super::Cli;
 
     /// Every flag and argument of every subcommand says what it is for, in
     /// `--help` and in the shell completions made from the same tree.
